@@ -1,0 +1,83 @@
+r"""ehflow_core: equivariant Hamiltonian flows (Rezende, Racanière, Higgins, Toth, 2019).
+
+A density on :math:`\mathbb{R}^d` is the image of a simple base density :math:`\pi` on the phase
+space :math:`s = (q, p)` under a leapfrog-integrated Hamiltonian flow with
+:math:`H(q, p) = K(p) + U(q)`; the momentum is latent and inferred by a Gaussian encoder. Symmetry
+generators :math:`g` enter through the Poisson bracket: :math:`\{g, H\} = 0` makes the flow
+equivariant and, with an invariant base, the learned density invariant.
+
+Glossary (names used throughout, as in MATH.md):
+    q, p        position (the data) and latent momentum, each (B, d)
+    H, K, U     Hamiltonian, kinetic energy K(p), potential energy U(q)
+    dt          leapfrog step size; ``n_steps`` leapfrog steps make one flow
+    g           a symmetry generator g(q, p); ``{f, g}`` the Poisson bracket
+    kappa (κ)   constraint precision: the target value of E_π[{g, H}²]
+    lam (λ)     Lagrange multiplier of a constraint
+    Shapes      B batch, T time steps, d degrees of freedom, G generators, S samples
+"""
+
+from .config import FlowConfig
+from .distributions import BaseDensity, SoftUniform, StandardNormal
+from .encoder import GaussianEncoder
+from .evaluation import (
+    Grid,
+    InvarianceReport,
+    embed_plane,
+    equivariance_error,
+    evaluate_in_batches,
+    invariance_error,
+    make_grid,
+)
+from .flow import HamiltonianFlow
+from .hamiltonian import Hamiltonian
+from .integrators import leapfrog, leapfrog_path, leapfrog_step
+from .symmetries import (
+    Closure,
+    Generator,
+    RotationGenerator,
+    TranslationGenerator,
+    bracket_with_hamiltonian,
+    constraint_values,
+    function_generator,
+    lemma1_check,
+    poisson_bracket,
+    rotation_generator,
+    so_generators,
+    structure_constants,
+    translation_generator,
+)
+
+__all__ = [
+    "BaseDensity",
+    "Closure",
+    "FlowConfig",
+    "GaussianEncoder",
+    "Generator",
+    "Grid",
+    "Hamiltonian",
+    "HamiltonianFlow",
+    "InvarianceReport",
+    "RotationGenerator",
+    "SoftUniform",
+    "StandardNormal",
+    "TranslationGenerator",
+    "bracket_with_hamiltonian",
+    "constraint_values",
+    "embed_plane",
+    "equivariance_error",
+    "evaluate_in_batches",
+    "function_generator",
+    "invariance_error",
+    "leapfrog",
+    "leapfrog_path",
+    "leapfrog_step",
+    "lemma1_check",
+    "make_grid",
+    "poisson_bracket",
+    "rotation_generator",
+    "so_generators",
+    "structure_constants",
+    "translation_generator",
+]
+
+__version__ = "0.1.0"

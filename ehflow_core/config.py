@@ -1,0 +1,101 @@
+"""The flow's configuration: a frozen dataclass that validates itself and round-trips through JSON."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from ._checks import check_choice, check_float, check_int
+
+BASES = ("normal", "soft_uniform")
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def _int_tuple(name: str, value: object, *, minimum: int, nonempty: bool = True) -> tuple[int, ...]:
+    if not isinstance(value, (tuple, list)):
+        raise TypeError(f"{name} must be a tuple of integers, got {value!r}")
+    if nonempty and not value:
+        raise ValueError(f"{name} must hold at least one integer, got {value!r}")
+    return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """Architecture and integrator of a :class:`~ehflow_core.HamiltonianFlow`.
+
+    Every field is checked on construction; an invalid value raises ``ValueError`` or ``TypeError``
+    naming the field.
+    """
+
+    dim: int = 2  # d: dimension of the data q (and of the latent momentum p), >= 1
+    hidden: tuple[int, ...] = (128, 128)  # hidden widths of the softplus MLPs K(p) and U(q)
+    n_steps: int = 2  # n: leapfrog steps of the flow, >= 1 (the paper uses 2)
+    dt: float = 0.5  # leapfrog step size, finite and > 0
+    base: str = "normal"  # base density π of the state: "normal" or "soft_uniform"
+    base_sigma: float = 4.0  # soft-uniform width σ > 0 (ignored for "normal")
+    base_beta: float = 4.0  # soft-uniform edge sharpness β > 0 (ignored for "normal")
+    shared_hamiltonian: bool = True  # one H for every step (True) or a separate H_i per step
+    # Exact symmetry: K and U become MLPs of the squared norms of these blocks of coordinates, e.g.
+    # ((0, 1),) for a radial H in 2-D, ((0, 1), (2, 3)) for SO(2)×SO(2). None: generic K and U.
+    invariant_blocks: tuple[tuple[int, ...], ...] | None = None
+    encoder_hidden: tuple[int, ...] = (128, 128)  # hidden widths of the relu MLPs μ(q) and σ(q)
+    dtype: str = "float32"  # "float32" or "float64"
+    device: str = "cpu"  # "cpu" or "cuda" (falls back to the CPU, with a warning, if unavailable)
+
+    def __post_init__(self) -> None:
+        check_int("dim", self.dim, minimum=1)
+        object.__setattr__(self, "hidden", _int_tuple("hidden", self.hidden, minimum=1))
+        check_int("n_steps", self.n_steps, minimum=1)
+        object.__setattr__(self, "dt", check_float("dt", self.dt, positive=True))
+        check_choice("base", self.base, BASES)
+        object.__setattr__(self, "base_sigma", check_float("base_sigma", self.base_sigma, positive=True))
+        object.__setattr__(self, "base_beta", check_float("base_beta", self.base_beta, positive=True))
+        if not isinstance(self.shared_hamiltonian, bool):
+            raise TypeError(f"shared_hamiltonian must be a bool, got {self.shared_hamiltonian!r}")
+        if self.invariant_blocks is not None:
+            object.__setattr__(self, "invariant_blocks", self._checked_blocks(self.invariant_blocks))
+        object.__setattr__(self, "encoder_hidden", _int_tuple("encoder_hidden", self.encoder_hidden, minimum=1))
+        check_choice("dtype", self.dtype, tuple(DTYPES))
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
+            raise ValueError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {self.device!r}")
+
+    def _checked_blocks(self, blocks: object) -> tuple[tuple[int, ...], ...]:
+        if not isinstance(blocks, (tuple, list)) or not blocks:
+            raise ValueError(f"invariant_blocks must be a non-empty tuple of index tuples, got {blocks!r}")
+        checked = tuple(_int_tuple("invariant_blocks block", b, minimum=0) for b in blocks)
+        flat = [i for block in checked for i in block]
+        if any(i >= self.dim for i in flat):
+            raise ValueError(f"invariant_blocks indices must lie in 0..{self.dim - 1} (dim={self.dim}), got {blocks!r}")
+        if len(set(flat)) != len(flat):
+            raise ValueError(f"invariant_blocks must be disjoint, got {blocks!r}")
+        return checked
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def replace(self, **changes: Any) -> FlowConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> FlowConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are rejected by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown FlowConfig field(s) {unknown}; expected a subset of {sorted(known)}")
+        data = dict(data)
+        for key in ("hidden", "encoder_hidden"):
+            if isinstance(data.get(key), list):
+                data[key] = tuple(data[key])
+        if isinstance(data.get("invariant_blocks"), list):
+            data["invariant_blocks"] = tuple(tuple(b) for b in data["invariant_blocks"])
+        return cls(**data)

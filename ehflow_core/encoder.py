@@ -1,0 +1,46 @@
+r"""The variational encoder :math:`h(p \mid q) = \mathcal{N}(p; \mu(q), \mathrm{diag}\,\sigma(q)^2)`."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .nets import relu_mlp
+
+_MIN_SCALE = 1e-3  # keeps log h finite and the ELBO's gradients bounded
+
+
+class GaussianEncoder(nn.Module):
+    r"""Gaussian encoder over the latent momentum, as in the paper: relu MLPs ``[d, *hidden, d]``.
+
+    :math:`\mu(q)` and :math:`\sigma(q) = \mathrm{softplus}(\rho(q)) + 10^{-3}` are two separate
+    relu MLPs; the softplus with a floor keeps the scale positive and numerically safe.
+    """
+
+    def __init__(self, dim: int, hidden: tuple[int, ...]) -> None:
+        super().__init__()
+        self.mean_net = relu_mlp((dim, *hidden, dim))
+        self.scale_net = relu_mlp((dim, *hidden, dim))
+
+    def forward(self, q: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and scale of h(p | q), each with shape (B, d)."""
+        return self.mean_net(q), F.softplus(self.scale_net(q)) + _MIN_SCALE
+
+    def sample(self, q: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
+        r"""Reparameterised draws :math:`p = \mu + \sigma \epsilon` and their :math:`\log h(p \mid q)`.
+
+        Args:
+            q: positions with shape (B, d).
+            n_samples: number ``S`` of momenta per position.
+
+        Returns:
+            ``p`` with shape (S, B, d) and ``log_h`` with shape (S, B).
+        """
+        mean, scale = self(q)
+        eps = torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device)  # (S, B, d)
+        p = mean + scale * eps
+        log_h = (-0.5 * eps * eps - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        return p, log_h

@@ -1,0 +1,191 @@
+r"""The Hamiltonian flow generative model (paper §2; MATH.md "Generative model and likelihood").
+
+:math:`s_0 = (q_0, p_0) \sim \pi`, :math:`s_n = T_n \circ \dots \circ T_1(s_0)` with leapfrog steps
+:math:`T_i`; the data are :math:`q_n`, the momentum :math:`p_n` is latent. The joint density is
+:math:`\log p(q, p) = \log \pi(T^{-1}(q, p))` (no log-determinant: each step is volume preserving),
+and the marginal :math:`\log p(q)` is bounded below by the ELBO and the importance-weighted
+:math:`L_K` with the encoder :math:`h(p \mid q)`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ._checks import check_int, check_points, check_state
+from .config import FlowConfig
+from .distributions import BaseDensity, SoftUniform, StandardNormal
+from .encoder import GaussianEncoder
+from .hamiltonian import Hamiltonian
+from .integrators import Step, leapfrog, leapfrog_path
+
+log = logging.getLogger(__name__)
+
+_MAX_POINTS_PER_CHUNK = 1 << 16  # bounds memory of L_K with many samples
+
+
+def resolve_device(name: str) -> torch.device:
+    """``torch.device(name)``, or the CPU with a warning when CUDA is asked for but unavailable."""
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        log.warning("device %r requested but CUDA is not available; using the CPU", name)
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def make_base(config: FlowConfig) -> BaseDensity:
+    """The base density π over the state s = (q, p) in R^{2d} that ``config`` names."""
+    if config.base == "normal":
+        return StandardNormal(2 * config.dim)
+    return SoftUniform(2 * config.dim, config.base_sigma, config.base_beta)
+
+
+class HamiltonianFlow(nn.Module):
+    r"""A density on :math:`\mathbb{R}^d` defined by a leapfrog-integrated Hamiltonian flow.
+
+    Exactly invertible and volume preserving for any ``dt``. With ``shared_hamiltonian`` (the
+    default) every step uses the same :math:`H`, so the flow can be run for more steps than it was
+    trained with (the "integrated flow", whose attractors are the minima of :math:`U`).
+
+    Args:
+        config: architecture and integrator; see :class:`FlowConfig`.
+    """
+
+    def __init__(self, config: FlowConfig | None = None) -> None:
+        super().__init__()
+        if config is None:
+            config = FlowConfig()
+        if not isinstance(config, FlowConfig):
+            raise TypeError(f"config must be a FlowConfig, got {type(config).__name__}")
+        self.config = config
+        n_hamiltonians = 1 if config.shared_hamiltonian else config.n_steps
+        self.hamiltonians = nn.ModuleList(
+            Hamiltonian(config.dim, config.hidden, config.invariant_blocks) for _ in range(n_hamiltonians)
+        )
+        self.encoder = GaussianEncoder(config.dim, config.encoder_hidden)
+        self.base = make_base(config)
+        self.to(dtype=config.torch_dtype, device=resolve_device(config.device))
+
+    # -- bookkeeping -------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return self.config.dim
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.config.torch_dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.mean_net[0].weight.device
+
+    def _hamiltonian(self, step: int) -> Hamiltonian:
+        check_int("step", step, minimum=0)
+        if step >= len(self.hamiltonians):
+            raise ValueError(
+                f"step must be in 0..{len(self.hamiltonians) - 1} for this flow "
+                f"({len(self.hamiltonians)} Hamiltonian(s)), got {step}"
+            )
+        return self.hamiltonians[step]
+
+    def _steps(self, n_steps: int | None = None) -> list[Step]:
+        """The (grad_K, grad_U) of each leapfrog step, in the order they are applied."""
+        n = self.config.n_steps if n_steps is None else n_steps
+        if self.config.shared_hamiltonian:
+            h = self.hamiltonians[0]
+            return [(h.grad_K, h.grad_U)] * n
+        return [(h.grad_K, h.grad_U) for h in self.hamiltonians]
+
+    # -- the flow ------------------------------------------------------------------------------
+    def _forward(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        return leapfrog(q, p, self.config.dt, self._steps())
+
+    def _inverse(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        return leapfrog(q, p, -self.config.dt, self._steps()[::-1])
+
+    def forward_flow(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """T(q, p): base state -> data state, q and p each (B, d)."""
+        q, p = check_state(q, p, self.dim)
+        return self._forward(q, p)
+
+    def inverse_flow(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+        """T⁻¹(q, p): the same steps in reverse order with -dt; exact for any dt."""
+        q, p = check_state(q, p, self.dim)
+        return self._inverse(q, p)
+
+    def trajectory(self, q: Tensor, p: Tensor, n_steps: int | None = None) -> tuple[Tensor, Tensor]:
+        """Every state of the flow from (q, p): ``(q_path, p_path)``, each (T + 1, B, d).
+
+        ``n_steps`` defaults to the trained number of steps; with a shared Hamiltonian any
+        ``n_steps >= 1`` runs the integrated flow for longer.
+        """
+        q, p = check_state(q, p, self.dim)
+        if n_steps is not None:
+            check_int("n_steps", n_steps, minimum=1)
+            if not self.config.shared_hamiltonian and n_steps != self.config.n_steps:
+                raise ValueError(
+                    f"n_steps must equal the trained {self.config.n_steps} for a flow with a separate "
+                    f"Hamiltonian per step (shared_hamiltonian=False), got {n_steps}"
+                )
+        return leapfrog_path(q, p, self.config.dt, self._steps(n_steps))
+
+    # -- densities -----------------------------------------------------------------------------
+    def _log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:
+        q0, p0 = self._inverse(q, p)
+        return self.base._log_prob(torch.cat([q0, p0], dim=-1))
+
+    def log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:
+        """Exact log p(q, p) = log π(T⁻¹(q, p)) of each state: (B,)."""
+        q, p = check_state(q, p, self.dim)
+        return self._log_prob_joint(q, p)
+
+    def _log_weights(self, q: Tensor, n_samples: int) -> Tensor:
+        """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
+        p, log_h = self.encoder.sample(q, n_samples)  # (S, B, d), (S, B)
+        q_rep = q.expand(n_samples, *q.shape)  # (S, B, d)
+        log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
+        return log_joint.view(n_samples, -1) - log_h
+
+    def elbo(self, q: Tensor, n_samples: int = 1) -> Tensor:
+        """ELBO(q) = E_{p~h(p|q)}[log π(T⁻¹(q, p)) − log h(p|q)] (paper eq. 1), averaged over
+        ``n_samples`` reparameterised draws; q (B, d) -> (B,). A lower bound on log p(q)."""
+        q = check_points("q", q, self.dim)
+        check_int("n_samples", n_samples, minimum=1)
+        return self._log_weights(q, n_samples).mean(0)
+
+    def log_likelihood(self, q: Tensor, n_samples: int = 64) -> Tensor:
+        """Importance-weighted bound L_K(q) = logsumexp_k w_k − log K with K = ``n_samples``.
+
+        ELBO ≤ L_K ≤ L_{K+1} ≤ log p(q) in expectation, and L_K → log p(q) as K grows.
+        q (B, d) -> (B,). Computed in chunks of samples so that large K fits in memory.
+        """
+        q = check_points("q", q, self.dim)
+        check_int("n_samples", n_samples, minimum=1)
+        chunk = max(1, _MAX_POINTS_PER_CHUNK // q.shape[0])
+        log_w = torch.cat([self._log_weights(q, min(chunk, n_samples - s)) for s in range(0, n_samples, chunk)])
+        return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
+
+    def sample_base(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+        """Draw ``n`` base states s_0 ~ π, returned as (q_0, p_0), each (n, d)."""
+        s = self.base.sample(n, dtype=self.dtype, device=self.device, generator=generator)
+        return s[:, : self.dim], s[:, self.dim :]
+
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draw ``n`` points q_n of the model: s_0 ~ π, flowed forward, momentum dropped. (n, d)."""
+        return self._forward(*self.sample_base(n, generator))[0]
+
+    # -- energies ------------------------------------------------------------------------------
+    def kinetic(self, p: Tensor, step: int = 0) -> Tensor:
+        """K(p) of the Hamiltonian of ``step`` (0 when shared): p (B, d) -> (B,)."""
+        return self._hamiltonian(step).kinetic(check_points("p", p, self.dim))
+
+    def potential(self, q: Tensor, step: int = 0) -> Tensor:
+        """U(q) of the Hamiltonian of ``step``: q (B, d) -> (B,)."""
+        return self._hamiltonian(step).potential(check_points("q", q, self.dim))
+
+    def hamiltonian(self, q: Tensor, p: Tensor, step: int = 0) -> Tensor:
+        """H(q, p) = K(p) + U(q) of the Hamiltonian of ``step``: (B,)."""
+        q, p = check_state(q, p, self.dim)
+        return self._hamiltonian(step)(q, p)

@@ -1,0 +1,46 @@
+r"""The separable Hamiltonian :math:`H(q, p) = K(p) + U(q)` with softplus-MLP energies."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from .nets import EnergyMLP, InvariantEnergyMLP
+
+
+class Hamiltonian(nn.Module):
+    r""":math:`H(q, p) = K(p) + U(q)`, both softplus MLPs ``[d, *hidden, 1]``.
+
+    With ``invariant_blocks`` both energies are functions of the squared norms of those blocks of
+    coordinates, so :math:`\{L_{ij}, H\} = 0` exactly for every rotation inside a block.
+    """
+
+    def __init__(
+        self, dim: int, hidden: tuple[int, ...], invariant_blocks: tuple[tuple[int, ...], ...] | None = None
+    ) -> None:
+        super().__init__()
+        if invariant_blocks is None:
+            self.K: EnergyMLP = EnergyMLP(dim, hidden)
+            self.U: EnergyMLP = EnergyMLP(dim, hidden)
+        else:
+            self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks)
+            self.U = InvariantEnergyMLP(dim, hidden, invariant_blocks)
+
+    def kinetic(self, p: Tensor) -> Tensor:
+        """K(p): p with shape (B, d) -> (B,)."""
+        return self.K(p)
+
+    def potential(self, q: Tensor) -> Tensor:
+        """U(q): q with shape (B, d) -> (B,)."""
+        return self.U(q)
+
+    def forward(self, q: Tensor, p: Tensor) -> Tensor:
+        """H(q, p) = K(p) + U(q): q, p with shape (B, d) -> (B,)."""
+        return self.K(p) + self.U(q)
+
+    def grad_K(self, p: Tensor) -> Tensor:
+        """∇K(p) = ∂H/∂p, shape (B, d)."""
+        return self.K.grad(p)
+
+    def grad_U(self, q: Tensor) -> Tensor:
+        """∇U(q) = ∂H/∂q, shape (B, d)."""
+        return self.U.grad(q)

@@ -1,0 +1,81 @@
+r"""The leapfrog integrator, as pure functions of tensors and gradient functions.
+
+One step of size ``dt`` for :math:`H = K(p) + U(q)` (MATH.md "Leapfrog"):
+
+.. math::
+    p_{1/2} = p - \tfrac{dt}{2} \nabla U(q), \quad
+    q' = q + dt\, \nabla K(p_{1/2}), \quad
+    p' = p_{1/2} - \tfrac{dt}{2} \nabla U(q').
+
+Each sub-step is a shear, so the Jacobian determinant is exactly 1 for any ``dt``, and the same
+steps applied in reverse order with ``-dt`` are the exact inverse. ``∇U(q')`` of one step is
+``∇U(q)`` of the next when both use the same potential: n steps cost n + 1 evaluations of ``∇U``.
+
+These functions keep no state and know nothing of modules or optimisers; the gradient functions
+carry the parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+
+import torch
+from torch import Tensor
+
+GradFn = Callable[[Tensor], Tensor]
+"""A gradient function x (B, d) -> ∇E(x) (B, d)."""
+
+Step = tuple[GradFn, GradFn]
+"""One leapfrog step's ``(grad_K, grad_U)``."""
+
+
+def leapfrog_step(
+    q: Tensor, p: Tensor, dt: float, grad_K: GradFn, grad_U: GradFn, grad_U_q: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One leapfrog step; returns ``(q', p', ∇U(q'))`` so the next step can reuse ``∇U(q')``.
+
+    Args:
+        q, p: positions and momenta, each with shape (B, d).
+        dt: step size (negative runs the step backwards).
+        grad_K, grad_U: gradient functions of the kinetic and potential energies.
+        grad_U_q: ``∇U(q)`` if already known, else None.
+    """
+    dU = grad_U(q) if grad_U_q is None else grad_U_q
+    p_half = p - (0.5 * dt) * dU
+    q_new = q + dt * grad_K(p_half)
+    dU_new = grad_U(q_new)
+    return q_new, p_half - (0.5 * dt) * dU_new, dU_new
+
+
+def _states(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield the state after each step, reusing ``∇U`` across consecutive steps with one potential."""
+    dU: Tensor | None = None
+    previous_grad_U: GradFn | None = None
+    for grad_K, grad_U in steps:
+        # Bound methods of one module compare equal (==), not identical (is).
+        reuse = dU if grad_U == previous_grad_U else None
+        q, p, dU = leapfrog_step(q, p, dt, grad_K, grad_U, reuse)
+        previous_grad_U = grad_U
+        yield q, p
+
+
+def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> tuple[Tensor, Tensor]:
+    """Apply the leapfrog steps ``steps`` in order: T_n ∘ … ∘ T_1 (q, p), each (B, d).
+
+    The exact inverse is ``leapfrog(q', p', -dt, steps[::-1])``.
+    """
+    for q_t, p_t in _states(q, p, dt, steps):
+        q, p = q_t, p_t
+    return q, p
+
+
+def leapfrog_path(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> tuple[Tensor, Tensor]:
+    """Every intermediate state of :func:`leapfrog`: ``(q_path, p_path)``, each (T + 1, B, d).
+
+    Index 0 is the starting state and index T = ``len(steps)`` the final one.
+    """
+    qs, ps = [q], [p]
+    for q_t, p_t in _states(q, p, dt, steps):
+        qs.append(q_t)
+        ps.append(p_t)
+    return torch.stack(qs), torch.stack(ps)

@@ -1,0 +1,35 @@
+"""Shared fixtures: small float64 flows with fixed seeds (math checks run in float64)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ehflow_core import FlowConfig, HamiltonianFlow
+
+# Tolerances per dtype for identities that hold exactly in exact arithmetic.
+TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
+
+
+def make_flow(seed: int = 0, **changes) -> HamiltonianFlow:
+    """A small flow (width 32) in float64 unless told otherwise, with weights scaled up so the
+    flow moves points far from the identity (default-initialised energies are nearly flat)."""
+    torch.manual_seed(seed)
+    changes.setdefault("hidden", (32, 32))
+    changes.setdefault("encoder_hidden", (32, 32))
+    changes.setdefault("dtype", "float64")
+    flow = HamiltonianFlow(FlowConfig(**changes))
+    with torch.no_grad():
+        for h in flow.hamiltonians:
+            h.K.out.weight.mul_(5.0)
+            h.U.out.weight.mul_(5.0)
+    return flow
+
+
+@pytest.fixture
+def flow() -> HamiltonianFlow:
+    return make_flow()
+
+
+def randn(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
