@@ -29,18 +29,19 @@ class GaussianEncoder(nn.Module):
         """Mean and scale of h(p | q), each with shape (B, d)."""
         return self.mean_net(q), F.softplus(self.scale_net(q)) + _MIN_SCALE
 
-    def sample(self, q: Tensor, n_samples: int) -> tuple[Tensor, Tensor]:
+    def sample(self, q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
         r"""Reparameterised draws :math:`p = \mu + \sigma \epsilon` and their :math:`\log h(p \mid q)`.
 
         Args:
             q: positions with shape (B, d).
             n_samples: number ``S`` of momenta per position.
+            generator: random-number generator for the draws (None: torch's global one).
 
         Returns:
             ``p`` with shape (S, B, d) and ``log_h`` with shape (S, B).
         """
         mean, scale = self(q)
-        eps = torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device)  # (S, B, d)
+        eps = torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device, generator=generator)  # (S, B, d)
         p = mean + scale * eps
         log_h = (-0.5 * eps * eps - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
         return p, log_h

@@ -141,21 +141,21 @@ class HamiltonianFlow(nn.Module):
         q, p = check_state(q, p, self.dim)
         return self._log_prob_joint(q, p)
 
-    def _log_weights(self, q: Tensor, n_samples: int) -> Tensor:
+    def _log_weights(self, q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
-        p, log_h = self.encoder.sample(q, n_samples)  # (S, B, d), (S, B)
+        p, log_h = self.encoder.sample(q, n_samples, generator)  # (S, B, d), (S, B)
         q_rep = q.expand(n_samples, *q.shape)  # (S, B, d)
         log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
         return log_joint.view(n_samples, -1) - log_h
 
-    def elbo(self, q: Tensor, n_samples: int = 1) -> Tensor:
+    def elbo(self, q: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """ELBO(q) = E_{p~h(p|q)}[log π(T⁻¹(q, p)) − log h(p|q)] (paper eq. 1), averaged over
         ``n_samples`` reparameterised draws; q (B, d) -> (B,). A lower bound on log p(q)."""
         q = check_points("q", q, self.dim)
         check_int("n_samples", n_samples, minimum=1)
-        return self._log_weights(q, n_samples).mean(0)
+        return self._log_weights(q, n_samples, generator).mean(0)
 
-    def log_likelihood(self, q: Tensor, n_samples: int = 64) -> Tensor:
+    def log_likelihood(self, q: Tensor, n_samples: int = 64, generator: torch.Generator | None = None) -> Tensor:
         """Importance-weighted bound L_K(q) = logsumexp_k w_k − log K with K = ``n_samples``.
 
         ELBO ≤ L_K ≤ L_{K+1} ≤ log p(q) in expectation, and L_K → log p(q) as K grows.
@@ -164,7 +164,9 @@ class HamiltonianFlow(nn.Module):
         q = check_points("q", q, self.dim)
         check_int("n_samples", n_samples, minimum=1)
         chunk = max(1, _MAX_POINTS_PER_CHUNK // q.shape[0])
-        log_w = torch.cat([self._log_weights(q, min(chunk, n_samples - s)) for s in range(0, n_samples, chunk)])
+        log_w = torch.cat(
+            [self._log_weights(q, min(chunk, n_samples - s), generator) for s in range(0, n_samples, chunk)]
+        )
         return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
 
     def sample_base(self, n: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:

@@ -1,0 +1,143 @@
+"""Plain numpy data behind every picture: densities, energies, trajectories, attractors.
+
+A :class:`Snapshot` is gathered from a flow and a target in one call and turned into figures by
+:mod:`ehflow_core.figures`; the command line and the dashboard share both steps. For d > 2 the
+pictures show the plane of the first two coordinates (the others at 0 for energies).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._checks import check_float, check_int
+from .evaluation import embed_plane, evaluate_in_batches, make_grid
+from .flow import HamiltonianFlow
+from .targets import Target
+
+
+@dataclass(frozen=True)
+class SnapshotConfig:
+    """Sizes of the pictures (the dashboard's defaults; the command line may ask for more)."""
+
+    extent: float = 4.0  # the grid spans [-extent, extent]² in q (and in p for K)
+    grid: int = 60  # grid points per side
+    n_samples: int = 1000  # model and target samples for the KDEs
+    bandwidth: float = 0.2  # KDE bandwidth
+    n_paths: int = 150  # base samples drawn as trajectories
+    integrated_steps: int = 30  # leapfrog steps of the integrated flow
+    log_density: bool = False  # also evaluate the model's L_K on the grid (slower)
+    log_density_samples: int = 16  # K for that grid
+
+    def __post_init__(self) -> None:
+        check_float("extent", self.extent, positive=True)
+        check_int("grid", self.grid, minimum=2)
+        for name in ("n_samples", "n_paths", "integrated_steps", "log_density_samples"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_float("bandwidth", self.bandwidth, positive=True)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Arrays for the panels; grids are (n, n) indexed [y, x] over ``xs``."""
+
+    xs: np.ndarray  # (n,)
+    target_kde: np.ndarray  # (n, n) density of target samples
+    model_kde: np.ndarray  # (n, n) density of model samples
+    kinetic: np.ndarray  # (n, n) K(p) over the p-plane
+    potential: np.ndarray  # (n, n) U(q) over the q-plane
+    single_step: np.ndarray  # (2, P, 2) q before and after one leapfrog step
+    integrated: np.ndarray  # (T + 1, P, 2) q along the integrated flow
+    model_samples: np.ndarray  # (N, 2)
+    target_samples: np.ndarray  # (N, 2)
+    log_density: np.ndarray | None  # (n, n) L_K of the model, if asked for
+
+
+def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.ndarray:
+    """Gaussian KDE (scikit-learn ``KernelDensity``) of 2-D ``samples`` on the grid xs × xs: (n, n)."""
+    from sklearn.neighbors import KernelDensity  # imported here: sklearn is slow to import
+
+    xx, yy = np.meshgrid(xs, xs)  # (n, n) each, indexed [y, x]
+    points = np.stack([xx.ravel(), yy.ravel()], axis=1)
+    kde = KernelDensity(kernel="gaussian", bandwidth=bandwidth).fit(samples)
+    return np.exp(kde.score_samples(points)).reshape(len(xs), len(xs))
+
+
+@torch.no_grad()
+def take_snapshot(
+    flow: HamiltonianFlow, target: Target, config: SnapshotConfig = SnapshotConfig(), seed: int = 0
+) -> Snapshot:
+    """Gather every panel's data from ``flow`` and ``target`` (deterministic for a given seed)."""
+    rng = torch.Generator(device=flow.device).manual_seed(seed)
+    grid = make_grid(-config.extent, config.extent, config.grid, dtype=flow.dtype, device=flow.device)
+    plane = embed_plane(grid.points, flow.dim)
+    h = flow.hamiltonians[0]
+    xs = grid.xs.cpu().numpy()
+    model = flow.sample(config.n_samples, generator=rng)[:, :2].cpu().numpy()
+    cpu_rng = torch.Generator().manual_seed(seed + 1)
+    truth = target.sample(config.n_samples, cpu_rng, dtype=torch.float64)[:, :2].numpy()
+    q0, p0 = flow.sample_base(config.n_paths, generator=rng)
+    q_path, _ = flow.trajectory(q0, p0, n_steps=config.integrated_steps if flow.config.shared_hamiltonian else None)
+    log_density = None
+    if config.log_density:
+        log_density = (
+            evaluate_in_batches(lambda x: flow.log_likelihood(x, config.log_density_samples, rng), plane, 1024)
+            .view(grid.shape)
+            .cpu()
+            .numpy()
+        )
+    return Snapshot(
+        xs=xs,
+        target_kde=kde_on_grid(truth, xs, config.bandwidth),
+        model_kde=kde_on_grid(model, xs, config.bandwidth),
+        kinetic=evaluate_in_batches(h.kinetic, plane).view(grid.shape).cpu().numpy(),
+        potential=evaluate_in_batches(h.potential, plane).view(grid.shape).cpu().numpy(),
+        single_step=q_path[:2, :, :2].cpu().numpy(),
+        integrated=q_path[:, :, :2].cpu().numpy(),
+        model_samples=model,
+        target_samples=truth,
+        log_density=log_density,
+    )
+
+
+def potential_minima(potential: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Strict local minima of U on the grid (each lower than its 8 neighbours): (M, 2) points."""
+    u = potential
+    inner = u[1:-1, 1:-1]
+    is_min = np.ones_like(inner, dtype=bool)
+    for dy in (-1, 0, 1):
+        for dx in (-1, 0, 1):
+            if dy or dx:
+                is_min &= inner < u[1 + dy : u.shape[0] - 1 + dy, 1 + dx : u.shape[1] - 1 + dx]
+    iy, ix = np.nonzero(is_min)
+    return np.stack([xs[ix + 1], xs[iy + 1]], axis=1)
+
+
+def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5) -> dict[str, float | int]:
+    """How well U's wells and the integrated flow match the target's modes (M, 2).
+
+    Returns the number of modes with a local minimum of U within ``radius``, the mean distance
+    from each mode to its nearest minimum, and the share of integrated-flow positions (all
+    times after the first step) within ``radius`` of some mode, against the same share for the
+    base samples (time 0), which shows how much the flow concentrates mass at the modes.
+    """
+    minima = potential_minima(snapshot.potential, snapshot.xs)
+    if len(minima):
+        dist = np.linalg.norm(modes[:, None, :] - minima[None, :, :], axis=-1).min(axis=1)
+    else:
+        dist = np.full(len(modes), np.inf)
+
+    def share_near(points: np.ndarray) -> float:
+        d = np.linalg.norm(points.reshape(-1, 1, 2) - modes[None], axis=-1).min(axis=1)
+        return float((d < radius).mean())
+
+    return {
+        "n_modes": int(len(modes)),
+        "n_minima": int(len(minima)),
+        "modes_with_minimum": int((dist < radius).sum()),
+        "mean_mode_to_minimum": float(dist.mean()),
+        "share_near_modes_base": share_near(snapshot.integrated[0]),
+        "share_near_modes_flow": share_near(snapshot.integrated[1:]),
+    }

@@ -1,0 +1,348 @@
+r"""Constrained training (MATH.md "Constrained training"): the Lagrangian and GECO multipliers.
+
+Minimise over the flow's parameters, with multipliers :math:`\lambda_k \ge 0` held fixed,
+
+.. math:: \mathcal{L} = -\frac{1}{B}\sum_b \mathrm{ELBO}(q_b) + \sum_k \lambda_k (C_k - \kappa_k),
+          \qquad C_k = E_{s \sim \pi}[\{g_k, H\}^2],
+
+then move each multiplier GECO-style: a moving average :math:`\hat c_k \leftarrow \alpha \hat c_k
++ (1 - \alpha)(C_k - \kappa_k)/\kappa_k` of the *relative* violation, and
+:math:`\log\lambda_k \leftarrow \mathrm{clamp}(\log\lambda_k + \nu \tanh \hat c_k)`. λ rises while
+the constraint is violated and falls once it holds. (Relative to MATH.md's
+:math:`\lambda \leftarrow \lambda e^{\nu \hat c}`, dividing by κ and bounding the step with tanh
+lets one rate ν serve κ values across several decades.)
+
+Training is a generator of plain :class:`Record` s; the consumer decides when to stop, and the
+:class:`Trainer` object keeps all state, so calling :meth:`Trainer.train` again resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ._checks import check_choice, check_float, check_int
+from .config import FlowConfig
+from .flow import HamiltonianFlow
+from .symmetries import Generator, constraint_values
+from .targets import Target
+
+log = logging.getLogger(__name__)
+
+DIVERGENCE_ACTIONS = ("stop", "continue")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run besides the target (validated on construction)."""
+
+    flow: FlowConfig = field(default_factory=FlowConfig)  # the model
+    kappa: float | None = None  # constraint precision κ > 0 for every generator; None: unconstrained
+    n_train: int | None = None  # size of a fixed training set (finite data); None: fresh samples each step
+    batch: int = 256  # data points per step
+    lr: float = 3e-4  # Adam learning rate (the paper's)
+    steps: int = 2000  # training steps (the run also ends at ``seconds``, whichever comes first)
+    seconds: float | None = None  # wall-clock budget in seconds; None: no budget
+    seed: int = 0  # seeds initialisation, data and noise: same seed, same run
+    n_elbo_samples: int = 1  # momentum samples per data point in the training ELBO
+    eval_every: int = 100  # steps between evaluations on the test set
+    n_test: int = 2048  # test points (fresh samples from the target, drawn once)
+    eval_samples: int = 64  # K of the importance-weighted test log-likelihood L_K
+    constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
+    lam_init: float = 1.0  # initial multiplier λ
+    geco_alpha: float = 0.99  # moving-average factor α of the violation
+    geco_rate: float = 0.01  # multiplier rate ν (largest change of log λ per step)
+    log_lam_max: float = 9.0  # log λ is clamped to [−log_lam_max, log_lam_max]
+    grad_clip: float | None = None  # clip the gradient norm to this value; None: no clipping
+    max_loss: float = 1e6  # a loss above this (or non-finite) counts as divergence
+    on_divergence: str = "stop"  # after a divergence: "stop", or "continue" (skip the step)
+    max_divergences: int = 20  # with "continue": stop after this many divergences in a row
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.flow, FlowConfig):
+            raise TypeError(f"flow must be a FlowConfig, got {type(self.flow).__name__}")
+        if self.kappa is not None:
+            object.__setattr__(self, "kappa", check_float("kappa", self.kappa, positive=True))
+        if self.n_train is not None:
+            check_int("n_train", self.n_train, minimum=2)
+        for name in ("batch", "steps", "n_elbo_samples", "eval_every", "n_test", "eval_samples", "constraint_batch"):
+            check_int(name, getattr(self, name), minimum=1)
+        check_int("seed", self.seed, minimum=0)
+        check_int("max_divergences", self.max_divergences, minimum=1)
+        object.__setattr__(self, "lr", check_float("lr", self.lr, positive=True))
+        if self.seconds is not None:
+            object.__setattr__(self, "seconds", check_float("seconds", self.seconds, positive=True))
+        object.__setattr__(self, "lam_init", check_float("lam_init", self.lam_init, positive=True))
+        check_float("geco_alpha", self.geco_alpha, minimum=0.0, maximum=0.999999)
+        check_float("geco_rate", self.geco_rate, minimum=0.0)
+        check_float("log_lam_max", self.log_lam_max, positive=True)
+        if self.grad_clip is not None:
+            check_float("grad_clip", self.grad_clip, positive=True)
+        check_float("max_loss", self.max_loss, positive=True)
+        check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig field(s) {unknown}; expected a subset of {sorted(known)}")
+        data = dict(data)
+        if isinstance(data.get("flow"), dict):
+            data["flow"] = FlowConfig.from_dict(data["flow"])
+        return cls(**data)
+
+
+@dataclass
+class Record:
+    """One training step's numbers (evaluation fields only every ``eval_every`` steps, else None)."""
+
+    step: int  # steps completed
+    seconds: float  # wall-clock training time so far
+    steps_per_s: float  # recent training speed
+    train_elbo: float  # mean ELBO of this step's batch
+    loss: float  # the Lagrangian minimised this step
+    grad_norm: float  # gradient norm before clipping
+    constraint: dict[str, float]  # C_k = E_π[{g_k, H}²] per generator (None entries off eval steps for baselines)
+    lam: dict[str, float]  # λ_k per generator (0 for an unconstrained run)
+    kappa: float | None  # κ in force
+    test_elbo: float | None = None  # mean ELBO on the test set
+    test_log_likelihood: float | None = None  # mean L_K on the test set
+    train_log_likelihood: float | None = None  # mean L_K on (up to n_test points of) the training data
+    event: str | None = None  # "diverged" when this step was rejected
+    message: str | None = None  # what happened and the likely cause
+
+    def to_row(self) -> dict[str, Any]:
+        """Flat dict for CSV: constraint and λ become ``constraint_<name>`` and ``lam_<name>``."""
+        row = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("constraint", "lam")}
+        row.update({f"constraint_{k}": v for k, v in self.constraint.items()})
+        row.update({f"lam_{k}": v for k, v in self.lam.items()})
+        return row
+
+
+class Trainer:
+    """Owns a flow, its optimiser, multipliers, data and RNG; :meth:`train` yields records.
+
+    Args:
+        config: the run's :class:`TrainConfig`.
+        target: the density to learn (samples; ``log_prob`` for reporting, if it has one).
+        generators: symmetry generators of the constraint (default: the target's own).
+        train_data: a fixed training set (n, d) for user data (overrides ``n_train``).
+        test_data: a fixed test set (n, d) (default: ``n_test`` fresh samples of the target).
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        target: Target,
+        generators: Sequence[Generator] | None = None,
+        train_data: Tensor | None = None,
+        test_data: Tensor | None = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if target.dim != config.flow.dim:
+            raise ValueError(f"target {target.name!r} has dim {target.dim}, but config.flow.dim is {config.flow.dim}")
+        self.config = config
+        self.target = target
+        self.generators = list(target.generators() if generators is None else generators)
+        for g in self.generators:
+            if g.dim != config.flow.dim:
+                raise ValueError(f"generator {g.name!r} acts on dim {g.dim}, but the flow has dim {config.flow.dim}")
+        torch.manual_seed(config.seed)  # network initialisation
+        self.flow = HamiltonianFlow(config.flow)
+        self.kappa = config.kappa
+        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr)
+        device, dtype = self.flow.device, self.flow.dtype
+        self.rng = torch.Generator(device=device).manual_seed(config.seed)
+        data_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
+        G = len(self.generators)
+        self.log_lam = torch.full((G,), math.log(config.lam_init), dtype=torch.float64)
+        self.violation = torch.zeros(G, dtype=torch.float64)  # moving average ĉ_k
+        if train_data is None and config.n_train is not None:
+            train_data = target.sample(config.n_train, data_rng, dtype=torch.float64)
+        self.train_data = None if train_data is None else train_data.to(device=device, dtype=dtype)
+        if test_data is None:
+            test_data = target.sample(config.n_test, data_rng, dtype=torch.float64)
+        self.test_data = test_data.to(device=device, dtype=dtype)
+        self.step = 0
+        self.seconds = 0.0
+        self.last_eval: Record | None = None
+        self._consecutive_divergences = 0
+
+    # -- live settings -------------------------------------------------------------------------
+    def set_kappa(self, kappa: float | None) -> None:
+        """Change κ (None: drop the constraint) from the next step on."""
+        self.kappa = None if kappa is None else check_float("kappa", kappa, positive=True)
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate from the next step on."""
+        lr = check_float("lr", lr, positive=True)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    @property
+    def lam(self) -> dict[str, float]:
+        if self.kappa is None:
+            return {g.name: 0.0 for g in self.generators}
+        return {g.name: float(v) for g, v in zip(self.generators, self.log_lam.exp())}
+
+    # -- one step ------------------------------------------------------------------------------
+    def _batch(self) -> Tensor:
+        B = self.config.batch
+        if self.train_data is None:
+            cpu_rng = self.rng if self.rng.device.type == "cpu" else None
+            x = self.target.sample(B, cpu_rng, dtype=self.flow.dtype)
+            return x.to(self.flow.device)
+        idx = torch.randint(len(self.train_data), (B,), generator=self.rng, device=self.rng.device)
+        return self.train_data[idx]
+
+    def _constraints(self) -> Tensor:
+        q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=self.rng)
+        return constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
+
+    def _update_multipliers(self, constraint: Tensor) -> None:
+        cfg = self.config
+        relative = (constraint.detach().double().cpu() - self.kappa) / self.kappa
+        self.violation = cfg.geco_alpha * self.violation + (1 - cfg.geco_alpha) * relative
+        step = cfg.geco_rate * torch.tanh(self.violation)
+        self.log_lam = (self.log_lam + step).clamp(-cfg.log_lam_max, cfg.log_lam_max)
+
+    def _diverged(self, what: str, value: float) -> str:
+        return (
+            f"step {self.step + 1}: the {what} became {value}; the step was rejected and the model kept "
+            f"its last finite weights. Likely cause: the leapfrog step dt={self.flow.config.dt} or the "
+            f"learning rate {self.optimizer.param_groups[0]['lr']:g} is too large."
+        )
+
+    def _train_step(self) -> tuple[dict[str, Any], str | None]:
+        cfg = self.config
+        x = self._batch()
+        elbo = self.flow._log_weights(x, cfg.n_elbo_samples, self.rng).mean()
+        loss = -elbo
+        constrained = self.kappa is not None and len(self.generators) > 0
+        constraint = None
+        if constrained:
+            constraint = self._constraints()
+            lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
+            loss = loss + (lam * (constraint - self.kappa)).sum()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_value = float(loss.detach())
+        if not math.isfinite(loss_value) or abs(loss_value) > cfg.max_loss:
+            return {"loss": loss_value, "train_elbo": float(elbo.detach())}, self._diverged("loss", loss_value)
+        loss.backward()
+        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm))
+        if not math.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"loss": loss_value, "train_elbo": float(elbo.detach())}, self._diverged("gradient norm", grad_norm)
+        self.optimizer.step()
+        if constrained:
+            self._update_multipliers(constraint)
+        values = {"loss": loss_value, "train_elbo": float(elbo.detach()), "grad_norm": grad_norm}
+        if constraint is not None:
+            values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
+        return values, None
+
+    # -- evaluation ----------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, Any]:
+        """Test ELBO, test and train L_K (K = ``eval_samples``), and the constraint values."""
+        cfg = self.config
+        rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
+        train = self.train_data if self.train_data is not None else None
+        out = {
+            "test_elbo": float(self.flow._log_weights(self.test_data, 1, rng).mean()),
+            "test_log_likelihood": float(self.flow.log_likelihood(self.test_data, cfg.eval_samples, rng).mean()),
+            "train_log_likelihood": None
+            if train is None
+            else float(self.flow.log_likelihood(train[: cfg.n_test], cfg.eval_samples, rng).mean()),
+        }
+        q0, p0 = self.flow.sample_base(cfg.constraint_batch, generator=rng)
+        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
+        out["constraint"] = {g.name: float(c) for g, c in zip(self.generators, values)}
+        return out
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self, steps: int | None = None, seconds: float | None = None) -> Iterator[Record]:
+        """Train for up to ``steps`` more steps (default: until ``config.steps`` in total) or
+        ``seconds`` of wall time (default ``config.seconds``), yielding one :class:`Record` a step.
+
+        Stop consuming at any time; calling again resumes where it stopped.
+        """
+        cfg = self.config
+        end_step = cfg.steps if steps is None else self.step + check_int("steps", steps, minimum=0)
+        budget = cfg.seconds if seconds is None else check_float("seconds", seconds, positive=True)
+        started = time.perf_counter()
+        base_seconds = self.seconds
+        window: list[tuple[int, float]] = [(self.step, 0.0)]
+        while self.step < end_step:
+            values, problem = self._train_step()
+            now = time.perf_counter() - started
+            self.seconds = base_seconds + now
+            if problem is None:
+                self.step += 1
+                self._consecutive_divergences = 0
+            window = [*window[-19:], (self.step, now)]
+            rate = (window[-1][0] - window[0][0]) / max(window[-1][1] - window[0][1], 1e-9)
+            record = Record(
+                step=self.step,
+                seconds=self.seconds,
+                steps_per_s=rate,
+                train_elbo=values["train_elbo"],
+                loss=values["loss"],
+                grad_norm=values.get("grad_norm", math.nan),
+                constraint=values.get("constraint", {}),
+                lam=self.lam,
+                kappa=self.kappa,
+            )
+            if problem is not None:
+                record.event, record.message = "diverged", problem
+                log.warning(problem)
+                self._consecutive_divergences += 1
+                yield record
+                if cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences:
+                    return
+                continue
+            last = self.step == end_step or (budget is not None and now >= budget)
+            if self.step % cfg.eval_every == 0 or last:
+                evaluation = self.evaluate()
+                if self.kappa is None or not record.constraint:
+                    record.constraint = evaluation.pop("constraint")
+                else:
+                    evaluation.pop("constraint")
+                for key, value in evaluation.items():
+                    setattr(record, key, value)
+                self.last_eval = record
+            yield record
+            if budget is not None and now >= budget:
+                return
+
+
+def kappa_sweep(
+    config: TrainConfig, target: Target, kappas: Sequence[float], include_baseline: bool = True
+) -> dict[str, list[Record]]:
+    """Train ``config`` once per κ (and unconstrained), one after another: label -> records.
+
+    Labels are ``"κ=<value>"`` and ``"none"``; this is Figure 2A's data.
+    """
+    runs: dict[str, list[Record]] = {}
+    settings: list[float | None] = [*kappas, *([None] if include_baseline else [])]
+    for kappa in settings:
+        trainer = Trainer(config.replace(kappa=kappa), target)
+        runs["none" if kappa is None else f"κ={kappa:g}"] = list(trainer.train())
+    return runs
