@@ -148,12 +148,15 @@ def constraint_figure(records: Sequence[Record]) -> go.Figure:
     return fig
 
 
-def write_figure(fig: go.Figure, path_without_suffix: str | Path) -> list[Path]:
-    """Write ``fig`` as standalone HTML (plotly.js inlined: works offline) and, where Kaleido and
-    a browser are available, as PNG. Returns the files written."""
+def write_figure(fig: go.Figure, path_without_suffix: str | Path, inline: bool = False) -> list[Path]:
+    """Write ``fig`` as HTML and, where Kaleido and a browser are available, as PNG.
+
+    The HTML loads ``plotly.min.js`` from its own folder (written once beside it), so a folder of
+    figures works offline without inlining 4.8 MB of JavaScript into every file (``inline=True``
+    makes one self-contained file instead). Returns the files written."""
     base = Path(path_without_suffix)
     html = base.with_suffix(".html")
-    fig.write_html(html, include_plotlyjs=True, full_html=True)
+    fig.write_html(html, include_plotlyjs=True if inline else "directory", full_html=True)
     written = [html]
     try:
         fig.write_image(base.with_suffix(".png"), width=1000, height=480, scale=1)

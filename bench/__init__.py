@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): each writes its numbers to ``bench/results/*.json``."""

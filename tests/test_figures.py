@@ -1,0 +1,89 @@
+"""Snapshots and figures: the data behind the pictures is right (tests compare data, not images)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_flow
+
+from ehflow_core.figures import constraint_figure, curves_figure, density_figure, energy_figure, trajectory_figure
+from ehflow_core.snapshot import (
+    Snapshot,
+    SnapshotConfig,
+    attractor_report,
+    kde_on_grid,
+    potential_minima,
+    take_snapshot,
+)
+from ehflow_core.targets import make_target
+from ehflow_core.training import Record
+
+
+def test_potential_minima_finds_the_wells_of_a_known_potential():
+    xs = np.linspace(-3, 3, 61)
+    xx, yy = np.meshgrid(xs, xs)
+    wells = np.array([[-1.5, 0.0], [1.5, 0.0], [0.0, 2.0]])
+    u = -sum(np.exp(-((xx - a) ** 2 + (yy - b) ** 2) / 0.2) for a, b in wells)
+    found = potential_minima(u, xs)
+    assert len(found) == 3
+    assert np.allclose(sorted(map(tuple, found)), sorted(map(tuple, wells)), atol=0.11)
+
+
+def test_attractor_report_counts_modes_with_wells_and_concentration():
+    xs = np.linspace(-3, 3, 61)
+    xx, yy = np.meshgrid(xs, xs)
+    modes = np.array([[-1.5, 0.0], [1.5, 0.0]])
+    u = -sum(np.exp(-((xx - a) ** 2 + (yy - b) ** 2) / 0.2) for a, b in modes)
+    rng = np.random.default_rng(0)
+    start = rng.uniform(-3, 3, size=(1, 200, 2))
+    end = modes[rng.integers(0, 2, 200)][None] + 0.05 * rng.normal(size=(1, 200, 2))
+    empty = np.zeros((2, 2))
+    snap = Snapshot(
+        xs, empty, empty, u, u, np.concatenate([start, end]), np.concatenate([start, end]), empty, empty, None
+    )
+    report = attractor_report(snap, modes)
+    assert report["modes_with_minimum"] == 2 and report["mean_mode_to_minimum"] < 0.1
+    assert report["share_near_modes_flow"] == 1.0 and report["share_near_modes_base"] < 0.2
+
+
+def test_kde_integrates_to_about_one_and_peaks_at_the_data():
+    xs = np.linspace(-4, 4, 81)
+    samples = np.random.default_rng(0).normal(loc=[1.0, -1.0], scale=0.3, size=(500, 2))
+    kde = kde_on_grid(samples, xs, 0.2)
+    assert kde.sum() * (xs[1] - xs[0]) ** 2 == pytest.approx(1.0, abs=0.01)
+    iy, ix = np.unravel_index(kde.argmax(), kde.shape)
+    assert abs(xs[ix] - 1.0) < 0.2 and abs(xs[iy] + 1.0) < 0.2
+
+
+def test_snapshot_shapes_and_energies_match_the_flow():
+    flow = make_flow()
+    config = SnapshotConfig(
+        grid=20, n_samples=200, n_paths=30, integrated_steps=7, log_density=True, log_density_samples=4
+    )
+    snap = take_snapshot(flow, make_target("ring"), config)
+    assert snap.target_kde.shape == snap.model_kde.shape == snap.potential.shape == snap.log_density.shape == (20, 20)
+    assert snap.single_step.shape == (2, 30, 2) and snap.integrated.shape == (8, 30, 2)
+    # Grid layout [y, x]: U at row 3, column 5 is U(xs[5], xs[3]).
+    point = torch.tensor([[snap.xs[5], snap.xs[3]]], dtype=torch.float64)
+    with torch.no_grad():
+        assert snap.potential[3, 5] == pytest.approx(float(flow.potential(point)))
+
+
+def test_figures_hold_one_trace_per_panel_and_run():
+    flow = make_flow()
+    snap = take_snapshot(
+        flow, make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    )
+    assert len(density_figure(snap).data) == 2 and len(energy_figure(snap).data) == 2
+    assert len(trajectory_figure(snap).data) == 8  # per panel: contour, starts, paths, ends
+    records = [
+        Record(step=s, seconds=0.0, steps_per_s=1.0, train_elbo=-3.0, loss=3.0, grad_norm=1.0,
+               constraint={"L_12": 0.1}, lam={"L_12": 1.0}, kappa=0.01,
+               test_log_likelihood=-2.9 if s % 2 == 0 else None)
+        for s in range(1, 11)
+    ]  # fmt: skip
+    curves = curves_figure({"a": records, "b": records})
+    assert [t.name for t in curves.data] == ["a test", "a train", "b test", "b train"]
+    assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
+    assert len(constraint_figure(records).data) == 2

@@ -1,0 +1,187 @@
+"""Training engine: learning, multipliers, the constraint's effect, divergence, reproducibility, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from ehflow_core import FlowConfig, invariance_error, rotation_generator
+from ehflow_core.checkpoint import load_checkpoint, load_trainer, read_checkpoint, save_checkpoint
+from ehflow_core.targets import make_target
+from ehflow_core.training import Record, TrainConfig, Trainer, kappa_sweep
+
+SMALL = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32))
+
+
+def small_config(**changes) -> TrainConfig:
+    base = dict(
+        flow=SMALL, batch=128, lr=3e-3, steps=100, eval_every=50, n_test=256, eval_samples=16, constraint_batch=128
+    )
+    base.update(changes)
+    return TrainConfig(**base)
+
+
+def _comparable(record: Record) -> dict:
+    row = dataclasses.asdict(record)
+    row.pop("seconds")
+    row.pop("steps_per_s")
+    return row
+
+
+def test_short_run_improves_test_elbo():
+    trainer = Trainer(small_config(steps=200), make_target("ring"))
+    before = trainer.evaluate()["test_elbo"]
+    records = list(trainer.train())
+    after = records[-1].test_elbo
+    assert len(records) == 200 and records[-1].step == 200
+    assert after > before + 0.3, (before, after)
+    assert [r.step for r in records if r.test_elbo is not None] == [50, 100, 150, 200]
+
+
+def test_multiplier_rises_while_violated_and_falls_once_it_holds():
+    target = make_target("ring")
+    strict = Trainer(small_config(kappa=1e-8, steps=60, geco_rate=0.05), target)
+    lam = [r.lam["L_12"] for r in strict.train()]
+    assert lam[-1] > lam[0] and all(b >= a for a, b in zip(lam, lam[1:]))
+    loose = Trainer(small_config(kappa=1e3, steps=60, geco_rate=0.05), target)
+    lam = [r.lam["L_12"] for r in loose.train()]
+    assert lam[-1] < lam[0] and all(b <= a for a, b in zip(lam, lam[1:]))
+
+
+def test_constrained_ring_run_is_more_symmetric_than_unconstrained():
+    target = make_target("ring")
+    g = rotation_generator(0, 1, 2)
+    results = {}
+    for kappa in (1e-4, None):
+        trainer = Trainer(small_config(kappa=kappa, steps=300, lam_init=10.0, geco_rate=0.05), target)
+        records = list(trainer.train())
+        q = trainer.test_data[:64]
+        results[kappa] = (records[-1].constraint["L_12"], invariance_error(trainer.flow, g, q, n_samples=256))
+    (c_on, inv_on), (c_off, inv_off) = results[1e-4], results[None]
+    assert c_on < 0.2 * c_off, (c_on, c_off)
+    assert inv_on.spread < inv_off.spread, (inv_on, inv_off)
+
+
+def test_huge_dt_gives_a_divergence_record_and_keeps_finite_weights():
+    config = small_config(flow=SMALL.replace(dt=1e20), steps=20)
+    trainer = Trainer(config, make_target("ring"))
+    before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
+    records = list(trainer.train())
+    assert records[-1].event == "diverged"
+    assert "dt=1e+20" in records[-1].message and "too large" in records[-1].message
+    assert trainer.step == 0
+    for key, value in trainer.flow.state_dict().items():
+        assert torch.isfinite(value).all() and torch.equal(value, before[key]), key
+
+
+def test_continue_on_divergence_stops_after_max_in_a_row():
+    config = small_config(flow=SMALL.replace(dt=1e20), on_divergence="continue", max_divergences=3)
+    records = list(Trainer(config, make_target("ring")).train())
+    assert [r.event for r in records] == ["diverged"] * 3
+
+
+def test_same_seed_same_records_in_float64():
+    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, n_train=100, steps=30, eval_every=10)
+    first = [_comparable(r) for r in Trainer(config, make_target("ring")).train()]
+    second = [_comparable(r) for r in Trainer(config, make_target("ring")).train()]
+    assert first == second
+    other = [_comparable(r) for r in Trainer(config.replace(seed=1), make_target("ring")).train()]
+    assert other != first
+
+
+def test_finite_data_uses_a_fixed_training_set_and_reports_train_likelihood():
+    trainer = Trainer(small_config(n_train=50, steps=50), make_target("ring"))
+    assert trainer.train_data.shape == (50, 2)
+    fixed = trainer.train_data.clone()
+    records = list(trainer.train())
+    assert torch.equal(trainer.train_data, fixed)
+    assert records[-1].train_log_likelihood is not None
+    infinite = list(Trainer(small_config(steps=50), make_target("ring")).train())
+    assert infinite[-1].train_log_likelihood is None
+
+
+def test_budget_in_steps_and_seconds_and_resume():
+    trainer = Trainer(small_config(steps=1000), make_target("ring"))
+    assert len(list(trainer.train(steps=7))) == 7 and trainer.step == 7
+    assert len(list(trainer.train(steps=5))) == 5 and trainer.step == 12
+    records = list(trainer.train(seconds=0.5))
+    assert 0 < len(records) < 988 and records[-1].test_log_likelihood is not None  # evaluated at the end
+
+
+def test_live_kappa_and_learning_rate():
+    trainer = Trainer(small_config(steps=100), make_target("ring"))
+    assert trainer.lam == {"L_12": 0.0}
+    trainer.set_kappa(0.5)
+    trainer.set_lr(1e-2)
+    record = next(trainer.train(steps=1))
+    assert record.kappa == 0.5 and record.lam["L_12"] > 0 and "L_12" in record.constraint
+    assert trainer.optimizer.param_groups[0]["lr"] == 1e-2
+    with pytest.raises(ValueError, match=r"kappa must be a finite number > 0, got -1.0"):
+        trainer.set_kappa(-1.0)
+
+
+def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
+    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, steps=20, eval_every=10)
+    target = make_target("ring")
+    straight = Trainer(config, target)
+    expected = [_comparable(r) for r in straight.train()]
+
+    first = Trainer(config, target)
+    head = [_comparable(r) for r in first.train(steps=10)]
+    path = save_checkpoint(first, tmp_path / "checkpoint.pt")
+    flow = load_checkpoint(path)
+    q, p = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.equal(flow.log_prob_joint(q, p), first.flow.log_prob_joint(q, p))
+        assert torch.equal(flow.forward_flow(q, p)[0], first.flow.forward_flow(q, p)[0])
+    resumed = load_trainer(path)
+    tail = [_comparable(r) for r in resumed.train()]
+    assert head + tail == expected
+
+
+def test_bad_checkpoints_are_rejected(tmp_path):
+    trainer = Trainer(small_config(steps=1), make_target("ring"))
+    good = save_checkpoint(trainer, tmp_path / "good.pt")
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(ValueError, match=r"truncated.pt: not a readable ehflow checkpoint"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state": torch.zeros(3)}, foreign)
+    with pytest.raises(ValueError, match=r"foreign.pt: not an ehflow checkpoint"):
+        load_checkpoint(foreign)
+    text = tmp_path / "text.pt"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match=r"text.pt: not a readable ehflow checkpoint"):
+        read_checkpoint(text)
+    with pytest.raises(ValueError, match=r"nothing.pt: no such file"):
+        load_checkpoint(tmp_path / "nothing.pt")
+
+
+def test_kappa_sweep_labels_and_lengths():
+    runs = kappa_sweep(small_config(steps=10, eval_every=5), make_target("ring"), [0.1, 0.01])
+    assert list(runs) == ["κ=0.1", "κ=0.01", "none"]
+    assert all(len(records) == 10 for records in runs.values())
+    assert runs["none"][-1].lam == {"L_12": 0.0} and runs["κ=0.1"][-1].kappa == 0.1
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"kappa": 0.0}, r"kappa must be a finite number > 0, got 0.0"),
+        ({"batch": 0}, r"batch must be an integer >= 1, got 0"),
+        ({"lr": float("nan")}, r"lr must be a finite number, got nan"),
+        ({"n_train": 1}, r"n_train must be an integer >= 2, got 1"),
+        ({"on_divergence": "panic"}, r"on_divergence must be one of 'stop', 'continue'; got 'panic'"),
+    ],
+)
+def test_bad_train_config(changes, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**changes)
+
+
+def test_target_and_flow_dimensions_must_agree():
+    with pytest.raises(ValueError, match=r"target 'shell3d' has dim 3, but config.flow.dim is 2"):
+        Trainer(small_config(), make_target("shell3d"))
