@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import logging
 import math
@@ -70,16 +71,22 @@ def _draw(record: Record, total: int, label: str, last_eval: Record | None, stre
 
 
 # -- outputs ---------------------------------------------------------------------------------------
-def write_metrics(records: Sequence[Record], path: Path) -> None:
+def metrics_csv(records: Sequence[Record]) -> str:
     """One CSV row per record (columns: the union of every record's fields)."""
     rows = [r.to_row() for r in records]
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
-    with path.open("w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns)
-        writer.writeheader()
-        writer.writerows(rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_metrics(records: Sequence[Record], path: Path) -> None:
+    """Write :func:`metrics_csv` to ``path``."""
+    path.write_text(metrics_csv(records))
 
 
 def summarise(trainer: Trainer, records: Sequence[Record]) -> dict[str, Any]:

@@ -39,7 +39,7 @@ class Fig2aSize:
 
 FIG2A = {
     "quick": Fig2aSize(steps=400, kappas=(0.01,), n_train=200, seeds=1, eval_every=100, lr=1e-3),
-    "full": Fig2aSize(steps=3000, kappas=(0.001, 0.01, 0.1), n_train=200, seeds=3, eval_every=200, lr=1e-3),
+    "full": Fig2aSize(steps=2000, kappas=(0.001, 0.01, 0.1), n_train=200, seeds=3, eval_every=200, lr=1e-3),
 }
 
 

@@ -1,0 +1,1 @@
+"""The ehflow Streamlit dashboard (layout and live session machinery; no maths)."""

@@ -1,0 +1,261 @@
+"""A training run that lives in one browser session: a thread trains, the page draws snapshots.
+
+No Streamlit here: the thread never calls ``st.*``. It trains in short chunks, and every few
+hundred milliseconds swaps a fresh :class:`~ehflow_core.snapshot.Snapshot` in under a lock; the
+page's fragment copies a :class:`View` out and draws it. A heartbeat from the page keeps the
+thread alive: when no page has looked for ``HEARTBEAT_TIMEOUT`` seconds (the tab was closed), the
+thread pauses and exits.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from ehflow_core import equivariance_error, invariance_error
+from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
+from ehflow_core.targets import Target
+from ehflow_core.training import Record, Trainer
+
+from .settings import Settings
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_TIMEOUT = 4.0  # seconds without a page view before the thread stops itself
+VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=120, integrated_steps=30, bandwidth=0.2)
+SNAPSHOT_SHARE = 0.25  # at most this share of the thread's time goes to snapshots
+SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
+
+
+@dataclass(frozen=True)
+class View:
+    """What the page draws, copied out under the lock."""
+
+    state: str  # "ready", "training", "paused", "diverged", "stopped"
+    message: str | None
+    step: int
+    steps_per_s: float
+    snapshot: Snapshot | None
+    version: int  # increases with every new snapshot
+    curves: dict[str, list[Record]]  # label -> records (every eval step and every 10th step)
+    symmetry: dict[str, float]  # invariance spread / noise, equivariance error
+
+
+_ALIVE: weakref.WeakSet[LiveRun] = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    """Join every training thread before the interpreter exits (torch aborts otherwise)."""
+    for run in list(_ALIVE):
+        run.close()
+
+
+def _label(kappa: float | None) -> str:
+    return "none" if kappa is None else f"κ={kappa:.3g}"
+
+
+class LiveRun:
+    """One session's trainers (one, or several in κ-sweep mode) and the thread that drives them."""
+
+    def __init__(self, settings: Settings, target: Target) -> None:
+        self.settings = settings
+        self.target = target
+        config = settings.train_config()
+        kappas = settings.sweep_kappas() if settings.sweep else [settings.kappa]
+        self.trainers = {_label(k): Trainer(config.replace(kappa=k), target) for k in kappas}
+        self._iterators: dict[str, Iterator[Record]] = {}
+        self._curves: dict[str, list[Record]] = {label: [] for label in self.trainers}
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running = False
+        self._step_budget = 0
+        self._pending_lr: float | None = None
+        self._pending_kappa: tuple[bool, float | None] | None = None
+        self._snapshot: Snapshot | None = None
+        self._version = 0
+        self._symmetry: dict[str, float] = {}
+        self._last_record: Record | None = None
+        self.state = "ready"
+        self.message: str | None = None
+        self.heartbeat = time.monotonic()
+        _ALIVE.add(self)
+
+    # -- control from the page ---------------------------------------------------------------------
+    @property
+    def primary(self) -> Trainer:
+        """The trainer whose pictures are shown (the slider's κ in sweep mode)."""
+        labels = list(self.trainers)
+        return self.trainers[labels[1] if self.settings.sweep else labels[0]]
+
+    def beat(self) -> None:
+        """Called on every page view; a run without views for a while stops itself."""
+        self.heartbeat = time.monotonic()
+
+    def play(self) -> None:
+        if self.state in ("diverged",):
+            return
+        self.beat()
+        self._running = True
+        self.state = "training"
+        self._ensure_thread()
+        self._wake.set()
+
+    def pause(self) -> None:
+        self._running = False
+        if self.state == "training":
+            self.state = "paused"
+
+    def step(self, n: int = 10) -> None:
+        """Train ``n`` steps then pause (a no-op while training)."""
+        if self._running or self.state == "diverged":
+            return
+        self.beat()
+        self._step_budget += n
+        self._ensure_thread()
+        self._wake.set()
+
+    def set_live(self, kappa: float | None, lr: float) -> None:
+        """Apply a new κ (single-run mode) and learning rate from the next step on."""
+        with self._lock:
+            self._pending_lr = lr
+            if not self.settings.sweep:
+                self._pending_kappa = (True, kappa)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread and wait for it."""
+        self._running = False
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self.state == "training":
+            self.state = "stopped"
+
+    @property
+    def thread_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def view(self) -> View:
+        with self._lock:
+            return View(
+                state=self.state,
+                message=self.message,
+                step=self.primary.step,
+                steps_per_s=self._last_record.steps_per_s if self._last_record and self._running else 0.0,
+                snapshot=self._snapshot,
+                version=self._version,
+                curves={k: list(v) for k, v in self._curves.items()},
+                symmetry=dict(self._symmetry),
+            )
+
+    def refresh(self) -> None:
+        """Take a snapshot now (in the caller's thread; used when idle, e.g. after Reset)."""
+        snap = take_snapshot(self.primary.flow, self.target, VIEW_SIZES, previous=self._snapshot)
+        with self._lock:
+            self._snapshot = snap
+            self._version += 1
+
+    # -- the thread --------------------------------------------------------------------------------
+    def _ensure_thread(self) -> None:
+        if not self.thread_alive:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._loop, name="ehflow-live", daemon=True)
+            self._thread.start()
+
+    def _apply_pending(self) -> None:
+        with self._lock:
+            lr, kappa = self._pending_lr, self._pending_kappa
+            self._pending_lr = self._pending_kappa = None
+        for trainer in self.trainers.values():
+            if lr is not None:
+                trainer.set_lr(lr)
+            if kappa is not None:
+                trainer.set_kappa(kappa[1])
+
+    def _train_round(self) -> bool:
+        """One step of every trainer; False when a run diverged."""
+        for label, trainer in self.trainers.items():
+            iterator = self._iterators.setdefault(label, trainer.train(steps=10**9))
+            record = next(iterator, None)
+            if record is None:
+                continue
+            with self._lock:
+                if record.test_elbo is not None or record.step % 10 == 0 or record.event:
+                    self._curves[label].append(record)
+                if trainer is self.primary:
+                    self._last_record = record
+            if record.event == "diverged":
+                self._running = False
+                self._step_budget = 0
+                self.state = "diverged"
+                self.message = f"Training stopped ({label}): {record.message} Press Reset after changing dt."
+                return False
+        return True
+
+    def _snapshot_now(self, with_symmetry: bool) -> None:
+        trainer = self.primary
+        snap = take_snapshot(trainer.flow, self.target, VIEW_SIZES, previous=self._snapshot)
+        symmetry = {}
+        if with_symmetry:
+            gens = [g for g in self.target.generators() if g.has_action]
+            if gens:
+                g = gens[0]
+                report = invariance_error(trainer.flow, g, trainer.test_data[:32], n_angles=6, n_samples=32)
+                symmetry = {
+                    "invariance_spread": report.spread,
+                    "invariance_noise": report.noise_floor,
+                    "equivariance_error": equivariance_error(trainer.flow, g, n_points=256),
+                }
+        with self._lock:
+            self._snapshot = snap
+            self._version += 1
+            if symmetry:
+                self._symmetry = symmetry
+
+    def _loop(self) -> None:
+        try:
+            next_snapshot = 0.0
+            next_symmetry = 0.0
+            while not self._stop.is_set():
+                now = time.monotonic()
+                if now - self.heartbeat > HEARTBEAT_TIMEOUT:
+                    log.warning("no page view for %.0f s: pausing and stopping the training thread", HEARTBEAT_TIMEOUT)
+                    self._running = False
+                    if self.state == "training":
+                        self.state = "paused"
+                    return
+                if not self._running and self._step_budget <= 0:
+                    self._wake.wait(0.2)
+                    self._wake.clear()
+                    continue
+                self._apply_pending()
+                ok = self._train_round()
+                if self._step_budget > 0:
+                    self._step_budget -= 1
+                    if self._step_budget == 0 or not ok:
+                        self._snapshot_now(with_symmetry=True)
+                        if ok and not self._running:
+                            self.state = "paused"
+                        continue
+                now = time.monotonic()
+                if now >= next_snapshot or not ok:
+                    symmetry = now >= next_symmetry
+                    started = time.monotonic()
+                    self._snapshot_now(with_symmetry=symmetry)
+                    cost = time.monotonic() - started
+                    next_snapshot = time.monotonic() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
+                    if symmetry:
+                        next_symmetry = time.monotonic() + SYMMETRY_EVERY
+        except Exception as err:  # never let a thread die silently: the page shows the message
+            log.exception("training thread failed")
+            self._running = False
+            self.state = "stopped"
+            self.message = f"Training stopped after an internal error: {err}"

@@ -1,0 +1,79 @@
+"""A Plotly chart that updates in place (``Plotly.react``) instead of being re-created.
+
+``st.plotly_chart`` re-creates a chart whenever its figure changes, so a chart refreshed several
+times a second is blank much of the time (../shared/STREAMLIT.md measured 42–55 % visible).
+This custom component (Streamlit components v2, no iframe) keeps one ``<div>`` per key and calls
+``Plotly.react`` on it with each new figure: the chart never disappears. plotly.js is served from
+the app's own static folder (copied from the plotly wheel), so the page works offline.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import plotly
+import plotly.graph_objects as go
+import streamlit as st
+
+STATIC = Path(__file__).parent / "static"
+PLOTLY_JS = "plotly.min.js"
+
+_JS = """
+export default function(component) {
+  const { data, parentElement } = component;
+  let div = parentElement.querySelector("div.ehflow-chart");
+  if (!div) {
+    div = document.createElement("div");
+    div.className = "ehflow-chart";
+    div.style.width = "100%";
+    parentElement.appendChild(div);
+  }
+  const draw = () => {
+    if (div.dataset.version === String(data.version)) return;
+    const fig = JSON.parse(data.figure);  // parsed here: the received data is read-only
+    window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false, responsive: true});
+    div.dataset.version = String(data.version);
+    div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
+  };
+  if (window.Plotly) { draw(); return; }
+  if (!window.__ehflowPlotly) {
+    window.__ehflowPlotly = new Promise((resolve, reject) => {
+      const script = document.createElement("script");
+      script.src = data.src;
+      script.onload = resolve;
+      script.onerror = reject;
+      document.head.appendChild(script);
+    });
+  }
+  window.__ehflowPlotly.then(draw);
+}
+"""
+
+_component = st.components.v2.component("ehflow_live_chart", js=_JS, isolate_styles=False)
+
+
+def ensure_plotly_js() -> None:
+    """Copy plotly.min.js from the installed plotly package into the app's static folder."""
+    target = STATIC / PLOTLY_JS
+    source = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
+    if not target.exists() or target.stat().st_size != source.stat().st_size:
+        STATIC.mkdir(exist_ok=True)
+        shutil.copyfile(source, target)
+
+
+def live_chart(build: Callable[[], go.Figure], key: str, version: int, height: int = 380) -> None:
+    """Draw the figure ``build()`` in the chart ``key``; a new ``version`` updates it in place.
+
+    The figure's JSON is cached per key and version in the session, so a fragment rerun without
+    new data re-sends the cached string instead of rebuilding the figure (Plotly's figure code
+    holds the GIL and would starve the training thread).
+    """
+    cache = st.session_state.setdefault("_chart_cache", {})
+    cached = cache.get(key)
+    if cached is None or cached[0] != version:
+        fig = build()
+        fig.update_layout(height=height, autosize=True)
+        cached = cache[key] = (version, fig.to_json())
+    _component(data={"figure": cached[1], "version": version, "src": f"app/static/{PLOTLY_JS}"}, key=key, height=height)

@@ -1,0 +1,179 @@
+"""The dashboard's settings: one frozen dataclass built from widgets or URL query parameters.
+
+Pure Python (no Streamlit): the mapping from settings to the core's configs is tested directly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from ehflow_core import FlowConfig
+from ehflow_core.targets import DataTarget, Target, make_target
+from ehflow_core.training import TrainConfig
+
+
+@dataclass(frozen=True)
+class Preset:
+    label: str  # shown in the picker
+    target: str  # a built-in target name, or "upload"
+    base: str
+    generator_on: bool
+    log10_kappa: float
+    help: str
+
+
+PRESETS: dict[str, Preset] = {
+    "fig2a": Preset(
+        "Figure 2A — SO(2) ring, constrained", "ring", "normal", True, -2.0, "The paper's symmetric experiment."
+    ),
+    "fig2b": Preset(
+        "Figure 2B — 8 Gaussians, attractors",
+        "gaussians8",
+        "soft_uniform",
+        False,
+        -2.0,
+        "Multimodal target; U grows wells.",
+    ),
+    "two_rings": Preset("Two concentric rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells."),
+    "core_and_ring": Preset("Core and ring (SO(2))", "core_and_ring", "normal", True, -2.0, "A blob inside a ring."),
+    "grid9": Preset("3×3 grid of Gaussians", "grid9", "normal", False, -2.0, "Nine modes on a square grid."),
+    "two_moons": Preset("Two moons", "two_moons", "normal", False, -2.0, "Two interleaved half circles."),
+    "upload": Preset("Your own 2-D data (CSV upload)", "upload", "normal", True, -2.0, "Upload a CSV of points."),
+}
+
+LIMITS = {
+    "log10_kappa": (-5.0, 1.0),
+    "dt": (0.05, 5.0),
+    "n_steps": (1, 8),
+    "log10_lr": (-4.5, -2.0),
+    "batch": (32, 1024),
+    "n_train": (20, 5000),
+    "seed": (0, 10_000),
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the sidebar controls. ``MODEL_FIELDS`` need a Reset; the rest apply live."""
+
+    preset: str = "fig2a"
+    base: str = "normal"  # "normal" or "soft_uniform"
+    generator_on: bool = True  # the target's rotation generators in the constraint
+    log10_kappa: float = -2.0  # κ = 10 ** log10_kappa
+    dt: float = 0.5
+    n_steps: int = 2
+    log10_lr: float = -2.5  # learning rate = 10 ** log10_lr (3e-3: fast enough to watch)
+    batch: int = 256
+    finite: bool = False  # finite data regime
+    n_train: int = 500
+    seed: int = 0
+    sweep: bool = False  # κ-sweep mode: several κ and the baseline side by side
+
+    MODEL_FIELDS = ("preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweep")
+
+    @property
+    def kappa(self) -> float | None:
+        return 10.0**self.log10_kappa if self.generator_on else None
+
+    @property
+    def lr(self) -> float:
+        return 10.0**self.log10_lr
+
+    def model_key(self) -> tuple:
+        """Settings that define the model and data: a change needs a Reset."""
+        return tuple(getattr(self, f) for f in self.MODEL_FIELDS)
+
+    def flow_config(self, dim: int = 2) -> FlowConfig:
+        base_args = {"base_sigma": 3.0, "base_beta": 2.0} if self.base == "soft_uniform" else {}
+        return FlowConfig(dim=dim, dt=self.dt, n_steps=self.n_steps, base=self.base, **base_args)
+
+    def train_config(self) -> TrainConfig:
+        return TrainConfig(
+            flow=self.flow_config(),
+            kappa=self.kappa,
+            n_train=self.n_train if self.finite else None,
+            batch=self.batch,
+            lr=self.lr,
+            steps=10**9,  # the page decides when to stop
+            seed=self.seed,
+            eval_every=50,
+            n_test=512,
+            eval_samples=16,
+        )
+
+    def make_target(self, uploaded: DataTarget | None = None) -> Target:
+        target = PRESETS[self.preset].target
+        if target == "upload":
+            if uploaded is None:
+                raise ValueError("upload a CSV file of 2-D points first")
+            return uploaded
+        return make_target(target)
+
+    def sweep_kappas(self) -> list[float | None]:
+        """κ values of the sweep mode: three decades around the slider's κ, and the baseline."""
+        return [10.0 ** (self.log10_kappa + k) for k in (-1, 0, 1)] + [None]
+
+    # -- URL -------------------------------------------------------------------------------------
+    def to_query(self) -> dict[str, str]:
+        return {f.name: _format(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_query(cls, params: dict[str, Any]) -> tuple[Settings, list[str]]:
+        """Settings from URL parameters; each invalid value falls back to its default, with a notice."""
+        values: dict[str, Any] = {}
+        notices: list[str] = []
+        defaults = cls()
+        for f in dataclasses.fields(cls):
+            if f.name not in params:
+                continue
+            raw = params[f.name]
+            raw = raw[-1] if isinstance(raw, list) else raw
+            try:
+                values[f.name] = _parse(f.name, str(raw), type(getattr(defaults, f.name)))
+            except ValueError as err:
+                notices.append(f"URL parameter {f.name}={raw!r} ignored ({err}); using {getattr(defaults, f.name)!r}")
+        unknown = sorted(set(params) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            notices.append(f"unknown URL parameter(s) ignored: {', '.join(unknown)}")
+        settings = cls(**values)
+        if "preset" in values and "base" not in values:  # a preset brings its own defaults
+            settings = settings.with_preset(settings.preset)
+        return settings, notices
+
+    def with_preset(self, name: str) -> Settings:
+        preset = PRESETS[name]
+        return dataclasses.replace(
+            self, preset=name, base=preset.base, generator_on=preset.generator_on, log10_kappa=preset.log10_kappa
+        )
+
+
+def _format(value: Any) -> str:
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _parse(name: str, raw: str, kind: type) -> Any:
+    if kind is bool:
+        if raw not in ("0", "1", "true", "false"):
+            raise ValueError("expected 0 or 1")
+        return raw in ("1", "true")
+    if kind is str:
+        choices = tuple(PRESETS) if name == "preset" else ("normal", "soft_uniform")
+        if raw not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw
+    value = kind(float(raw)) if kind is int else float(raw)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("expected a finite number")
+    if kind is int and float(raw) != int(float(raw)):
+        raise ValueError("expected an integer")
+    lo, hi = LIMITS.get(name, (-math.inf, math.inf))
+    if not lo <= value <= hi:
+        raise ValueError(f"expected a value in [{lo}, {hi}]")
+    return value

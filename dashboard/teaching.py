@@ -1,0 +1,53 @@
+"""Teaching text: what each panel shows, with the equations (``st.latex``)."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+
+def explain() -> None:
+    st.subheader("What you are looking at")
+    with st.expander("The model: H = K(p) + U(q) and the leapfrog flow"):
+        st.markdown(
+            "Data are positions **q**; a latent momentum **p** joins them to make a phase-space state "
+            "s = (q, p). A base density π(s) is moved by a few leapfrog steps of a learned separable "
+            "Hamiltonian. *Energies* panel: K(p) over the p-plane and U(q) over the q-plane."
+        )
+        st.latex(r"H(q, p) = K(p) + U(q)")
+        st.latex(
+            r"p_{1/2} = p - \tfrac{dt}{2}\nabla U(q),\quad q' = q + dt\,\nabla K(p_{1/2}),\quad"
+            r" p' = p_{1/2} - \tfrac{dt}{2}\nabla U(q')"
+        )
+        st.markdown(
+            "Each sub-step is a shear: the flow is exactly invertible (run it with −dt) and preserves "
+            "volume, so the density is simply carried along. *Trajectories* panel: base samples after "
+            "one step, and the *integrated flow* run for many steps — they gather in the wells of U."
+        )
+    with st.expander("Learning: the ELBO and the importance-weighted likelihood"):
+        st.latex(
+            r"\mathrm{ELBO}(q) = \mathbb{E}_{p \sim h(p\mid q)}"
+            r"\left[\log \pi\big(T^{-1}(q, p)\big) - \log h(p \mid q)\right] \le \log p(q)"
+        )
+        st.latex(
+            r"L_K(q) = \log \frac{1}{K}\sum_{k=1}^{K} \frac{\pi(T^{-1}(q, p_k))}{h(p_k \mid q)} \;\uparrow\; \log p(q)"
+        )
+        st.markdown(
+            "*Density* panel: kernel density estimates of target samples and of model samples. "
+            "*Curves* panel: the test log-likelihood L_K (solid) and the training curve (dashed)."
+        )
+    with st.expander("Symmetry: the Poisson bracket and the constraint κ"):
+        st.latex(
+            r"\{f, g\} = \sum_i \frac{\partial f}{\partial q_i}\frac{\partial g}{\partial p_i}"
+            r" - \frac{\partial f}{\partial p_i}\frac{\partial g}{\partial q_i}, \qquad g = q_1 p_2 - q_2 p_1"
+        )
+        st.latex(
+            r"\min_{\theta}\max_{\lambda \ge 0}\; -\mathrm{ELBO}"
+            r" + \lambda\left(\mathbb{E}_{\pi}[\{g, H\}^2] - \kappa\right)"
+        )
+        st.markdown(
+            "{g, H} = 0 means the flow commutes with rotations (Noether): rotate then flow equals "
+            "flow then rotate. With a rotation-invariant base, the learned density is then invariant "
+            "too (Lemma 1). **κ** is the tolerated violation: smaller κ, stricter symmetry. The "
+            "multiplier **λ** grows while the constraint is violated and shrinks once it holds. "
+            "The soft-uniform base is *not* rotation invariant, so there the promise does not hold."
+        )
