@@ -219,12 +219,14 @@ def controls(settings: Settings) -> LiveRun | None:
     return run
 
 
-@st.fragment(run_every=FRAGMENT_INTERVAL)
-def live_panels() -> None:
+def live_panels(polling: bool) -> None:
+    """The live part of the page; while ``polling`` it reruns itself every FRAGMENT_INTERVAL."""
     run: LiveRun | None = st.session_state.get("run")
     if run is None:
         return
     run.beat()
+    if polling and not run.busy:  # training ended (pause, divergence, steps done): stop polling
+        st.rerun(scope="app")
     view = run.view()
     cols = st.columns(4)
     cols[0].metric("State", view.state)
@@ -258,8 +260,6 @@ def live_panels() -> None:
         c[0].metric("Invariance spread of log p̂ (nats)", f"{view.symmetry['invariance_spread']:.3f}")
         c[1].metric("…its Monte-Carlo noise floor", f"{view.symmetry['invariance_noise']:.3f}")
         c[2].metric("Equivariance error ‖T(Rs) − R T(s)‖", f"{view.symmetry['equivariance_error']:.4f}")
-    if view.state != "training":
-        st.session_state["idle_view"] = view.version
 
 
 def downloads(run: LiveRun) -> None:
@@ -300,7 +300,9 @@ def main() -> None:
     run = controls(settings)
     if run is None:
         return
-    live_panels()
+    # Poll only while the run is busy, so an idle page does not rerun (nor keep a thread alive).
+    polling = run.busy
+    st.fragment(run_every=FRAGMENT_INTERVAL if polling else None)(live_panels)(polling)
     downloads(run)
     teaching.explain()
 

@@ -140,6 +140,11 @@ class LiveRun:
             self.state = "stopped"
 
     @property
+    def busy(self) -> bool:
+        """Training, or working through requested steps."""
+        return self._running or self._step_budget > 0
+
+    @property
     def thread_alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 

@@ -1,0 +1,135 @@
+"""End to end in a real browser: Debian's Chromium driven by Playwright against `streamlit run`.
+
+Chromium comes from apt (``.ci/run`` installs it); never ``playwright install``.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect, sync_playwright
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = os.environ.get("EHFLOW_CHROMIUM", "/usr/bin/chromium")
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+expect.set_options(timeout=90_000)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server():
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1", "--server.headless", "true"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).read() == b"ok":
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        pytest.fail(f"streamlit did not start: {proc.stdout.read()}")
+    yield url
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    assert Path(CHROMIUM).exists(), f"{CHROMIUM} is missing: apt-get install -y chromium (see .ci/run)"
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        yield b
+        b.close()
+
+
+def _sidebar_button(page: Page, name: str):
+    return page.get_by_test_id("stSidebarUserContent").get_by_role("button", name=name, exact=True)
+
+
+def _draws(page: Page) -> list[int]:
+    return page.evaluate(
+        "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.draws || 0))"
+    )
+
+
+def _metric_value(page: Page, label: str):
+    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
+    return metric.get_by_test_id("stMetricValue")
+
+
+def _metric(page: Page, label: str) -> str:
+    return _metric_value(page, label).inner_text()
+
+
+def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
+    first = browser.new_page(viewport={"width": 1400, "height": 2300})
+    first.goto(server)
+    expect(_sidebar_button(first, "Train")).to_be_enabled()
+    expect(first.locator("div.ehflow-chart").first).to_be_visible()
+    _sidebar_button(first, "Train").click()
+    expect(_sidebar_button(first, "Pause")).to_be_visible()
+
+    # The charts update in place, several times, and stay visible.
+    start = _draws(first)
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and min(_draws(first)[:3], default=0) < start[0] + 3:
+        first.wait_for_timeout(500)
+    after = _draws(first)
+    assert min(after[:3]) >= start[0] + 3, (start, after)
+    assert all(
+        h > 100
+        for h in first.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.offsetHeight)")
+    )
+    assert int(_metric(first, "Step").replace(",", "")) > 0
+
+    # A live slider: κ moves by one notch and the page (and its URL) follow.
+    slider = first.get_by_test_id("stSidebarUserContent").get_by_role("slider").first
+    slider.focus()
+    slider.press("ArrowRight")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and "log10_kappa=-1.75" not in first.url:
+        first.wait_for_timeout(300)
+    assert "log10_kappa=-1.75" in first.url
+    expect(first.get_by_test_id("stSidebarUserContent").get_by_text("-1.75")).to_be_visible()
+
+    # A second tab is its own session: its run has not started.
+    second = browser.new_page(viewport={"width": 1400, "height": 1400})
+    second.goto(server)
+    expect(_sidebar_button(second, "Train")).to_be_enabled()
+    expect(second.get_by_test_id("stMetric").filter(has_text="State").get_by_test_id("stMetricValue")).to_have_text(
+        "ready"
+    )
+    assert _metric(second, "Step") == "0"
+    assert _metric(first, "State") == "training"
+
+    first.screenshot(path=str(tmp_path / "dashboard.png"))
+    assert (tmp_path / "dashboard.png").stat().st_size > 10_000
+    _sidebar_button(first, "Pause").click()
+    expect(_sidebar_button(first, "Train")).to_be_visible()
+    second.close()
+    first.close()

@@ -1,0 +1,230 @@
+"""The dashboard: settings mapping, the live run (thread, pause, step, heartbeat), and the app via AppTest."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from dashboard import live
+from dashboard.live import LiveRun
+from dashboard.settings import PRESETS, Settings
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+
+
+# -- settings -------------------------------------------------------------------------------------
+def test_settings_map_to_the_core_configs():
+    s = Settings(dt=0.75, n_steps=3, log10_kappa=-3.0, log10_lr=-3.0, batch=128, finite=True, n_train=300, seed=4)
+    config = s.train_config()
+    assert config.flow.dt == 0.75 and config.flow.n_steps == 3 and config.flow.base == "normal"
+    assert config.kappa == pytest.approx(1e-3) and config.lr == pytest.approx(1e-3)
+    assert config.batch == 128 and config.n_train == 300 and config.seed == 4
+    assert Settings(generator_on=False).train_config().kappa is None
+    assert Settings(finite=False).train_config().n_train is None
+    soft = Settings(base="soft_uniform").flow_config()
+    assert (soft.base, soft.base_sigma, soft.base_beta) == ("soft_uniform", 3.0, 2.0)
+
+
+def test_presets_bring_their_target_base_and_generator():
+    s = Settings().with_preset("fig2b")
+    assert s.make_target().name == "gaussians8" and s.base == "soft_uniform" and not s.generator_on
+    assert Settings().make_target().name == "ring" and Settings().kappa == pytest.approx(0.01)
+    for name, preset in PRESETS.items():
+        if preset.target != "upload":
+            assert Settings().with_preset(name).make_target().dim == 2
+    with pytest.raises(ValueError, match="upload a CSV file"):
+        Settings().with_preset("upload").make_target()
+
+
+def test_query_round_trip_and_bad_values_fall_back_with_notices():
+    s = Settings(dt=1.25, n_steps=4, finite=True, n_train=800, log10_kappa=-3.5, sweep=True)
+    again, notices = Settings.from_query(s.to_query())
+    assert again == s and notices == []
+    bad, notices = Settings.from_query({"dt": "nan", "n_steps": "99", "preset": "nope", "finite": "maybe", "zzz": "1"})
+    assert bad == Settings()
+    assert len(notices) == 5
+    assert any("dt='nan'" in n for n in notices) and any("n_steps='99'" in n and "[1, 8]" in n for n in notices)
+    assert any("unknown URL parameter(s) ignored: zzz" in n for n in notices)
+
+
+def test_model_key_separates_live_from_model_settings():
+    s = Settings()
+    assert s.model_key() == Settings(log10_kappa=-4.0, log10_lr=-3.0, generator_on=False).model_key()
+    assert s.model_key() != Settings(dt=1.0).model_key()
+
+
+# -- the live run ---------------------------------------------------------------------------------
+def _wait(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _small_run(**changes) -> LiveRun:
+    settings = Settings(batch=64, **changes)
+    return LiveRun(settings, settings.make_target())
+
+
+def test_play_pause_step_and_close_leave_no_thread():
+    run = _small_run()
+    try:
+        run.play()
+        assert _wait(lambda: run.view().step >= 5)
+        run.pause()
+        time.sleep(0.5)
+        paused_at = run.view().step
+        time.sleep(0.5)
+        assert run.view().step == paused_at and run.view().state == "paused"
+        run.step(7)
+        assert _wait(lambda: run.view().step == paused_at + 7)
+        time.sleep(0.3)
+        assert run.view().step == paused_at + 7
+        assert run.view().snapshot is not None and run.view().version >= 1
+    finally:
+        run.close()
+    assert not run.thread_alive
+
+
+def test_live_kappa_and_learning_rate_reach_the_running_trainer():
+    run = _small_run()
+    try:
+        run.play()
+        run.set_live(0.5, 1e-3)
+        assert _wait(lambda: run.primary.kappa == 0.5 and run.primary.optimizer.param_groups[0]["lr"] == 1e-3)
+    finally:
+        run.close()
+
+
+def test_thread_stops_itself_without_heartbeat(monkeypatch):
+    monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 0.5)
+    run = _small_run()
+    run.play()
+    assert _wait(lambda: not run.thread_alive, timeout=30)
+    assert run.view().state == "paused"
+    run.close()
+
+
+def test_sweep_mode_trains_every_kappa_and_the_baseline():
+    run = _small_run(sweep=True, log10_kappa=-2.0)
+    try:
+        assert list(run.trainers) == ["κ=0.001", "κ=0.01", "κ=0.1", "none"]
+        assert run.primary.kappa == pytest.approx(0.01)
+        run.step(3)
+        assert _wait(lambda: all(t.step == 3 for t in run.trainers.values()))
+    finally:
+        run.close()
+
+
+def test_divergence_shows_a_message_and_keeps_finite_weights():
+    run = _small_run(dt=1e20)  # far beyond the slider: the loss overflows at once
+    try:
+        run.play()
+        assert _wait(lambda: run.view().state == "diverged")
+        assert "too large" in run.view().message and "Reset" in run.view().message
+        assert all(torch.isfinite(p).all() for p in run.primary.flow.parameters())
+    finally:
+        run.close()
+
+
+# -- the app --------------------------------------------------------------------------------------
+@pytest.fixture
+def app():
+    at = AppTest.from_file(APP, default_timeout=120)
+    yield at
+    run = at.session_state["run"] if "run" in at.session_state else None
+    if run is not None:
+        run.close()
+
+
+def test_app_runs_without_exception_and_shows_the_default_experiment(app):
+    app.run()
+    assert not app.exception and not app.error
+    run = app.session_state["run"]
+    assert run.target.name == "ring" and run.settings == Settings()
+    assert [b.label for b in app.sidebar.button] == ["Train", "Step", "Reset"]
+    assert app.metric[0].value == "ready"
+    assert len(app.get("latex")) >= 4  # the teaching panels
+
+
+def test_widgets_map_to_configs_and_model_changes_apply_on_reset(app):
+    app.run()
+    app.slider(key="w_dt").set_value(1.0).run()
+    assert app.session_state["run"].settings.dt == 0.5
+    assert any("press **Reset**" in i.value for i in app.sidebar.info)
+    app.sidebar.button[2].click().run()  # Reset
+    run = app.session_state["run"]
+    assert run.primary.flow.config.dt == 1.0 and not app.sidebar.info
+    app.slider(key="w_log10_kappa").set_value(-3.0).run()  # a live setting: no Reset needed
+    assert not app.sidebar.info
+    assert app.query_params["log10_kappa"] == "-3" and app.query_params["dt"] == "1"
+
+
+def test_presets_load(app):
+    app.run()
+    app.selectbox(key="w_preset").set_value("fig2b").run()
+    assert app.session_state["w_base"] == "soft_uniform" and app.session_state["w_generator_on"] is False
+    app.sidebar.button[2].click().run()
+    assert app.session_state["run"].target.name == "gaussians8" and not app.exception
+
+
+def test_train_and_pause_from_the_page(app):
+    app.run()
+    app.sidebar.button[0].click().run()  # Train
+    run = app.session_state["run"]
+    assert run.view().state == "training" and app.sidebar.button[0].label == "Pause"
+    assert _wait(lambda: run.view().step > 3)
+    app.run()
+    assert app.metric[0].value == "training" and int(app.metric[1].value.replace(",", "")) > 3
+    app.sidebar.button[0].click().run()  # Pause
+    assert run.view().state == "paused" and not app.exception
+
+
+def test_bad_query_params_fall_back_with_a_notice():
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params.update({"dt": "-3", "preset": "bogus", "seed": "abc"})
+    at.run()
+    try:
+        assert not at.exception
+        notices = [w.value for w in at.warning]
+        assert len(notices) == 3 and any("dt='-3'" in n for n in notices)
+        assert at.session_state["run"].settings == Settings()
+    finally:
+        at.session_state["run"].close()
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "no numeric rows found"),
+        (b"x,y\n1,2\n3,abc\n", "row 3: 'abc' is not a number"),
+        (b"1,2\nnan,2\n" + b"1,2\n" * 30, "row 2: holds a non-finite value"),
+        (b"1\n" * 30, "expected at least 2 columns"),
+        (b"1,2,3\n" * 30, "expected at most 2 columns"),
+        (b"1,2\n" * 60_000, "more than 50000 rows"),
+    ],
+)
+def test_bad_upload_gives_a_message_and_changes_nothing(app, content, message):
+    app.run()
+    app.selectbox(key="w_preset").set_value("upload").run()
+    before = app.session_state["run"]
+    app.sidebar.get("file_uploader")[0].set_value(("points.csv", content, "text/csv")).run()
+    assert not app.exception
+    assert any(message in e.value for e in app.sidebar.error), [e.value for e in app.sidebar.error]
+    assert "uploaded" not in app.session_state and app.session_state["run"] is before
+
+
+def test_good_upload_trains_on_the_points_after_reset(app):
+    app.run()
+    app.selectbox(key="w_preset").set_value("upload").run()
+    rows = "\n".join(f"{0.1 * i},{-0.05 * i}" for i in range(40)).encode()
+    app.sidebar.get("file_uploader")[0].set_value(("mine.csv", b"x,y\n" + rows, "text/csv")).run()
+    assert any("Loaded 40 points" in s.value for s in app.sidebar.success)
+    app.sidebar.button[2].click().run()
+    assert app.session_state["run"].target.name == "mine" and not app.exception
