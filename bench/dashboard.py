@@ -1,0 +1,167 @@
+"""Dashboard benchmark: a real browser against `streamlit run`, measuring what a user feels.
+
+    python -m bench.dashboard [--seconds 60] [--memory-seconds 600] [--out bench/results/dashboard.json]
+
+Measures: launch → usable page; Train → first live chart update; refreshes per second of each live
+chart while training; the share of samples in which every chart is visible (non-blank); slider →
+effect latency (the κ slider: until the URL and the trainer's κ reflect it is what the page shows);
+training steps/s while streaming against the same training headless (same process count, same
+threads); server memory (RSS) over a long run. Goals (issue "live dashboard"): usable ≤ 8 s,
+first chart ≤ 2 s, ≥ 3 refreshes/s per chart, 100 % visible, slider ≤ 0.5 s, streaming ≥ 60 % of
+headless steps/s, memory flat after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]  # fmt: skip
+CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def headless_steps_per_s(seconds: float) -> float:
+    """The dashboard's default training, without Streamlit, on one torch thread (as the server)."""
+    import torch
+
+    from dashboard.settings import Settings
+    from ehflow_core.training import Trainer
+
+    torch.set_num_threads(1)
+    settings = Settings()
+    trainer = Trainer(settings.train_config(), settings.make_target())
+    list(trainer.train(steps=20))  # warm-up
+    start, steps = time.perf_counter(), trainer.step
+    for _ in trainer.train(seconds=seconds):
+        pass
+    return (trainer.step - steps) / (time.perf_counter() - start)
+
+
+def run(seconds: float, memory_seconds: float) -> dict:
+    from playwright.sync_api import sync_playwright
+
+    port = _free_port()
+    launched = time.perf_counter()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    result: dict = {}
+    try:
+        while True:
+            try:
+                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 2300})
+            page.goto(url)
+            sidebar = page.get_by_test_id("stSidebarUserContent")
+            sidebar.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
+            page.locator("div.ehflow-chart").first.wait_for(timeout=120_000)
+            result["usable_page_s"] = time.perf_counter() - launched
+
+            draws0 = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+            clicked = time.perf_counter()
+            sidebar.get_by_role("button", name="Train", exact=True).click()
+            while page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")[0] <= draws0[0]:
+                page.wait_for_timeout(20)
+            result["train_to_first_chart_s"] = time.perf_counter() - clicked
+
+            # Refresh rate and visibility, sampled every 100 ms.
+            start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+            started, samples, visible = time.perf_counter(), 0, 0
+            while time.perf_counter() - started < seconds:
+                heights = page.evaluate(f"{CHARTS_JS}.map(d => d.querySelector('.main-svg') ? d.offsetHeight : 0)")
+                samples += 1
+                visible += all(h > 50 for h in heights)
+                page.wait_for_timeout(100)
+            elapsed = time.perf_counter() - started
+            end_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+            result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
+            result["charts_visible_share"] = visible / max(samples, 1)
+            step_text = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Steps / s", exact=True))
+            result["streaming_steps_per_s"] = float(step_text.get_by_test_id("stMetricValue").inner_text())
+
+            # Slider latency: κ one notch right; effect = the page's URL (written by the rerun).
+            latencies = []
+            for key in ("ArrowRight", "ArrowLeft", "ArrowRight"):
+                before = page.url
+                slider = sidebar.get_by_role("slider").first
+                slider.focus()
+                pressed = time.perf_counter()
+                slider.press(key)
+                while page.url == before and time.perf_counter() - pressed < 10:
+                    page.wait_for_timeout(10)
+                latencies.append(time.perf_counter() - pressed)
+            result["slider_effect_s"] = [round(x, 3) for x in latencies]
+
+            memory = []
+            mem_start = time.perf_counter()
+            while time.perf_counter() - mem_start < memory_seconds:
+                memory.append((round(time.perf_counter() - mem_start, 1), round(_rss_mb(server.pid), 1)))
+                page.wait_for_timeout(min(10_000, memory_seconds * 100))
+            memory.append((round(time.perf_counter() - mem_start, 1), round(_rss_mb(server.pid), 1)))
+            result["server_rss_mb"] = memory
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    result["headless_steps_per_s"] = headless_steps_per_s(min(seconds, 20))
+    result["streaming_share_of_headless"] = result["streaming_steps_per_s"] / result["headless_steps_per_s"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long to sample refreshes")
+    parser.add_argument("--memory-seconds", type=float, default=600.0, help="how long to watch memory")
+    parser.add_argument("--out", default="bench/results/dashboard.json")
+    args = parser.parse_args()
+    result = {
+        "benchmark": "dashboard",
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (browser on the same cores)",
+        **run(args.seconds, args.memory_seconds),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    for key, value in result.items():
+        if key != "server_rss_mb":
+            print(f"{key:>30}: {value}")
+    rss = result["server_rss_mb"]
+    print(f"{'server_rss_mb':>30}: {rss[0][1]} → {rss[len(rss) // 2][1]} → {rss[-1][1]} MB over {rss[-1][0]} s")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

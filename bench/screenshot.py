@@ -1,0 +1,55 @@
+"""Refresh the README's dashboard screenshot: start the app, train a while, save assets/dashboard.png.
+
+python -m bench.screenshot [--seconds 60] [--preset fig2a]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import time
+import urllib.request
+
+from bench.dashboard import ARGS, ROOT, _free_port
+
+
+def main() -> None:
+    from playwright.sync_api import sync_playwright
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--preset", default="fig2a")
+    parser.add_argument("--out", default=str(ROOT / "assets" / "dashboard.png"))
+    args = parser.parse_args()
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}/?preset={args.preset}"
+    try:
+        for _ in range(600):
+            try:
+                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
+                    break
+            except OSError:
+                time.sleep(0.1)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page.goto(url)
+            train = page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Train", exact=True)
+            train.wait_for(timeout=120_000)
+            train.click()
+            page.wait_for_timeout(args.seconds * 1000)
+            page.screenshot(path=args.out)
+            browser.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
