@@ -26,7 +26,7 @@ from .settings import Settings
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TIMEOUT = 4.0  # seconds without a page view before the thread stops itself
+HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the thread stops itself
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=120, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 0.25  # at most this share of the thread's time goes to snapshots
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
@@ -96,8 +96,11 @@ class LiveRun:
         return self.trainers[labels[1] if self.settings.sweep else labels[0]]
 
     def beat(self) -> None:
-        """Called on every page view; a run without views for a while stops itself."""
+        """Called on every page view. A run without views for ``HEARTBEAT_TIMEOUT`` stops its
+        thread (the tab was closed); if the page was only slow, this view starts it again."""
         self.heartbeat = time.monotonic()
+        if self.busy and not self.thread_alive:
+            self._ensure_thread()
 
     def play(self) -> None:
         if self.state in ("diverged",):
@@ -232,10 +235,7 @@ class LiveRun:
             while not self._stop.is_set():
                 now = time.monotonic()
                 if now - self.heartbeat > HEARTBEAT_TIMEOUT:
-                    log.warning("no page view for %.0f s: pausing and stopping the training thread", HEARTBEAT_TIMEOUT)
-                    self._running = False
-                    if self.state == "training":
-                        self.state = "paused"
+                    log.info("no page view for %.1f s: the training thread stops", HEARTBEAT_TIMEOUT)
                     return
                 if not self._running and self._step_budget <= 0:
                     self._wake.wait(0.2)

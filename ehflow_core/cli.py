@@ -329,7 +329,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")  # quiet third-party INFO logs
+    log.setLevel(logging.INFO)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "train":

@@ -117,15 +117,18 @@ def invariance_error(
         check_int(name, v, minimum=2 if name == "n_angles" else 1)
     if not generator.has_action:
         raise ValueError(f"generator {generator.name!r} has no finite group action to test invariance with")
-    torch.manual_seed(seed)
+    rng = torch.Generator(device=flow.device).manual_seed(seed)  # local: no global RNG side effect
     with torch.no_grad():
         if q is None:
-            q = flow.sample(n_points)
+            q = flow.sample(n_points, generator=rng)
         q = check_points("q", q, flow.dim)
-        angles = (torch.arange(n_angles, dtype=q.dtype) / n_angles + torch.rand(()).to(q.dtype)) * 2 * math.pi
+        offset = torch.rand((), generator=rng, device=flow.device).item()
+        angles = (torch.arange(n_angles, dtype=torch.float64) / n_angles + offset) * 2 * math.pi
         zeros = torch.zeros_like(q)
-        rotated = torch.stack([flow.log_likelihood(generator.act(q, zeros, float(a))[0], n_samples) for a in angles])
-        repeated = torch.stack([flow.log_likelihood(q, n_samples) for _ in range(n_angles)])
+        rotated = torch.stack(
+            [flow.log_likelihood(generator.act(q, zeros, float(a))[0], n_samples, rng) for a in angles]
+        )
+        repeated = torch.stack([flow.log_likelihood(q, n_samples, rng) for _ in range(n_angles)])
     return InvarianceReport(
         spread=float(rotated.std(0).mean()),
         noise_floor=float(repeated.std(0).mean()),

@@ -58,6 +58,12 @@ def test_model_key_separates_live_from_model_settings():
 
 
 # -- the live run ---------------------------------------------------------------------------------
+@pytest.fixture(autouse=True)
+def patient_heartbeat(monkeypatch):
+    """Tests poll from Python, not from a page: a long heartbeat unless a test sets its own."""
+    monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 60.0)
+
+
 def _wait(predicate, timeout=60.0):
     end = time.monotonic() + timeout
     while time.monotonic() < end:
@@ -102,13 +108,20 @@ def test_live_kappa_and_learning_rate_reach_the_running_trainer():
         run.close()
 
 
-def test_thread_stops_itself_without_heartbeat(monkeypatch):
+def test_thread_stops_itself_without_heartbeat_and_a_view_restarts_it(monkeypatch):
     monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 0.5)
     run = _small_run()
-    run.play()
-    assert _wait(lambda: not run.thread_alive, timeout=30)
-    assert run.view().state == "paused"
-    run.close()
+    try:
+        run.play()
+        assert _wait(lambda: not run.thread_alive, timeout=30)  # no page looked: the tab is gone
+        stopped_at = run.view().step
+        time.sleep(0.3)
+        assert run.view().step == stopped_at
+        run.beat()  # a page view after all (a slow page): training resumes
+        assert run.thread_alive and _wait(lambda: run.view().step > stopped_at)
+    finally:
+        run.close()
+    assert not run.thread_alive
 
 
 def test_sweep_mode_trains_every_kappa_and_the_baseline():
