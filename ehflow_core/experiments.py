@@ -167,7 +167,8 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]
     a = summary["attractors"]
     print(
         f"fig2b: test L_256 {summary['test_log_likelihood']:.3f} (entropy {summary['entropy']:.3f}); "
-        f"U has {a['n_minima']} local minima, {a['modes_with_minimum']}/{a['n_modes']} modes have one within 0.5 "
+        f"wells are the {a['wells_are']}; U has {a['n_minima']} wells, "
+        f"{a['modes_with_minimum']}/{a['n_modes']} modes have one within 0.5 "
         f"(mean distance {a['mean_mode_to_minimum']:.2f}); share of integrated-flow positions near a mode "
         f"{a['share_near_modes_flow']:.2f} vs {a['share_near_modes_base']:.2f} for the base samples"
     )

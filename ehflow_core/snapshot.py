@@ -137,12 +137,18 @@ def potential_minima(potential: np.ndarray, xs: np.ndarray) -> np.ndarray:
 def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5) -> dict[str, float | int]:
     """How well U's wells and the integrated flow match the target's modes (M, 2).
 
-    Returns the number of modes with a local minimum of U within ``radius``, the mean distance
-    from each mode to its nearest minimum, and the share of integrated-flow positions (all
+    Returns the number of modes with a well of U (a local minimum; a maximum when the learned
+    K is concave, see below) within ``radius``, the mean distance from each mode to its nearest
+    well, and the share of integrated-flow positions (all
     times after the first step) within ``radius`` of some mode, against the same share for the
     base samples (time 0), which shows how much the flow concentrates mass at the modes.
     """
-    minima = potential_minima(snapshot.potential, snapshot.xs)
+    # (K, U) and (−K, −U) give the same trajectories run backwards in time, and training may land
+    # on either: when the learned K is concave (largest at p = 0) the wells are the maxima of U.
+    n = len(snapshot.xs)
+    k_center = snapshot.kinetic[n // 2 - 1 : n // 2 + 1, n // 2 - 1 : n // 2 + 1].mean()
+    sign = -1.0 if k_center > np.concatenate([snapshot.kinetic[0], snapshot.kinetic[-1]]).mean() else 1.0
+    minima = potential_minima(sign * snapshot.potential, snapshot.xs)
     if len(minima):
         dist = np.linalg.norm(modes[:, None, :] - minima[None, :, :], axis=-1).min(axis=1)
     else:
@@ -153,6 +159,7 @@ def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5)
         return float((d < radius).mean())
 
     return {
+        "wells_are": "minima of U" if sign > 0 else "maxima of U (the learned K is concave)",
         "n_modes": int(len(modes)),
         "n_minima": int(len(minima)),
         "modes_with_minimum": int((dist < radius).sum()),

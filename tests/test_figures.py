@@ -30,19 +30,22 @@ def test_potential_minima_finds_the_wells_of_a_known_potential():
     assert np.allclose(sorted(map(tuple, found)), sorted(map(tuple, wells)), atol=0.11)
 
 
-def test_attractor_report_counts_modes_with_wells_and_concentration():
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_attractor_report_counts_modes_with_wells_and_concentration(sign):
     xs = np.linspace(-3, 3, 61)
     xx, yy = np.meshgrid(xs, xs)
     modes = np.array([[-1.5, 0.0], [1.5, 0.0]])
     u = -sum(np.exp(-((xx - a) ** 2 + (yy - b) ** 2) / 0.2) for a, b in modes)
+    bowl = 0.5 * (xx**2 + yy**2)
     rng = np.random.default_rng(0)
     start = rng.uniform(-3, 3, size=(1, 200, 2))
     end = modes[rng.integers(0, 2, 200)][None] + 0.05 * rng.normal(size=(1, 200, 2))
+    paths = np.concatenate([start, end])
     empty = np.zeros((2, 2))
-    snap = Snapshot(
-        xs, empty, empty, u, u, np.concatenate([start, end]), np.concatenate([start, end]), empty, empty, None
-    )
+    # (K, U) and (−K, −U) are the same dynamics reversed in time: the wells are found either way.
+    snap = Snapshot(xs, empty, empty, sign * bowl, sign * u, paths, paths, empty, empty, None)
     report = attractor_report(snap, modes)
+    assert report["wells_are"].startswith("minima" if sign > 0 else "maxima")
     assert report["modes_with_minimum"] == 2 and report["mean_mode_to_minimum"] < 0.1
     assert report["share_near_modes_flow"] == 1.0 and report["share_near_modes_base"] < 0.2
 
