@@ -68,7 +68,10 @@ def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.nda
     points = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # (n², 2)
     data = torch.as_tensor(samples, dtype=torch.float32)  # (N, 2)
     sq = torch.cdist(points, data).square_()  # (n², N)
-    density = torch.exp(sq.mul_(-0.5 / bandwidth**2)).mean(dim=1) / (2 * math.pi * bandwidth**2)
+    # Clamping at −80 keeps exp() out of the denormal range (5× slower on x86) and changes the
+    # estimate by less than e^-80 per kernel.
+    log_kernel = sq.mul_(-0.5 / bandwidth**2).clamp_(min=-80.0)
+    density = torch.exp(log_kernel).mean(dim=1) / (2 * math.pi * bandwidth**2)
     return density.view(len(xs), len(xs)).numpy().astype(np.float64)
 
 

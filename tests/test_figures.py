@@ -90,3 +90,14 @@ def test_figures_hold_one_trace_per_panel_and_run():
     assert [t.name for t in curves.data] == ["a test", "a train", "b test", "b train"]
     assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
     assert len(constraint_figure(records).data) == 2
+
+
+def test_kde_equals_scikit_learns_kernel_density():
+    from sklearn.neighbors import KernelDensity
+
+    xs = np.linspace(-4, 4, 41)
+    samples = np.random.default_rng(1).normal(size=(300, 2))
+    xx, yy = np.meshgrid(xs, xs)
+    reference = KernelDensity(kernel="gaussian", bandwidth=0.3).fit(samples)
+    expected = np.exp(reference.score_samples(np.stack([xx.ravel(), yy.ravel()], 1))).reshape(41, 41)
+    assert np.allclose(kde_on_grid(samples, xs, 0.3), expected, rtol=1e-4, atol=1e-7)
