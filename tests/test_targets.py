@@ -15,7 +15,7 @@ from ehflow_core.targets import TARGETS, DataTarget, load_points, make_target, p
 TWO_D = [name for name in TARGETS if make_target(name).dim == 2]
 
 
-def _grid(lo=-6.0, hi=6.0, n=600):  # even n: no node at the origin, where radial densities have an integrable spike
+def _grid(lo=-6.0, hi=6.0, n=400):  # even n: no node at the origin, where radial densities have an integrable spike
     xs = torch.linspace(lo, hi, n, dtype=torch.float64)
     yy, xx = torch.meshgrid(xs, xs, indexing="ij")
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], 1), (xs[1] - xs[0]).item() ** 2
