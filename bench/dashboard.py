@@ -37,6 +37,26 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def start_app(query: str = "") -> tuple[subprocess.Popen, str]:
+    """Start `streamlit run dashboard/app.py` on a free port and wait for its health check."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1"],
+        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
+                return server, url + query
+        except OSError:
+            time.sleep(0.1)
+    server.kill()
+    raise RuntimeError("streamlit did not answer its health check within 120 s")
+
+
 def _rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -64,22 +84,10 @@ def headless_steps_per_s(seconds: float) -> float:
 def run(seconds: float, memory_seconds: float) -> dict:
     from playwright.sync_api import sync_playwright
 
-    port = _free_port()
     launched = time.perf_counter()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_app()
     result: dict = {}
     try:
-        while True:
-            try:
-                if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 2300})

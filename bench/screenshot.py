@@ -6,12 +6,8 @@ python -m bench.screenshot [--seconds 60] [--preset fig2a]
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
-import time
-import urllib.request
 
-from bench.dashboard import ARGS, ROOT, _free_port
+from bench.dashboard import ARGS, ROOT, start_app
 
 
 def main() -> None:
@@ -22,19 +18,8 @@ def main() -> None:
     parser.add_argument("--preset", default="fig2a")
     parser.add_argument("--out", default=str(ROOT / "assets" / "dashboard.png"))
     args = parser.parse_args()
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port)],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}/?preset={args.preset}"
+    server, url = start_app(f"/?preset={args.preset}")
     try:
-        for _ in range(600):
-            try:
-                if urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1).read() == b"ok":
-                    break
-            except OSError:
-                time.sleep(0.1)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
             page = browser.new_page(viewport={"width": 1400, "height": 1700})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -22,8 +22,34 @@ def _int_tuple(name: str, value: object, *, minimum: int, nonempty: bool = True)
     return tuple(check_int(f"{name}[{i}]", v, minimum=minimum) for i, v in enumerate(value))
 
 
+class JsonConfig:
+    """Mixin for frozen config dataclasses: ``replace``, and a JSON round trip that rejects
+    unknown keys by name (``_from_plain`` turns JSON lists back into tuples and sub-configs)."""
+
+    def replace(self: Self, **changes: Any) -> Self:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[type-var]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict of every field."""
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """Inverse of :meth:`to_dict`."""
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; expected a subset of {sorted(known)}")
+        return cls(**cls._from_plain(dict(data)))
+
+    @classmethod
+    def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
+        return data
+
+
 @dataclass(frozen=True)
-class FlowConfig:
+class FlowConfig(JsonConfig):
     """Architecture and integrator of a :class:`~ehflow_core.HamiltonianFlow`.
 
     Every field is checked on construction; an invalid value raises ``ValueError`` or ``TypeError``
@@ -77,25 +103,11 @@ class FlowConfig:
     def torch_dtype(self) -> torch.dtype:
         return DTYPES[self.dtype]
 
-    def replace(self, **changes: Any) -> FlowConfig:
-        """A copy with some fields changed (validated again)."""
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-ready dict of every field."""
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> FlowConfig:
-        """Inverse of :meth:`to_dict`; unknown keys are rejected by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown FlowConfig field(s) {unknown}; expected a subset of {sorted(known)}")
-        data = dict(data)
+    def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
         for key in ("hidden", "encoder_hidden"):
             if isinstance(data.get(key), list):
                 data[key] = tuple(data[key])
         if isinstance(data.get("invariant_blocks"), list):
             data["invariant_blocks"] = tuple(tuple(b) for b in data["invariant_blocks"])
-        return cls(**data)
+        return data

@@ -53,10 +53,8 @@ class Generator:
             dq, dp = torch.autograd.grad(self.fn(q_, p_).sum(), (q_, p_), allow_unused=True)
         return (torch.zeros_like(q) if dq is None else dq), (torch.zeros_like(p) if dp is None else dp)
 
-    @property
-    def has_action(self) -> bool:
-        """Whether :meth:`act` knows the finite group element exp(θ g)."""
-        return False
+    has_action: bool = False  # whether act() knows the finite group element exp(θ g)
+    is_point_transformation: bool = False  # g linear in p (∂²g/∂p² = 0): it moves q independently of p
 
     def act(self, q: Tensor, p: Tensor, theta: Tensor | float) -> tuple[Tensor, Tensor]:
         """The finite transformation exp(θ {·, g}) of the state; ``theta`` a float or shape (B,)."""
@@ -64,11 +62,6 @@ class Generator:
             f"generator {self.name!r} is a user function: its finite group action is not known; "
             "use a rotation or translation generator for equivariance checks"
         )
-
-    @property
-    def is_point_transformation(self) -> bool:
-        """True when g is linear in p (∂²g/∂p² = 0): it then moves q independently of p."""
-        return False
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r}, dim={self.dim})"
@@ -80,6 +73,9 @@ class RotationGenerator(Generator):
     It moves :math:`q_i` by :math:`-\epsilon q_j` and :math:`q_j` by :math:`+\epsilon q_i`, and
     :math:`p` the same way; the finite element is the rotation by θ in that plane.
     """
+
+    has_action = True
+    is_point_transformation = True
 
     def __init__(self, i: int, j: int, dim: int) -> None:
         check_int("dim", dim, minimum=2)
@@ -101,14 +97,6 @@ class RotationGenerator(Generator):
         dp[:, self.i], dp[:, self.j] = -q[:, self.j], q[:, self.i]
         return dq, dp
 
-    @property
-    def has_action(self) -> bool:
-        return True
-
-    @property
-    def is_point_transformation(self) -> bool:
-        return True
-
     def rotate(self, x: Tensor, theta: Tensor | float) -> Tensor:
         """Rotate the (i, j) plane of x (B, d) by θ: x_i' = cos θ x_i − sin θ x_j, x_j' = sin θ x_i + cos θ x_j."""
         theta = torch.as_tensor(theta, dtype=x.dtype, device=x.device)
@@ -125,6 +113,9 @@ class RotationGenerator(Generator):
 class TranslationGenerator(Generator):
     """Translation of q_i: g = p_i (moves q_i by ε, leaves p unchanged)."""
 
+    has_action = True
+    is_point_transformation = True
+
     def __init__(self, i: int, dim: int) -> None:
         check_int("dim", dim, minimum=1)
         check_int("i", i, minimum=0)
@@ -137,14 +128,6 @@ class TranslationGenerator(Generator):
         dp = torch.zeros_like(p)
         dp[:, self.i] = 1.0
         return torch.zeros_like(q), dp
-
-    @property
-    def has_action(self) -> bool:
-        return True
-
-    @property
-    def is_point_transformation(self) -> bool:
-        return True
 
     def act(self, q: Tensor, p: Tensor, theta: Tensor | float) -> tuple[Tensor, Tensor]:
         q = q.clone()

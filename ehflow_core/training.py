@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_float, check_int
-from .config import FlowConfig
+from .config import FlowConfig, JsonConfig
 from .flow import HamiltonianFlow
 from .symmetries import Generator, constraint_values
 from .targets import Target
@@ -41,7 +41,7 @@ DIVERGENCE_ACTIONS = ("stop", "continue")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """Everything that defines a training run besides the target (validated on construction)."""
 
     flow: FlowConfig = field(default_factory=FlowConfig)  # the model
@@ -89,22 +89,11 @@ class TrainConfig:
         check_float("max_loss", self.max_loss, positive=True)
         check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
 
-    def replace(self, **changes: Any) -> TrainConfig:
-        return dataclasses.replace(self, **changes)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}; expected a subset of {sorted(known)}")
-        data = dict(data)
+    def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data.get("flow"), dict):
             data["flow"] = FlowConfig.from_dict(data["flow"])
-        return cls(**data)
+        return data
 
 
 @dataclass
