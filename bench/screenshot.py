@@ -27,6 +27,7 @@ def main() -> None:
             train = page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Train", exact=True)
             train.wait_for(timeout=120_000)
             train.click()
+            page.mouse.move(700, 5)  # no tooltip in the picture
             page.wait_for_timeout(args.seconds * 1000)
             page.screenshot(path=args.out)
             browser.close()

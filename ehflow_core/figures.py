@@ -120,8 +120,10 @@ def curves_figure(runs: Mapping[str, Sequence[Record]], title: str = "Log-likeli
     return fig
 
 
-def _smooth(steps: list[int], values: list[float], window: int = 50) -> tuple[list[int], list[float]]:
-    if len(values) < window:
+def _smooth(steps: list[int], values: list[float]) -> tuple[list[int], list[float]]:
+    """Moving average over a tenth of the points (at most 50), so short runs show a curve too."""
+    window = max(1, min(50, len(values) // 10))
+    if window == 1:
         return steps, values
     kernel = np.ones(window) / window
     smooth = np.convolve(values, kernel, mode="valid")
