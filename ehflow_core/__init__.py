@@ -16,6 +16,7 @@ Glossary (names used throughout, as in MATH.md):
     Shapes      B batch, T time steps, d degrees of freedom, G generators, S samples
 """
 
+from .checkpoint import load_checkpoint, load_trainer, save_checkpoint
 from .config import FlowConfig
 from .distributions import BaseDensity, SoftUniform, StandardNormal
 from .encoder import GaussianEncoder
@@ -46,6 +47,8 @@ from .symmetries import (
     structure_constants,
     translation_generator,
 )
+from .targets import TARGETS, Target, load_points, make_target
+from .training import Record, TrainConfig, Trainer, kappa_sweep
 
 __all__ = [
     "BaseDensity",
@@ -57,9 +60,14 @@ __all__ = [
     "Hamiltonian",
     "HamiltonianFlow",
     "InvarianceReport",
+    "Record",
     "RotationGenerator",
     "SoftUniform",
     "StandardNormal",
+    "TARGETS",
+    "Target",
+    "TrainConfig",
+    "Trainer",
     "TranslationGenerator",
     "bracket_with_hamiltonian",
     "constraint_values",
@@ -68,13 +76,19 @@ __all__ = [
     "evaluate_in_batches",
     "function_generator",
     "invariance_error",
+    "kappa_sweep",
     "leapfrog",
     "leapfrog_path",
     "leapfrog_step",
     "lemma1_check",
+    "load_checkpoint",
+    "load_points",
+    "load_trainer",
+    "make_target",
     "make_grid",
     "poisson_bracket",
     "rotation_generator",
+    "save_checkpoint",
     "so_generators",
     "structure_constants",
     "translation_generator",

@@ -106,7 +106,7 @@ class Record:
     train_elbo: float  # mean ELBO of this step's batch
     loss: float  # the Lagrangian minimised this step
     grad_norm: float  # gradient norm before clipping
-    constraint: dict[str, float]  # C_k = E_π[{g_k, H}²] per generator (None entries off eval steps for baselines)
+    constraint: dict[str, float]  # C_k = E_π[{g_k, H}²] per generator (unconstrained runs: eval steps only)
     lam: dict[str, float]  # λ_k per generator (0 for an unconstrained run)
     kappa: float | None  # κ in force
     test_elbo: float | None = None  # mean ELBO on the test set
@@ -170,7 +170,6 @@ class Trainer:
         self.test_data = test_data.to(device=device, dtype=dtype)
         self.step = 0
         self.seconds = 0.0
-        self.last_eval: Record | None = None
         self._consecutive_divergences = 0
 
     # -- live settings -------------------------------------------------------------------------
@@ -316,7 +315,6 @@ class Trainer:
                     evaluation.pop("constraint")
                 for key, value in evaluation.items():
                     setattr(record, key, value)
-                self.last_eval = record
             yield record
             if budget is not None and now >= budget:
                 return

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from ehflow_core.checkpoint import load_checkpoint
+from ehflow_core import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "16", "--batch", "64", "--eval-every", "10", "--eval-samples", "8"]
