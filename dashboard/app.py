@@ -172,14 +172,16 @@ def _reset(settings: Settings) -> None:
         st.session_state["run"] = run
 
 
-def _toggle_training() -> None:
+def _set_training(on: bool) -> None:
+    """Start or pause; idempotent, so a click that Streamlit happens to deliver twice (a fragment
+    rerun racing the full rerun) cannot toggle back."""
     run: LiveRun | None = st.session_state.get("run")
     if run is None:
         return
-    if run.state == "training":
-        run.pause()
-    else:
+    if on:
         run.play()
+    else:
+        run.pause()
 
 
 def _step() -> None:
@@ -199,7 +201,7 @@ def controls(settings: Settings) -> LiveRun | None:
     training = run is not None and run.state == "training"
     c1.button(
         "Pause" if training else "Train", type="primary", use_container_width=True, disabled=run is None,
-        on_click=_toggle_training, help="Start or pause training; the panels update live.",
+        on_click=_set_training, args=(not training,), help="Start or pause training; the panels update live.",
     )  # fmt: skip
     c2.button(
         "Step", use_container_width=True, disabled=run is None or training, on_click=_step,

@@ -117,8 +117,9 @@ class LiveRun:
             self.state = "paused"
 
     def step(self, n: int = 10) -> None:
-        """Train ``n`` steps then pause (a no-op while training)."""
-        if self._running or self.state == "diverged":
+        """Train ``n`` steps then pause (a no-op while training or still stepping, so a click
+        delivered twice does not double the steps)."""
+        if self.busy or self.state == "diverged":
             return
         self.beat()
         self._step_budget += n
