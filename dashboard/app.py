@@ -234,7 +234,8 @@ def live_panels(polling: bool) -> None:
     cols[0].metric("State", view.state)
     cols[1].metric("Step", f"{view.step:,}")
     cols[2].metric("Steps / s", f"{view.steps_per_s:.0f}")
-    last = next((r for r in reversed(view.curves[next(iter(view.curves))]) if r.test_log_likelihood is not None), None)
+    primary = view.curves[run.primary_label]
+    last = next((r for r in reversed(primary) if r.test_log_likelihood is not None), None)
     cols[3].metric("Test log-likelihood", "—" if last is None else f"{last.test_log_likelihood:.3f}")
     if view.message:
         (st.error if view.state == "diverged" else st.info)(view.message)
@@ -252,7 +253,6 @@ def live_panels(polling: bool) -> None:
         title = "Train (dashed) and test log-likelihood"
         live_chart(lambda: curves_figure(view.curves, title=title), "curves", view.version)
     with right:
-        primary = view.curves[next(k for k, t in run.trainers.items() if t is run.primary)]
         if primary and primary[-1].constraint:
             live_chart(lambda: constraint_figure(primary), "constraint", view.version)
         else:
@@ -269,7 +269,7 @@ def downloads(run: LiveRun) -> None:
 
     def metrics() -> bytes:
         curves = run.view().curves
-        return metrics_csv([r for label, rs in curves.items() for r in rs]).encode()
+        return metrics_csv([r for records in curves.values() for r in records]).encode()
 
     def figures_html() -> bytes:
         view = run.view()

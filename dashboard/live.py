@@ -47,6 +47,7 @@ class View:
 
 
 _ALIVE: weakref.WeakSet[LiveRun] = weakref.WeakSet()
+_UNSET = object()  # "no pending κ" (None is a valid κ: the constraint switched off)
 
 
 @atexit.register
@@ -69,6 +70,7 @@ class LiveRun:
         config = settings.train_config()
         kappas = settings.sweep_kappas() if settings.sweep else [settings.kappa]
         self.trainers = {_label(k): Trainer(config.replace(kappa=k), target) for k in kappas}
+        self.primary_label = _label(settings.kappa)  # the slider's κ, also in sweep mode
         self._iterators: dict[str, Iterator[Record]] = {}
         self._curves: dict[str, list[Record]] = {label: [] for label in self.trainers}
         self._lock = threading.Lock()
@@ -78,7 +80,7 @@ class LiveRun:
         self._running = False
         self._step_budget = 0
         self._pending_lr: float | None = None
-        self._pending_kappa: tuple[bool, float | None] | None = None
+        self._pending_kappa: float | None | object = _UNSET
         self._snapshot: Snapshot | None = None
         self._version = 0
         self._symmetry: dict[str, float] = {}
@@ -92,8 +94,7 @@ class LiveRun:
     @property
     def primary(self) -> Trainer:
         """The trainer whose pictures are shown (the slider's κ in sweep mode)."""
-        labels = list(self.trainers)
-        return self.trainers[labels[1] if self.settings.sweep else labels[0]]
+        return self.trainers[self.primary_label]
 
     def beat(self) -> None:
         """Called on every page view. A run without views for ``HEARTBEAT_TIMEOUT`` stops its
@@ -103,7 +104,7 @@ class LiveRun:
             self._ensure_thread()
 
     def play(self) -> None:
-        if self.state in ("diverged",):
+        if self.state == "diverged":
             return
         self.beat()
         self._running = True
@@ -131,7 +132,7 @@ class LiveRun:
         with self._lock:
             self._pending_lr = lr
             if not self.settings.sweep:
-                self._pending_kappa = (True, kappa)
+                self._pending_kappa = kappa
 
     def close(self, timeout: float = 30.0) -> None:
         """Stop the thread and wait for it."""
@@ -182,12 +183,12 @@ class LiveRun:
     def _apply_pending(self) -> None:
         with self._lock:
             lr, kappa = self._pending_lr, self._pending_kappa
-            self._pending_lr = self._pending_kappa = None
+            self._pending_lr, self._pending_kappa = None, _UNSET
         for trainer in self.trainers.values():
             if lr is not None:
                 trainer.set_lr(lr)
-            if kappa is not None:
-                trainer.set_kappa(kappa[1])
+            if kappa is not _UNSET:
+                trainer.set_kappa(kappa)  # type: ignore[arg-type]
 
     def _train_round(self) -> bool:
         """One step of every trainer; False when a run diverged."""

@@ -23,6 +23,7 @@ import torch
 from .checkpoint import save_checkpoint
 from .config import BASES, DTYPES, FlowConfig
 from .evaluation import equivariance_error, invariance_error
+from .snapshot import Snapshot, SnapshotConfig
 from .symmetries import (
     Generator,
     RotationGenerator,
@@ -99,7 +100,6 @@ def summarise(trainer: Trainer, records: Sequence[Record]) -> dict[str, Any]:
         train_ll = None
         if trainer.train_data is not None:
             train_ll = float(flow.log_likelihood(trainer.train_data[:2048], FINAL_EVAL_SAMPLES, rng).mean())
-    evaluation = trainer.evaluate()
     good = [r for r in records if r.event is None]
     tail = good[-50:]
     summary: dict[str, Any] = {
@@ -110,7 +110,7 @@ def summarise(trainer: Trainer, records: Sequence[Record]) -> dict[str, Any]:
         "n_samples": FINAL_EVAL_SAMPLES,
         "n_test": len(trainer.test_data),
         "train_elbo": sum(r.train_elbo for r in tail) / len(tail) if tail else None,
-        "constraint": evaluation["constraint"],
+        "constraint": trainer.measure_constraints(),
         "lam": trainer.lam,
         "kappa": trainer.kappa,
         "steps": trainer.step,
@@ -133,8 +133,11 @@ def summarise(trainer: Trainer, records: Sequence[Record]) -> dict[str, Any]:
     return summary
 
 
-def write_run(trainer: Trainer, records: Sequence[Record], out: Path, snapshot_seed: int = 0) -> dict[str, Any]:
-    """metrics.csv, summary.json, checkpoint.pt and figures for one run."""
+def write_run(
+    trainer: Trainer, records: Sequence[Record], out: Path, sizes: SnapshotConfig | None = None
+) -> tuple[dict[str, Any], Snapshot]:
+    """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary and
+    the snapshot the figures were drawn from (``sizes``: its sizes)."""
     from .figures import (
         constraint_figure,
         curves_figure,
@@ -143,13 +146,13 @@ def write_run(trainer: Trainer, records: Sequence[Record], out: Path, snapshot_s
         trajectory_figure,
         write_figure,
     )
-    from .snapshot import SnapshotConfig, take_snapshot
+    from .snapshot import take_snapshot
 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics(records, out / "metrics.csv")
     summary = summarise(trainer, records)
     save_checkpoint(trainer, out / "checkpoint.pt")
-    snap = take_snapshot(trainer.flow, trainer.target, SnapshotConfig(n_samples=4000, grid=100), seed=snapshot_seed)
+    snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
     files = []
     files += write_figure(density_figure(snap), out / "density")
     files += write_figure(energy_figure(snap), out / "energies")
@@ -159,7 +162,7 @@ def write_run(trainer: Trainer, records: Sequence[Record], out: Path, snapshot_s
         files += write_figure(constraint_figure(records), out / "constraint")
     summary["figures"] = [f.name for f in files]
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary
+    return summary, snap
 
 
 # -- train -----------------------------------------------------------------------------------------
@@ -233,7 +236,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     )
     trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
     records = list(progress(trainer.train(), config.steps, label=target.name))
-    summary = write_run(trainer, records, Path(args.out))
+    summary, _ = write_run(trainer, records, Path(args.out))
     _print_summary(summary, Path(args.out))
     return summary
 

@@ -149,7 +149,7 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
 def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]:
     """Train on eight Gaussians from a soft-uniform base and report the attractors of U."""
     from .figures import trajectory_figure, write_figure
-    from .snapshot import SnapshotConfig, attractor_report, take_snapshot
+    from .snapshot import SnapshotConfig, attractor_report
 
     target = make_target("gaussians8")
     assert isinstance(target, GaussianMixture)
@@ -159,8 +159,7 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
     records = list(progress(trainer.train(), size.steps, label="fig2b"))
-    summary = write_run(trainer, records, out)
-    snap = take_snapshot(trainer.flow, target, SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40))
+    summary, snap = write_run(trainer, records, out, SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40))
     write_figure(trajectory_figure(snap), out / "fig2b_trajectories")
     summary["attractors"] = attractor_report(snap, np.asarray(target.centres))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -229,41 +229,45 @@ class Trainer:
             lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
             loss = loss + (lam * (constraint - self.kappa)).sum()
         self.optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss.detach())
-        if not math.isfinite(loss_value) or abs(loss_value) > cfg.max_loss:
-            return {"loss": loss_value, "train_elbo": float(elbo.detach())}, self._diverged("loss", loss_value)
+        values: dict[str, Any] = {"loss": float(loss.detach()), "train_elbo": float(elbo.detach())}
+        if not math.isfinite(values["loss"]) or abs(values["loss"]) > cfg.max_loss:
+            return values, self._diverged("loss", values["loss"])
         loss.backward()
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
-            return {"loss": loss_value, "train_elbo": float(elbo.detach())}, self._diverged("gradient norm", grad_norm)
+            return values, self._diverged("gradient norm", grad_norm)
         self.optimizer.step()
         if constrained:
             self._update_multipliers(constraint)
-        values = {"loss": loss_value, "train_elbo": float(elbo.detach()), "grad_norm": grad_norm}
+        values["grad_norm"] = grad_norm
         if constraint is not None:
             values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
         return values, None
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
+    def measure_constraints(self) -> dict[str, float]:
+        """C_k = E_π[{g_k, H}²] per generator on fresh base samples (a seeded, separate RNG)."""
+        rng = torch.Generator(device=self.flow.device).manual_seed(self.config.seed + 11 + self.step)
+        q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=rng)
+        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
+        return {g.name: float(c) for g, c in zip(self.generators, values)}
+
+    @torch.no_grad()
     def evaluate(self) -> dict[str, Any]:
-        """Test ELBO, test and train L_K (K = ``eval_samples``), and the constraint values."""
+        """Test ELBO and test and train L_K (K = ``eval_samples``)."""
         cfg = self.config
         rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
-        train = self.train_data if self.train_data is not None else None
-        out = {
+        train_ll = None
+        if self.train_data is not None:
+            train_ll = float(self.flow.log_likelihood(self.train_data[: cfg.n_test], cfg.eval_samples, rng).mean())
+        return {
             "test_elbo": float(self.flow._log_weights(self.test_data, 1, rng).mean()),
             "test_log_likelihood": float(self.flow.log_likelihood(self.test_data, cfg.eval_samples, rng).mean()),
-            "train_log_likelihood": None
-            if train is None
-            else float(self.flow.log_likelihood(train[: cfg.n_test], cfg.eval_samples, rng).mean()),
+            "train_log_likelihood": train_ll,
         }
-        q0, p0 = self.flow.sample_base(cfg.constraint_batch, generator=rng)
-        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
-        out["constraint"] = {g.name: float(c) for g, c in zip(self.generators, values)}
-        return out
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self, steps: int | None = None, seconds: float | None = None) -> Iterator[Record]:
@@ -308,12 +312,9 @@ class Trainer:
                 continue
             last = self.step == end_step or (budget is not None and now >= budget)
             if self.step % cfg.eval_every == 0 or last:
-                evaluation = self.evaluate()
-                if self.kappa is None or not record.constraint:
-                    record.constraint = evaluation.pop("constraint")
-                else:
-                    evaluation.pop("constraint")
-                for key, value in evaluation.items():
+                if not record.constraint:  # unconstrained: measured on evaluation steps only
+                    record.constraint = self.measure_constraints()
+                for key, value in self.evaluate().items():
                     setattr(record, key, value)
             yield record
             if budget is not None and now >= budget:
