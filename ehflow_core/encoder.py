@@ -40,8 +40,16 @@ class GaussianEncoder(nn.Module):
         Returns:
             ``p`` with shape (S, B, d) and ``log_h`` with shape (S, B).
         """
+        return self.reparameterise(q, self.noise(q, n_samples, generator))
+
+    @staticmethod
+    def noise(q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
+        """Standard-normal noise ε for ``n_samples`` draws per position: shape (S, B, d)."""
+        return torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device, generator=generator)
+
+    def reparameterise(self, q: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
+        """``p = μ(q) + σ(q) ε`` and ``log h(p | q)`` for noise ε (S, B, d): shapes (S, B, d), (S, B)."""
         mean, scale = self(q)
-        eps = torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device, generator=generator)  # (S, B, d)
         p = mean + scale * eps
         log_h = (-0.5 * eps * eps - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
         return p, log_h

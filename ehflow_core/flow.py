@@ -15,7 +15,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ._checks import check_int, check_points, check_state
+from ._checks import check_choice, check_int, check_points, check_state
 from .config import FlowConfig
 from .distributions import BaseDensity, SoftUniform, StandardNormal
 from .encoder import GaussianEncoder
@@ -25,6 +25,7 @@ from .integrators import Step, leapfrog, leapfrog_path
 log = logging.getLogger(__name__)
 
 _MAX_POINTS_PER_CHUNK = 1 << 16  # bounds memory of L_K with many samples
+PATHS = ("fast", "reference")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -51,7 +52,15 @@ class HamiltonianFlow(nn.Module):
 
     Args:
         config: architecture and integrator; see :class:`FlowConfig`.
+
+    Attributes:
+        path: how gradients are computed (not part of the model, so not in the config):
+            ``"fast"`` — closed-form energy gradients, ∇U reused between leapfrog steps;
+            ``"reference"`` — plain ``create_graph`` autograd and the textbook leapfrog loop, the
+            correctness oracle the fast path is tested and benchmarked against. Same numbers.
     """
+
+    path: str = "fast"
 
     def __init__(self, config: FlowConfig | None = None) -> None:
         super().__init__()
@@ -90,20 +99,31 @@ class HamiltonianFlow(nn.Module):
             )
         return self.hamiltonians[step]
 
+    def use_path(self, path: str) -> HamiltonianFlow:
+        """Compute gradients the ``"fast"`` or the ``"reference"`` way (see the class); returns self."""
+        self.path = check_choice("path", path, PATHS)
+        return self
+
+    @property
+    def _reuse(self) -> bool:
+        return self.path == "fast"
+
+    def _grads(self, h: Hamiltonian) -> Step:
+        return (h.grad_K, h.grad_U) if self.path == "fast" else (h.grad_K_autograd, h.grad_U_autograd)
+
     def _steps(self, n_steps: int | None = None) -> list[Step]:
         """The (grad_K, grad_U) of each leapfrog step, in the order they are applied."""
         n = self.config.n_steps if n_steps is None else n_steps
         if self.config.shared_hamiltonian:
-            h = self.hamiltonians[0]
-            return [(h.grad_K, h.grad_U)] * n
-        return [(h.grad_K, h.grad_U) for h in self.hamiltonians]
+            return [self._grads(self.hamiltonians[0])] * n
+        return [self._grads(h) for h in self.hamiltonians]
 
     # -- the flow ------------------------------------------------------------------------------
     def _forward(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return leapfrog(q, p, self.config.dt, self._steps())
+        return leapfrog(q, p, self.config.dt, self._steps(), self._reuse)
 
     def _inverse(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return leapfrog(q, p, -self.config.dt, self._steps()[::-1])
+        return leapfrog(q, p, -self.config.dt, self._steps()[::-1], self._reuse)
 
     def forward_flow(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """T(q, p): base state -> data state, q and p each (B, d)."""
@@ -129,7 +149,7 @@ class HamiltonianFlow(nn.Module):
                     f"n_steps must equal the trained {self.config.n_steps} for a flow with a separate "
                     f"Hamiltonian per step (shared_hamiltonian=False), got {n_steps}"
                 )
-        return leapfrog_path(q, p, self.config.dt, self._steps(n_steps))
+        return leapfrog_path(q, p, self.config.dt, self._steps(n_steps), self._reuse)
 
     # -- densities -----------------------------------------------------------------------------
     def _log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:
@@ -143,10 +163,14 @@ class HamiltonianFlow(nn.Module):
 
     def _log_weights(self, q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
-        p, log_h = self.encoder.sample(q, n_samples, generator)  # (S, B, d), (S, B)
-        q_rep = q.expand(n_samples, *q.shape)  # (S, B, d)
+        return self._log_weights_from_noise(q, self.encoder.noise(q, n_samples, generator))
+
+    def _log_weights_from_noise(self, q: Tensor, eps: Tensor) -> Tensor:
+        """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d)."""
+        p, log_h = self.encoder.reparameterise(q, eps)  # (S, B, d), (S, B)
+        q_rep = q.expand(eps.shape[0], *q.shape)  # (S, B, d)
         log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
-        return log_joint.view(n_samples, -1) - log_h
+        return log_joint.view(eps.shape[0], -1) - log_h
 
     def elbo(self, q: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """ELBO(q) = E_{p~h(p|q)}[log π(T⁻¹(q, p)) − log h(p|q)] (paper eq. 1), averaged over

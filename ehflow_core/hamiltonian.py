@@ -44,3 +44,11 @@ class Hamiltonian(nn.Module):
     def grad_U(self, q: Tensor) -> Tensor:
         """∇U(q) = ∂H/∂q, shape (B, d)."""
         return self.U.grad(q)
+
+    def grad_K_autograd(self, p: Tensor) -> Tensor:
+        """∇K(p) by autograd (the reference path), shape (B, d)."""
+        return self.K.grad_autograd(p)
+
+    def grad_U_autograd(self, q: Tensor) -> Tensor:
+        """∇U(q) by autograd (the reference path), shape (B, d)."""
+        return self.U.grad_autograd(q)

@@ -9,7 +9,8 @@ One step of size ``dt`` for :math:`H = K(p) + U(q)` (MATH.md "Leapfrog"):
 
 Each sub-step is a shear, so the Jacobian determinant is exactly 1 for any ``dt``, and the same
 steps applied in reverse order with ``-dt`` are the exact inverse. ``∇U(q')`` of one step is
-``∇U(q)`` of the next when both use the same potential: n steps cost n + 1 evaluations of ``∇U``.
+``∇U(q)`` of the next when both use the same potential: n steps cost n + 1 evaluations of ``∇U``
+(``reuse=False``, the plain textbook loop of the reference path, costs 2n).
 
 These functions keep no state and know nothing of modules or optimisers; the gradient functions
 carry the parameters.
@@ -47,35 +48,41 @@ def leapfrog_step(
     return q_new, p_half - (0.5 * dt) * dU_new, dU_new
 
 
-def _states(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> Iterator[tuple[Tensor, Tensor]]:
-    """Yield the state after each step, reusing ``∇U`` across consecutive steps with one potential."""
+def _states(
+    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Yield the state after each step; with ``reuse``, ``∇U`` carries over between consecutive
+    steps with the same potential."""
     dU: Tensor | None = None
     previous_grad_U: GradFn | None = None
     for grad_K, grad_U in steps:
         # Bound methods of one module compare equal (==), not identical (is).
-        reuse = dU if grad_U == previous_grad_U else None
-        q, p, dU = leapfrog_step(q, p, dt, grad_K, grad_U, reuse)
+        known = dU if reuse and grad_U == previous_grad_U else None
+        q, p, dU = leapfrog_step(q, p, dt, grad_K, grad_U, known)
         previous_grad_U = grad_U
         yield q, p
 
 
-def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> tuple[Tensor, Tensor]:
+def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True) -> tuple[Tensor, Tensor]:
     """Apply the leapfrog steps ``steps`` in order: T_n ∘ … ∘ T_1 (q, p), each (B, d).
 
-    The exact inverse is ``leapfrog(q', p', -dt, steps[::-1])``.
+    The exact inverse is ``leapfrog(q', p', -dt, steps[::-1])``. ``reuse=False`` recomputes
+    ``∇U`` at the start of every step (same result, more work: the reference path).
     """
-    for q_t, p_t in _states(q, p, dt, steps):
+    for q_t, p_t in _states(q, p, dt, steps, reuse):
         q, p = q_t, p_t
     return q, p
 
 
-def leapfrog_path(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> tuple[Tensor, Tensor]:
+def leapfrog_path(
+    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True
+) -> tuple[Tensor, Tensor]:
     """Every intermediate state of :func:`leapfrog`: ``(q_path, p_path)``, each (T + 1, B, d).
 
     Index 0 is the starting state and index T = ``len(steps)`` the final one.
     """
     qs, ps = [q], [p]
-    for q_t, p_t in _states(q, p, dt, steps):
+    for q_t, p_t in _states(q, p, dt, steps, reuse):
         qs.append(q_t)
         ps.append(p_t)
     return torch.stack(qs), torch.stack(ps)

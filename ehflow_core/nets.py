@@ -8,7 +8,8 @@ input gradient
 with :math:`h_l` the pre-activations and :math:`\sigma = s'` the logistic sigmoid. Computing it as
 this chain of matmuls is ordinary differentiable torch code: the leapfrog flow needs
 :math:`\nabla U` *inside* the training graph, and this avoids ``create_graph`` autograd.
-``torch.autograd.grad`` of :meth:`EnergyMLP.forward` is the reference it is tested against.
+This is the *fast path*; :meth:`EnergyMLP.grad_autograd` (``create_graph`` autograd of
+:meth:`EnergyMLP.forward`) is the *reference path* it is tested against and benchmarked with.
 """
 
 from __future__ import annotations
@@ -43,37 +44,40 @@ class EnergyMLP(nn.Module):
         """Chain rule from the gradient with respect to the features to that with respect to x."""
         return feature_grad
 
-    def _pre_activations(self, x: Tensor) -> tuple[list[Tensor], Tensor]:
-        """Hidden pre-activations ``h_l`` (each (B, width)) and the last hidden activation."""
-        hs = []
-        a = self._features(x)
-        for layer in self.hidden_layers:
-            h = layer(a)
-            hs.append(h)
-            a = F.softplus(h)
-        return hs, a
+    def _pre_activations(self, x: Tensor) -> list[Tensor]:
+        """Hidden pre-activations ``h_l``, each (B, width); the last layer's softplus is skipped
+        (the gradient needs only its sigmoid)."""
+        hs = [self.hidden_layers[0](self._features(x))]
+        for layer in self.hidden_layers[1:]:
+            hs.append(layer(F.softplus(hs[-1])))
+        return hs
 
     def forward(self, x: Tensor) -> Tensor:
         """Energy of each point: x with shape (B, d) -> (B,)."""
-        _, a = self._pre_activations(x)
-        return self.out(a).squeeze(-1)
+        return self.out(F.softplus(self._pre_activations(x)[-1])).squeeze(-1)
 
     def _feature_grad(self, hs: list[Tensor]) -> Tensor:
         """Backward chain of matmuls from the output to the first layer's input: (B, d_in)."""
-        g = self.out.weight.expand(hs[-1].shape[0], -1)  # (B, width)
+        g = self.out.weight  # (1, width), broadcast over the batch
         for layer, h in zip(reversed(self.hidden_layers), reversed(hs)):
             g = (g * torch.sigmoid(h)) @ layer.weight  # (B, width_in)
         return g
 
     def grad(self, x: Tensor) -> Tensor:
         r"""Closed-form :math:`\nabla_x E(x)`: x with shape (B, d) -> (B, d), differentiable in θ."""
-        hs, _ = self._pre_activations(x)
-        return self._input_grad(x, self._feature_grad(hs))
+        return self._input_grad(x, self._feature_grad(self._pre_activations(x)))
 
-    def energy_and_grad(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Both the energy (B,) and its gradient (B, d) from one forward pass."""
-        hs, a = self._pre_activations(x)
-        return self.out(a).squeeze(-1), self._input_grad(x, self._feature_grad(hs))
+    def grad_autograd(self, x: Tensor) -> Tensor:
+        r"""Reference :math:`\nabla_x E(x)` by autograd, (B, d) -> (B, d).
+
+        Keeps its graph (``create_graph``) whenever grad mode is on, so it is differentiable in θ
+        and in x like :meth:`grad`; under ``torch.no_grad`` it returns a plain tensor.
+        """
+        create_graph = torch.is_grad_enabled()
+        with torch.enable_grad():
+            x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+            (g,) = torch.autograd.grad(self(x_in).sum(), x_in, create_graph=create_graph)
+        return g
 
     def zero_(self) -> EnergyMLP:
         """Make the energy identically zero (its output layer zeroed), so its gradient vanishes."""

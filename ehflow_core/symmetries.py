@@ -201,16 +201,21 @@ def bracket_with_hamiltonian(generator: Generator, hamiltonian: Hamiltonian, q: 
 
 
 def constraint_values(
-    hamiltonians: Sequence[Hamiltonian], generators: Sequence[Generator], q: Tensor, p: Tensor
+    hamiltonians: Sequence[Hamiltonian],
+    generators: Sequence[Generator],
+    q: Tensor,
+    p: Tensor,
+    reference: bool = False,
 ) -> Tensor:
     r"""The constraints :math:`C_k = E_s[\{g_k, H\}^2]` over the states (q, p), each (B, d): shape (G,).
 
     Pass base samples :math:`s \sim \pi` for the paper's constraint. With several Hamiltonians
     (one per step) :math:`C_k` is the mean over them. Differentiable in the Hamiltonians' θ.
+    ``reference=True`` computes each bracket by plain autograd (:func:`poisson_bracket`), the
+    oracle for the closed-form :func:`bracket_with_hamiltonian`.
     """
-    rows = [
-        torch.stack([bracket_with_hamiltonian(g, h, q, p).square().mean() for h in hamiltonians]) for g in generators
-    ]
+    bracket = poisson_bracket if reference else bracket_with_hamiltonian
+    rows = [torch.stack([bracket(g, h, q, p).square().mean() for h in hamiltonians]) for g in generators]
     return torch.stack(rows).mean(-1) if rows else q.new_zeros(0)
 
 

@@ -24,14 +24,14 @@ import math
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from ._checks import check_choice, check_float, check_int
 from .config import FlowConfig, JsonConfig
-from .flow import HamiltonianFlow
+from .flow import PATHS, HamiltonianFlow
 from .symmetries import Generator, constraint_values
 from .targets import Target
 
@@ -65,6 +65,7 @@ class TrainConfig(JsonConfig):
     max_loss: float = 1e6  # a loss above this (or non-finite) counts as divergence
     on_divergence: str = "stop"  # after a divergence: "stop", or "continue" (skip the step)
     max_divergences: int = 20  # with "continue": stop after this many divergences in a row
+    path: str = "fast"  # gradients: "fast" (closed form) or "reference" (plain autograd; same numbers, slower)
 
     def __post_init__(self) -> None:
         if not isinstance(self.flow, FlowConfig):
@@ -88,6 +89,7 @@ class TrainConfig(JsonConfig):
             check_float("grad_clip", self.grad_clip, positive=True)
         check_float("max_loss", self.max_loss, positive=True)
         check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
+        check_choice("path", self.path, PATHS)
 
     @classmethod
     def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -123,6 +125,34 @@ class Record:
         return row
 
 
+class Noise(NamedTuple):
+    """One step's random inputs, drawn from the run's RNG in a fixed order."""
+
+    x: Tensor  # data batch (B, d)
+    eps: Tensor  # encoder noise (S, B, d)
+    q0: Tensor | None  # base samples of the constraint (B_c, d); None when unconstrained
+    p0: Tensor | None
+
+
+class Objective(nn.Module):
+    r"""One step's ELBO and constraints as a pure function of the noise: ``forward(x, eps, q0, p0)``.
+
+    Returns the batch-mean ELBO (a scalar) and :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,). A module
+    so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
+    """
+
+    def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator]) -> None:
+        super().__init__()
+        self.flow = flow
+        self.generators = list(generators)
+
+    def forward(self, x: Tensor, eps: Tensor, q0: Tensor, p0: Tensor) -> tuple[Tensor, Tensor]:
+        elbo = self.flow._log_weights_from_noise(x, eps).mean()
+        hamiltonians = list(self.flow.hamiltonians)
+        reference = self.flow.path == "reference"
+        return elbo, constraint_values(hamiltonians, self.generators, q0, p0, reference=reference)
+
+
 class Trainer:
     """Owns a flow, its optimiser, multipliers, data and RNG; :meth:`train` yields records.
 
@@ -153,7 +183,8 @@ class Trainer:
             if g.dim != config.flow.dim:
                 raise ValueError(f"generator {g.name!r} acts on dim {g.dim}, but the flow has dim {config.flow.dim}")
         torch.manual_seed(config.seed)  # network initialisation
-        self.flow = HamiltonianFlow(config.flow)
+        self.flow = HamiltonianFlow(config.flow).use_path(config.path)
+        self.objective = Objective(self.flow, self.generators)
         self.kappa = config.kappa
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr)
         device, dtype = self.flow.device, self.flow.dtype
@@ -199,10 +230,6 @@ class Trainer:
         idx = torch.randint(len(self.train_data), (B,), generator=self.rng, device=self.rng.device)
         return self.train_data[idx]
 
-    def _constraints(self) -> Tensor:
-        q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=self.rng)
-        return constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
-
     def _update_multipliers(self, constraint: Tensor) -> None:
         cfg = self.config
         relative = (constraint.detach().double().cpu() - self.kappa) / self.kappa
@@ -217,33 +244,61 @@ class Trainer:
             f"learning rate {self.optimizer.param_groups[0]['lr']:g} is too large."
         )
 
-    def _train_step(self) -> tuple[dict[str, Any], str | None]:
-        cfg = self.config
+    @property
+    def constrained(self) -> bool:
+        """Whether the constraint is in force (a κ and at least one generator)."""
+        return self.kappa is not None and len(self.generators) > 0
+
+    def _draw(self) -> Noise:
+        """This step's data batch and noise from the run's RNG (batch, encoder, then base samples)."""
         x = self._batch()
-        elbo = self.flow._log_weights(x, cfg.n_elbo_samples, self.rng).mean()
-        loss = -elbo
-        constrained = self.kappa is not None and len(self.generators) > 0
-        constraint = None
-        if constrained:
-            constraint = self._constraints()
-            lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
-            loss = loss + (lam * (constraint - self.kappa)).sum()
+        eps = self.flow.encoder.noise(x, self.config.n_elbo_samples, self.rng)
+        if not self.constrained:
+            return Noise(x, eps, None, None)
+        return Noise(x, eps, *self.flow.sample_base(self.config.constraint_batch, generator=self.rng))
+
+    def _lagrangian(self, elbo: Tensor, constraint: Tensor | None) -> Tensor:
+        """−ELBO + Σ_k λ_k (C_k − κ); with ``elbo`` (...) and ``constraint`` (..., G) or None."""
+        if constraint is None or not self.constrained:
+            return -elbo
+        lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
+        return -elbo + (lam * (constraint - self.kappa)).sum(-1)
+
+    def _check_loss(self, values: dict[str, Any]) -> str | None:
+        """A divergence message when the loss is non-finite or above ``max_loss``, else None."""
+        if not math.isfinite(values["loss"]) or abs(values["loss"]) > self.config.max_loss:
+            return self._diverged("loss", values["loss"])
+        return None
+
+    def _after_step(self, values: dict[str, Any], constraint: Tensor | None, grad_norm: float) -> None:
+        """Book-keeping after an accepted step: multipliers and the step's reported values."""
+        values["grad_norm"] = grad_norm
+        if constraint is not None and self.constrained:
+            self._update_multipliers(constraint)
+            values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
+
+    def _terms(self, noise: Noise) -> tuple[Tensor, Tensor | None]:
+        """The batch-mean ELBO and the constraints (None when unconstrained) for ``noise``."""
+        if noise.q0 is None:
+            return self.flow._log_weights_from_noise(noise.x, noise.eps).mean(), None
+        return self.objective(*noise)
+
+    def _train_step(self) -> tuple[dict[str, Any], str | None]:
+        elbo, constraint = self._terms(self._draw())
+        loss = self._lagrangian(elbo, constraint)
         self.optimizer.zero_grad(set_to_none=True)
         values: dict[str, Any] = {"loss": float(loss.detach()), "train_elbo": float(elbo.detach())}
-        if not math.isfinite(values["loss"]) or abs(values["loss"]) > cfg.max_loss:
-            return values, self._diverged("loss", values["loss"])
+        problem = self._check_loss(values)
+        if problem is not None:
+            return values, problem
         loss.backward()
-        max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
+        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm))
         if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return values, self._diverged("gradient norm", grad_norm)
         self.optimizer.step()
-        if constrained:
-            self._update_multipliers(constraint)
-        values["grad_norm"] = grad_norm
-        if constraint is not None:
-            values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
+        self._after_step(values, constraint, grad_norm)
         return values, None
 
     # -- evaluation ----------------------------------------------------------------------------
@@ -252,7 +307,8 @@ class Trainer:
         """C_k = E_π[{g_k, H}²] per generator on fresh base samples (a seeded, separate RNG)."""
         rng = torch.Generator(device=self.flow.device).manual_seed(self.config.seed + 11 + self.step)
         q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=rng)
-        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0)
+        reference = self.flow.path == "reference"
+        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0, reference=reference)
         return {g.name: float(c) for g, c in zip(self.generators, values)}
 
     @torch.no_grad()
@@ -270,55 +326,73 @@ class Trainer:
         }
 
     # -- the loop ------------------------------------------------------------------------------
+    def _conclude(self, values: dict[str, Any], problem: str | None, rate: float, last: bool) -> tuple[Record, bool]:
+        """Count the step, build its :class:`Record` (evaluated on evaluation steps and when
+        ``last``), and say whether the run must stop (a divergence it may not continue after)."""
+        cfg = self.config
+        if problem is None:
+            self.step += 1
+            self._consecutive_divergences = 0
+        record = Record(
+            step=self.step,
+            seconds=self.seconds,
+            steps_per_s=rate,
+            train_elbo=values["train_elbo"],
+            loss=values["loss"],
+            grad_norm=values.get("grad_norm", math.nan),
+            constraint=values.get("constraint", {}),
+            lam=self.lam,
+            kappa=self.kappa,
+        )
+        if problem is not None:
+            record.event, record.message = "diverged", problem
+            log.warning(problem)
+            self._consecutive_divergences += 1
+            return record, cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences
+        if self.step % cfg.eval_every == 0 or last:
+            if not record.constraint:  # unconstrained: measured on evaluation steps only
+                record.constraint = self.measure_constraints()
+            for key, value in self.evaluate().items():
+                setattr(record, key, value)
+        return record, False
+
     def train(self, steps: int | None = None, seconds: float | None = None) -> Iterator[Record]:
         """Train for up to ``steps`` more steps (default: until ``config.steps`` in total) or
         ``seconds`` of wall time (default ``config.seconds``), yielding one :class:`Record` a step.
 
         Stop consuming at any time; calling again resumes where it stopped.
         """
-        cfg = self.config
-        end_step = cfg.steps if steps is None else self.step + check_int("steps", steps, minimum=0)
-        budget = cfg.seconds if seconds is None else check_float("seconds", seconds, positive=True)
-        started = time.perf_counter()
-        base_seconds = self.seconds
-        window: list[tuple[int, float]] = [(self.step, 0.0)]
+        end_step = self.config.steps if steps is None else self.step + check_int("steps", steps, minimum=0)
+        clock = _Clock(self.step, self.seconds, self.config.seconds if seconds is None else seconds)
         while self.step < end_step:
             values, problem = self._train_step()
-            now = time.perf_counter() - started
-            self.seconds = base_seconds + now
-            if problem is None:
-                self.step += 1
-                self._consecutive_divergences = 0
-            window = [*window[-19:], (self.step, now)]
-            rate = (window[-1][0] - window[0][0]) / max(window[-1][1] - window[0][1], 1e-9)
-            record = Record(
-                step=self.step,
-                seconds=self.seconds,
-                steps_per_s=rate,
-                train_elbo=values["train_elbo"],
-                loss=values["loss"],
-                grad_norm=values.get("grad_norm", math.nan),
-                constraint=values.get("constraint", {}),
-                lam=self.lam,
-                kappa=self.kappa,
-            )
-            if problem is not None:
-                record.event, record.message = "diverged", problem
-                log.warning(problem)
-                self._consecutive_divergences += 1
-                yield record
-                if cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences:
-                    return
-                continue
-            last = self.step == end_step or (budget is not None and now >= budget)
-            if self.step % cfg.eval_every == 0 or last:
-                if not record.constraint:  # unconstrained: measured on evaluation steps only
-                    record.constraint = self.measure_constraints()
-                for key, value in self.evaluate().items():
-                    setattr(record, key, value)
+            self.seconds, rate = clock.tick(self.step + (problem is None))
+            record, stop = self._conclude(values, problem, rate, self.step + 1 == end_step or clock.out_of_time)
             yield record
-            if budget is not None and now >= budget:
+            if stop or clock.out_of_time:
                 return
+
+
+class _Clock:
+    """Wall time of a training call: total seconds, a moving steps/s, and the time budget."""
+
+    def __init__(self, step: int, seconds: float, budget: float | None) -> None:
+        self.budget = None if budget is None else check_float("seconds", budget, positive=True)
+        self.started = time.perf_counter()
+        self.base_seconds = seconds
+        self.now = 0.0
+        self.window: list[tuple[int, float]] = [(step, 0.0)]
+
+    def tick(self, step: int) -> tuple[float, float]:
+        """Note that ``step`` steps are done: returns (total seconds, recent steps/s)."""
+        self.now = time.perf_counter() - self.started
+        self.window = [*self.window[-19:], (step, self.now)]
+        (s0, t0), (s1, t1) = self.window[0], self.window[-1]
+        return self.base_seconds + self.now, (s1 - s0) / max(t1 - t0, 1e-9)
+
+    @property
+    def out_of_time(self) -> bool:
+        return self.budget is not None and self.now >= self.budget
 
 
 def kappa_sweep(

@@ -109,12 +109,13 @@ def test_closed_form_energy_gradient_matches_autograd(blocks):
     net = (EnergyMLP(3, (16, 8, 4)) if blocks is None else InvariantEnergyMLP(3, (16, 8), blocks)).double()
     x = randn(50, 3, seed=9).requires_grad_(True)
     (reference,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
-    energy, grad = net.energy_and_grad(x)
+    grad = net.grad(x)
     assert torch.allclose(grad, reference, atol=1e-12)
-    assert torch.allclose(net.grad(x), reference, atol=1e-12)
-    assert torch.allclose(energy, net(x))
-    # Second derivatives (what training differentiates through) agree as well.
-    w = net.out.weight
-    (g1,) = torch.autograd.grad(grad.square().sum(), w)
-    (g2,) = torch.autograd.grad(reference.square().sum(), w)
-    assert torch.allclose(g1, g2, atol=1e-12)
+    assert torch.allclose(net.grad_autograd(x), reference, atol=1e-12)
+    # Second derivatives (what training differentiates through) agree as well, in θ and in x.
+    for wrt in (net.out.weight, net.hidden_layers[0].weight, x):
+        (g1,) = torch.autograd.grad(grad.square().sum(), wrt, retain_graph=True)
+        (g2,) = torch.autograd.grad(reference.square().sum(), wrt, retain_graph=True)
+        assert torch.allclose(g1, g2, atol=1e-12)
+    with torch.no_grad():  # the reference works without grad mode, too
+        assert torch.allclose(net.grad_autograd(x), reference, atol=1e-12)

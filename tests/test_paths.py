@@ -1,0 +1,81 @@
+"""The fast path equals the reference (plain autograd) path, in float64."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ehflow_core import FlowConfig
+from ehflow_core.targets import make_target
+from ehflow_core.training import TrainConfig, Trainer
+
+from conftest import make_flow
+
+F64 = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32), dtype="float64", n_steps=3)
+
+
+def _config(path: str, **changes) -> TrainConfig:
+    base = dict(flow=F64, batch=64, lr=3e-3, steps=6, eval_every=3, n_test=128, eval_samples=8, constraint_batch=64)
+    return TrainConfig(path=path, **{**base, **changes})
+
+
+def _one_step(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
+    """Loss and parameter gradients of the trainer's next step (without applying it)."""
+    loss = trainer._lagrangian(*trainer._terms(trainer._draw()))
+    trainer.optimizer.zero_grad()
+    loss.backward()
+    return float(loss.detach()), {n: p.grad.clone() for n, p in trainer.flow.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("kappa", [0.01, None])
+@pytest.mark.parametrize("shared", [True, False])
+def test_fast_and_reference_paths_give_the_same_loss_and_gradients(kappa, shared):
+    target = make_target("ring")
+    flow = F64.replace(shared_hamiltonian=shared)
+    fast = Trainer(_config("fast", kappa=kappa, flow=flow), target)
+    reference = Trainer(_config("reference", kappa=kappa, flow=flow), target)
+    with torch.no_grad():  # scale the energies up so the flow is far from the identity
+        for trainer in (fast, reference):
+            for h in trainer.flow.hamiltonians:
+                h.K.out.weight.mul_(5.0)
+                h.U.out.weight.mul_(5.0)
+    loss_fast, grads_fast = _one_step(fast)
+    loss_ref, grads_ref = _one_step(reference)
+    assert loss_fast == pytest.approx(loss_ref, rel=1e-12, abs=1e-12)
+    assert grads_fast.keys() == grads_ref.keys()
+    # Every parameter of K, U and the encoder gets a gradient (the constraint reaches K and U).
+    assert len(grads_fast) == len(list(fast.flow.parameters())) - 2 * len(fast.flow.hamiltonians)  # out biases
+    for name, g in grads_fast.items():
+        assert torch.allclose(g, grads_ref[name], rtol=1e-9, atol=1e-12), name
+        assert g.abs().max() > 0, name
+
+
+def test_fast_and_reference_training_runs_agree():
+    target = make_target("ring")
+    fast = list(Trainer(_config("fast", kappa=0.05), target).train())
+    reference = list(Trainer(_config("reference", kappa=0.05), target).train())
+    for a, b in zip(fast, reference, strict=True):
+        assert a.loss == pytest.approx(b.loss, rel=1e-9)
+        assert a.constraint["L_12"] == pytest.approx(b.constraint["L_12"], rel=1e-9)
+        assert a.lam == pytest.approx(b.lam, rel=1e-12)
+    assert fast[-1].test_log_likelihood == pytest.approx(reference[-1].test_log_likelihood, rel=1e-9)
+
+
+def test_fast_and_reference_paths_sample_the_same_points():
+    flow = make_flow(n_steps=4)
+    draws = {}
+    for path in ("fast", "reference"):
+        flow.use_path(path)
+        draws[path] = flow.sample(200, torch.Generator().manual_seed(3))
+        q_path, _ = flow.trajectory(*flow.sample_base(20, torch.Generator().manual_seed(4)), n_steps=12)
+        draws[path + "_trajectory"] = q_path
+    assert not torch.allclose(draws["fast"], flow.sample_base(200, torch.Generator().manual_seed(3))[0])
+    assert torch.allclose(draws["fast"], draws["reference"], atol=1e-12)
+    assert torch.allclose(draws["fast_trajectory"], draws["reference_trajectory"], atol=1e-12)
+
+
+def test_path_is_validated():
+    with pytest.raises(ValueError, match="path must be one of 'fast', 'reference'; got 'slow'"):
+        _config("slow")
+    with pytest.raises(ValueError, match="path must be one of"):
+        make_flow().use_path("autograd")
