@@ -13,13 +13,15 @@ Glossary (names used throughout, as in MATH.md):
     g           a symmetry generator g(q, p); ``{f, g}`` the Poisson bracket
     kappa (κ)   constraint precision: the target value of E_π[{g, H}²]
     lam (λ)     Lagrange multiplier of a constraint
-    Shapes      B batch, T time steps, d degrees of freedom, G generators, S samples
+    Shapes      B batch, T time steps, d degrees of freedom, G generators, S samples,
+                M ensemble members
 """
 
 from .checkpoint import load_checkpoint, load_trainer, save_checkpoint
 from .config import FlowConfig
 from .distributions import BaseDensity, SoftUniform, StandardNormal
 from .encoder import GaussianEncoder
+from .ensemble import EnsembleTrainer, kappa_sweep, train_ensemble
 from .evaluation import (
     Grid,
     InvarianceReport,
@@ -48,11 +50,12 @@ from .symmetries import (
     translation_generator,
 )
 from .targets import TARGETS, Target, load_points, make_target
-from .training import Record, TrainConfig, Trainer, kappa_sweep
+from .training import Record, TrainConfig, Trainer
 
 __all__ = [
     "BaseDensity",
     "Closure",
+    "EnsembleTrainer",
     "FlowConfig",
     "GaussianEncoder",
     "Generator",
@@ -91,6 +94,7 @@ __all__ = [
     "save_checkpoint",
     "so_generators",
     "structure_constants",
+    "train_ensemble",
     "translation_generator",
 ]
 

@@ -48,9 +48,7 @@ def leapfrog_step(
     return q_new, p_half - (0.5 * dt) * dU_new, dU_new
 
 
-def _states(
-    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool
-) -> Iterator[tuple[Tensor, Tensor]]:
+def _states(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield the state after each step; with ``reuse``, ``∇U`` carries over between consecutive
     steps with the same potential."""
     dU: Tensor | None = None
@@ -74,9 +72,7 @@ def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool
     return q, p
 
 
-def leapfrog_path(
-    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True
-) -> tuple[Tensor, Tensor]:
+def leapfrog_path(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True) -> tuple[Tensor, Tensor]:
     """Every intermediate state of :func:`leapfrog`: ``(q_path, p_path)``, each (T + 1, B, d).
 
     Index 0 is the starting state and index T = ``len(steps)`` the final one.

@@ -393,18 +393,3 @@ class _Clock:
     @property
     def out_of_time(self) -> bool:
         return self.budget is not None and self.now >= self.budget
-
-
-def kappa_sweep(
-    config: TrainConfig, target: Target, kappas: Sequence[float], include_baseline: bool = True
-) -> dict[str, list[Record]]:
-    """Train ``config`` once per κ (and unconstrained), one after another: label -> records.
-
-    Labels are ``"κ=<value>"`` and ``"none"``; this is Figure 2A's data.
-    """
-    runs: dict[str, list[Record]] = {}
-    settings: list[float | None] = [*kappas, *([None] if include_baseline else [])]
-    for kappa in settings:
-        trainer = Trainer(config.replace(kappa=kappa), target)
-        runs["none" if kappa is None else f"κ={kappa:g}"] = list(trainer.train())
-    return runs

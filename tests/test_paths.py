@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import make_flow
 
 from ehflow_core import FlowConfig
+from ehflow_core.ensemble import EnsembleTrainer, train_ensemble
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
-
-from conftest import make_flow
 
 F64 = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32), dtype="float64", n_steps=3)
 
@@ -79,3 +79,58 @@ def test_path_is_validated():
         _config("slow")
     with pytest.raises(ValueError, match="path must be one of"):
         make_flow().use_path("autograd")
+
+
+# -- batched ensembles ---------------------------------------------------------------------------
+def _members() -> list[TrainConfig]:
+    base = _config("fast", steps=12, eval_every=6)
+    return [base.replace(kappa=0.01), base.replace(kappa=0.1, seed=1), base.replace(kappa=None, n_train=50)]
+
+
+def test_batched_ensemble_equals_its_members_trained_one_by_one():
+    target = make_target("ring")
+    configs = _members()
+    ensemble, runs = train_ensemble(configs, target)
+    assert ensemble.labels == ["κ=0.01/seed0", "κ=0.1/seed1", "none/seed0"]
+    for config, label in zip(configs, ensemble.labels):
+        alone = Trainer(config, target)
+        records = list(alone.train())
+        assert len(runs[label]) == len(records) == 12
+        for a, b in zip(records, runs[label]):
+            assert (a.step, a.kappa, a.constraint.keys()) == (b.step, b.kappa, b.constraint.keys())
+            assert a.loss == pytest.approx(b.loss, rel=1e-10)
+            assert a.lam == pytest.approx(b.lam, rel=1e-12)
+            assert a.constraint == pytest.approx(b.constraint, rel=1e-9)
+        assert records[-1].test_log_likelihood == pytest.approx(runs[label][-1].test_log_likelihood, rel=1e-10)
+        member = ensemble.trainers[label]
+        for p, q in zip(alone.flow.parameters(), member.flow.parameters(), strict=True):
+            assert torch.allclose(p, q, rtol=1e-10, atol=1e-12)
+        sample = member.flow.sample(50, torch.Generator().manual_seed(0))
+        assert torch.allclose(sample, alone.flow.sample(50, torch.Generator().manual_seed(0)), atol=1e-10)
+
+
+def test_a_diverging_member_is_frozen_while_the_others_train():
+    target = make_target("ring")
+    ensemble = EnsembleTrainer(_members(), target)
+    bad = ensemble.members[1]
+    with torch.no_grad():
+        bad.flow.hamiltonians[0].U.out.weight.mul_(1e9)  # a view: changes the stacked weights too
+    frozen = {n: p.detach().clone() for n, p in bad.flow.named_parameters()}
+    steps = list(ensemble.train())
+    assert len(steps) == 12
+    assert steps[0]["κ=0.1/seed1"].event == "diverged" and "loss" in steps[0]["κ=0.1/seed1"].message
+    assert all("κ=0.1/seed1" not in records for records in steps[1:])
+    for name, p in bad.flow.named_parameters():
+        assert torch.equal(p, frozen[name]), name
+    alone = list(Trainer(_members()[0], target).train())
+    assert [r.loss for r in alone] == pytest.approx([s["κ=0.01/seed0"].loss for s in steps], rel=1e-10)
+
+
+def test_ensemble_rejects_members_that_differ_in_more_than_kappa_seed_and_data():
+    base = _members()[0]
+    with pytest.raises(ValueError, match=r"configs\[1\] differs from configs\[0\] in \['batch'\]"):
+        EnsembleTrainer([base, base.replace(batch=32)], make_target("ring"))
+    with pytest.raises(ValueError, match="configs must hold at least one"):
+        EnsembleTrainer([], make_target("ring"))
+    with pytest.raises(ValueError, match="labels must be 2 distinct names"):
+        EnsembleTrainer([base, base.replace(kappa=0.5)], make_target("ring"), labels=["a", "a"])

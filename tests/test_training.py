@@ -9,8 +9,9 @@ import torch
 
 from ehflow_core import FlowConfig, invariance_error, rotation_generator
 from ehflow_core.checkpoint import load_checkpoint, load_trainer, read_checkpoint, save_checkpoint
+from ehflow_core.ensemble import kappa_sweep
 from ehflow_core.targets import make_target
-from ehflow_core.training import Record, TrainConfig, Trainer, kappa_sweep
+from ehflow_core.training import Record, TrainConfig, Trainer
 
 SMALL = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32))
 
