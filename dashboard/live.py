@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from ehflow_core import equivariance_error, invariance_error
+from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
 from ehflow_core.training import Record, Trainer
@@ -68,10 +69,17 @@ class LiveRun:
         self.settings = settings
         self.target = target
         config = settings.train_config()
-        kappas = settings.sweep_kappas() if settings.sweep else [settings.kappa]
-        self.trainers = {_label(k): Trainer(config.replace(kappa=k), target) for k in kappas}
         self.primary_label = _label(settings.kappa)  # the slider's κ, also in sweep mode
-        self._iterators: dict[str, Iterator[Record]] = {}
+        self._ensemble: EnsembleTrainer | None = None
+        if settings.sweep:  # every κ of the sweep trained as one batched model
+            kappas = settings.sweep_kappas()
+            self._ensemble = EnsembleTrainer(
+                [config.replace(kappa=k) for k in kappas], target, labels=[_label(k) for k in kappas]
+            )
+            self.trainers = self._ensemble.trainers
+        else:
+            self.trainers = {self.primary_label: Trainer(config, target)}
+        self._steps: Iterator[dict[str, Record]] | None = None
         self._curves: dict[str, list[Record]] = {label: [] for label in self.trainers}
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -184,23 +192,24 @@ class LiveRun:
         with self._lock:
             lr, kappa = self._pending_lr, self._pending_kappa
             self._pending_lr, self._pending_kappa = None, _UNSET
-        for trainer in self.trainers.values():
-            if lr is not None:
-                trainer.set_lr(lr)
-            if kappa is not _UNSET:
-                trainer.set_kappa(kappa)  # type: ignore[arg-type]
+        if lr is not None:
+            (self._ensemble or self.primary).set_lr(lr)
+        if kappa is not _UNSET:
+            self.primary.set_kappa(kappa)  # type: ignore[arg-type]
 
     def _train_round(self) -> bool:
-        """One step of every trainer; False when a run diverged."""
-        for label, trainer in self.trainers.items():
-            iterator = self._iterators.setdefault(label, trainer.train(steps=10**9))
-            record = next(iterator, None)
-            if record is None:
-                continue
+        """One step of every run; False when a run diverged."""
+        if self._steps is None:
+            if self._ensemble is not None:
+                self._steps = self._ensemble.train(steps=10**9)
+            else:
+                self._steps = ({self.primary_label: r} for r in self.primary.train(steps=10**9))
+        records = next(self._steps, None) or {}
+        for label, record in records.items():
             with self._lock:
                 if record.test_elbo is not None or record.step % 10 == 0 or record.event:
                     self._curves[label].append(record)
-                if trainer is self.primary:
+                if label == self.primary_label:
                     self._last_record = record
             if record.event == "diverged":
                 self._running = False

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ import numpy as np
 
 from .cli import progress, summarise, write_metrics, write_run
 from .config import FlowConfig
+from .ensemble import EnsembleTrainer
 from .targets import GaussianMixture, make_target
 from .training import Record, TrainConfig, Trainer
 
@@ -66,7 +68,8 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
 
 
 def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
-    """Train every (regime, κ, seed) of Figure 2A and write curves, per-run metrics and a summary."""
+    """Train every (regime, κ, seed) of Figure 2A (one batched ensemble per regime) and write curves,
+    per-run metrics and a summary."""
     from .figures import curves_figure, density_figure, energy_figure, write_figure
     from .snapshot import SnapshotConfig, take_snapshot
 
@@ -74,18 +77,32 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
     entropy, entropy_se = target.entropy()
     results: dict[str, Any] = {"entropy": entropy, "entropy_stderr": entropy_se, "size": asdict(size), "regimes": {}}
     for regime, n_train in (("infinite", None), ("finite", size.n_train)):
+        settings = [(kappa, seed) for kappa in (*size.kappas, None) for seed in range(size.seeds)]
+        configs = [
+            TrainConfig(
+                flow=FlowConfig(), kappa=kappa, n_train=n_train, steps=size.steps, seed=seed, lr=size.lr,
+                eval_every=size.eval_every, n_test=1024, eval_samples=32,
+            )
+            for kappa, seed in settings
+        ]  # fmt: skip
+        labels = [f"{_label(kappa)}/seed{seed}" for kappa, seed in settings]
+        ensemble = EnsembleTrainer(configs, target, labels=labels)  # every (κ, seed) of the regime at once
+        runs: dict[str, list[Record]] = {label: [] for label in labels}
+
+        def steps() -> Iterator[Record]:
+            for records in ensemble.train():
+                for label, record in records.items():
+                    runs[label].append(record)
+                yield next(iter(records.values()))
+
+        list(progress(steps(), size.steps, label=f"{regime}: {len(configs)} runs as one batched ensemble"))
         curves: dict[str, list[Record]] = {}
         table: dict[str, Any] = {}
         for kappa in (*size.kappas, None):
             finals: dict[str, list[float]] = {}
             for seed in range(size.seeds):
-                config = TrainConfig(
-                    flow=FlowConfig(), kappa=kappa, n_train=n_train, steps=size.steps, seed=seed, lr=size.lr,
-                    eval_every=size.eval_every, n_test=1024, eval_samples=32,
-                )  # fmt: skip
-                trainer = Trainer(config, target)
-                name = f"{regime}/{_label(kappa)}/seed{seed}"
-                records = list(progress(trainer.train(), size.steps, label=name))
+                name = f"{_label(kappa)}/seed{seed}"
+                trainer, records = ensemble.trainers[name], runs[name]
                 run_dir = out / regime / f"{_label(kappa)}_seed{seed}"
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_metrics(records, run_dir / "metrics.csv")

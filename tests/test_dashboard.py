@@ -131,6 +131,11 @@ def test_sweep_mode_trains_every_kappa_and_the_baseline():
         assert run.primary.kappa == pytest.approx(0.01)
         run.step(3)
         assert _wait(lambda: all(t.step == 3 for t in run.trainers.values()))
+        # The sweep is one batched ensemble: a live learning rate reaches its shared optimiser.
+        run.set_live(0.01, 1e-3)
+        run.step(2)
+        assert _wait(lambda: all(t.step == 5 for t in run.trainers.values()))
+        assert run._ensemble is not None and run._ensemble.optimizer.param_groups[0]["lr"] == 1e-3
     finally:
         run.close()
 
