@@ -1,0 +1,184 @@
+"""Speed measures of the benchmark suite: training steps/s, scaling, sweeps, refresh time, memory.
+
+Every timing is the median of several repetitions after a warm-up; every comparison is a ratio of
+numbers measured in the same process, interleaved, so that a noisy shared machine affects both.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ehflow_core import EnsembleTrainer, FlowConfig, TrainConfig, Trainer
+from ehflow_core.targets import ProductTarget, Target, make_target
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """How much work each measure does (``FULL`` for the README's table, ``SMOKE`` for CI)."""
+
+    warmup: int  # steps before timing
+    steps: int  # steps per timed repetition
+    reps: int  # repetitions (the median is reported)
+    batches: tuple[int, ...]
+    n_steps: tuple[int, ...]
+    dims: tuple[int, ...]
+    widths: tuple[int, ...]
+    sweep_kappas: tuple[float, ...]
+    memory_steps: int
+
+
+FULL = Sizes(
+    warmup=10, steps=30, reps=5, batches=(64, 256, 1024, 4096), n_steps=(1, 2, 4, 8, 16), dims=(2, 3, 4, 8),
+    widths=(32, 64, 128, 256), sweep_kappas=(0.001, 0.003, 0.01, 0.03, 0.1), memory_steps=200,
+)  # fmt: skip
+SMOKE = Sizes(
+    warmup=1, steps=2, reps=2, batches=(64,), n_steps=(1,), dims=(2,), widths=(32,), sweep_kappas=(0.01,),
+    memory_steps=3,
+)  # fmt: skip
+
+PAPER = TrainConfig(flow=FlowConfig(), kappa=0.01, batch=256, steps=10**9, eval_every=10**9)
+"""The paper's configuration: d = 2, width 128, two leapfrog steps, batch 256, SO(2) on, float32."""
+
+
+def target_of_dim(dim: int) -> Target:
+    """The benchmark's target in each dimension: ring (2), shell (3), products of rings (4, 8)."""
+    if dim == 2:
+        return make_target("ring")
+    if dim == 3:
+        return make_target("shell3d")
+    if dim % 2 == 0:
+        return ProductTarget(f"rings{dim}d", f"{dim // 2} independent rings", [make_target("ring")] * (dim // 2))
+    raise ValueError(f"dim must be 2, 3 or even, got {dim}")
+
+
+def _median_rate(runs: dict[str, Iterator[Any]], sizes: Sizes) -> dict[str, float]:
+    """Steps/s of each iterator (one item = one step): warm up, then ``reps`` interleaved timings."""
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for it in runs.values():
+        for _ in range(sizes.warmup):
+            next(it)
+    for _ in range(sizes.reps):
+        for name, it in runs.items():
+            start = time.perf_counter()
+            for _ in range(sizes.steps):
+                next(it)
+            times[name].append(time.perf_counter() - start)
+    return {name: sizes.steps / statistics.median(t) for name, t in times.items()}
+
+
+def _steps(config: TrainConfig, target: Target | None = None) -> Iterator[Any]:
+    return Trainer(config, target or make_target("ring")).train()
+
+
+def paths(sizes: Sizes) -> dict[str, Any]:
+    """Reference (plain autograd) against fast path, the paper's configuration."""
+    rates = _median_rate({"reference": _steps(PAPER.replace(path="reference")), "fast": _steps(PAPER)}, sizes)
+    return {**{f"{k}_steps_per_s": v for k, v in rates.items()}, "speedup": rates["fast"] / rates["reference"]}
+
+
+def scaling(sizes: Sizes) -> dict[str, Any]:
+    """Fast-path steps/s against batch size, leapfrog steps, dimension and width (one change at a time)."""
+    out: dict[str, Any] = {}
+    for name, values, make in (
+        ("batch", sizes.batches, lambda v: (PAPER.replace(batch=v, constraint_batch=v), None)),
+        ("n_steps", sizes.n_steps, lambda v: (PAPER.replace(flow=PAPER.flow.replace(n_steps=v)), None)),
+        ("dim", sizes.dims, lambda v: (PAPER.replace(flow=PAPER.flow.replace(dim=v)), target_of_dim(v))),
+        ("width", sizes.widths, lambda v: (PAPER.replace(flow=PAPER.flow.replace(hidden=(v, v))), None)),
+    ):
+        runs = {str(v): _steps(*make(v)) for v in values}
+        out[name] = _median_rate(runs, sizes)
+    return out
+
+
+def sweep(sizes: Sizes) -> dict[str, Any]:
+    """A κ sweep (``sweep_kappas`` plus the baseline): seconds per step, batched against sequential."""
+    target = make_target("ring")
+    configs = [PAPER.replace(kappa=k) for k in (*sizes.sweep_kappas, None)]
+
+    def sequential() -> Iterator[None]:
+        iterators = [Trainer(c, target).train() for c in configs]
+        while True:
+            for it in iterators:
+                next(it)
+            yield None
+
+    runs = {"one_run": _steps(PAPER), "sequential": sequential(), "batched": EnsembleTrainer(configs, target).train()}
+    rates = _median_rate(runs, sizes)
+    one = 1 / rates["one_run"]
+    return {
+        "members": len(configs),
+        "seconds_per_step": {k: 1 / v for k, v in rates.items()},
+        "batched_over_one_run": (1 / rates["batched"]) / one,
+        "sequential_over_one_run": (1 / rates["sequential"]) / one,
+        "batched_speedup_over_sequential": rates["batched"] / rates["sequential"],
+    }
+
+
+def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
+    """One full dashboard refresh at its default sizes: samples, KDEs, heatmaps, trajectories
+    (``take_snapshot``), and separately the Plotly figures drawn from it."""
+    from dashboard.live import VIEW_SIZES
+    from ehflow_core.figures import constraint_figure, curves_figure, density_figure, energy_figure, trajectory_figure
+    from ehflow_core.snapshot import take_snapshot
+
+    trainer = Trainer(PAPER.replace(eval_every=5), make_target("ring"))
+    records = list(trainer.train(steps=10))
+    snap = None
+
+    def refresh() -> Iterator[None]:
+        nonlocal snap
+        while True:
+            snap = take_snapshot(trainer.flow, trainer.target, VIEW_SIZES, previous=snap)
+            yield None
+
+    def figures() -> Iterator[None]:
+        while True:
+            for build in (density_figure, energy_figure, trajectory_figure):
+                build(snap)
+            curves_figure({"κ=0.01": records})
+            constraint_figure(records)
+            yield None
+
+    per_call = Sizes(**{**sizes.__dict__, "warmup": 2, "steps": 1, "reps": max(3, sizes.reps)})
+    rates = _median_rate({"snapshot": refresh(), "figures": figures()}, per_call)
+    return {"snapshot_ms": 1000 / rates["snapshot"], "figures_ms": 1000 / rates["figures"], "sizes": str(VIEW_SIZES)}
+
+
+_MEMORY_PROBE = """
+import json, resource, sys, torch
+from ehflow_core import Trainer
+from ehflow_core.targets import make_target
+from bench.speed import PAPER
+torch.set_num_threads({threads})
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+trainer = Trainer(PAPER.replace(batch={batch}, constraint_batch={batch}), make_target("ring"))
+for _ in trainer.train(steps={steps}):
+    pass
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({{"rss_after_imports_mb": before / 1024, "peak_rss_mb": after / 1024}}))
+"""
+
+
+def memory(sizes: Sizes, threads: int) -> dict[str, Any]:
+    """Peak resident memory of a training run in a fresh process (batch 256 and 4096)."""
+    out = {}
+    for batch in (256, 4096):
+        code = _MEMORY_PROBE.format(threads=threads, batch=batch, steps=sizes.memory_steps)
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        out[f"batch_{batch}"] = json.loads(done.stdout.strip().splitlines()[-1])
+    return out
+
+
+MEASURES: dict[str, Callable[..., dict[str, Any]]] = {
+    "paths": paths,
+    "scaling": scaling,
+    "sweep": sweep,
+    "dashboard_refresh": dashboard_refresh,
+}
