@@ -1,7 +1,7 @@
 """The benchmark suite: speed of the training step, scaling, κ sweeps, refresh time, memory, peers.
 
     python -m bench [--smoke] [--only paths,sweep,...] [--peer-seconds 60] [--threads 2]
-                    [--out bench/results/suite.json]
+                    [--out bench/results/suite.json] [--merge]
 
 Writes a JSON file and prints a Markdown table (the README's benchmark section shows it).
 ``--smoke`` runs every measure at tiny sizes: CI runs it so the suite cannot rot; its numbers mean
@@ -35,6 +35,7 @@ def run(sections: list[str], sizes: speed.Sizes, peer_sizes: peers.PeerSizes, th
     }
     for section in sections:
         started = time.perf_counter()
+        result.setdefault("section_when", {})[section] = result["when"]
         if section in speed.MEASURES:
             result[section] = speed.MEASURES[section](sizes)
         elif section == "memory":
@@ -81,7 +82,7 @@ def table(result: dict[str, Any]) -> str:
         for key, m in result["memory"].items():
             lines.append(
                 f"| peak RSS, training, {key.replace('_', ' ')} | {m['peak_rss_mb']:.0f} MB "
-                f"({m['rss_after_imports_mb']:.0f} MB after imports) | |"
+                f"({m['rss_before_training_mb']:.0f} MB before the first step) | |"
             )
     if "scaling" in result:
         lines += ["", "Fast-path steps/s, one setting changed at a time from the paper configuration:", ""]
@@ -116,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--peer-seconds", type=float, default=60.0, help="training seconds per model per task")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (the README's numbers use 2)")
     parser.add_argument("--out", default="bench/results/suite.json")
+    parser.add_argument("--merge", action="store_true", help="update only the sections run in an existing --out")
     args = parser.parse_args(argv)
     sections = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = [s for s in sections if s not in SECTIONS]
@@ -128,6 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     peer_sizes = peers.peer_sizes(1.0 if args.smoke else args.peer_seconds, smoke=args.smoke)
     result = run(sections, sizes, peer_sizes, args.threads)
     out = Path(args.out)
+    if args.merge and out.exists():  # keep the sections not re-run; each section records when it ran
+        old = json.loads(out.read_text())
+        when = {**{k: old["when"] for k in SECTIONS if k in old}, **old.get("section_when", {})}
+        result = {**old, **result, "section_when": {**when, **result["section_when"]}}
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(table(result))

@@ -123,9 +123,9 @@ def sweep(sizes: Sizes) -> dict[str, Any]:
 
 def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
     """One full dashboard refresh at its default sizes: samples, KDEs, heatmaps, trajectories
-    (``take_snapshot``), and separately the Plotly figures drawn from it."""
+    (``take_snapshot``), and separately the five figures' JSON as the dashboard sends it."""
     from dashboard.live import VIEW_SIZES
-    from ehflow_core.figures import constraint_figure, curves_figure, density_figure, energy_figure, trajectory_figure
+    from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
     from ehflow_core.snapshot import take_snapshot
 
     trainer = Trainer(PAPER.replace(eval_every=5), make_target("ring"))
@@ -140,10 +140,10 @@ def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
 
     def figures() -> Iterator[None]:
         while True:
-            for build in (density_figure, energy_figure, trajectory_figure):
-                build(snap)
-            curves_figure({"κ=0.01": records})
-            constraint_figure(records)
+            for spec in (density_spec(snap), energy_spec(snap), trajectory_spec(snap)):
+                spec_json(spec)
+            spec_json(curves_spec({"κ=0.01": records}))
+            spec_json(constraint_spec(records))
             yield None
 
     per_call = Sizes(**{**sizes.__dict__, "warmup": 2, "steps": 1, "reps": max(3, sizes.reps)})
@@ -152,22 +152,32 @@ def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
 
 
 _MEMORY_PROBE = """
-import json, resource, sys, torch
+import json, torch
 from ehflow_core import Trainer
 from ehflow_core.targets import make_target
 from bench.speed import PAPER
+
+
+def status(field):
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024  # kB -> MB
+
+
 torch.set_num_threads({threads})
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 trainer = Trainer(PAPER.replace(batch={batch}, constraint_batch={batch}), make_target("ring"))
+before = status("VmRSS")
+with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
+    f.write("5")
 for _ in trainer.train(steps={steps}):
     pass
-after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-print(json.dumps({{"rss_after_imports_mb": before / 1024, "peak_rss_mb": after / 1024}}))
+print(json.dumps({{"rss_before_training_mb": before, "peak_rss_mb": status("VmHWM")}}))
 """
 
 
 def memory(sizes: Sizes, threads: int) -> dict[str, Any]:
-    """Peak resident memory of a training run in a fresh process (batch 256 and 4096)."""
+    """Peak resident memory while training, in a fresh process (batch 256 and 4096): the peak is
+    reset after start-up, so it is training's own high-water mark over the model's set-up."""
     out = {}
     for batch in (256, 4096):
         code = _MEMORY_PROBE.format(threads=threads, batch=batch, steps=sizes.memory_steps)

@@ -26,11 +26,15 @@ from dashboard.settings import LIMITS, PRESETS, Settings  # noqa: E402
 from ehflow_core.checkpoint import checkpoint_bytes  # noqa: E402
 from ehflow_core.cli import metrics_csv  # noqa: E402
 from ehflow_core.figures import (  # noqa: E402
-    constraint_figure,
+    constraint_spec,
     curves_figure,
+    curves_spec,
     density_figure,
+    density_spec,
     energy_figure,
+    energy_spec,
     trajectory_figure,
+    trajectory_spec,
 )
 from ehflow_core.targets import DataLimits, DataTarget, parse_csv  # noqa: E402
 
@@ -244,17 +248,17 @@ def live_panels(polling: bool) -> None:
     snap = view.snapshot
     left, right = st.columns(2)
     with left:
-        live_chart(lambda: density_figure(snap), "density", view.version)
+        live_chart(lambda: density_spec(snap), "density", view.version)
     with right:
-        live_chart(lambda: energy_figure(snap), "energies", view.version)
-    live_chart(lambda: trajectory_figure(snap), "trajectories", view.version, height=420)
+        live_chart(lambda: energy_spec(snap), "energies", view.version)
+    live_chart(lambda: trajectory_spec(snap), "trajectories", view.version, height=420)
     left, right = st.columns(2)
     with left:
         title = "Train (dashed) and test log-likelihood"
-        live_chart(lambda: curves_figure(view.curves, title=title), "curves", view.version)
+        live_chart(lambda: curves_spec(view.curves, title=title), "curves", view.version)
     with right:
         if primary and primary[-1].constraint:
-            live_chart(lambda: constraint_figure(primary), "constraint", view.version)
+            live_chart(lambda: constraint_spec(primary), "constraint", view.version)
         else:
             st.caption("No generator: the constraint panel appears when the rotation generator is on.")
     if view.symmetry:

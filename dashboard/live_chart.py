@@ -14,8 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import plotly
-import plotly.graph_objects as go
 import streamlit as st
+
+from ehflow_core.figures import Spec, spec_json
 
 STATIC = Path(__file__).parent / "static"
 PLOTLY_JS = "plotly.min.js"
@@ -63,17 +64,17 @@ def ensure_plotly_js() -> None:
         shutil.copyfile(source, target)
 
 
-def live_chart(build: Callable[[], go.Figure], key: str, version: int, height: int = 380) -> None:
-    """Draw the figure ``build()`` in the chart ``key``; a new ``version`` updates it in place.
+def live_chart(build: Callable[[], Spec], key: str, version: int, height: int = 380) -> None:
+    """Draw the figure spec ``build()`` in the chart ``key``; a new ``version`` updates it in place.
 
     The figure's JSON is cached per key and version in the session, so a fragment rerun without
-    new data re-sends the cached string instead of rebuilding the figure (Plotly's figure code
-    holds the GIL and would starve the training thread).
+    new data re-sends the cached string instead of rebuilding the figure (figure code holds the
+    GIL and slows the training thread).
     """
     cache = st.session_state.setdefault("_chart_cache", {})
     cached = cache.get(key)
     if cached is None or cached[0] != version:
-        fig = build()
-        fig.update_layout(height=height, autosize=True)
-        cached = cache[key] = (version, fig.to_json())
+        spec = build()
+        spec["layout"] = {**spec["layout"], "height": height, "autosize": True}
+        cached = cache[key] = (version, spec_json(spec))
     _component(data={"figure": cached[1], "version": version, "src": f"app/static/{PLOTLY_JS}"}, key=key, height=height)

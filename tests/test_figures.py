@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
+import plotly.graph_objects as go
 import pytest
 import torch
 from conftest import make_flow
 
-from ehflow_core.figures import constraint_figure, curves_figure, density_figure, energy_figure, trajectory_figure
+from ehflow_core.figures import (
+    constraint_figure,
+    constraint_spec,
+    curves_figure,
+    curves_spec,
+    density_figure,
+    density_spec,
+    energy_figure,
+    energy_spec,
+    spec_json,
+    trajectory_figure,
+    trajectory_spec,
+)
 from ehflow_core.snapshot import (
     Snapshot,
     SnapshotConfig,
@@ -90,6 +105,28 @@ def test_figures_hold_one_trace_per_panel_and_run():
     assert [t.name for t in curves.data] == ["a test", "a train", "b test", "b train"]
     assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
     assert len(constraint_figure(records).data) == 2
+
+
+def test_specs_are_valid_plotly_and_json_the_browser_can_read():
+    snap = take_snapshot(
+        make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    )
+    records = [
+        Record(step=s, seconds=0.0, steps_per_s=1.0, train_elbo=-3.0, loss=3.0, grad_norm=1.0,
+               constraint={"L_12": 0.1}, lam={"L_12": 1.0}, kappa=0.01, test_log_likelihood=-2.9)
+        for s in range(1, 6)
+    ]  # fmt: skip
+    specs = [density_spec(snap), energy_spec(snap), trajectory_spec(snap), curves_spec({"a": records})]
+    specs.append(constraint_spec(records))
+    for spec in specs:
+        go.Figure(spec)  # validates every property: raises on a misspelt one
+        sent = json.loads(spec_json(spec))
+        assert len(sent["data"]) == len(spec["data"]) and sent["layout"]["title"]["text"]
+    paths = json.loads(spec_json(specs[2]))["data"]
+    assert [t.get("xaxis") for t in paths] == ["x"] * 4 + ["x2"] * 4  # one panel per flow length
+    assert None in paths[2]["x"]  # the NaN between two paths arrives as null (a break in the line)
+    assert specs[4]["layout"]["shapes"][0]["y0"] == 0.01  # the κ line
+    assert specs[4]["layout"]["yaxis"]["type"] == "log"
 
 
 def test_kde_equals_scikit_learns_kernel_density():
