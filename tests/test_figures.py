@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 
 import numpy as np
@@ -124,7 +125,16 @@ def test_specs_are_valid_plotly_and_json_the_browser_can_read():
         assert len(sent["data"]) == len(spec["data"]) and sent["layout"]["title"]["text"]
     paths = json.loads(spec_json(specs[2]))["data"]
     assert [t.get("xaxis") for t in paths] == ["x"] * 4 + ["x2"] * 4  # one panel per flow length
-    assert None in paths[2]["x"]  # the NaN between two paths arrives as null (a break in the line)
+    # Float arrays travel as base64 float32 typed arrays, except those with NaN: the break between
+    # two paths must arrive as null, which plotly.js draws as a gap (a NaN in a typed array is not).
+    x = paths[2]["x"]
+    assert isinstance(x, list) and x.count(None) == 5  # one break after each of the 5 paths
+    np.testing.assert_allclose(x[:2], snap.single_step[:, 0, 0], atol=1e-4)
+    assert x[2] is None
+    heat = json.loads(spec_json(specs[1]))["data"][1]["z"]
+    z = np.frombuffer(base64.b64decode(heat["bdata"]), dtype="<f4").reshape(10, 10)
+    assert heat["shape"] == "10, 10"
+    np.testing.assert_allclose(z, snap.potential, rtol=1e-6)
     assert specs[4]["layout"]["shapes"][0]["y0"] == 0.01  # the κ line
     assert specs[4]["layout"]["yaxis"]["type"] == "log"
 
