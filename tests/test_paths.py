@@ -82,14 +82,15 @@ def test_path_is_validated():
 
 
 # -- batched ensembles ---------------------------------------------------------------------------
-def _members() -> list[TrainConfig]:
-    base = _config("fast", steps=12, eval_every=6)
+def _members(**changes) -> list[TrainConfig]:
+    base = _config("fast", steps=12, eval_every=6, **changes)
     return [base.replace(kappa=0.01), base.replace(kappa=0.1, seed=1), base.replace(kappa=None, n_train=50)]
 
 
-def test_batched_ensemble_equals_its_members_trained_one_by_one():
+@pytest.mark.parametrize("grad_clip", [None, 0.5])  # 0.5 clips most steps: per-member norms
+def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip):
     target = make_target("ring")
-    configs = _members()
+    configs = _members(grad_clip=grad_clip)
     ensemble, runs = train_ensemble(configs, target)
     assert ensemble.labels == ["κ=0.01/seed0", "κ=0.1/seed1", "none/seed0"]
     for config, label in zip(configs, ensemble.labels):
@@ -98,10 +99,13 @@ def test_batched_ensemble_equals_its_members_trained_one_by_one():
         assert len(runs[label]) == len(records) == 12
         for a, b in zip(records, runs[label]):
             assert (a.step, a.kappa, a.constraint.keys()) == (b.step, b.kappa, b.constraint.keys())
+            assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-9)
             assert a.loss == pytest.approx(b.loss, rel=1e-10)
             assert a.lam == pytest.approx(b.lam, rel=1e-12)
             assert a.constraint == pytest.approx(b.constraint, rel=1e-9)
         assert records[-1].test_log_likelihood == pytest.approx(runs[label][-1].test_log_likelihood, rel=1e-10)
+        if grad_clip is not None:  # the clip was active (norms are reported before clipping)
+            assert sum(r.grad_norm > grad_clip for r in records) >= 6
         member = ensemble.trainers[label]
         for p, q in zip(alone.flow.parameters(), member.flow.parameters(), strict=True):
             assert torch.allclose(p, q, rtol=1e-10, atol=1e-12)
