@@ -31,10 +31,6 @@ HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the thread stops i
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=120, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 0.25  # at most this share of the thread's time goes to snapshots
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
-# After each training step the thread sleeps this long, releasing the GIL: without it the server's
-# event loop and script threads wait for the GIL behind training's Python code, and a moved slider
-# took 1.2–2 s to take effect instead of a few hundred ms (bench.dashboard).
-YIELD_SECONDS = 0.002
 
 
 @dataclass(frozen=True)
@@ -258,7 +254,6 @@ class LiveRun:
                     continue
                 self._apply_pending()
                 ok = self._train_round()
-                time.sleep(YIELD_SECONDS)  # let the page's threads take the GIL (see YIELD_SECONDS)
                 if self._step_budget > 0:
                     self._step_budget -= 1
                     if self._step_budget == 0 or not ok:
