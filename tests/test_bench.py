@@ -19,7 +19,6 @@ def _finite_numbers(tree: object) -> list[float]:
 
 
 def test_benchmark_suite_smoke_run_writes_every_section(tmp_path, capsys):
-    pytest.importorskip("zuko", reason="bench/requirements.txt (CI installs it)")
     out = tmp_path / "suite.json"
     main(["--smoke", "--out", str(out)])
     result = json.loads(out.read_text())
