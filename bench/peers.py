@@ -62,7 +62,7 @@ def _zuko_model(kind: str) -> torch.nn.Module:
 class _Peer:
     """A zuko flow trained by maximum likelihood, stepped like a Trainer."""
 
-    def __init__(self, kind: str, target: Target, train_data: Tensor | None, seed: int, k: int = 0) -> None:
+    def __init__(self, kind: str, target: Target, train_data: Tensor | None, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = _zuko_model(kind)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)

@@ -82,7 +82,6 @@ class EnsembleTrainer:
         self.config = configs[0]
         self.labels = labels
         self.members = [Trainer(c, target, generators) for c in configs]
-        self.target = target
 
         objectives = [m.objective for m in self.members]
         params, self._buffers = stack_module_state(objectives)  # name -> (M, ...)

@@ -137,7 +137,8 @@ class Noise(NamedTuple):
 class Objective(nn.Module):
     r"""One step's ELBO and constraints as a pure function of the noise: ``forward(x, eps, q0, p0)``.
 
-    Returns the batch-mean ELBO (a scalar) and :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,). A module
+    Returns the batch-mean ELBO (a scalar) and :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None
+    without base samples (an unconstrained step). A module
     so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
     """
 
@@ -146,8 +147,10 @@ class Objective(nn.Module):
         self.flow = flow
         self.generators = list(generators)
 
-    def forward(self, x: Tensor, eps: Tensor, q0: Tensor, p0: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, x: Tensor, eps: Tensor, q0: Tensor | None, p0: Tensor | None) -> tuple[Tensor, Tensor | None]:
         elbo = self.flow._log_weights_from_noise(x, eps).mean()
+        if q0 is None or p0 is None:  # unconstrained: no base samples were drawn
+            return elbo, None
         hamiltonians = list(self.flow.hamiltonians)
         reference = self.flow.path == "reference"
         return elbo, constraint_values(hamiltonians, self.generators, q0, p0, reference=reference)
@@ -277,14 +280,8 @@ class Trainer:
             self._update_multipliers(constraint)
             values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
 
-    def _terms(self, noise: Noise) -> tuple[Tensor, Tensor | None]:
-        """The batch-mean ELBO and the constraints (None when unconstrained) for ``noise``."""
-        if noise.q0 is None:
-            return self.flow._log_weights_from_noise(noise.x, noise.eps).mean(), None
-        return self.objective(*noise)
-
     def _train_step(self) -> tuple[dict[str, Any], str | None]:
-        elbo, constraint = self._terms(self._draw())
+        elbo, constraint = self.objective(*self._draw())
         loss = self._lagrangian(elbo, constraint)
         self.optimizer.zero_grad(set_to_none=True)
         values: dict[str, Any] = {"loss": float(loss.detach()), "train_elbo": float(elbo.detach())}

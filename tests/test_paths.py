@@ -21,7 +21,7 @@ def _config(path: str, **changes) -> TrainConfig:
 
 def _one_step(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and parameter gradients of the trainer's next step (without applying it)."""
-    loss = trainer._lagrangian(*trainer._terms(trainer._draw()))
+    loss = trainer._lagrangian(*trainer.objective(*trainer._draw()))
     trainer.optimizer.zero_grad()
     loss.backward()
     return float(loss.detach()), {n: p.grad.clone() for n, p in trainer.flow.named_parameters() if p.grad is not None}
