@@ -14,16 +14,19 @@ import sys
 from pathlib import Path
 
 import streamlit as st
-import torch
 
 if __package__ in (None, ""):  # `streamlit run dashboard/app.py` runs this file as a script
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from dashboard import live  # noqa: E402
+
+# The first training process starts before this page's own imports (torch): both import at once.
+live.prestart()
+
 from dashboard import teaching  # noqa: E402
 from dashboard.live import LiveRun  # noqa: E402
-from dashboard.live_chart import ensure_plotly_js, live_chart  # noqa: E402
+from dashboard.live_chart import ensure_plotly_js, live_chart, preload_plotly  # noqa: E402
 from dashboard.settings import LIMITS, PRESETS, Settings  # noqa: E402
-from ehflow_core.checkpoint import checkpoint_bytes  # noqa: E402
 from ehflow_core.cli import metrics_csv  # noqa: E402
 from ehflow_core.figures import (  # noqa: E402
     constraint_spec,
@@ -40,11 +43,11 @@ from ehflow_core.targets import DataLimits, DataTarget, parse_csv  # noqa: E402
 
 log = logging.getLogger("ehflow.dashboard")
 
-# One intra-op thread: the server shares two cores with the browser, and an oversubscribed
-# OpenMP pool (spinning threads) slowed training several-fold in our measurements.
-torch.set_num_threads(1)
-
-FRAGMENT_INTERVAL = 0.3  # seconds between live refreshes while training
+# Seconds between live refreshes while training. The browser, not the server, sets the pace: on
+# 2 cores it drew the five charts about once a second whatever the interval, and polling at 0.25 s
+# only added page work (slower controls, slower training).
+FRAGMENT_INTERVAL = 0.4
+LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 
 
@@ -155,25 +158,22 @@ def _upload(container) -> None:
 
 
 # -- the run -------------------------------------------------------------------------------------
-def _new_run(settings: Settings) -> LiveRun | None:
+def _reset(settings: Settings) -> None:
+    """A new run from ``settings``; in the session's training process if it still runs."""
+    run: LiveRun | None = st.session_state.get("run")
     try:
         target = settings.make_target(st.session_state.get("uploaded"))
-        run = LiveRun(settings, target)
+        if run is not None and run.worker_alive:
+            run.reset(settings, target)
+        else:
+            st.session_state["run"] = LiveRun(settings, target)
     except ValueError as err:
         st.session_state["run_error"] = str(err)
-        return None
+        return
+    except OSError as err:  # the training process could not be started
+        st.session_state["run_error"] = f"Could not start the training process: {err}"
+        return
     st.session_state.pop("run_error", None)
-    run.refresh()
-    return run
-
-
-def _reset(settings: Settings) -> None:
-    old = st.session_state.pop("run", None)
-    if old is not None:
-        old.close()
-    run = _new_run(settings)
-    if run is not None:
-        st.session_state["run"] = run
 
 
 def _set_training(on: bool) -> None:
@@ -221,7 +221,7 @@ def controls(settings: Settings) -> LiveRun | None:
         return None
     if run.settings.model_key() != settings.model_key():
         sb.info("Model or data settings changed: press **Reset** to apply them (this discards the current run).")
-    run.set_live(settings.kappa, settings.lr)
+    run.set_live(settings.kappa, settings.lr, wait=LIVE_WAIT)
     return run
 
 
@@ -231,7 +231,7 @@ def live_panels(polling: bool) -> None:
     if run is None:
         return
     run.beat()
-    if polling and not run.busy:  # training ended (pause, divergence, steps done): stop polling
+    if polling and not run.polling:  # training ended (pause, divergence, steps done): stop polling
         st.rerun(scope="app")
     view = run.view()
     cols = st.columns(4)
@@ -241,6 +241,9 @@ def live_panels(polling: bool) -> None:
     primary = view.curves[run.primary_label]
     last = next((r for r in reversed(primary) if r.test_log_likelihood is not None), None)
     cols[3].metric("Test log-likelihood", "—" if last is None else f"{last.test_log_likelihood:.3f}")
+    if view.lr is not None:
+        kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
+        st.caption(f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}")
     if view.message:
         (st.error if view.state == "diverged" else st.info)(view.message)
     if view.snapshot is None:
@@ -284,15 +287,14 @@ def downloads(run: LiveRun) -> None:
         return ("<html><head><meta charset='utf-8'></head><body>" + "".join(html) + "</body></html>").encode()
 
     st.sidebar.download_button("Metrics (CSV)", metrics, "metrics.csv", "text/csv", on_click="ignore")
-    st.sidebar.download_button(
-        "Model (checkpoint)", lambda: checkpoint_bytes(run.primary), "checkpoint.pt", on_click="ignore"
-    )
+    st.sidebar.download_button("Model (checkpoint)", run.checkpoint_bytes, "checkpoint.pt", on_click="ignore")
     st.sidebar.download_button("Figures (HTML)", figures_html, "figures.html", "text/html", on_click="ignore")
 
 
 def main() -> None:
     st.set_page_config(page_title="ehflow — equivariant Hamiltonian flows", layout="wide")
     ensure_plotly_js()
+    preload_plotly()
     _init_state()
     st.title("Equivariant Hamiltonian flows, live")
     st.caption(
@@ -306,8 +308,8 @@ def main() -> None:
     run = controls(settings)
     if run is None:
         return
-    # Poll only while the run is busy, so an idle page does not rerun (nor keep a thread alive).
-    polling = run.busy
+    # Poll only while the run is busy or starting, so an idle page does not rerun.
+    polling = run.polling
     st.fragment(run_every=FRAGMENT_INTERVAL if polling else None)(live_panels)(polling)
     downloads(run)
     teaching.explain()

@@ -1,277 +1,349 @@
-"""A training run that lives in one browser session: a thread trains, the page draws snapshots.
+"""A training run that lives in one browser session, trained in a process of its own.
 
-No Streamlit here: the thread never calls ``st.*``. It trains in short chunks, and every few
-hundred milliseconds swaps a fresh :class:`~ehflow_core.snapshot.Snapshot` in under a lock; the
-page's fragment copies a :class:`View` out and draws it. A heartbeat from the page keeps the
-thread alive: when no page has looked for ``HEARTBEAT_TIMEOUT`` seconds (the tab was closed), the
-thread pauses and exits.
+No Streamlit here. :class:`LiveRun` is the page's handle on a worker process
+(:mod:`dashboard.worker`): buttons and live settings become commands on a socket, and a reader
+thread folds the worker's updates (state, step counter, new curve records, snapshots) into a
+:class:`View` that the page's fragment copies out under a lock and draws. The server process only
+draws; training never holds its GIL, so the controls stay responsive while a run trains.
+
+Lifetimes: Reset starts a new run in the same process (it is warm: no import, no start-up). The
+process exits when its run is closed, when the ``LiveRun`` is garbage collected (Streamlit dropped
+the session), or when the server dies (its end of the socket closes). Training stops by itself
+when no page view arrived for ``HEARTBEAT_TIMEOUT`` seconds (the tab was closed).
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
+import pickle
+import socket
+import subprocess
+import sys
 import threading
-import time
 import weakref
-from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from ehflow_core import equivariance_error, invariance_error
-from ehflow_core.ensemble import EnsembleTrainer
-from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
-from ehflow_core.targets import Target
-from ehflow_core.training import Record, Trainer
-
-from .settings import Settings
+if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page imports torch
+    from dashboard.settings import Settings
+    from ehflow_core.snapshot import Snapshot
+    from ehflow_core.targets import Target
+    from ehflow_core.training import Record
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the thread stops itself
-VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=120, integrated_steps=30, bandwidth=0.2)
-SNAPSHOT_SHARE = 0.25  # at most this share of the thread's time goes to snapshots
-SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
+ROOT = Path(__file__).resolve().parents[1]
+HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the worker stops training
+REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 
 
 @dataclass(frozen=True)
 class View:
     """What the page draws, copied out under the lock."""
 
-    state: str  # "ready", "training", "paused", "diverged", "stopped"
+    state: str  # "starting", "ready", "training", "paused", "diverged", "stopped"
     message: str | None
-    step: int
+    step: int  # of the primary run
     steps_per_s: float
     snapshot: Snapshot | None
-    version: int  # increases with every new snapshot
+    version: int  # increases with every new snapshot, across Resets too
     curves: dict[str, list[Record]]  # label -> records (every eval step and every 10th step)
     symmetry: dict[str, float]  # invariance spread / noise, equivariance error
+    steps: dict[str, int] = field(default_factory=dict)  # label -> step, every run of the sweep
+    kappa: float | None = None  # the κ and learning rate the primary trainer uses now
+    lr: float | None = None
 
 
-_ALIVE: weakref.WeakSet[LiveRun] = weakref.WeakSet()
-_UNSET = object()  # "no pending κ" (None is a valid κ: the constraint switched off)
+def label(kappa: float | None) -> str:
+    """A run's name in the curves: its κ, or "none" without the constraint (as the worker's)."""
+    return "none" if kappa is None else f"κ={kappa:.3g}"
+
+
+# -- worker processes ------------------------------------------------------------------------------
+class _Worker:
+    """A worker process and the server's end of its socket."""
+
+    def __init__(self) -> None:
+        ours, theirs = socket.socketpair()
+        args = [sys.executable, "-m", "dashboard.worker"]
+        if os.name == "nt":  # no fd inheritance: the socket travels as a share blob on stdin
+            self.process = subprocess.Popen([*args, "-"], cwd=ROOT, stdin=subprocess.PIPE)
+            self.process.stdin.write(theirs.share(self.process.pid))
+            self.process.stdin.close()
+        else:
+            self.process = subprocess.Popen([*args, str(theirs.fileno())], cwd=ROOT, pass_fds=[theirs.fileno()])
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.send_lock = threading.Lock()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, message: tuple) -> None:
+        with self.send_lock:
+            self.send_unlocked(message)
+
+    def send_unlocked(self, message: tuple) -> None:
+        """Send, the caller holding ``send_lock``."""
+        try:
+            self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the process is gone; the reader thread reports it
+            pass
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.send(("close",))
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.conn.close()
+
+
+_spare: _Worker | None = None
+_spare_lock = threading.Lock()
+_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+
+
+def prestart() -> None:
+    """Start the server's first worker now, before the page's own imports: it imports torch and
+    warms its optimiser in parallel, and the first session takes it. Later sessions start their
+    own (a spare kept warm at all times would cost a core for seconds whenever one is taken)."""
+    global _spare
+    with _spare_lock:
+        if _spare is None and not _WORKERS:
+            _spare = _new_worker()
+
+
+def _new_worker() -> _Worker:
+    worker = _Worker()
+    _WORKERS.add(worker)
+    return worker
+
+
+def _take_worker() -> _Worker:
+    global _spare
+    with _spare_lock:
+        worker, _spare = _spare, None
+    return worker if worker is not None and worker.alive else _new_worker()
 
 
 @atexit.register
 def _close_all() -> None:
-    """Join every training thread before the interpreter exits (torch aborts otherwise)."""
-    for run in list(_ALIVE):
-        run.close()
+    """Close every worker before the interpreter exits."""
+    for worker in list(_WORKERS):
+        worker.close()
 
 
-def _label(kappa: float | None) -> str:
-    return "none" if kappa is None else f"κ={kappa:.3g}"
+# -- the page's handle ---------------------------------------------------------------------------
+class _Shared:
+    """State written by the reader thread and read by the page, under ``lock``."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.replies: list[tuple] = []  # checkpoint replies
+        self.changed = threading.Condition(self.lock)  # notified on every message from the worker
+        self.version = 0  # never reset: a chart's version names one picture across Resets
+        self.reset(0, [])
+
+    def reset(self, generation: int, labels: list[str]) -> None:
+        self.generation = generation
+        self.seq_seen = -1  # the last command the worker reported handling
+        self.state, self.message = "starting", None
+        self.busy = False
+        self.step, self.steps, self.steps_per_s = 0, {name: 0 for name in labels}, 0.0
+        self.kappa: float | None = None
+        self.lr: float | None = None
+        self.snapshot: Snapshot | None = None
+        self.curves: dict[str, list[Record]] = {name: [] for name in labels}
+        self.symmetry: dict[str, float] = {}
+
+
+def _read(conn: Connection, shared: _Shared, worker_sent: list[int]) -> None:
+    """The reader thread: fold the worker's messages into ``shared`` until the socket closes."""
+    try:
+        while True:
+            kind, *payload = pickle.loads(conn.recv_bytes())
+            with shared.lock:
+                if kind == "checkpoint":
+                    shared.replies.append(tuple(payload))
+                else:
+                    _apply(shared, payload[0], worker_sent[0])
+                shared.changed.notify_all()
+    except (EOFError, OSError):
+        pass
+    with shared.lock:  # the process has gone: say so unless the run was closed on purpose
+        if shared.state not in ("closed", "diverged"):
+            shared.state, shared.busy = "stopped", False
+            shared.message = shared.message or "The training process ended. Press Reset to start a new run."
+        shared.changed.notify_all()
+
+
+def _apply(shared: _Shared, patch: dict[str, Any], sent_seq: int) -> None:
+    if patch["generation"] != shared.generation:
+        return  # an update of the run before the last Reset
+    for name, records in patch["records"].items():
+        shared.curves.setdefault(name, []).extend(records)
+    shared.step, shared.steps, shared.steps_per_s = patch["step"], patch["steps"], patch["steps_per_s"]
+    shared.kappa, shared.lr = patch["kappa"], patch["lr"]
+    if "snapshot" in patch:
+        shared.snapshot = patch["snapshot"]
+        shared.version += 1
+    if "symmetry" in patch:
+        shared.symmetry = patch["symmetry"]
+    shared.seq_seen = patch["seq"]
+    if patch["seq"] == sent_seq:  # the worker has seen every command: its state is current
+        shared.state, shared.message, shared.busy = patch["state"], patch["message"], patch["busy"]
 
 
 class LiveRun:
-    """One session's trainers (one, or several in κ-sweep mode) and the thread that drives them."""
+    """One session's run (one trainer, or several κ in sweep mode) in its worker process."""
 
     def __init__(self, settings: Settings, target: Target) -> None:
-        self.settings = settings
-        self.target = target
-        config = settings.train_config()
-        self.primary_label = _label(settings.kappa)  # the slider's κ, also in sweep mode
-        self._ensemble: EnsembleTrainer | None = None
-        if settings.sweep:  # every κ of the sweep trained as one batched model
-            kappas = settings.sweep_kappas()
-            self._ensemble = EnsembleTrainer(
-                [config.replace(kappa=k) for k in kappas], target, labels=[_label(k) for k in kappas]
-            )
-            self.trainers = self._ensemble.trainers
-        else:
-            self.trainers = {self.primary_label: Trainer(config, target)}
-        self._steps: Iterator[dict[str, Record]] | None = None
-        self._curves: dict[str, list[Record]] = {label: [] for label in self.trainers}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._running = False
-        self._step_budget = 0
-        self._pending_lr: float | None = None
-        self._pending_kappa: float | None | object = _UNSET
-        self._snapshot: Snapshot | None = None
-        self._version = 0
-        self._symmetry: dict[str, float] = {}
-        self._last_record: Record | None = None
-        self.state = "ready"
-        self.message: str | None = None
-        self.heartbeat = time.monotonic()
-        _ALIVE.add(self)
+        self._worker = _take_worker()
+        self._shared = _Shared()
+        self._sent = [0]  # seq of the last state-changing command (a list: the reader reads it)
+        self._generation = 0
+        self._reader = threading.Thread(
+            target=_read, args=(self._worker.conn, self._shared, self._sent), name="ehflow-reader", daemon=True
+        )
+        self._reader.start()
+        self._finalizer = weakref.finalize(self, _Worker.close, self._worker)
+        self.reset(settings, target)
 
     # -- control from the page ---------------------------------------------------------------------
-    @property
-    def primary(self) -> Trainer:
-        """The trainer whose pictures are shown (the slider's κ in sweep mode)."""
-        return self.trainers[self.primary_label]
+    def reset(self, settings: Settings, target: Target) -> None:
+        """A new run from ``settings`` (same seed: same start), in the same warm process."""
+        settings.train_config()  # invalid settings raise here, in the page, not in the worker
+        self.settings, self.target = settings, target
+        self.primary_label = label(settings.kappa)
+        labels = [label(k) for k in settings.sweep_kappas()] if settings.sweep else [self.primary_label]
+        self._generation += 1
+        with self._shared.lock:
+            self._shared.reset(self._generation, labels)
+            self._shared.busy = False
+        self._command("start", self._generation, settings, target, HEARTBEAT_TIMEOUT)
+        self.set_live(settings.kappa, settings.lr)
+
+    def _command(self, kind: str, *args: Any, state: str | None = None, busy: bool | None = None) -> None:
+        """Send a state-changing command; ``state``/``busy`` show at once, until the worker confirms."""
+        with self._worker.send_lock:  # commands leave in the order of their numbers
+            with self._shared.lock:
+                self._sent[0] += 1
+                seq = self._sent[0]
+                if state is not None:
+                    self._shared.state = state
+                if busy is not None:
+                    self._shared.busy = busy
+            self._worker.send_unlocked((kind, seq, *args))
 
     def beat(self) -> None:
-        """Called on every page view. A run without views for ``HEARTBEAT_TIMEOUT`` stops its
-        thread (the tab was closed); if the page was only slow, this view starts it again."""
-        self.heartbeat = time.monotonic()
-        if self.busy and not self.thread_alive:
-            self._ensure_thread()
+        """Called on every page view: the worker trains only while views keep coming."""
+        self._worker.send(("beat",))
 
     def play(self) -> None:
-        if self.state == "diverged":
+        if self.state in ("diverged", "stopped", "closed"):
             return
-        self.beat()
-        self._running = True
-        self.state = "training"
-        self._ensure_thread()
-        self._wake.set()
+        self._command("play", state="training", busy=True)
 
     def pause(self) -> None:
-        self._running = False
-        if self.state == "training":
-            self.state = "paused"
+        self._command("pause", state="paused" if self.state == "training" else None, busy=False)
 
     def step(self, n: int = 10) -> None:
-        """Train ``n`` steps then pause (a no-op while training or still stepping, so a click
-        delivered twice does not double the steps)."""
-        if self.busy or self.state == "diverged":
+        """Train ``n`` steps then pause (a no-op while busy, so a click delivered twice does not
+        double the steps)."""
+        if self.busy or self.state in ("diverged", "stopped", "closed"):
             return
-        self.beat()
-        self._step_budget += n
-        self._ensure_thread()
-        self._wake.set()
+        self._command("step", n, busy=True)
 
-    def set_live(self, kappa: float | None, lr: float) -> None:
-        """Apply a new κ (single-run mode) and learning rate from the next step on."""
-        with self._lock:
-            self._pending_lr = lr
-            if not self.settings.sweep:
-                self._pending_kappa = kappa
+    def set_live(self, kappa: float | None, lr: float, wait: float = 0.0) -> None:
+        """Apply a new κ (single-run mode) and learning rate from the worker's next step on.
 
-    def close(self, timeout: float = 30.0) -> None:
-        """Stop the thread and wait for it."""
-        self._running = False
-        self._stop.set()
-        self._wake.set()
-        if self._thread is not None:
-            self._thread.join(timeout)
-        if self.state == "training":
-            self.state = "stopped"
+        ``wait``: seconds to wait for the worker to report them in use (so the page that moved a
+        slider can show its effect in the same rerun); returns early when it does.
+        """
+        self._worker.send(("live", kappa, lr))
+        if wait <= 0:
+            return
+        s = self._shared
+
+        def applied() -> bool:
+            return s.lr == lr and (self.settings.sweep or s.kappa == kappa) or s.state in ("stopped", "closed")
+
+        with s.lock:
+            s.changed.wait_for(applied, wait)
+
+    def checkpoint_bytes(self) -> bytes:
+        """The primary run's checkpoint (for the download button)."""
+        with self._shared.lock:
+            self._shared.replies.clear()
+        self._worker.send(("checkpoint",))
+        with self._shared.lock:
+            if not self._shared.changed.wait_for(lambda: self._shared.replies or not self.worker_alive, REPLY_TIMEOUT):
+                raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
+            if not self._shared.replies:
+                raise RuntimeError("the training process has ended: no checkpoint")
+            data, error = self._shared.replies.pop()
+        if data is None:
+            raise RuntimeError(f"the checkpoint failed: {error}")
+        return data
+
+    def close(self) -> None:
+        """Stop the worker process and wait for it and for the reader thread."""
+        with self._shared.lock:
+            self._shared.state, self._shared.busy = "closed", False
+        self._finalizer()
+        self._reader.join(10)
+
+    # -- what the page reads -----------------------------------------------------------------------
+    @property
+    def state(self) -> str:
+        return self._shared.state
 
     @property
     def busy(self) -> bool:
         """Training, or working through requested steps."""
-        return self._running or self._step_budget > 0
+        return self._shared.busy
 
     @property
-    def thread_alive(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+    def polling(self) -> bool:
+        """Whether the page should keep refreshing: busy, or a run still starting."""
+        with self._shared.lock:
+            return self._shared.busy or (self._shared.state == "starting" and self.worker_alive)
+
+    @property
+    def confirmed(self) -> bool:
+        """Whether the worker has reported handling every command sent so far."""
+        with self._shared.lock:
+            return self._shared.seq_seen == self._sent[0]
+
+    @property
+    def worker_alive(self) -> bool:
+        return self._worker.alive
+
+    @property
+    def threads_alive(self) -> bool:
+        """Whether the worker process or the reader thread still runs."""
+        return self.worker_alive or self._reader.is_alive()
 
     def view(self) -> View:
-        with self._lock:
+        s = self._shared
+        with s.lock:
             return View(
-                state=self.state,
-                message=self.message,
-                step=self.primary.step,
-                steps_per_s=self._last_record.steps_per_s if self._last_record and self._running else 0.0,
-                snapshot=self._snapshot,
-                version=self._version,
-                curves={k: list(v) for k, v in self._curves.items()},
-                symmetry=dict(self._symmetry),
+                state=s.state,
+                message=s.message,
+                step=s.step,
+                steps_per_s=s.steps_per_s,
+                snapshot=s.snapshot,
+                version=s.version,
+                curves={k: list(v) for k, v in s.curves.items()},
+                symmetry=dict(s.symmetry),
+                steps=dict(s.steps),
+                kappa=s.kappa,
+                lr=s.lr,
             )
-
-    def refresh(self) -> None:
-        """Take a snapshot now (in the caller's thread; used when idle, e.g. after Reset)."""
-        snap = take_snapshot(self.primary.flow, self.target, VIEW_SIZES, previous=self._snapshot)
-        with self._lock:
-            self._snapshot = snap
-            self._version += 1
-
-    # -- the thread --------------------------------------------------------------------------------
-    def _ensure_thread(self) -> None:
-        if not self.thread_alive:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._loop, name="ehflow-live", daemon=True)
-            self._thread.start()
-
-    def _apply_pending(self) -> None:
-        with self._lock:
-            lr, kappa = self._pending_lr, self._pending_kappa
-            self._pending_lr, self._pending_kappa = None, _UNSET
-        if lr is not None:
-            (self._ensemble or self.primary).set_lr(lr)
-        if kappa is not _UNSET:
-            self.primary.set_kappa(kappa)  # type: ignore[arg-type]
-
-    def _train_round(self) -> bool:
-        """One step of every run; False when a run diverged."""
-        if self._steps is None:
-            if self._ensemble is not None:
-                self._steps = self._ensemble.train(steps=10**9)
-            else:
-                self._steps = ({self.primary_label: r} for r in self.primary.train(steps=10**9))
-        records = next(self._steps, None) or {}
-        for label, record in records.items():
-            with self._lock:
-                if record.test_elbo is not None or record.step % 10 == 0 or record.event:
-                    self._curves[label].append(record)
-                if label == self.primary_label:
-                    self._last_record = record
-            if record.event == "diverged":
-                self._running = False
-                self._step_budget = 0
-                self.state = "diverged"
-                self.message = f"Training stopped ({label}): {record.message} Press Reset after changing dt."
-                return False
-        return True
-
-    def _snapshot_now(self, with_symmetry: bool) -> None:
-        trainer = self.primary
-        snap = take_snapshot(trainer.flow, self.target, VIEW_SIZES, previous=self._snapshot)
-        symmetry = {}
-        if with_symmetry:
-            gens = [g for g in self.target.generators() if g.has_action]
-            if gens:
-                g = gens[0]
-                report = invariance_error(trainer.flow, g, trainer.test_data[:32], n_angles=6, n_samples=32)
-                symmetry = {
-                    "invariance_spread": report.spread,
-                    "invariance_noise": report.noise_floor,
-                    "equivariance_error": equivariance_error(trainer.flow, g, n_points=256),
-                }
-        with self._lock:
-            self._snapshot = snap
-            self._version += 1
-            if symmetry:
-                self._symmetry = symmetry
-
-    def _loop(self) -> None:
-        try:
-            next_snapshot = 0.0
-            next_symmetry = 0.0
-            while not self._stop.is_set():
-                now = time.monotonic()
-                if now - self.heartbeat > HEARTBEAT_TIMEOUT:
-                    log.info("no page view for %.1f s: the training thread stops", HEARTBEAT_TIMEOUT)
-                    return
-                if not self._running and self._step_budget <= 0:
-                    self._wake.wait(0.2)
-                    self._wake.clear()
-                    continue
-                self._apply_pending()
-                ok = self._train_round()
-                if self._step_budget > 0:
-                    self._step_budget -= 1
-                    if self._step_budget == 0 or not ok:
-                        self._snapshot_now(with_symmetry=True)
-                        if ok and not self._running:
-                            self.state = "paused"
-                        continue
-                now = time.monotonic()
-                if now >= next_snapshot or not ok:
-                    symmetry = now >= next_symmetry
-                    started = time.monotonic()
-                    self._snapshot_now(with_symmetry=symmetry)
-                    cost = time.monotonic() - started
-                    next_snapshot = time.monotonic() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
-                    if symmetry:
-                        next_symmetry = time.monotonic() + SYMMETRY_EVERY
-        except Exception as err:  # never let a thread die silently: the page shows the message
-            log.exception("training thread failed")
-            self._running = False
-            self.state = "stopped"
-            self.message = f"Training stopped after an internal error: {err}"

@@ -24,6 +24,19 @@ PLOTLY_JS = "plotly.min.js"
 _JS = """
 export default function(component) {
   const { data, parentElement } = component;
+  const load = () => {
+    if (!window.__ehflowPlotly) {
+      window.__ehflowPlotly = new Promise((resolve, reject) => {
+        const script = document.createElement("script");
+        script.src = data.src;
+        script.onload = resolve;
+        script.onerror = reject;
+        document.head.appendChild(script);
+      });
+    }
+    return window.__ehflowPlotly;
+  };
+  if (data.preload) { load(); return; }  // no chart: start loading plotly.js early
   let div = parentElement.querySelector("div.ehflow-chart");
   if (!div) {
     div = document.createElement("div");
@@ -33,22 +46,15 @@ export default function(component) {
   }
   const draw = () => {
     if (div.dataset.version === String(data.version)) return;
+    const t0 = performance.now();
     const fig = JSON.parse(data.figure);  // parsed here: the received data is read-only
     window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false, responsive: true});
+    div.dataset.ms = String(Number(div.dataset.ms || 0) + performance.now() - t0);
     div.dataset.version = String(data.version);
     div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
   };
   if (window.Plotly) { draw(); return; }
-  if (!window.__ehflowPlotly) {
-    window.__ehflowPlotly = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = data.src;
-      script.onload = resolve;
-      script.onerror = reject;
-      document.head.appendChild(script);
-    });
-  }
-  window.__ehflowPlotly.then(draw);
+  load().then(draw);
 }
 """
 
@@ -64,12 +70,18 @@ def ensure_plotly_js() -> None:
         shutil.copyfile(source, target)
 
 
+def preload_plotly() -> None:
+    """Start loading plotly.js (3.5 MB) in the browser now, before the first chart needs it."""
+    _component(data={"preload": True, "src": f"app/static/{PLOTLY_JS}"}, key="plotly_preload", height=0)
+
+
 def live_chart(build: Callable[[], Spec], key: str, version: int, height: int = 380) -> None:
     """Draw the figure spec ``build()`` in the chart ``key``; a new ``version`` updates it in place.
 
     The figure's JSON is cached per key and version in the session, so a fragment rerun without
-    new data re-sends the cached string instead of rebuilding the figure (figure code holds the
-    GIL and slows the training thread).
+    new data re-sends the cached string instead of rebuilding the figure. (Sending ``null`` for
+    an unchanged figure instead lost charts: Streamlit may drop the deltas of a fragment run that
+    a full rerun overtakes, and the browser then never got the figure.)
     """
     cache = st.session_state.setdefault("_chart_cache", {})
     cached = cache.get(key)
@@ -77,4 +89,5 @@ def live_chart(build: Callable[[], Spec], key: str, version: int, height: int = 
         spec = build()
         spec["layout"] = {**spec["layout"], "height": height, "autosize": True}
         cached = cache[key] = (version, spec_json(spec))
-    _component(data={"figure": cached[1], "version": version, "src": f"app/static/{PLOTLY_JS}"}, key=key, height=height)
+    data = {"figure": cached[1], "version": version, "src": f"app/static/{PLOTLY_JS}"}
+    _component(data=data, key=key, height=height)

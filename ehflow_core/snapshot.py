@@ -59,20 +59,21 @@ class Snapshot:
 def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.ndarray:
     r"""Gaussian KDE of 2-D ``samples`` (N, 2) on the grid xs × xs: (n, n), indexed [y, x].
 
-    :math:`\hat p(x) = \frac{1}{N}\sum_i \mathcal{N}(x; s_i, h^2 I)` — the same estimate as
-    scikit-learn's ``KernelDensity(kernel="gaussian", bandwidth=h)`` (a test checks it), computed
-    as one dense kernel matrix, which is several times faster at the dashboard's sizes.
+    :math:`\hat p(x, y) = \frac{1}{N}\sum_i \mathcal{N}(x; s_{i1}, h^2)\,\mathcal{N}(y; s_{i2}, h^2)`
+    — the same estimate as scikit-learn's ``KernelDensity(kernel="gaussian", bandwidth=h)`` (a
+    test checks it). The isotropic kernel factorises over the two axes, so the grid of sums is
+    one (n, N) @ (N, n) product of 1-D kernels: exact, and ~100× cheaper than the n² × N kernel
+    matrix at the dashboard's sizes.
     """
-    grid = torch.as_tensor(xs, dtype=torch.float32)
-    yy, xx = torch.meshgrid(grid, grid, indexing="ij")
-    points = torch.stack([xx.reshape(-1), yy.reshape(-1)], dim=1)  # (n², 2)
-    data = torch.as_tensor(samples, dtype=torch.float32)  # (N, 2)
-    sq = torch.cdist(points, data).square_()  # (n², N)
-    # Clamping at −80 keeps exp() out of the denormal range (5× slower on x86) and changes the
-    # estimate by less than e^-80 per kernel.
-    log_kernel = sq.mul_(-0.5 / bandwidth**2).clamp_(min=-80.0)
-    density = torch.exp(log_kernel).mean(dim=1) / (2 * math.pi * bandwidth**2)
-    return density.view(len(xs), len(xs)).numpy().astype(np.float64)
+    samples = np.asarray(samples, dtype=np.float64)
+    xs = np.asarray(xs, dtype=np.float64)
+
+    def kernel(axis: int) -> np.ndarray:  # (n, N): exp(−(x_j − s_i)² / 2h²) along one axis
+        # Clamping the exponent at −80 keeps exp() out of the denormal range (several times
+        # slower on x86) and changes each kernel by less than e^-80.
+        return np.exp(np.maximum(-0.5 * ((xs[:, None] - samples[None, :, axis]) / bandwidth) ** 2, -80.0))
+
+    return kernel(1) @ kernel(0).T / (len(samples) * 2 * math.pi * bandwidth**2)
 
 
 @torch.no_grad()

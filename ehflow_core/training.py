@@ -156,6 +156,16 @@ class Objective(nn.Module):
         return elbo, constraint_values(hamiltonians, self.generators, q0, p0, reference=reference)
 
 
+def initial_flow(config: TrainConfig) -> HamiltonianFlow:
+    """The flow a :class:`Trainer` with ``config`` starts from (the seed fixes the initialisation).
+
+    Building it costs no optimiser: the dashboard draws the untrained model with it while the
+    first ``torch.optim.Adam`` (which imports ``torch._dynamo``, ~3 s) is still being built.
+    """
+    torch.manual_seed(config.seed)
+    return HamiltonianFlow(config.flow).use_path(config.path)
+
+
 class Trainer:
     """Owns a flow, its optimiser, multipliers, data and RNG; :meth:`train` yields records.
 
@@ -185,8 +195,7 @@ class Trainer:
         for g in self.generators:
             if g.dim != config.flow.dim:
                 raise ValueError(f"generator {g.name!r} acts on dim {g.dim}, but the flow has dim {config.flow.dim}")
-        torch.manual_seed(config.seed)  # network initialisation
-        self.flow = HamiltonianFlow(config.flow).use_path(config.path)
+        self.flow = initial_flow(config)
         self.objective = Objective(self.flow, self.generators)
         self.kappa = config.kappa
         self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr)

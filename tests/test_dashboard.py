@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import os
+import threading
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
@@ -12,6 +16,7 @@ from streamlit.testing.v1 import AppTest
 from dashboard import live
 from dashboard.live import LiveRun
 from dashboard.settings import PRESETS, Settings
+from ehflow_core.checkpoint import read_checkpoint
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 
@@ -78,64 +83,120 @@ def _small_run(**changes) -> LiveRun:
     return LiveRun(settings, settings.make_target())
 
 
-def test_play_pause_step_and_close_leave_no_thread():
+def test_play_pause_step_and_close_leave_no_process_or_thread():
     run = _small_run()
     try:
-        run.play()
+        run.play()  # pressed before the worker finished starting: it trains once it has
         assert _wait(lambda: run.view().step >= 5)
         run.pause()
-        time.sleep(0.5)
+        assert _wait(lambda: run.confirmed and run.view().state == "paused" and not run.busy)
         paused_at = run.view().step
         time.sleep(0.5)
         assert run.view().step == paused_at and run.view().state == "paused"
         run.step(7)
-        assert _wait(lambda: run.view().step == paused_at + 7)
+        run.step(7)  # a click delivered twice while busy: ignored
+        assert _wait(lambda: run.view().step == paused_at + 7 and not run.busy)
         time.sleep(0.3)
         assert run.view().step == paused_at + 7
         assert run.view().snapshot is not None and run.view().version >= 1
     finally:
         run.close()
-    assert not run.thread_alive
+    assert not run.threads_alive and run.view().state == "closed"
+
+
+def test_training_runs_in_its_own_process():
+    run = _small_run()
+    try:
+        assert run._worker.process.pid != os.getpid() and run.worker_alive
+        run.play()
+        assert _wait(lambda: run.view().step >= 3)
+        assert not any(t.name == "ehflow-live" for t in threading.enumerate())  # no training thread here
+    finally:
+        run.close()
 
 
 def test_live_kappa_and_learning_rate_reach_the_running_trainer():
     run = _small_run()
     try:
         run.play()
+        assert _wait(lambda: run.view().kappa == pytest.approx(0.01))
         run.set_live(0.5, 1e-3)
-        assert _wait(lambda: run.primary.kappa == 0.5 and run.primary.optimizer.param_groups[0]["lr"] == 1e-3)
+        assert _wait(lambda: run.view().kappa == 0.5 and run.view().lr == 1e-3)  # as the trainer reports them
     finally:
         run.close()
 
 
-def test_thread_stops_itself_without_heartbeat_and_a_view_restarts_it(monkeypatch):
+def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
     monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 0.5)
     run = _small_run()
     try:
         run.play()
-        assert _wait(lambda: not run.thread_alive, timeout=30)  # no page looked: the tab is gone
+        assert _wait(lambda: run.view().step > 0)
+
+        def settled() -> bool:  # no page looked: the tab is gone, so training stops
+            before = run.view().step
+            time.sleep(0.6)
+            return run.view().step == before
+
+        assert _wait(settled, timeout=30)
         stopped_at = run.view().step
-        time.sleep(0.3)
-        assert run.view().step == stopped_at
-        run.beat()  # a page view after all (a slow page): training resumes
-        assert run.thread_alive and _wait(lambda: run.view().step > stopped_at)
+        assert run.worker_alive  # the model is kept, in case the page was only slow
+        run.beat()  # a page view after all: training resumes
+        assert _wait(lambda: run.view().step > stopped_at)
     finally:
         run.close()
-    assert not run.thread_alive
+    assert not run.threads_alive
+
+
+def test_a_dropped_session_ends_its_process():
+    run = _small_run()
+    process, reader = run._worker.process, run._reader
+    deadline = time.monotonic() + 60
+    while run.view().snapshot is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    del run  # Streamlit dropped the session and its state
+    gc.collect()
+    assert process.wait(timeout=30) == 0
+    reader.join(10)
+    assert not reader.is_alive()
+
+
+def test_reset_starts_a_new_run_in_the_same_process():
+    run = _small_run()
+    try:
+        pid = run._worker.process.pid
+        run.step(5)
+        assert _wait(lambda: run.view().step == 5 and not run.busy)
+        first = run.view().snapshot
+        run.reset(Settings(batch=64), Settings().make_target())
+        assert run.view().step == 0 and run.view().curves == {"κ=0.01": []}
+        assert _wait(lambda: run.state == "ready")
+        assert run._worker.process.pid == pid
+        assert run.view().step == 0
+        # Same seed, same start: the untrained model's picture is the first run's before training.
+        again = _small_run()
+        try:
+            assert _wait(lambda: again.view().snapshot is not None)
+            np.testing.assert_allclose(run.view().snapshot.potential, again.view().snapshot.potential)
+            assert not np.allclose(first.potential, run.view().snapshot.potential)  # 5 steps moved U
+        finally:
+            again.close()
+    finally:
+        run.close()
 
 
 def test_sweep_mode_trains_every_kappa_and_the_baseline():
     run = _small_run(sweep=True, log10_kappa=-2.0)
     try:
-        assert list(run.trainers) == ["κ=0.001", "κ=0.01", "κ=0.1", "none"]
-        assert run.primary.kappa == pytest.approx(0.01)
+        assert list(run.view().curves) == ["κ=0.001", "κ=0.01", "κ=0.1", "none"]
+        assert run.primary_label == "κ=0.01"
         run.step(3)
-        assert _wait(lambda: all(t.step == 3 for t in run.trainers.values()))
+        assert _wait(lambda: set(run.view().steps.values()) == {3} and not run.busy)
+        assert run.view().kappa == pytest.approx(0.01)
         # The sweep is one batched ensemble: a live learning rate reaches its shared optimiser.
         run.set_live(0.01, 1e-3)
         run.step(2)
-        assert _wait(lambda: all(t.step == 5 for t in run.trainers.values()))
-        assert run._ensemble is not None and run._ensemble.optimizer.param_groups[0]["lr"] == 1e-3
+        assert _wait(lambda: set(run.view().steps.values()) == {5} and run.view().lr == 1e-3)
     finally:
         run.close()
 
@@ -146,7 +207,11 @@ def test_divergence_shows_a_message_and_keeps_finite_weights():
         run.play()
         assert _wait(lambda: run.view().state == "diverged")
         assert "too large" in run.view().message and "Reset" in run.view().message
-        assert all(torch.isfinite(p).all() for p in run.primary.flow.parameters())
+        state = read_checkpoint(run.checkpoint_bytes())  # the model as the worker keeps it
+        assert all(torch.isfinite(p).all() for p in state["model"].values())
+        run.play()  # no restart after a divergence
+        time.sleep(0.3)
+        assert run.view().state == "diverged"
     finally:
         run.close()
 
@@ -166,6 +231,8 @@ def test_app_runs_without_exception_and_shows_the_default_experiment(app):
     assert not app.exception and not app.error
     run = app.session_state["run"]
     assert run.target.name == "ring" and run.settings == Settings()
+    assert _wait(lambda: run.state == "ready")  # the worker process has built the model
+    app.run()
     assert [b.label for b in app.sidebar.button] == ["Train", "Step", "Reset"]
     assert app.metric[0].value == "ready"
     assert len(app.get("latex")) >= 4  # the teaching panels
@@ -178,7 +245,7 @@ def test_widgets_map_to_configs_and_model_changes_apply_on_reset(app):
     assert any("press **Reset**" in i.value for i in app.sidebar.info)
     app.sidebar.button[2].click().run()  # Reset
     run = app.session_state["run"]
-    assert run.primary.flow.config.dt == 1.0 and not app.sidebar.info
+    assert run.settings.dt == 1.0 and not app.sidebar.info
     app.slider(key="w_log10_kappa").set_value(-3.0).run()  # a live setting: no Reset needed
     assert not app.sidebar.info
     assert app.query_params["log10_kappa"] == "-3" and app.query_params["dt"] == "1"
@@ -227,6 +294,7 @@ def test_bad_query_params_fall_back_with_a_notice():
         (b"1,2,3\n" * 30, "expected at most 2 columns"),
         (b"1,2\n" * 60_000, "more than 50000 rows"),
     ],
+    ids=["empty", "not-numeric", "nan", "one-column", "three-columns", "too-many-rows"],
 )
 def test_bad_upload_gives_a_message_and_changes_nothing(app, content, message):
     app.run()

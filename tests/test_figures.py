@@ -95,7 +95,7 @@ def test_figures_hold_one_trace_per_panel_and_run():
         flow, make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
     )
     assert len(density_figure(snap).data) == 2 and len(energy_figure(snap).data) == 2
-    assert len(trajectory_figure(snap).data) == 8  # per panel: contour, starts, paths, ends
+    assert len(trajectory_figure(snap).data) == 8  # per panel: U, starts, paths, ends
     records = [
         Record(step=s, seconds=0.0, steps_per_s=1.0, train_elbo=-3.0, loss=3.0, grad_norm=1.0,
                constraint={"L_12": 0.1}, lam={"L_12": 1.0}, kappa=0.01,
