@@ -48,7 +48,9 @@ from .settings import Settings
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
-VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=120, integrated_steps=30, bandwidth=0.2)
+# 80 trajectories: plotly.js draws every marker as an SVG node, and 120 made the trajectory
+# panel the browser's slowest redraw.
+VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 0.25  # at most this share of the process's time goes to snapshots
 SNAPSHOT_EVERY = 0.35  # and no more often than this (seconds): the page draws ~2.5 a second
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
