@@ -59,7 +59,7 @@ class View:
 
 
 def label(kappa: float | None) -> str:
-    """A run's name in the curves: its κ, or "none" without the constraint (as the worker's)."""
+    """A run's name in the curves: its κ, or "none" without the constraint."""
     return "none" if kappa is None else f"κ={kappa:.3g}"
 
 

@@ -44,6 +44,7 @@ from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
 from ehflow_core.training import Record, Trainer, initial_flow
 
+from .live import label
 from .settings import Settings
 
 log = logging.getLogger("ehflow.dashboard.worker")
@@ -55,11 +56,6 @@ SNAPSHOT_SHARE = 0.25  # at most this share of the process's time goes to snapsh
 SNAPSHOT_EVERY = 0.35  # and no more often than this (seconds): the page draws ~2.5 a second
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
-
-
-def label(kappa: float | None) -> str:
-    """A run's name in the curves: its κ, or "none" without the constraint."""
-    return "none" if kappa is None else f"κ={kappa:.3g}"
 
 
 def keep(record: Record) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gc
 import os
-import threading
 import time
 from pathlib import Path
 
@@ -104,13 +103,22 @@ def test_play_pause_step_and_close_leave_no_process_or_thread():
     assert not run.threads_alive and run.view().state == "closed"
 
 
+def _cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
 def test_training_runs_in_its_own_process():
     run = _small_run()
     try:
-        assert run._worker.process.pid != os.getpid() and run.worker_alive
+        assert _wait(lambda: run.state == "ready")
+        worker = run._worker.process.pid
+        ours, theirs, step = sum(os.times()[:2]), _cpu_seconds(worker), run.view().step
         run.play()
-        assert _wait(lambda: run.view().step >= 3)
-        assert not any(t.name == "ehflow-live" for t in threading.enumerate())  # no training thread here
+        assert _wait(lambda: run.view().step >= step + 20)
+        run.pause()
+        ours, theirs = sum(os.times()[:2]) - ours, _cpu_seconds(worker) - theirs
+        assert theirs > 0.2 and ours < theirs, (ours, theirs)  # the steps were computed over there
     finally:
         run.close()
 
