@@ -280,6 +280,8 @@ def downloads(run: LiveRun) -> None:
 
     def figures_html() -> bytes:
         view = run.view()
+        if view.snapshot is None:  # the run is still starting
+            return b"<html><body>No figures yet: the run is still starting.</body></html>"
         parts = [density_figure(view.snapshot), energy_figure(view.snapshot), trajectory_figure(view.snapshot)]
         parts.append(curves_figure(view.curves))
         html = [parts[0].to_html(include_plotlyjs=True, full_html=False)]
