@@ -45,7 +45,7 @@ REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 class View:
     """What the page draws, copied out under the lock."""
 
-    state: str  # "starting", "ready", "training", "paused", "diverged", "stopped"
+    state: str  # "starting", "ready", "training", "paused", "diverged", "stopped", "closed"
     message: str | None
     step: int  # of the primary run
     steps_per_s: float
@@ -226,9 +226,8 @@ class LiveRun:
         self._generation += 1
         with self._shared.lock:
             self._shared.reset(self._generation, labels)
-            self._shared.busy = False
         self._command("start", self._generation, settings, target, HEARTBEAT_TIMEOUT)
-        self.set_live(settings.kappa, settings.lr)
+        self._requested = (settings.kappa, settings.lr)  # the new run starts with them
 
     def _command(self, kind: str, *args: Any, state: str | None = None, busy: bool | None = None) -> None:
         """Send a state-changing command; ``state``/``busy`` show at once, until the worker confirms."""
@@ -265,8 +264,12 @@ class LiveRun:
         """Apply a new κ (single-run mode) and learning rate from the worker's next step on.
 
         ``wait``: seconds to wait for the worker to report them in use (so the page that moved a
-        slider can show its effect in the same rerun); returns early when it does.
+        slider can show its effect in the same rerun); returns early when it does. Values already
+        asked for are neither sent nor waited for again (the page calls this on every rerun).
         """
+        if (kappa, lr) == self._requested:
+            return
+        self._requested = (kappa, lr)
         self._worker.send(("live", kappa, lr))
         if wait <= 0:
             return
