@@ -46,7 +46,7 @@ log = logging.getLogger("ehflow.dashboard")
 # Seconds between live refreshes while training. The browser, not the server, sets the pace: on
 # 2 cores it drew the five charts about once a second whatever the interval, and polling at 0.25 s
 # only added page work (slower controls, slower training).
-FRAGMENT_INTERVAL = 0.4
+FRAGMENT_INTERVAL = 0.25
 LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 
@@ -251,10 +251,10 @@ def live_panels(polling: bool) -> None:
     snap = view.snapshot
     left, right = st.columns(2)
     with left:
-        live_chart(lambda: density_spec(snap), "density", view.version)
+        live_chart(lambda: density_spec(snap, raster=True), "density", view.version)
     with right:
-        live_chart(lambda: energy_spec(snap), "energies", view.version)
-    live_chart(lambda: trajectory_spec(snap), "trajectories", view.version, height=420)
+        live_chart(lambda: energy_spec(snap, raster=True), "energies", view.version)
+    live_chart(lambda: trajectory_spec(snap, raster=True), "trajectories", view.version, height=420)
     left, right = st.columns(2)
     with left:
         title = "Train (dashed) and test log-likelihood"

@@ -53,7 +53,7 @@ log = logging.getLogger("ehflow.dashboard.worker")
 # panel the browser's slowest redraw.
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 0.25  # at most this share of the process's time goes to snapshots
-SNAPSHOT_EVERY = 0.35  # and no more often than this (seconds): the page draws ~2.5 a second
+SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
 

@@ -77,6 +77,15 @@ def _draws(page: Page) -> list[int]:
     )
 
 
+def _pictures(page: Page, chart: int) -> list[str]:
+    """The images (maps drawn as PNG) in the ``chart``-th live chart, as their data URIs."""
+    return page.evaluate(
+        "(i) => Array.from(document.querySelectorAll('div.ehflow-chart')[i].querySelectorAll('image'))"
+        ".map(im => im.getAttribute('href') || im.getAttribute('xlink:href'))",
+        chart,
+    )
+
+
 def _metric_value(page: Page, label: str):
     metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
     return metric.get_by_test_id("stMetricValue")
@@ -91,6 +100,8 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     first.goto(server)
     expect(_sidebar_button(first, "Train")).to_be_enabled()
     expect(first.locator("div.ehflow-chart").first).to_be_visible()
+    expect(first.locator("div.ehflow-chart").first.locator("image").nth(1)).to_be_attached()
+    target, learned = _pictures(first, 0)  # the density chart: target and model KDE
     _sidebar_button(first, "Train").click()
     expect(_sidebar_button(first, "Pause")).to_be_visible()
 
@@ -101,6 +112,8 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
         first.wait_for_timeout(500)
     after = _draws(first)
     assert min(after[:3]) >= start[0] + 3, (start, after)
+    # The maps are swapped in place: the model's density changed, the target's did not.
+    assert _pictures(first, 0)[0] == target and _pictures(first, 0)[1] != learned
     assert all(
         h > 100
         for h in first.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.offsetHeight)")

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+import io
 import json
 
 import numpy as np
+import plotly.colors as pc
 import plotly.graph_objects as go
 import pytest
 import torch
@@ -20,6 +22,7 @@ from ehflow_core.figures import (
     density_spec,
     energy_figure,
     energy_spec,
+    heatmap_png,
     spec_json,
     trajectory_figure,
     trajectory_spec,
@@ -148,3 +151,47 @@ def test_kde_equals_scikit_learns_kernel_density():
     reference = KernelDensity(kernel="gaussian", bandwidth=0.3).fit(samples)
     expected = np.exp(reference.score_samples(np.stack([xx.ravel(), yy.ravel()], 1))).reshape(41, 41)
     assert np.allclose(kde_on_grid(samples, xs, 0.3), expected, rtol=1e-4, atol=1e-7)
+
+
+def _decode_png(uri: str) -> np.ndarray:
+    from PIL import Image  # Pillow comes with streamlit
+
+    assert uri.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).convert("RGBA"))
+
+
+def test_heatmap_png_colours_cells_like_plotly_and_puts_the_largest_y_on_top():
+    z = np.arange(12, dtype=np.float64).reshape(3, 4)  # [y, x]: the largest values in the last row
+    z[0, 0] = np.nan
+    rgba = _decode_png(heatmap_png(z, "Viridis"))
+    assert rgba.shape == (3, 4, 4)
+    viridis = pc.get_colorscale("Viridis")
+    lowest, highest = (np.array(pc.hex_to_rgb(viridis[i][1])) for i in (0, -1))
+    np.testing.assert_array_equal(rgba[0, 3, :3], highest)  # z[2, 3], the maximum, top right
+    np.testing.assert_array_equal(rgba[2, 1, :3], lowest)  # z[0, 1], the minimum (NaN aside), bottom
+    assert rgba[2, 0, 3] == 0 and (np.delete(rgba[..., 3].ravel(), 8) == 255).all()  # NaN: transparent
+    # In between, the colour follows the scale: z = 6.5 is 6.5 / 11 of the way up.
+    mid = _decode_png(heatmap_png(np.array([[1.0, 6.5, 12.0]]), [[0, "rgb(0,0,0)"], [1, "rgb(200,100,0)"]]))
+    np.testing.assert_allclose(mid[0, 1, :3], np.array([200, 100, 0]) * 5.5 / 11, atol=1)
+
+
+def test_raster_specs_draw_each_map_as_an_image_over_the_grid_cells():
+    snap = take_snapshot(
+        make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    )
+    half = float(snap.xs[1] - snap.xs[0]) / 2
+    for build, n_maps in ((density_spec, 2), (energy_spec, 2), (trajectory_spec, 2)):
+        plain, raster = build(snap), build(snap, raster=True)
+        go.Figure(raster)  # valid plotly
+        assert "images" not in plain["layout"]
+        images = raster["layout"]["images"]
+        assert len(images) == n_maps and not any(t["type"] == "heatmap" for t in raster["data"])
+        assert len(raster["data"]) == len(plain["data"])  # a placeholder keeps each map panel's axes
+        assert [im["xref"] for im in images] == ["x", "x2"] and all(im["layer"] == "below" for im in images)
+        assert images[0]["x"] == pytest.approx(snap.xs[0] - half) and images[0]["y"] == pytest.approx(
+            snap.xs[-1] + half
+        )
+        assert images[0]["sizex"] == pytest.approx(snap.xs[-1] - snap.xs[0] + 2 * half)
+        assert _decode_png(images[-1]["source"]).shape == (10, 10, 4)
+    potential = energy_spec(snap, raster=True)["layout"]["images"][1]["source"]
+    np.testing.assert_array_equal(_decode_png(potential), _decode_png(heatmap_png(snap.potential, "Cividis")))
