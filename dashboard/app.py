@@ -46,7 +46,7 @@ log = logging.getLogger("ehflow.dashboard")
 # Seconds between live refreshes while training. The browser, not the server, sets the pace: on
 # 2 cores it drew the five charts about once a second whatever the interval, and polling at 0.25 s
 # only added page work (slower controls, slower training).
-FRAGMENT_INTERVAL = 0.25
+FRAGMENT_INTERVAL = 0.3
 LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 

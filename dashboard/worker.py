@@ -49,10 +49,9 @@ from .settings import Settings
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
-# 80 trajectories: plotly.js draws every marker as an SVG node, and 120 made the trajectory
-# panel the browser's slowest redraw.
+# 80 trajectories show the attractors; each costs leapfrog steps in every snapshot.
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
-SNAPSHOT_SHARE = 0.25  # at most this share of the process's time goes to snapshots
+SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
 SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
@@ -246,7 +245,8 @@ class Worker:
         return True
 
     def loop(self) -> None:
-        next_snapshot = next_symmetry = 0.0
+        next_snapshot = next_symmetry = 0.0  # wall clock
+        snapshot_credit = 0.0  # this thread's CPU time before which no snapshot is taken
         while self.receive(0.0 if self.active else 0.2):
             if not self.active:
                 continue
@@ -258,15 +258,16 @@ class Worker:
                         self.state = "paused"
                     self.take_snapshot(with_symmetry=True)
                 continue
-            now = time.monotonic()
-            if now >= next_snapshot or not ok:
+            now, cpu = time.monotonic(), time.thread_time()
+            if (now >= next_snapshot and cpu >= snapshot_credit) or not ok:
                 self.take_snapshot(with_symmetry=now >= next_symmetry)
-                # Wall time on purpose: when the browser is busy drawing (and this process, at a
-                # lower priority, waits), snapshots slow down with it instead of piling up
-                # unseen. Measured: 27 steps/s and the same refresh rate, against 17 steps/s
-                # when CPU time paced them.
-                cost = time.monotonic() - now
-                next_snapshot = now + max(SNAPSHOT_EVERY, cost / SNAPSHOT_SHARE)
+                # Snapshots get SNAPSHOT_SHARE of this process's own CPU time, however much the
+                # browser and the server leave it (at nice 10, about half a core while the page
+                # draws). Wall-time pacing let a snapshot's waits throttle the refreshes, and a
+                # fixed rate took up to half of a starved process's time from training.
+                cost = time.thread_time() - cpu
+                next_snapshot = now + SNAPSHOT_EVERY
+                snapshot_credit = time.thread_time() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
                 if now >= next_symmetry:
                     next_symmetry = time.monotonic() + SYMMETRY_EVERY
             elif now >= self.next_update:

@@ -4,9 +4,10 @@ The only module that imports Plotly. Each figure is first built as a plain dict 
 ``{"data": [...], "layout": {...}}``), which costs about a millisecond; the live dashboard sends
 that dict straight to plotly.js (:func:`spec_json`). ``*_figure`` wraps a spec in a validated
 ``go.Figure`` for the command line, which writes it to HTML (and PNG where Kaleido can render).
-With ``raster=True`` the heatmaps are PNG images under the axes (:func:`heatmap_png`) instead of
-heatmap traces: the live dashboard then swaps only the images of a map panel, ~1 ms in the browser
-against ~30 ms for plotly.js to redraw the panel (it redraws every axis whenever a trace changes).
+With ``raster=True`` the map panels are PNG images under the axes (:mod:`ehflow_core.raster`)
+instead of heatmap and scatter traces: the live dashboard then swaps only the images, ~1 ms in the
+browser against 30–110 ms for plotly.js to redraw a panel (it redraws every axis whenever a trace
+changes). The command line keeps the traces, which show values on hover.
 Building through ``go.Figure``/``make_subplots`` took ~140 ms for the dashboard's five figures,
 held the GIL, and slowed the training thread beside it.
 """
@@ -14,8 +15,6 @@ held the GIL, and slowed the training thread beside it.
 from __future__ import annotations
 
 import base64
-import struct
-import zlib
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
@@ -26,6 +25,7 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 import plotly.io as pio
 
+from .raster import colourise, dot_coverage, heatmap_png, line_coverage, over, png_data_uri, rgb, upsample
 from .snapshot import Snapshot
 from .training import Record
 
@@ -101,70 +101,25 @@ def _in_panel(trace: dict[str, Any], col: int) -> dict[str, Any]:
     return {**trace, "xaxis": f"x{suffix}", "yaxis": f"y{suffix}"}
 
 
-def _rgb(color: str) -> tuple[float, float, float]:
-    return pc.unlabel_rgb(pc.convert_colors_to_same_type([color], "rgb")[0][0])
+def _heatmap(xs: np.ndarray, z: np.ndarray, scale: Any, name: str, **style: Any) -> dict[str, Any]:
+    """A heatmap of z over xs × xs. ``zsmooth="fast"`` paints one canvas pixel per grid cell and
+    lets the browser interpolate: smooth, and ~10× cheaper to redraw than plotly.js's default of
+    painting every screen pixel."""
+    return dict(type="heatmap", x=xs, y=xs, z=z, colorscale=scale, showscale=False, zsmooth="fast", name=name, **style)
 
 
-def _colour_table(scale: Any) -> np.ndarray:
-    """A plotly colorscale (a name or ``[[stop, colour], ...]``) as 256 RGB colours: (256, 3) uint8."""
-    scale = pc.get_colorscale(scale) if isinstance(scale, str) else scale
-    stops = np.array([float(stop) for stop, _ in scale])
-    colours = np.array([_rgb(colour) for _, colour in scale])
-    t = np.linspace(0.0, 1.0, 256)
-    return np.stack([np.interp(t, stops, colours[:, i]) for i in range(3)], axis=1).round().astype(np.uint8)
-
-
-def _png(rgba: np.ndarray) -> bytes:
-    """An (h, w, 4) uint8 array as PNG bytes (8-bit RGBA, rows top to bottom)."""
-    h, w, _ = rgba.shape
-    rows = np.concatenate([np.zeros((h, 1), np.uint8), rgba.reshape(h, 4 * w)], axis=1)  # filter 0 per row
-
-    def chunk(kind: bytes, body: bytes) -> bytes:
-        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-    header = struct.pack(">IIBBBBB", w, h, 8, 6, 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
-
-
-def heatmap_png(z: np.ndarray, scale: Any) -> str:
-    """A grid z (n, n), indexed [y, x], as a PNG data URI coloured like plotly.js's heatmap.
-
-    Colours run linearly from min(z) to max(z) (plotly.js's automatic zmin/zmax); NaN cells are
-    transparent. The image's first row is the grid's last (largest y), as the picture is seen.
-    """
-    z = np.asarray(z, dtype=np.float64)
-    finite = np.isfinite(z)
-    lo, hi = (z[finite].min(), z[finite].max()) if finite.any() else (0.0, 1.0)
-    scaled = np.where(finite, (z - lo) / (hi - lo if hi > lo else 1.0), 0.0)
-    rgba = np.empty((*z.shape, 4), np.uint8)
-    rgba[..., :3] = _colour_table(scale)[np.clip(np.rint(scaled * 255), 0, 255).astype(np.intp)]
-    rgba[..., 3] = np.where(finite, 255, 0)
-    return "data:image/png;base64," + base64.b64encode(_png(rgba[::-1])).decode("ascii")
-
-
-def _heatmap(
-    xs: np.ndarray, z: np.ndarray, scale: Any, name: str, col: int, raster: bool, opacity: float = 1.0
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """A heatmap of z over xs × xs in panel ``col``: (trace, layout images).
-
-    As a trace, ``zsmooth="fast"`` paints one canvas pixel per grid cell and lets the browser
-    interpolate: smooth, and ~10× cheaper to redraw than plotly.js's default of painting every
-    screen pixel. With ``raster`` the trace is an empty placeholder (it keeps the panel's axes)
-    and the picture is a PNG image stretched over the grid's cells, smoothed by the browser too.
-    """
-    if not raster:
-        trace = dict(type="heatmap", x=xs, y=xs, z=z, colorscale=scale, showscale=False, zsmooth="fast", name=name)
-        return _in_panel({**trace, "opacity": opacity} if opacity < 1 else trace, col), []
+def _picture(source: str, xs: np.ndarray, col: int, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A PNG (data URI) stretched over the cells of the grid xs × xs in panel ``col``, under the
+    axes (the browser smooths it when scaling): (placeholder trace that keeps the panel's axes, image)."""
     half = float(xs[1] - xs[0]) / 2
     suffix = "" if col == 1 else str(col)
     size = float(xs[-1] - xs[0]) + 2 * half
     image = dict(
-        source=heatmap_png(z, scale), xref=f"x{suffix}", yref=f"y{suffix}", x=float(xs[0]) - half,
-        y=float(xs[-1]) + half, sizex=size, sizey=size, sizing="stretch", layer="below", opacity=opacity,
+        source=source, xref=f"x{suffix}", yref=f"y{suffix}", x=float(xs[0]) - half, y=float(xs[-1]) + half,
+        sizex=size, sizey=size, sizing="stretch", layer="below",
     )  # fmt: skip
     placeholder = dict(type="scatter", x=[], y=[], mode="markers", name=name, hoverinfo="skip")
-    return _in_panel(placeholder, col), [image]
+    return _in_panel(placeholder, col), image
 
 
 def _map_ranges(layout: dict[str, Any], xs: np.ndarray) -> None:
@@ -179,9 +134,12 @@ def _map_ranges(layout: dict[str, Any], xs: np.ndarray) -> None:
 def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray, str]], raster: bool) -> Spec:
     data, images = [], []
     for col, (name, z, scale) in enumerate(panels, start=1):
-        trace, image = _heatmap(xs, z, scale, name, col, raster)
-        data.append(trace)
-        images += image
+        if raster:
+            placeholder, image = _picture(heatmap_png(z, scale), xs, col, name)
+            data.append(placeholder)
+            images.append(image)
+        else:
+            data.append(_in_panel(_heatmap(xs, z, scale, name), col))
     layout = _panels([p[0] for p in panels])
     _map_ranges(layout, xs)
     if images:
@@ -208,6 +166,11 @@ def energy_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     )
 
 
+# The trajectory panels' style, shared by the traces and the picture drawn for raster=True.
+_U_OPACITY, _PATH_OPACITY, _START, _START_SIZE, _END_SIZE = 0.45, 0.5, "#999", 3, 4
+TRAJECTORY_PIXELS = 400  # side of the raster picture of a trajectory panel
+
+
 def _path_traces(paths: np.ndarray, color: str, name: str) -> list[dict[str, Any]]:
     """Polylines for (T + 1, P, 2) paths in one trace (NaN separates paths), plus end points."""
     T1, P, _ = paths.shape
@@ -215,29 +178,57 @@ def _path_traces(paths: np.ndarray, color: str, name: str) -> list[dict[str, Any
     lines = np.concatenate([paths, sep]).transpose(1, 0, 2).reshape(-1, 2)  # (P·(T+2), 2)
     return [
         dict(type="scatter", x=lines[:, 0], y=lines[:, 1], mode="lines", line=dict(color=color, width=1),
-             opacity=0.5, name=name),
-        dict(type="scatter", x=paths[-1, :, 0], y=paths[-1, :, 1], mode="markers", marker=dict(color=color, size=4),
-             name=f"{name}: end"),
+             opacity=_PATH_OPACITY, name=name),
+        dict(type="scatter", x=paths[-1, :, 0], y=paths[-1, :, 1], mode="markers",
+             marker=dict(color=color, size=_END_SIZE), name=f"{name}: end"),
     ]  # fmt: skip
+
+
+def _trajectory_background(xs: np.ndarray, potential: np.ndarray, size: int) -> np.ndarray:
+    """U in faint greys on white, as :func:`trajectory_spec` draws it: (size, size, 3) float32, top row first."""
+    colours = colourise(potential, _GREYS)[::-1, :, :3].astype(np.float32)
+    return 255.0 + _U_OPACITY * (upsample(colours, size) - 255.0)
+
+
+def trajectory_png(
+    paths: np.ndarray, xs: np.ndarray, potential: np.ndarray, size: int = TRAJECTORY_PIXELS,
+    background: np.ndarray | None = None,
+) -> str:  # fmt: skip
+    """One trajectory panel as a picture, drawn as the traces of :func:`trajectory_spec` draw it:
+    U in faint greys, the paths (T + 1, P, 2) as thin lines, grey start and coloured end points
+    (``background``: that of :func:`_trajectory_background`, when already drawn)."""
+    half = float(xs[1] - xs[0]) / 2
+    lo, hi = float(xs[0]) - half, float(xs[-1]) + half
+    image = (_trajectory_background(xs, potential, size) if background is None else background).copy()
+    over(image, rgb(COLORS[0]), _PATH_OPACITY * line_coverage(paths, lo, hi, size))
+    over(image, rgb(_START), dot_coverage(paths[0], lo, hi, size, _START_SIZE))
+    over(image, rgb(COLORS[0]), dot_coverage(paths[-1], lo, hi, size, _END_SIZE))
+    return png_data_uri(np.rint(image).astype(np.uint8), level=1)
 
 
 def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Base samples moved by one leapfrog step, and by the integrated flow, over a map of U
-    (``raster``: that map as an image, see :func:`_heatmap`)."""
+    (``raster``: each panel one picture, :func:`trajectory_png`)."""
     steps = snapshot.integrated.shape[0] - 1
     layout = _panels(["single leapfrog step", f"integrated flow ({steps} steps)"])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
+    background = _trajectory_background(snapshot.xs, snapshot.potential, TRAJECTORY_PIXELS) if raster else None
     for col, paths in ((1, snapshot.single_step), (2, snapshot.integrated)):
+        if raster:
+            picture = trajectory_png(paths, snapshot.xs, snapshot.potential, background=background)
+            placeholder, image = _picture(picture, snapshot.xs, col, "path")
+            data.append(placeholder)
+            images.append(image)
+            continue
         # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser,
         # ~100 ms per panel, which capped the dashboard's refresh rate.
-        background, image = _heatmap(snapshot.xs, snapshot.potential, _GREYS, "U(q)", col, raster, opacity=0.45)
-        images += image
+        background = _heatmap(snapshot.xs, snapshot.potential, _GREYS, "U(q)", opacity=_U_OPACITY)
         start = dict(
-            type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers", marker=dict(color="#999", size=3),
-            name="base sample",
+            type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
+            marker=dict(color=_START, size=_START_SIZE), name="base sample",
         )  # fmt: skip
-        data += [background] + [_in_panel(t, col) for t in (start, *_path_traces(paths, COLORS[0], "path"))]
+        data += [_in_panel(t, col) for t in (background, start, *_path_traces(paths, COLORS[0], "path"))]
     layout.update(title={"text": "Leapfrog trajectories and attractors"}, showlegend=False, **_LAYOUT)
     if images:
         layout["images"] = images

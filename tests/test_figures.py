@@ -14,6 +14,7 @@ import torch
 from conftest import make_flow
 
 from ehflow_core.figures import (
+    TRAJECTORY_PIXELS,
     constraint_figure,
     constraint_spec,
     curves_figure,
@@ -22,11 +23,11 @@ from ehflow_core.figures import (
     density_spec,
     energy_figure,
     energy_spec,
-    heatmap_png,
     spec_json,
     trajectory_figure,
     trajectory_spec,
 )
+from ehflow_core.raster import heatmap_png
 from ehflow_core.snapshot import (
     Snapshot,
     SnapshotConfig,
@@ -186,12 +187,13 @@ def test_raster_specs_draw_each_map_as_an_image_over_the_grid_cells():
         assert "images" not in plain["layout"]
         images = raster["layout"]["images"]
         assert len(images) == n_maps and not any(t["type"] == "heatmap" for t in raster["data"])
-        assert len(raster["data"]) == len(plain["data"])  # a placeholder keeps each map panel's axes
+        assert [t.get("xaxis") for t in raster["data"]] == ["x", "x2"]  # a placeholder keeps each panel's axes
         assert [im["xref"] for im in images] == ["x", "x2"] and all(im["layer"] == "below" for im in images)
         assert images[0]["x"] == pytest.approx(snap.xs[0] - half) and images[0]["y"] == pytest.approx(
             snap.xs[-1] + half
         )
         assert images[0]["sizex"] == pytest.approx(snap.xs[-1] - snap.xs[0] + 2 * half)
-        assert _decode_png(images[-1]["source"]).shape == (10, 10, 4)
+        side = TRAJECTORY_PIXELS if build is trajectory_spec else 10  # paths need pixels, maps one per cell
+        assert _decode_png(images[-1]["source"]).shape == (side, side, 4)
     potential = energy_spec(snap, raster=True)["layout"]["images"][1]["source"]
     np.testing.assert_array_equal(_decode_png(potential), _decode_png(heatmap_png(snap.potential, "Cividis")))

@@ -1,0 +1,168 @@
+"""Pictures as pixels: maps and trajectories drawn into PNG images with numpy.
+
+The live dashboard shows its map panels as images under plotly.js's axes (``raster=True`` in
+:mod:`ehflow_core.figures`): the browser then swaps a picture in ~1 ms, where plotly.js needed
+~30 ms to redraw a heatmap panel and ~60–110 ms for the 80 trajectories of the leapfrog panel
+(plotly.js redraws every axis whenever a trace changes, and draws every marker as an SVG node).
+No imaging library: colour tables come from plotly's colour scales, PNG is written with zlib.
+
+Images cover the square ``[lo, hi]²`` of a grid's cells; row 0 is the top (largest y), as seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+import plotly.colors as pc
+
+
+def rgb(colour: str) -> np.ndarray:
+    """A plotly colour ("#1f77b4", "rgb(…)") as three floats in [0, 255]."""
+    return np.array(pc.unlabel_rgb(pc.convert_colors_to_same_type([colour], "rgb")[0][0]), dtype=np.float64)
+
+
+def colour_table(scale: Any) -> np.ndarray:
+    """A plotly colour scale (a name or ``[[stop, colour], ...]``) as 256 colours: (256, 3) uint8."""
+    scale = pc.get_colorscale(scale) if isinstance(scale, str) else scale
+    stops = np.array([float(stop) for stop, _ in scale])
+    colours = np.array([rgb(colour) for _, colour in scale])
+    t = np.linspace(0.0, 1.0, 256)
+    return np.stack([np.interp(t, stops, colours[:, i]) for i in range(3)], axis=1).round().astype(np.uint8)
+
+
+def colourise(z: np.ndarray, scale: Any) -> np.ndarray:
+    """Values (h, w) as RGBA (h, w, 4) uint8 coloured like plotly.js's heatmap: linear from min(z)
+    to max(z) (its automatic zmin/zmax); NaN and ±inf transparent."""
+    z = np.asarray(z, dtype=np.float64)
+    finite = np.isfinite(z)
+    lo, hi = (z[finite].min(), z[finite].max()) if finite.any() else (0.0, 1.0)
+    scaled = np.where(finite, (z - lo) / (hi - lo if hi > lo else 1.0), 0.0)
+    out = np.empty((*z.shape, 4), np.uint8)
+    out[..., :3] = colour_table(scale)[np.clip(np.rint(scaled * 255), 0, 255).astype(np.intp)]
+    out[..., 3] = np.where(finite, 255, 0)
+    return out
+
+
+def png_data_uri(image: np.ndarray, level: int = 6) -> str:
+    """An (h, w, 3) RGB or (h, w, 4) RGBA uint8 image (row 0 on top) as a ``data:image/png`` URI.
+
+    Each row is stored with PNG's "Sub" filter (the difference to the pixel on its left), which
+    makes smooth maps compress several times smaller than raw rows."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    h, w, channels = image.shape
+    sub = image.copy()
+    sub[:, 1:] -= image[:, :-1]  # uint8 arithmetic wraps modulo 256, as the filter defines
+    rows = np.concatenate([np.ones((h, 1), np.uint8), sub.reshape(h, channels * w)], axis=1)  # filter type 1
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    colour_type = {3: 2, 4: 6}[channels]  # 8-bit RGB or RGBA, no interlace
+    header = struct.pack(">IIBBBBB", w, h, 8, colour_type, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), level)) + chunk(b"IEND", b"")
+    return "data:image/png;base64," + base64.b64encode(b"\x89PNG\r\n\x1a\n" + body).decode("ascii")
+
+
+def heatmap_png(z: np.ndarray, scale: Any) -> str:
+    """A grid z (n, n), indexed [y, x], as a PNG data URI: one pixel per cell, largest y on top."""
+    return png_data_uri(colourise(z, scale)[::-1])
+
+
+def _to_pixels(points: np.ndarray, lo: float, hi: float, size: int) -> np.ndarray:
+    """Data coordinates (..., 2) as (column, row) pixel coordinates, pixel centres at integers."""
+    scale = size / (hi - lo)
+    return np.stack([(points[..., 0] - lo) * scale - 0.5, (hi - points[..., 1]) * scale - 0.5], axis=-1)
+
+
+def _splat(pixels: np.ndarray, weights: np.ndarray, size: int) -> np.ndarray:
+    """Add ``weights`` at sub-pixel positions (N, 2) into a (size, size) image, bilinearly."""
+    base = np.floor(pixels)
+    frac = pixels - base
+    base = base.astype(np.intp)
+    out = np.zeros(size * size)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            col, row = base[:, 0] + dx, base[:, 1] + dy
+            w = weights * np.where(dx, frac[:, 0], 1 - frac[:, 0]) * np.where(dy, frac[:, 1], 1 - frac[:, 1])
+            inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+            out += np.bincount(row[inside] * size + col[inside], weights=w[inside], minlength=size * size)
+    return out.reshape(size, size)
+
+
+def line_coverage(paths: np.ndarray, lo: float, hi: float, size: int, spacing: float = 0.5) -> np.ndarray:
+    """How much of each pixel the polylines cover: (size, size) in [0, 1], anti-aliased.
+
+    ``paths`` (T + 1, P, 2) in data coordinates: P polylines of T segments, drawn one pixel wide.
+    Each segment is first clipped to the image (Liang–Barsky), then sampled at the midpoints of
+    parts at most ``spacing`` pixels long, each splatted bilinearly with its part's length: a
+    pixel crossed by a line through its centre gets 1.
+    """
+    px = _to_pixels(np.asarray(paths, dtype=np.float64), lo, hi, size)
+    a, b = px[:-1].reshape(-1, 2), px[1:].reshape(-1, 2)
+    ok = np.isfinite(a).all(axis=1) & np.isfinite(b).all(axis=1)
+    a, b = a[ok], b[ok]
+    d = b - a
+    t0, t1 = np.zeros(len(a)), np.ones(len(a))
+    edge_lo, edge_hi = -1.0, size + 0.0  # one pixel of margin: lines leaving the picture fade at its edge
+    for axis in (0, 1):
+        p, start = d[:, axis], a[:, axis]
+        moving = p != 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ta, tb = (edge_lo - start) / p, (edge_hi - start) / p
+        inside = (start >= edge_lo) & (start <= edge_hi)
+        t_enter = np.where(moving, np.minimum(ta, tb), np.where(inside, -np.inf, np.inf))
+        t_leave = np.where(moving, np.maximum(ta, tb), np.where(inside, np.inf, -np.inf))
+        t0, t1 = np.maximum(t0, t_enter), np.minimum(t1, t_leave)
+    keep = t0 < t1
+    a, d = a[keep] + t0[keep, None] * d[keep], d[keep] * (t1 - t0)[keep, None]
+    length = np.hypot(d[:, 0], d[:, 1])
+    n = np.maximum(np.ceil(length / spacing).astype(np.intp), 1)  # samples per segment, at the
+    segment = np.repeat(np.arange(len(a)), n)  # midpoints of n equal parts: joints are not counted twice
+    first = np.repeat(np.cumsum(n) - n, n)
+    t = (np.arange(len(segment)) - first + 0.5) / np.repeat(n, n)
+    samples = a[segment] + t[:, None] * d[segment]
+    return np.clip(_splat(samples, np.repeat(length / n, n), size), 0.0, 1.0)
+
+
+def dot_coverage(points: np.ndarray, lo: float, hi: float, size: int, diameter: float) -> np.ndarray:
+    """Round dots of ``diameter`` pixels at ``points`` (N, 2): (size, size) in {0, 1}."""
+    px = _to_pixels(np.asarray(points, dtype=np.float64), lo, hi, size)
+    px = np.rint(px[np.isfinite(px).all(axis=1)]).astype(np.intp)
+    r = diameter / 2
+    span = np.arange(-int(r), int(r) + 1)
+    dx, dy = (g.ravel() for g in np.meshgrid(span, span))
+    disc = dx**2 + dy**2 <= r**2
+    col = (px[:, 0, None] + dx[disc]).ravel()
+    row = (px[:, 1, None] + dy[disc]).ravel()
+    inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
+    hits = np.bincount(row[inside] * size + col[inside], minlength=size * size).reshape(size, size)
+    return (hits > 0).astype(np.float64)
+
+
+def upsample(z: np.ndarray, size: int) -> np.ndarray:
+    """Grid values (n, n, ...) resampled to (size, size, ...) pixels, bilinearly between cell centres."""
+    n = z.shape[0]
+    centres = (np.arange(size) + 0.5) * n / size - 0.5  # pixel centres in cell-index units
+    i0 = np.clip(np.floor(centres).astype(np.intp), 0, n - 2)
+    f = np.clip(centres - i0, 0.0, 1.0)
+    weights = np.zeros((size, n), dtype=np.float32)
+    weights[np.arange(size), i0] = 1 - f
+    weights[np.arange(size), i0 + 1] += f
+    rows = np.tensordot(weights, z.astype(np.float32), axes=(1, 0))  # (size, n, ...): along y
+    return np.moveaxis(np.tensordot(weights, rows, axes=(1, 1)), 0, 1)  # then along x
+
+
+def over(image: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None:
+    """Paint ``colour`` (3,) over an RGB float32 image (h, w, 3) with per-pixel ``alpha`` (h, w), in place."""
+    colour = colour.astype(np.float32)
+    rows, cols = np.nonzero(alpha)
+    if len(rows) < alpha.size // 4:  # dots, a few lines: only the pixels they cover
+        image[rows, cols] += alpha[rows, cols, None].astype(np.float32) * (colour - image[rows, cols])
+        return
+    diff = colour - image
+    diff *= alpha.astype(np.float32)[..., None]
+    image += diff

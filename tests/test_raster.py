@@ -1,0 +1,80 @@
+"""Pictures as pixels (ehflow_core.raster): lines, dots, resampling and PNG, checked pixel by pixel."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from PIL import Image  # Pillow comes with streamlit
+
+from ehflow_core.figures import COLORS, trajectory_png
+from ehflow_core.raster import dot_coverage, line_coverage, png_data_uri, rgb, upsample
+
+LO, HI, SIZE = 0.0, 10.0, 10  # one data unit per pixel: pixel (col, row) has its centre at (col + ½, 9.5 − row)
+
+
+def _decode(uri: str) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_png_round_trips_through_pillow(channels):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(7, 5, channels), dtype=np.uint8)
+    np.testing.assert_array_equal(_decode(png_data_uri(image)), image)
+
+
+def test_a_line_through_pixel_centres_covers_exactly_its_pixels():
+    paths = np.array([[[2.5, 4.5]], [[7.5, 4.5]]])  # (T + 1 = 2, P = 1, 2): row 5, columns 2..7
+    cover = line_coverage(paths, LO, HI, SIZE)
+    expected = np.zeros((SIZE, SIZE))
+    expected[5, 3:7] = 1.0  # inner pixels fully covered
+    expected[5, [2, 7]] = cover[5, [2, 7]]  # the two end pixels: half covered, about
+    np.testing.assert_allclose(cover, expected, atol=1e-9)
+    assert cover[5, 2] == pytest.approx(0.5, abs=0.1) and cover[5, 7] == pytest.approx(0.5, abs=0.1)
+
+
+def test_coverage_adds_up_to_the_length_inside_the_picture():
+    # A diagonal inside the picture covers its length in pixels (anti-aliased across two rows).
+    inside = line_coverage(np.array([[[1.0, 1.0]], [[8.0, 8.0]]]), LO, HI, SIZE)
+    assert inside.sum() == pytest.approx(7 * np.sqrt(2), rel=0.05)
+    # A segment from far away is clipped at the picture: the same coverage as its inside part,
+    # and no cost proportional to its length (1e9 pixels would not fit in memory).
+    far = line_coverage(np.array([[[-1e9, 4.5]], [[5.0, 4.5]]]), LO, HI, SIZE)
+    near = line_coverage(np.array([[[-1.0, 4.5]], [[5.0, 4.5]]]), LO, HI, SIZE)
+    np.testing.assert_allclose(far, near, atol=0.02)  # the same pixels (sampled at other points)
+    assert line_coverage(np.array([[[20.0, 20.0]], [[30.0, 25.0]]]), LO, HI, SIZE).sum() == 0  # all outside
+    assert line_coverage(np.array([[[np.nan, 1.0]], [[3.0, 3.0]]]), LO, HI, SIZE).sum() == 0  # not finite: skipped
+
+
+def test_dots_are_discs_of_the_given_diameter():
+    cover = dot_coverage(np.array([[4.5, 4.5], [100.0, 100.0]]), LO, HI, SIZE, diameter=3)  # one outside
+    assert cover.sum() == 9 and cover[5, 4] == 1 and cover[4:7, 3:6].sum() == 9  # 3×3 around row 5, col 4
+    assert dot_coverage(np.array([[4.5, 4.5]]), LO, HI, SIZE, diameter=4).sum() == 13  # radius 2: 13 pixels
+
+
+def test_upsample_keeps_constants_and_linear_ramps():
+    np.testing.assert_allclose(upsample(np.full((6, 6), 3.0), 24), 3.0, rtol=1e-6)
+    ramp = np.tile(np.arange(6.0), (6, 1))  # z = x-index
+    up = upsample(ramp, 24)
+    centres = (np.arange(24) + 0.5) * 6 / 24 - 0.5
+    inner = (centres >= 0) & (centres <= 5)
+    np.testing.assert_allclose(up[3][inner], centres[inner], atol=1e-5)
+    assert upsample(np.zeros((4, 4, 3)), 8).shape == (8, 8, 3)  # channels ride along
+
+
+def test_trajectory_picture_draws_start_grey_end_coloured_and_leaves_the_rest_to_u():
+    xs = np.linspace(-3.5, 3.5, 8)  # cells of width 1 over [-4, 4]
+    potential = np.zeros((8, 8))
+    paths = np.array([[[-2.0, 0.0]], [[0.0, 0.0]], [[2.0, 0.0]]])  # one path along y = 0, left to right
+    picture = _decode(trajectory_png(paths, xs, potential, size=80)).astype(float)  # 10 pixels per unit
+    background = picture[5, 5]  # far from the path
+    np.testing.assert_allclose(picture[70, 70], background)
+    row = 40  # y = 0 lies between rows 39 and 40
+    np.testing.assert_allclose(picture[row, 20], rgb("#999"), atol=2)  # start dot at x = −2
+    np.testing.assert_allclose(picture[row, 60], rgb(COLORS[0]), atol=2)  # end dot at x = 2
+    line = picture[row - 1 : row + 1, 40].sum(axis=0) - 2 * background  # the line at x = 0, over two rows
+    blue = rgb(COLORS[0]) - background
+    np.testing.assert_allclose(line, 0.5 * blue, atol=3)  # a pixel's worth of line at opacity ½
