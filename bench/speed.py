@@ -123,7 +123,8 @@ def sweep(sizes: Sizes) -> dict[str, Any]:
 
 def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
     """One full dashboard refresh at its default sizes: samples, KDEs, heatmaps, trajectories
-    (``take_snapshot``), and separately the five figures' JSON as the dashboard sends it."""
+    (``take_snapshot``), and separately the five figures' JSON as the dashboard sends it (its map
+    panels drawn as pictures, ``raster=True``)."""
     from dashboard.worker import VIEW_SIZES
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
     from ehflow_core.snapshot import take_snapshot
@@ -140,8 +141,8 @@ def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
 
     def figures() -> Iterator[None]:
         while True:
-            for spec in (density_spec(snap), energy_spec(snap), trajectory_spec(snap)):
-                spec_json(spec)
+            for build in (density_spec, energy_spec, trajectory_spec):
+                spec_json(build(snap, raster=True))
             spec_json(curves_spec({"κ=0.01": records}))
             spec_json(constraint_spec(records))
             yield None
