@@ -288,8 +288,19 @@ def downloads(run: LiveRun) -> None:
         html += [p.to_html(include_plotlyjs=False, full_html=False) for p in parts[1:]]
         return ("<html><head><meta charset='utf-8'></head><body>" + "".join(html) + "</body></html>").encode()
 
+    def checkpoint() -> bytes:
+        try:
+            return run.checkpoint_bytes()
+        except (RuntimeError, OSError) as err:  # the training process ended after the page was drawn
+            log.warning("checkpoint download failed: %s", err)
+            return f"No checkpoint: {err}. Press Reset to start a new run.".encode()
+
+    alive = run.worker_alive
     st.sidebar.download_button("Metrics (CSV)", metrics, "metrics.csv", "text/csv", on_click="ignore")
-    st.sidebar.download_button("Model (checkpoint)", run.checkpoint_bytes, "checkpoint.pt", on_click="ignore")
+    st.sidebar.download_button(
+        "Model (checkpoint)", checkpoint, "checkpoint.pt", on_click="ignore", disabled=not alive,
+        help=None if alive else "The training process has ended: press Reset to start a new run.",
+    )  # fmt: skip
     st.sidebar.download_button("Figures (HTML)", figures_html, "figures.html", "text/html", on_click="ignore")
 
 

@@ -279,6 +279,21 @@ def test_train_and_pause_from_the_page(app):
     assert run.view().state == "paused" and not app.exception
 
 
+def test_a_training_process_that_died_leaves_the_page_up_and_reset_starts_another(app):
+    app.run()
+    run = app.session_state["run"]
+    assert _wait(lambda: run.state == "ready")
+    run._worker.process.kill()  # as the OS would (out of memory, say)
+    assert _wait(lambda: not run.worker_alive)
+    app.run()
+    assert not app.exception
+    model = next(b for b in app.get("download_button") if b.proto.label == "Model (checkpoint)")
+    assert model.proto.disabled  # no checkpoint to fetch from a dead process
+    app.sidebar.button[2].click().run()  # Reset: a new process
+    new = app.session_state["run"]
+    assert new is not run and _wait(lambda: new.state == "ready") and not app.exception
+
+
 def test_bad_query_params_fall_back_with_a_notice():
     at = AppTest.from_file(APP, default_timeout=120)
     at.query_params.update({"dt": "-3", "preset": "bogus", "seed": "abc"})
