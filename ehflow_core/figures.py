@@ -25,7 +25,7 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .raster import colourise, dot_coverage, heatmap_png, line_coverage, over, png_data_uri, rgb, upsample
+from .raster import colourise, dot_pixels, heatmap_png, line_coverage, over, paint, png_data_uri, rgb, upsample
 from .snapshot import Snapshot
 from .training import Record
 
@@ -201,8 +201,8 @@ def trajectory_png(
     lo, hi = float(xs[0]) - half, float(xs[-1]) + half
     image = (_trajectory_background(xs, potential, size) if background is None else background).copy()
     over(image, rgb(COLORS[0]), _PATH_OPACITY * line_coverage(paths, lo, hi, size))
-    over(image, rgb(_START), dot_coverage(paths[0], lo, hi, size, _START_SIZE))
-    over(image, rgb(COLORS[0]), dot_coverage(paths[-1], lo, hi, size, _END_SIZE))
+    paint(image, rgb(_START), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
+    paint(image, rgb(COLORS[0]), dot_pixels(paths[-1], lo, hi, size, _END_SIZE))
     return png_data_uri(np.rint(image).astype(np.uint8), level=1)
 
 

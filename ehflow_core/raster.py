@@ -128,8 +128,9 @@ def line_coverage(paths: np.ndarray, lo: float, hi: float, size: int, spacing: f
     return np.clip(_splat(samples, np.repeat(length / n, n), size), 0.0, 1.0)
 
 
-def dot_coverage(points: np.ndarray, lo: float, hi: float, size: int, diameter: float) -> np.ndarray:
-    """Round dots of ``diameter`` pixels at ``points`` (N, 2): (size, size) in {0, 1}."""
+def dot_pixels(points: np.ndarray, lo: float, hi: float, size: int, diameter: float) -> np.ndarray:
+    """The pixels of round dots of ``diameter`` pixels at ``points`` (N, 2), as flat indices
+    (row · size + column) into a (size, size) image, each once."""
     px = _to_pixels(np.asarray(points, dtype=np.float64), lo, hi, size)
     px = np.rint(px[np.isfinite(px).all(axis=1)]).astype(np.intp)
     r = diameter / 2
@@ -139,8 +140,7 @@ def dot_coverage(points: np.ndarray, lo: float, hi: float, size: int, diameter: 
     col = (px[:, 0, None] + dx[disc]).ravel()
     row = (px[:, 1, None] + dy[disc]).ravel()
     inside = (col >= 0) & (col < size) & (row >= 0) & (row < size)
-    hits = np.bincount(row[inside] * size + col[inside], minlength=size * size).reshape(size, size)
-    return (hits > 0).astype(np.float64)
+    return np.unique(row[inside] * size + col[inside])
 
 
 def upsample(z: np.ndarray, size: int) -> np.ndarray:
@@ -158,11 +158,11 @@ def upsample(z: np.ndarray, size: int) -> np.ndarray:
 
 def over(image: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None:
     """Paint ``colour`` (3,) over an RGB float32 image (h, w, 3) with per-pixel ``alpha`` (h, w), in place."""
-    colour = colour.astype(np.float32)
-    rows, cols = np.nonzero(alpha)
-    if len(rows) < alpha.size // 4:  # dots, a few lines: only the pixels they cover
-        image[rows, cols] += alpha[rows, cols, None].astype(np.float32) * (colour - image[rows, cols])
-        return
-    diff = colour - image
+    diff = colour.astype(np.float32) - image
     diff *= alpha.astype(np.float32)[..., None]
     image += diff
+
+
+def paint(image: np.ndarray, colour: np.ndarray, pixels: np.ndarray) -> None:
+    """Set the ``pixels`` (flat indices, as :func:`dot_pixels` gives) of an RGB image (h, w, 3) to ``colour``."""
+    image.reshape(-1, 3)[pixels] = colour

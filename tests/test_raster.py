@@ -10,7 +10,7 @@ import pytest
 from PIL import Image  # Pillow comes with streamlit
 
 from ehflow_core.figures import COLORS, trajectory_png
-from ehflow_core.raster import dot_coverage, line_coverage, png_data_uri, rgb, upsample
+from ehflow_core.raster import dot_pixels, line_coverage, png_data_uri, rgb, upsample
 
 LO, HI, SIZE = 0.0, 10.0, 10  # one data unit per pixel: pixel (col, row) has its centre at (col + ½, 9.5 − row)
 
@@ -50,9 +50,10 @@ def test_coverage_adds_up_to_the_length_inside_the_picture():
 
 
 def test_dots_are_discs_of_the_given_diameter():
-    cover = dot_coverage(np.array([[4.5, 4.5], [100.0, 100.0]]), LO, HI, SIZE, diameter=3)  # one outside
-    assert cover.sum() == 9 and cover[5, 4] == 1 and cover[4:7, 3:6].sum() == 9  # 3×3 around row 5, col 4
-    assert dot_coverage(np.array([[4.5, 4.5]]), LO, HI, SIZE, diameter=4).sum() == 13  # radius 2: 13 pixels
+    pixels = dot_pixels(np.array([[4.5, 4.5], [4.6, 4.4], [100.0, 100.0]]), LO, HI, SIZE, diameter=3)
+    rows, cols = np.divmod(pixels, SIZE)  # two dots on one pixel count once; the one outside, not at all
+    assert len(pixels) == 9 and set(rows) == {4, 5, 6} and set(cols) == {3, 4, 5}  # 3×3 around row 5, col 4
+    assert len(dot_pixels(np.array([[4.5, 4.5]]), LO, HI, SIZE, diameter=4)) == 13  # radius 2: 13 pixels
 
 
 def test_upsample_keeps_constants_and_linear_ramps():
