@@ -149,7 +149,7 @@ def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray
 
 def density_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Target vs learned density: KDEs of samples side by side (and the model's L_K if present).
-    ``raster``: heatmaps as images (see :func:`_heatmap`)."""
+    ``raster``: the maps as pictures (see :func:`_picture`)."""
     panels = [("target (KDE)", snapshot.target_kde, "Viridis"), ("learned (KDE)", snapshot.model_kde, "Viridis")]
     if snapshot.log_density is not None:
         panels.append(("learned log p(q) (L_K)", snapshot.log_density, "Viridis"))
@@ -213,10 +213,10 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     layout = _panels(["single leapfrog step", f"integrated flow ({steps} steps)"])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
-    background = _trajectory_background(snapshot.xs, snapshot.potential, TRAJECTORY_PIXELS) if raster else None
+    backdrop = _trajectory_background(snapshot.xs, snapshot.potential, TRAJECTORY_PIXELS) if raster else None
     for col, paths in ((1, snapshot.single_step), (2, snapshot.integrated)):
-        if raster:
-            picture = trajectory_png(paths, snapshot.xs, snapshot.potential, background=background)
+        if raster:  # U drawn once for both pictures
+            picture = trajectory_png(paths, snapshot.xs, snapshot.potential, background=backdrop)
             placeholder, image = _picture(picture, snapshot.xs, col, "path")
             data.append(placeholder)
             images.append(image)
