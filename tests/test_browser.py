@@ -144,5 +144,12 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000
     _sidebar_button(first, "Pause").click()
     expect(_sidebar_button(first, "Train")).to_be_visible()
+    # Paused, every chart shows the same (last) snapshot: none was left behind by a rerun that
+    # sent no figure for it.
+    versions = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.dataset.version)"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and len(set(first.evaluate(versions))) != 1:
+        first.wait_for_timeout(300)
+    assert len(set(first.evaluate(versions))) == 1, first.evaluate(versions)
     second.close()
     first.close()
