@@ -25,7 +25,7 @@ live.prestart()
 
 from dashboard import teaching  # noqa: E402
 from dashboard.live import LiveRun  # noqa: E402
-from dashboard.live_chart import count_full_run, ensure_plotly_js, live_chart, preload_plotly  # noqa: E402
+from dashboard.live_chart import ensure_plotly_js, live_chart, preload_plotly  # noqa: E402
 from dashboard.settings import LIMITS, PRESETS, Settings  # noqa: E402
 from ehflow_core.cli import metrics_csv  # noqa: E402
 from ehflow_core.figures import (  # noqa: E402
@@ -308,7 +308,6 @@ def main() -> None:
     st.set_page_config(page_title="ehflow — equivariant Hamiltonian flows", layout="wide")
     ensure_plotly_js()
     preload_plotly()
-    count_full_run()
     _init_state()
     st.title("Equivariant Hamiltonian flows, live")
     st.caption(

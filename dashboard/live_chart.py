@@ -22,7 +22,6 @@ import streamlit as st
 from ehflow_core.figures import Spec, spec_json
 
 STATIC = Path(__file__).parent / "static"
-FULL_RUN_KEY = "_full_script_runs"
 PLOTLY_JS = "plotly.min.js"
 
 _JS = """
@@ -48,26 +47,20 @@ export default function(component) {
     div.style.width = "100%";
     parentElement.appendChild(div);
   }
-  // The last figure of each chart, kept for the page's lifetime: a rerun that did not change a
-  // figure sends none, and a chart that Streamlit mounts anew is drawn from here.
-  const figures = window.__ehflowFigures || (window.__ehflowFigures = {});
-  if (data.figure !== null) figures[data.key] = data;
-  const latest = figures[data.key];
-  if (!latest) return;
   const draw = () => {
-    if (div.dataset.version === String(latest.version)) return;
+    if (div.dataset.version === String(data.version)) return;
     const t0 = performance.now();
-    const fig = JSON.parse(latest.figure);  // parsed here: the received data is read-only
-    if (latest.frame && div.dataset.frame === latest.frame && div._fullLayout) {
+    const fig = JSON.parse(data.figure);  // parsed here: the received data is read-only
+    if (data.frame && div.dataset.frame === data.frame && div._fullLayout) {
       const update = {};  // same figure but for its images: swap them, redraw nothing else
       fig.layout.images.forEach((image, i) => { update[`images[${i}].source`] = image.source; });
       window.Plotly.relayout(div, update);
     } else {
       window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false, responsive: true});
-      div.dataset.frame = latest.frame;
+      div.dataset.frame = data.frame;
     }
     div.dataset.ms = String(Number(div.dataset.ms || 0) + performance.now() - t0);
-    div.dataset.version = String(latest.version);
+    div.dataset.version = String(data.version);
     div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
   };
   if (window.Plotly) { draw(); return; }
@@ -104,13 +97,10 @@ def _frame(spec: Spec) -> str:
 def live_chart(build: Callable[[], Spec], key: str, version: int, height: int = 380) -> None:
     """Draw the figure spec ``build()`` in the chart ``key``; a new ``version`` updates it in place.
 
-    The figure's JSON is built once per key and version. A fragment rerun sends it only when the
-    version is new to this script run; a full rerun sends every figure again. (Streamlit may drop
-    the deltas of a fragment run that a full rerun overtakes: sending ``null`` for every unchanged
-    figure, a chart whose last figure was dropped stayed stale for good. Now the full rerun
-    restores it, and while training the next version follows within a refresh.) The browser keeps
-    the last figure of each chart, so a chart mounted anew draws without one. Re-sending every
-    figure on every rerun cost ~0.3 MB a refresh once the trajectory pictures fill up.
+    The figure's JSON is cached per key and version in the session, so a fragment rerun without
+    new data re-sends the cached string instead of rebuilding the figure. (Sending ``null`` for
+    an unchanged figure instead lost charts: Streamlit may drop the deltas of a fragment run that
+    a full rerun overtakes, and the browser then never got the figure.)
     """
     cache = st.session_state.setdefault("_chart_cache", {})
     cached = cache.get(key)
@@ -118,17 +108,5 @@ def live_chart(build: Callable[[], Spec], key: str, version: int, height: int = 
         spec = build()
         spec["layout"] = {**spec["layout"], "height": height, "autosize": True}
         cached = cache[key] = (version, spec_json(spec), _frame(spec))
-    sent = st.session_state.setdefault("_chart_sent", {})
-    script_run = st.session_state.get(FULL_RUN_KEY, 0)
-    new = sent.get(key) != (version, script_run)
-    sent[key] = (version, script_run)
-    data = {
-        "key": key, "figure": cached[1] if new else None, "frame": cached[2], "version": version,
-        "src": f"app/static/{PLOTLY_JS}",
-    }  # fmt: skip
+    data = {"figure": cached[1], "frame": cached[2], "version": version, "src": f"app/static/{PLOTLY_JS}"}
     _component(data=data, key=key, height=height)
-
-
-def count_full_run() -> None:
-    """Call once per full script run (not in fragments): its charts send every figure again."""
-    st.session_state[FULL_RUN_KEY] = st.session_state.get(FULL_RUN_KEY, 0) + 1
