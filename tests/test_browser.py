@@ -77,13 +77,10 @@ def _draws(page: Page) -> list[int]:
     )
 
 
-def _pictures(page: Page, chart: int) -> list[str]:
-    """The images (maps drawn as PNG) in the ``chart``-th live chart, as their data URIs."""
-    return page.evaluate(
-        "(i) => Array.from(document.querySelectorAll('div.ehflow-chart')[i].querySelectorAll('image'))"
-        ".map(im => im.getAttribute('href') || im.getAttribute('xlink:href'))",
-        chart,
-    )
+def _pictures(page: Page, title: str) -> list[str]:
+    """The images (maps drawn as PNG) of the live chart showing ``title``, as their data URIs."""
+    chart = page.locator("div.ehflow-chart", has_text=title)
+    return chart.evaluate("d => Array.from(d.querySelectorAll('image')).map(im => im.getAttribute('href'))")
 
 
 def _metric_value(page: Page, label: str):
@@ -100,8 +97,9 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     first.goto(server)
     expect(_sidebar_button(first, "Train")).to_be_enabled()
     expect(first.locator("div.ehflow-chart").first).to_be_visible()
-    expect(first.locator("div.ehflow-chart").first.locator("image").nth(1)).to_be_attached()
-    target, learned = _pictures(first, 0)  # the density chart: target and model KDE
+    # The density chart (found by its panel title: the charts mount in any order), both pictures.
+    expect(first.locator("div.ehflow-chart", has_text="target (KDE)").locator("image").nth(1)).to_be_attached()
+    target, learned = _pictures(first, "target (KDE)")
     _sidebar_button(first, "Train").click()
     expect(_sidebar_button(first, "Pause")).to_be_visible()
 
@@ -114,7 +112,7 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     assert min(after[:3]) >= start[0] + 3, (start, after)
     # The maps are swapped in place: the model's density changed, the target's did not. (Compared
     # as a set: plotly.js may redraw the two panels' images in either order.)
-    now = _pictures(first, 0)
+    now = _pictures(first, "target (KDE)")
     assert target in now and learned not in now
     assert all(
         h > 100
