@@ -18,6 +18,7 @@ import atexit
 import logging
 import os
 import pickle
+import secrets
 import socket
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class _Worker:
 
 
 _spare: _Worker | None = None
+_RUNS: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # token -> run
 _spare_lock = threading.Lock()
 _WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
 
@@ -143,6 +145,11 @@ def _close_all() -> None:
     """Close every worker before the interpreter exits."""
     for worker in list(_WORKERS):
         worker.close()
+
+
+def find_run(token: str) -> LiveRun | None:
+    """The live run with this token, or None (its session has ended)."""
+    return _RUNS.get(token)
 
 
 # -- the page's handle ---------------------------------------------------------------------------
@@ -219,6 +226,10 @@ class LiveRun:
         )
         self._reader.start()
         self._finalizer = weakref.finalize(self, _Worker.close, self._worker)
+        # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
+        self.token = secrets.token_urlsafe(16)
+        self.feed_cache: tuple[int, str] | None = None  # the chart feed's last answer, by version
+        _RUNS[self.token] = self
         self.reset(settings, target)
 
     # -- control from the page ---------------------------------------------------------------------
@@ -323,6 +334,11 @@ class LiveRun:
         """Whether the page should keep refreshing: busy, or a run still starting."""
         with self._shared.lock:
             return self._shared.busy or (self._shared.state == "starting" and self.worker_alive)
+
+    @property
+    def version(self) -> int:
+        """The version of the latest snapshot (0 before the first)."""
+        return self._shared.version
 
     @property
     def confirmed(self) -> bool:

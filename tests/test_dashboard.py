@@ -17,7 +17,7 @@ from dashboard.live import LiveRun
 from dashboard.settings import PRESETS, Settings
 from ehflow_core.checkpoint import read_checkpoint
 
-APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")
 
 
 # -- settings -------------------------------------------------------------------------------------

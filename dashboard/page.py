@@ -1,0 +1,302 @@
+"""The page script: what each browser session runs (``streamlit run dashboard/app.py`` serves it).
+
+Layout and session state only: the maths lives in ``ehflow_core``, the figures in
+``ehflow_core.figures``, the training process in ``dashboard.live``, the live charts (fed by
+their own route, not by reruns) in ``dashboard.live_chart``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import sys
+from pathlib import Path
+
+import streamlit as st
+
+if __package__ in (None, ""):  # Streamlit runs this file as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from dashboard import teaching  # noqa: E402
+from dashboard.live import LiveRun  # noqa: E402
+from dashboard.live_chart import ensure_plotly_js, live_charts, preload_plotly  # noqa: E402
+from dashboard.settings import LIMITS, PRESETS, Settings  # noqa: E402
+from ehflow_core.cli import metrics_csv  # noqa: E402
+from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure  # noqa: E402
+from ehflow_core.targets import DataLimits, DataTarget, parse_csv  # noqa: E402
+
+log = logging.getLogger("ehflow.dashboard")
+
+# Seconds between reruns of the readouts (state, step, steps/s, messages) while training. The
+# charts do not wait for them: they fetch each snapshot themselves. Each rerun costs the browser
+# ~40–60 ms of Streamlit's own rendering, taken from drawing and training.
+FRAGMENT_INTERVAL = 1.0
+LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
+UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
+
+
+# -- settings ------------------------------------------------------------------------------------
+def _init_state() -> None:
+    """Seed the widgets once per session, from the URL (validated) or the defaults."""
+    if "settings_initialised" in st.session_state:
+        return
+    settings, notices = Settings.from_query(st.query_params.to_dict())
+    for field in dataclasses.fields(Settings):
+        st.session_state[f"w_{field.name}"] = getattr(settings, field.name)
+    st.session_state["url_notices"] = notices
+    st.session_state["settings_initialised"] = True
+
+
+def _on_preset_change() -> None:
+    preset = PRESETS[st.session_state["w_preset"]]
+    st.session_state["w_base"] = preset.base
+    st.session_state["w_generator_on"] = preset.generator_on
+    st.session_state["w_log10_kappa"] = preset.log10_kappa
+
+
+def _settings_from_widgets() -> Settings:
+    return Settings(**{f.name: st.session_state[f"w_{f.name}"] for f in dataclasses.fields(Settings)})
+
+
+def sidebar() -> Settings:
+    """The controls; returns the settings they describe."""
+    sb = st.sidebar
+    sb.header("Experiment")
+    sb.selectbox(
+        "Preset / target", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="w_preset",
+        on_change=_on_preset_change, help="The density to learn. Figure 2A and 2B are the paper's experiments.",
+    )  # fmt: skip
+    sb.caption(PRESETS[st.session_state["w_preset"]].help)
+    if PRESETS[st.session_state["w_preset"]].target == "upload":
+        _upload(sb)
+    sb.toggle(
+        "Finite data",
+        key="w_finite",
+        help="Off: fresh samples every step (infinite data). "
+        "On: a fixed training set of N points, drawn once with the seed.",
+    )
+    if st.session_state["w_finite"]:
+        lo, hi = LIMITS["n_train"]
+        sb.number_input("Training points N", lo, hi, step=50, key="w_n_train", help="Size of the fixed training set.")
+    sb.selectbox(
+        "Base density π", ["normal", "soft_uniform"], key="w_base",
+        help="π(q, p) before the flow. N(0, I) is rotation invariant (Lemma 1 holds); the soft-uniform is not.",
+    )  # fmt: skip
+    sb.header("Symmetry")
+    sb.toggle(
+        "Rotation generator g = q₁p₂ − q₂p₁",
+        key="w_generator_on",
+        help="Constrain E_π[{g, H}²] ≤ κ with a Lagrange multiplier λ.",
+    )
+    lo, hi = LIMITS["log10_kappa"]
+    sb.slider(
+        "log₁₀ κ (constraint precision)", lo, hi, step=0.25, key="w_log10_kappa",
+        disabled=not st.session_state["w_generator_on"],
+        help="κ is the tolerated mean squared Poisson bracket {g, H}²: smaller κ, stricter symmetry. Applies live.",
+    )  # fmt: skip
+    sb.toggle(
+        "κ sweep (κ/10, κ, 10κ and no constraint side by side)",
+        key="w_sweep",
+        help="Trains four models at once and overlays their likelihood curves.",
+    )
+    sb.header("Flow and optimiser")
+    lo, hi = LIMITS["dt"]
+    sb.slider(
+        "Step size dt",
+        lo,
+        hi,
+        step=0.05,
+        key="w_dt",
+        help="Leapfrog step size. Very large values make training diverge.",
+    )
+    lo, hi = LIMITS["n_steps"]
+    sb.slider(
+        "Leapfrog steps n", lo, hi, key="w_n_steps", help="Steps of the flow T = T_n ∘ … ∘ T_1 (the paper uses 2)."
+    )
+    lo, hi = LIMITS["log10_lr"]
+    sb.slider("log₁₀ learning rate", lo, hi, step=0.25, key="w_log10_lr", help="Adam's learning rate. Applies live.")
+    sb.select_slider("Batch size", [32, 64, 128, 256, 512, 1024], key="w_batch", help="Data points per training step.")
+    lo, hi = LIMITS["seed"]
+    sb.number_input(
+        "Seed", lo, hi, key="w_seed", help="Same seed, same initialisation and data: Reset reproduces a run."
+    )
+    return _settings_from_widgets()
+
+
+def _upload(container) -> None:
+    file = container.file_uploader("CSV of 2-D points (x,y per row)", type=["csv", "txt"], key="w_upload")
+    if file is None:
+        return
+    if st.session_state.get("upload_name") == (file.name, file.size):
+        return
+    try:
+        points = parse_csv(file.getvalue().decode("utf-8", errors="replace"), file.name, UPLOAD_LIMITS)
+    except ValueError as err:
+        container.error(f"Upload rejected, nothing changed: {err}")
+        return
+    st.session_state["uploaded"] = DataTarget(
+        points, name=Path(file.name).stem, description=f"{len(points)} points from {file.name}"
+    )
+    st.session_state["upload_name"] = (file.name, file.size)
+    container.success(f"Loaded {len(points)} points from {file.name}; press Reset to train on them.")
+
+
+# -- the run -------------------------------------------------------------------------------------
+def _reset(settings: Settings) -> None:
+    """A new run from ``settings``; in the session's training process if it still runs."""
+    run: LiveRun | None = st.session_state.get("run")
+    try:
+        target = settings.make_target(st.session_state.get("uploaded"))
+        if run is not None and run.worker_alive:
+            run.reset(settings, target)
+        else:
+            st.session_state["run"] = LiveRun(settings, target)
+    except ValueError as err:
+        st.session_state["run_error"] = str(err)
+        return
+    except OSError as err:  # the training process could not be started
+        st.session_state["run_error"] = f"Could not start the training process: {err}"
+        return
+    st.session_state.pop("run_error", None)
+
+
+def _set_training(on: bool) -> None:
+    """Start or pause; idempotent, so a click that Streamlit happens to deliver twice (a fragment
+    rerun racing the full rerun) cannot toggle back."""
+    run: LiveRun | None = st.session_state.get("run")
+    if run is None:
+        return
+    if on:
+        run.play()
+    else:
+        run.pause()
+
+
+def _step() -> None:
+    run: LiveRun | None = st.session_state.get("run")
+    if run is not None:
+        run.step(10)
+
+
+def controls(settings: Settings) -> LiveRun | None:
+    run: LiveRun | None = st.session_state.get("run")
+    if run is None and "run_error" not in st.session_state:
+        _reset(settings)
+        run = st.session_state.get("run")
+    sb = st.sidebar
+    sb.header("Run")
+    c1, c2, c3 = sb.columns(3)
+    training = run is not None and run.state == "training"
+    c1.button(
+        "Pause" if training else "Train", type="primary", use_container_width=True, disabled=run is None,
+        on_click=_set_training, args=(not training,), help="Start or pause training; the panels update live.",
+    )  # fmt: skip
+    c2.button(
+        "Step", use_container_width=True, disabled=run is None or training, on_click=_step,
+        help="Train 10 steps, then pause.",
+    )  # fmt: skip
+    c3.button(
+        "Reset", use_container_width=True, on_click=_reset, args=(settings,),
+        help="New model from the current settings (same seed: same start).",
+    )  # fmt: skip
+    run = st.session_state.get("run")
+    if run is None:
+        st.warning(st.session_state.get("run_error", "No run yet."))
+        return None
+    if run.settings.model_key() != settings.model_key():
+        sb.info("Model or data settings changed: press **Reset** to apply them (this discards the current run).")
+    run.set_live(settings.kappa, settings.lr, wait=LIVE_WAIT)
+    return run
+
+
+def readouts(polling: bool) -> None:
+    """The live readouts; while ``polling`` they rerun every FRAGMENT_INTERVAL."""
+    run: LiveRun | None = st.session_state.get("run")
+    if run is None:
+        return
+    run.beat()
+    if polling and not run.polling:  # training ended (pause, divergence, steps done): stop polling
+        st.rerun(scope="app")
+    view = run.view()
+    cols = st.columns(4)
+    cols[0].metric("State", view.state)
+    cols[1].metric("Step", f"{view.step:,}")
+    cols[2].metric("Steps / s", f"{view.steps_per_s:.0f}")
+    primary = view.curves[run.primary_label]
+    last = next((r for r in reversed(primary) if r.test_log_likelihood is not None), None)
+    cols[3].metric("Test log-likelihood", "—" if last is None else f"{last.test_log_likelihood:.3f}")
+    if view.lr is not None:
+        kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
+        st.caption(f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}")
+    if view.message:
+        (st.error if view.state == "diverged" else st.info)(view.message)
+    if view.symmetry:
+        c = st.columns(3)
+        c[0].metric("Invariance spread of log p̂ (nats)", f"{view.symmetry['invariance_spread']:.3f}")
+        c[1].metric("…its Monte-Carlo noise floor", f"{view.symmetry['invariance_noise']:.3f}")
+        c[2].metric("Equivariance error ‖T(Rs) − R T(s)‖", f"{view.symmetry['equivariance_error']:.4f}")
+
+
+def downloads(run: LiveRun) -> None:
+    st.sidebar.header("Export")
+
+    def metrics() -> bytes:
+        curves = run.view().curves
+        return metrics_csv([r for records in curves.values() for r in records]).encode()
+
+    def figures_html() -> bytes:
+        view = run.view()
+        if view.snapshot is None:  # the run is still starting
+            return b"<html><body>No figures yet: the run is still starting.</body></html>"
+        parts = [density_figure(view.snapshot), energy_figure(view.snapshot), trajectory_figure(view.snapshot)]
+        parts.append(curves_figure(view.curves))
+        html = [parts[0].to_html(include_plotlyjs=True, full_html=False)]
+        html += [p.to_html(include_plotlyjs=False, full_html=False) for p in parts[1:]]
+        return ("<html><head><meta charset='utf-8'></head><body>" + "".join(html) + "</body></html>").encode()
+
+    def checkpoint() -> bytes:
+        try:
+            return run.checkpoint_bytes()
+        except (RuntimeError, OSError) as err:  # the training process ended after the page was drawn
+            log.warning("checkpoint download failed: %s", err)
+            return f"No checkpoint: {err}. Press Reset to start a new run.".encode()
+
+    alive = run.worker_alive
+    st.sidebar.download_button("Metrics (CSV)", metrics, "metrics.csv", "text/csv", on_click="ignore")
+    st.sidebar.download_button(
+        "Model (checkpoint)", checkpoint, "checkpoint.pt", on_click="ignore", disabled=not alive,
+        help=None if alive else "The training process has ended: press Reset to start a new run.",
+    )  # fmt: skip
+    st.sidebar.download_button("Figures (HTML)", figures_html, "figures.html", "text/html", on_click="ignore")
+
+
+def main() -> None:
+    st.set_page_config(page_title="ehflow — equivariant Hamiltonian flows", layout="wide")
+    ensure_plotly_js()
+    preload_plotly()
+    _init_state()
+    st.title("Equivariant Hamiltonian flows, live")
+    st.caption(
+        "A base density on phase space (q, p) is pushed through leapfrog steps of a learned H = K(p) + U(q); "
+        "a symmetry generator g enters through the constraint E[{g, H}²] ≤ κ. Press **Train** and watch."
+    )
+    for notice in st.session_state.get("url_notices", []):
+        st.warning(notice)
+    settings = sidebar()
+    st.query_params.from_dict(settings.to_query())
+    run = controls(settings)
+    if run is None:
+        return
+    # Poll only while the run is busy or starting, so an idle page does not rerun.
+    polling = run.polling
+    st.fragment(run_every=FRAGMENT_INTERVAL if polling else None)(readouts)(polling)
+    live_charts(run)
+    downloads(run)
+    teaching.explain()
+
+
+try:
+    main()
+except Exception as err:  # no traceback ever reaches the page
+    log.exception("dashboard error")
+    st.error(f"Something went wrong: {err}. The page is still usable; press Reset if the run looks stuck.")
