@@ -257,9 +257,12 @@ class LiveRun:
                     self._shared.busy = busy
             self._worker.send_unlocked((kind, seq, *args))
 
-    def beat(self) -> None:
-        """Called on every page view: the worker trains only while views keep coming."""
-        self._worker.send(("beat",))
+    def beat(self, want_snapshot: bool = False) -> None:
+        """Called on every page view: the worker trains only while views keep coming.
+
+        ``want_snapshot``: the page's charts have drawn the latest snapshot and wait for another.
+        """
+        self._worker.send(("beat", want_snapshot))
 
     def play(self) -> None:
         if self.state in ("diverged", "stopped", "closed"):
@@ -334,6 +337,12 @@ class LiveRun:
         """Whether the page should keep refreshing: busy, or a run still starting."""
         with self._shared.lock:
             return self._shared.busy or (self._shared.state == "starting" and self.worker_alive)
+
+    @property
+    def status_key(self) -> tuple:
+        """What changes when the page's readouts must change at once: state, message, κ, lr."""
+        s = self._shared
+        return (s.state, s.message, s.busy, s.kappa, s.lr)
 
     @property
     def version(self) -> int:

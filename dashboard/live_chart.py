@@ -23,6 +23,8 @@ import hashlib
 import importlib
 import json
 import shutil
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -47,6 +49,26 @@ FEED_TICK = 0.02  # seconds between looks at the run's version while a request w
 LAYOUT = [[("density", 380), ("energies", 380)], [("trajectories", 420)], [("curves", 380), ("constraint", 380)]]
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
 CURVES_TITLE = "Train (dashed) and test log-likelihood"
+METRICS = [("state", "State"), ("step", "Step"), ("steps_per_s", "Steps / s"), ("test_ll", "Test log-likelihood")]
+SYMMETRY_METRICS = [
+    ("invariance_spread", "Invariance spread of log p̂ (nats)"),
+    ("invariance_noise", "…its Monte-Carlo noise floor"),
+    ("equivariance_error", "Equivariance error ‖T(Rs) − R T(s)‖"),
+]
+
+_CSS = """
+.ehflow-metrics { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 1rem; }
+.ehflow-metrics.ehflow-symmetry { grid-template-columns: repeat(3, minmax(0, 1fr)); margin-bottom: 1rem; }
+.ehflow-metric-label { font-size: 14px; color: rgba(49, 51, 63, 0.6); }
+.ehflow-metric-value { font-size: 2.25rem; line-height: 1.3; color: rgb(49, 51, 63); white-space: nowrap;
+  overflow: hidden; text-overflow: ellipsis; }
+.ehflow-caption { font-size: 14px; color: rgba(49, 51, 63, 0.6); margin: 0.25rem 0 1rem; min-height: 1.3em; }
+.ehflow-message { padding: 1rem; border-radius: 0.5rem; margin-bottom: 1rem;
+  background: rgba(28, 131, 225, 0.1); color: rgb(0, 66, 128); }
+.ehflow-message.ehflow-error { background: rgba(255, 43, 43, 0.09); color: rgb(125, 53, 59); }
+.ehflow-charts { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1rem; }
+.ehflow-note { font-size: 14px; color: rgba(49, 51, 63, 0.6); }
+"""
 
 _JS = """
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -64,13 +86,74 @@ function loadPlotly(src) {
   return window.__ehflowPlotly;
 }
 
-function drawChart(div, chart, version) {
+function element(parent, tag, className, text) {
+  const el = document.createElement(tag);
+  if (className) el.className = className;
+  if (text !== undefined) el.textContent = text;
+  parent.appendChild(el);
+  return el;
+}
+
+function metric(parent, label) {
+  const box = element(parent, "div", "ehflow-metric");
+  box.dataset.testid = "ehflowMetric";
+  element(box, "div", "ehflow-metric-label", label);
+  return element(box, "div", "ehflow-metric-value");
+}
+
+function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
+
+function build(parentElement, data) {
+  const root = element(parentElement, "div", "ehflow-live");
+  const metrics = element(root, "div", "ehflow-metrics");
+  root._values = {};
+  for (const [key, label] of data.metrics) root._values[key] = metric(metrics, label);
+  root._caption = element(root, "p", "ehflow-caption");
+  root._message = element(root, "div", "ehflow-message");
+  root._message.hidden = true;
+  root._symmetry = element(root, "div", "ehflow-metrics ehflow-symmetry");
+  root._symmetry.hidden = true;
+  for (const [key, label] of data.symmetry_metrics) root._values[key] = metric(root._symmetry, label);
+  const charts = element(root, "div", "ehflow-charts");
+  for (const row of data.layout) {
+    for (const [key, height] of row) {
+      const div = element(charts, "div", "ehflow-chart");
+      div.dataset.key = key;
+      div.style.minHeight = `${height}px`;
+      if (row.length === 1) div.style.gridColumn = "1 / -1";
+    }
+  }
+  // Charts have a fixed width (plotly's autosize measures the page on every redraw): follow resizes.
+  new ResizeObserver(() => {
+    for (const div of charts.querySelectorAll("div.ehflow-chart")) {
+      if (div._fullLayout && div._fullLayout.width !== div.clientWidth) {
+        window.Plotly.relayout(div, {width: div.clientWidth});
+      }
+    }
+  }).observe(charts);
+  return root;
+}
+
+function showStatus(root, status) {
+  if (root._stamp !== undefined && status.stamp <= root._stamp) return;  // an older answer
+  root._stamp = status.stamp;
+  root._polling = status.polling;
+  for (const [key, el] of Object.entries(root._values)) {
+    if (status.values[key] !== undefined) setText(el, status.values[key]);
+  }
+  setText(root._caption, status.caption);
+  root._message.hidden = !status.message;
+  setText(root._message, status.message || "");
+  root._message.classList.toggle("ehflow-error", status.state === "diverged");
+  root._symmetry.hidden = status.values.invariance_spread === undefined;
+}
+
+function drawChart(div, chart, version, width) {
   const t0 = performance.now();
   if (chart.note !== undefined) {  // no figure for this panel: say why
     if (div._fullLayout) window.Plotly.purge(div);
+    div.className = "ehflow-chart ehflow-note";
     div.textContent = chart.note;
-    div.style.color = "rgba(49, 51, 63, 0.6)";  // Streamlit's caption grey
-    div.style.fontSize = "14px";
     div.dataset.frame = "";
   } else {
     const fig = chart.figure;
@@ -79,8 +162,9 @@ function drawChart(div, chart, version) {
       fig.layout.images.forEach((image, i) => { update[`images[${i}].source`] = image.source; });
       window.Plotly.relayout(div, update);
     } else {
-      if (!div._fullLayout) div.textContent = "";
-      window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false, responsive: true});
+      if (!div._fullLayout) { div.textContent = ""; div.className = "ehflow-chart"; }
+      fig.layout.width = width;
+      window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false});
       div.dataset.frame = chart.frame;
     }
     div.dataset.ms = String(Number(div.dataset.ms || 0) + performance.now() - t0);
@@ -89,54 +173,81 @@ function drawChart(div, chart, version) {
   div.dataset.version = String(version);
 }
 
-async function poll(root, data) {
-  let token = null, since = -1, seen = false;
+async function fetchFeed(url) {
+  try {
+    const response = await fetch(url, {cache: "no-store"});
+    if (response.ok) return await response.json();
+  } catch (err) { /* the server is restarting or gone */ }
+  await sleep(1000);  // try again in a second
+  return null;
+}
+
+async function poll(root) {
+  let token = root._data.token, since = -1, seen = false;
+  let next = fetchFeed(`${root._data.feed}/${token}?since=${since}`);
   for (;;) {
+    const body = await next;
     seen = seen || root.isConnected;
-    if (seen && !root.isConnected) return;  // the page dropped the charts
-    if (root.dataset.token !== token) { token = root.dataset.token; since = -1; }  // a new run
-    let body = null;
-    try {
-      const response = await fetch(`${data.feed}/${token}?since=${since}`, {cache: "no-store"});
-      if (response.ok) body = await response.json();
-    } catch (err) { /* the server is restarting or gone: try again in a second */ }
-    if (body === null) { await sleep(1000); continue; }
-    if (!body.charts || body.version <= since) continue;
-    await loadPlotly(data.src);
-    for (const div of root.querySelectorAll("div.ehflow-chart")) {
-      const chart = body.charts[div.dataset.key];
-      if (chart === undefined) continue;
-      drawChart(div, chart, body.version);
-      await sleep(0);  // let the page handle input between charts
+    if (seen && !root.isConnected) return;  // the page dropped the live panel
+    const data = root._data;
+    if (data.token !== token) {  // a new run: start over
+      token = data.token;
+      since = -1;
+      next = fetchFeed(`${data.feed}/${token}?since=${since}`);
+      continue;
     }
-    since = body.version;
+    const fresh = body !== null && body.charts && body.version > since;
+    if (fresh) since = body.version;
+    // Ask for the next snapshot before drawing this one: the worker and the server make it
+    // while the browser draws.
+    next = fetchFeed(`${data.feed}/${token}?since=${since}`);
+    if (body === null) continue;
+    try {
+      showStatus(root, body.status);
+      // The page's buttons were drawn for a run that was (or was not) busy: when that changes
+      // behind its back (divergence, a process that died), rerun the page, once per page run.
+      if (root._polling !== data.polling && root._stamp > data.stamp && root._asked !== data.stamp) {
+        root._asked = data.stamp;
+        root._setTrigger("sync", body.status.state);
+      }
+      if (fresh) await drawAll(root, body, data.src);
+    } catch (err) {  // keep polling whatever happened to one answer
+      console.error("ehflow: live panel update failed", err);
+    }
+  }
+}
+
+async function drawAll(root, body, src) {
+  await loadPlotly(src);
+  const divs = Array.from(root.querySelectorAll("div.ehflow-chart"));
+  const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
+  for (const [i, div] of divs.entries()) {
+    const chart = body.charts[div.dataset.key];
+    if (chart === undefined) continue;
+    try {
+      drawChart(div, chart, body.version, widths[i]);
+    } catch (err) {  // one chart's failure must not stop the others
+      console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
+      div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
+    }
+    await sleep(0);  // let the page handle input between charts
   }
 }
 
 export default function(component) {
-  const { data, parentElement } = component;
+  const { data, parentElement, setTriggerValue } = component;
   if (data.preload) { loadPlotly(data.src); return; }  // no charts yet: start loading plotly.js
   let root = parentElement.querySelector("div.ehflow-live");
-  if (root) { root.dataset.token = data.token; return; }  // polling already
-  root = document.createElement("div");
-  root.className = "ehflow-live";
-  root.dataset.token = data.token;
-  root.style.cssText = "display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1rem;width:100%";
-  for (const row of data.layout) {
-    for (const [key, height] of row) {
-      const div = document.createElement("div");
-      div.className = "ehflow-chart";
-      div.dataset.key = key;
-      div.style.cssText = `min-height:${height}px` + (row.length === 1 ? ";grid-column:1 / -1" : "");
-      root.appendChild(div);
-    }
-  }
-  parentElement.appendChild(root);
-  poll(root, data);
+  const fresh = !root;
+  if (fresh) root = build(parentElement, data);
+  root._data = data;
+  root._setTrigger = setTriggerValue;
+  showStatus(root, data.status);  // what the page knew when it ran; the feed keeps it current
+  if (fresh) poll(root);
 }
 """
 
-_component = st.components.v2.component("ehflow_live_charts", js=_JS, isolate_styles=False)
+_component = st.components.v2.component("ehflow_live_charts", js=_JS, css=_CSS, isolate_styles=False)
 
 
 # -- the page's side -----------------------------------------------------------------------------
@@ -154,10 +265,18 @@ def preload_plotly() -> None:
     _component(data={"preload": True, "src": f"app/static/{PLOTLY_JS}"}, key="plotly_preload", height=0)
 
 
-def live_charts(run: live.LiveRun) -> None:
-    """The run's live charts: drawn and kept current by the browser, from ``/api/live/<token>``."""
-    data = {"token": run.token, "feed": FEED, "src": f"app/static/{PLOTLY_JS}", "layout": LAYOUT}
-    _component(data=data, key="live_charts")
+def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
+    """The run's readouts and charts, kept current by the browser from ``/api/live/<token>``.
+
+    ``on_sync``: called (and the page rerun) when the run stops or starts being busy without the
+    page asking (its steps are done, it diverged), so the page's buttons follow.
+    """
+    data = {
+        "token": run.token, "feed": FEED, "src": f"app/static/{PLOTLY_JS}", "layout": LAYOUT,
+        "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": status(run), "polling": run.polling,
+    }  # fmt: skip
+    data["stamp"] = data["status"]["stamp"]
+    _component(data=data, key="live_charts", on_sync_change=on_sync)
 
 
 # -- the server's side ---------------------------------------------------------------------------
@@ -173,11 +292,13 @@ def routes() -> list[Route]:
 
 
 async def feed(request: Request) -> Response:
-    """``GET /api/live/<token>?since=<version>``: the run's figures once it has a newer snapshot.
+    """``GET /api/live/<token>?since=<version>``: the run's readouts, and its figures once it has a
+    snapshot newer than ``since``.
 
-    Answers ``{"version": v, "charts": {key: {"figure", "frame"} | {"note"}}}`` as soon as the
-    run's snapshot version passes ``since``, or ``{"version": v}`` after ``FEED_WAIT`` seconds.
-    404 for a token that names no run (the session ended), 400 for a bad ``since``.
+    Answers ``{"version": v, "status": {...}, "charts": {key: {"figure", "frame"} | {"note"}}}``
+    as soon as the run's snapshot version passes ``since``, or its state, κ or learning rate
+    change; else ``{"version", "status"}`` after ``FEED_WAIT`` seconds. 404 for a token that names
+    no run (the session ended), 400 for a bad ``since``.
     """
     run = live.find_run(request.path_params["token"])
     if run is None:
@@ -187,48 +308,77 @@ async def feed(request: Request) -> Response:
     except ValueError:
         got = request.query_params.get("since")
         return JSONResponse({"error": f"since must be an integer snapshot version, got {got!r}"}, 400)
-    run.beat()
+    run.beat(want_snapshot=run.version <= since)
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + FEED_WAIT
-    while run.version <= since and loop.time() < deadline:
+    deadline, key = loop.time() + FEED_WAIT, run.status_key
+    while run.version <= since and run.status_key == key and loop.time() < deadline:
         await asyncio.sleep(FEED_TICK)  # no thread held while waiting: many tabs cost nothing
-    if run.version <= since:
-        return JSONResponse({"version": run.version}, headers={"Cache-Control": "no-store"})
-    body = await run_in_threadpool(payload, run)
-    return Response(body, media_type="application/json", headers={"Cache-Control": "no-store"})
+    charts_json = await run_in_threadpool(figures_json, run) if run.version > since else None
+    body = {"version": run.version if charts_json is None else charts_json[0], "status": status(run)}
+    text = json.dumps(body, separators=(",", ":"))
+    if charts_json is not None:  # spliced in as text: the figures are serialised once per version
+        text = f'{text[:-1]},"charts":{charts_json[1]}}}'
+    return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
 
 
-def payload(run: live.LiveRun) -> str:
-    """The JSON answer for the run's latest snapshot, built once per version and kept on the run."""
+def status(run: live.LiveRun) -> dict:
+    """The readouts, formatted: state, step, steps/s, test log-likelihood, κ and learning rate in
+    use, the run's message, the symmetry readout; ``stamp`` orders answers in the browser."""
+    view = run.view()
+    records = view.curves.get(run.primary_label, [])
+    last = next((r for r in reversed(records) if r.test_log_likelihood is not None), None)
+    values = {
+        "state": view.state,
+        "step": f"{view.step:,}",
+        "steps_per_s": f"{view.steps_per_s:.0f}",
+        "test_ll": "—" if last is None else f"{last.test_log_likelihood:.3f}",
+    }
+    if view.symmetry:
+        values["invariance_spread"] = f"{view.symmetry['invariance_spread']:.3f}"
+        values["invariance_noise"] = f"{view.symmetry['invariance_noise']:.3f}"
+        values["equivariance_error"] = f"{view.symmetry['equivariance_error']:.4f}"
+    caption = ""
+    if view.lr is not None:
+        kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
+        caption = f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}"
+    return {
+        "stamp": time.monotonic(),
+        "state": view.state,
+        "polling": run.polling,
+        "values": values,
+        "caption": caption,
+        "message": view.message,
+    }
+
+
+def figures_json(run: live.LiveRun) -> tuple[int, str]:
+    """The latest snapshot's version and its figures as JSON, built once per version (kept on the run)."""
     view = run.view()
     cached = run.feed_cache
-    if cached is not None and cached[0] == view.version:
-        return cached[1]
-    answer: dict = {"version": view.version}
-    if view.snapshot is not None:
-        answer["charts"] = charts(view, run.primary_label)
-    body = json.dumps(answer, separators=(",", ":"))
-    run.feed_cache = (view.version, body)
-    return body
+    if cached is None or cached[0] != view.version:
+        body = "{}" if view.snapshot is None else json.dumps(charts(view, run.primary_label, run.settings.generator_on))
+        cached = run.feed_cache = (view.version, body)
+    return cached
 
 
-def charts(view: live.View, primary: str) -> dict[str, dict]:
-    """Each panel's ``{"figure", "frame"}`` for ``view``, or ``{"note"}`` for a panel it lacks."""
+def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
+    """Each panel's ``{"figure", "frame"}`` for ``view``; the constraint panel (of the ``primary``
+    run) has a ``{"note"}`` instead unless the run is ``constrained``."""
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
 
-    snap, records = view.snapshot, view.curves[primary]
+    snap = view.snapshot
     specs = {
         "density": density_spec(snap, raster=True),
         "energies": energy_spec(snap, raster=True),
         "trajectories": trajectory_spec(snap, raster=True),
         "curves": curves_spec(view.curves, title=CURVES_TITLE),
     }
-    if records and records[-1].constraint:
-        specs["constraint"] = constraint_spec(records)
+    if constrained:
+        specs["constraint"] = constraint_spec(view.curves[primary])
     heights = {key: height for row in LAYOUT for key, height in row}
     out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
     for key, spec in specs.items():
-        spec["layout"] = {**spec["layout"], "height": heights[key], "autosize": True}
+        spec["layout"] = {**spec["layout"], "height": heights[key], "autosize": False}
         out[key] = {"figure": json.loads(spec_json(spec)), "frame": frame(spec)}
     return out
 

@@ -27,10 +27,6 @@ from ehflow_core.targets import DataLimits, DataTarget, parse_csv  # noqa: E402
 
 log = logging.getLogger("ehflow.dashboard")
 
-# Seconds between reruns of the readouts (state, step, steps/s, messages) while training. The
-# charts do not wait for them: they fetch each snapshot themselves. Each rerun costs the browser
-# ~40–60 ms of Streamlit's own rendering, taken from drawing and training.
-FRAGMENT_INTERVAL = 1.0
 LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 
@@ -209,32 +205,8 @@ def controls(settings: Settings) -> LiveRun | None:
     return run
 
 
-def readouts(polling: bool) -> None:
-    """The live readouts; while ``polling`` they rerun every FRAGMENT_INTERVAL."""
-    run: LiveRun | None = st.session_state.get("run")
-    if run is None:
-        return
-    run.beat()
-    if polling and not run.polling:  # training ended (pause, divergence, steps done): stop polling
-        st.rerun(scope="app")
-    view = run.view()
-    cols = st.columns(4)
-    cols[0].metric("State", view.state)
-    cols[1].metric("Step", f"{view.step:,}")
-    cols[2].metric("Steps / s", f"{view.steps_per_s:.0f}")
-    primary = view.curves[run.primary_label]
-    last = next((r for r in reversed(primary) if r.test_log_likelihood is not None), None)
-    cols[3].metric("Test log-likelihood", "—" if last is None else f"{last.test_log_likelihood:.3f}")
-    if view.lr is not None:
-        kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
-        st.caption(f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}")
-    if view.message:
-        (st.error if view.state == "diverged" else st.info)(view.message)
-    if view.symmetry:
-        c = st.columns(3)
-        c[0].metric("Invariance spread of log p̂ (nats)", f"{view.symmetry['invariance_spread']:.3f}")
-        c[1].metric("…its Monte-Carlo noise floor", f"{view.symmetry['invariance_noise']:.3f}")
-        c[2].metric("Equivariance error ‖T(Rs) − R T(s)‖", f"{view.symmetry['equivariance_error']:.4f}")
+def _synced() -> None:
+    """The run became busy or idle by itself: the rerun that follows redraws the buttons."""
 
 
 def downloads(run: LiveRun) -> None:
@@ -287,10 +259,8 @@ def main() -> None:
     run = controls(settings)
     if run is None:
         return
-    # Poll only while the run is busy or starting, so an idle page does not rerun.
-    polling = run.polling
-    st.fragment(run_every=FRAGMENT_INTERVAL if polling else None)(readouts)(polling)
-    live_charts(run)
+    run.beat()  # the live panel's requests beat too; this one covers a page without them (tests)
+    live_charts(run, on_sync=_synced)
     downloads(run)
     teaching.explain()
 

@@ -11,7 +11,7 @@ memory handles):
 
     server → worker   ("start", seq, generation, settings, target, heartbeat_timeout)
                       ("play", seq)  ("pause", seq)  ("step", seq, n)
-                      ("live", kappa, lr)  ("beat",)  ("checkpoint",)  ("close",)
+                      ("live", kappa, lr)  ("beat", want)  ("checkpoint",)  ("close",)
     worker → server   ("update", patch)      patch: a dict of the fields of ``live.View`` that
                                               changed, plus "generation", "seq" and new "records"
                       ("checkpoint", bytes | None, error message | None)
@@ -20,7 +20,8 @@ memory handles):
 handled, so the server knows when a state it reads is older than a button just pressed.
 ``generation`` numbers the runs (Reset starts a new one in the same process); updates of an older
 run are dropped. The worker trains only while heartbeats ("beat", sent by each page view) are
-fresh: a closed tab stops its training within ``heartbeat_timeout`` seconds. It exits on "close"
+fresh: a closed tab stops its training within ``heartbeat_timeout`` seconds. A beat with
+``want`` true says the page's charts wait for a new snapshot: snapshots follow the page's pace. It exits on "close"
 or when the server's end of the socket closes (the session was dropped, or the server died).
 """
 
@@ -53,6 +54,10 @@ log = logging.getLogger("ehflow.dashboard.worker")
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
 SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
+# A snapshot is taken when the page asks for one (its charts have fetched the last), or, with no
+# page asking (a view without the browser's charts), at least this often (seconds). Snapshots
+# nobody draws would take CPU from training and from drawing.
+SNAPSHOT_UNASKED = 1.0
 SYMMETRY_EVERY = 3.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
 
@@ -82,6 +87,7 @@ class Worker:
         self.seq = 0
         self.heartbeat_timeout = 1.0
         self.last_beat = time.monotonic()
+        self.wanted = False  # the page's charts wait for a new snapshot
         self.running = False
         self.budget = 0  # steps still to do for the Step button
         self.state = "starting"
@@ -138,6 +144,7 @@ class Worker:
             return False
         if kind == "beat":
             self.last_beat = time.monotonic()
+            self.wanted = self.wanted or message[1]
             return True
         if kind == "live":
             self.set_live(*message[1:])
@@ -245,7 +252,7 @@ class Worker:
         return True
 
     def loop(self) -> None:
-        next_snapshot = next_symmetry = 0.0  # wall clock
+        next_snapshot = next_symmetry = last_snapshot = 0.0  # wall clock
         snapshot_credit = 0.0  # this thread's CPU time before which no snapshot is taken
         while self.receive(0.0 if self.active else 0.2):
             if not self.active:
@@ -259,7 +266,9 @@ class Worker:
                     self.take_snapshot(with_symmetry=True)
                 continue
             now, cpu = time.monotonic(), time.thread_time()
-            if (now >= next_snapshot and cpu >= snapshot_credit) or not ok:
+            paced = now >= next_snapshot and cpu >= snapshot_credit
+            if (paced and (self.wanted or now >= last_snapshot + SNAPSHOT_UNASKED)) or not ok:
+                self.wanted, last_snapshot = False, now
                 self.take_snapshot(with_symmetry=now >= next_symmetry)
                 # Snapshots get SNAPSHOT_SHARE of this process's own CPU time, however much the
                 # browser and the server leave it (at nice 10, about half a core while the page

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import os
 import time
 from pathlib import Path
@@ -10,9 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from starlette.requests import Request
 from streamlit.testing.v1 import AppTest
 
-from dashboard import live
+from dashboard import live, live_chart
 from dashboard.live import LiveRun
 from dashboard.settings import PRESETS, Settings
 from ehflow_core.checkpoint import read_checkpoint
@@ -224,6 +227,61 @@ def test_divergence_shows_a_message_and_keeps_finite_weights():
         run.close()
 
 
+# -- the live panel's feed ------------------------------------------------------------------------
+def _feed(token: str, since: str = "-1") -> tuple[int, dict]:
+    """GET /api/live/<token>?since=… through the route's handler (an ASGI request, no network)."""
+    scope = {
+        "type": "http", "method": "GET", "path": f"/api/live/{token}", "path_params": {"token": token},
+        "query_string": f"since={since}".encode(), "headers": [],
+    }  # fmt: skip
+    response = asyncio.run(live_chart.feed(Request(scope)))
+    return response.status_code, json.loads(response.body)
+
+
+def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
+    run = _small_run()
+    try:
+        assert _wait(lambda: run.state == "ready" and run.version > 0)
+        code, body = _feed(run.token)
+        assert code == 200 and body["version"] == run.version
+        assert set(body["charts"]) == {"density", "energies", "trajectories", "curves", "constraint"}
+        density = body["charts"]["density"]
+        sources = [image["source"] for image in density["figure"]["layout"]["images"]]
+        assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
+        assert density["frame"] and body["charts"]["curves"]["frame"] == ""  # only map panels swap pictures
+        assert "note" not in body["charts"]["constraint"]  # the default run has a generator
+        status = body["status"]
+        assert status["values"]["state"] == "ready" and status["values"]["step"] == "0" and not status["polling"]
+        assert status["caption"].startswith("In use by the trainer now: κ = 0.01")
+        # Nothing newer: the answer (after the wait) has the readouts but no figures.
+        code, again = _feed(run.token, str(body["version"]))
+        assert code == 200 and "charts" not in again and again["status"]["stamp"] > status["stamp"]
+        # Training: asking for a newer snapshot gets one, with the step counter moving.
+        run.play()
+        code, later = _feed(run.token, str(body["version"]))
+        while "charts" not in later:
+            code, later = _feed(run.token, str(body["version"]))
+        assert later["version"] > body["version"] and later["status"]["values"]["state"] == "training"
+        assert later["status"]["polling"]
+    finally:
+        run.close()
+
+
+def test_the_feed_says_why_a_panel_is_missing_and_rejects_bad_requests():
+    run = _small_run(generator_on=False)
+    try:
+        assert _wait(lambda: run.state == "ready" and run.version > 0)
+        code, body = _feed(run.token)
+        assert code == 200 and body["charts"]["constraint"] == {"note": live_chart.NO_CONSTRAINT}
+        assert "κ = none (no constraint)" in body["status"]["caption"]
+        code, body = _feed(run.token, "abc")
+        assert code == 400 and "since must be an integer" in body["error"] and "'abc'" in body["error"]
+        code, body = _feed("not-a-token")
+        assert code == 404 and "no live run" in body["error"]
+    finally:
+        run.close()
+
+
 # -- the app --------------------------------------------------------------------------------------
 @pytest.fixture
 def app():
@@ -234,6 +292,13 @@ def app():
         run.close()
 
 
+def _readouts(app: AppTest) -> dict[str, str]:
+    """The live panel's readouts as the page sent them (a custom component: its data in proto.json)."""
+    data = [json.loads(e.proto.json) for e in app.get("bidi_component")]
+    (panel,) = [d for d in data if "status" in d]  # the other one preloads plotly.js
+    return panel["status"]["values"]
+
+
 def test_app_runs_without_exception_and_shows_the_default_experiment(app):
     app.run()
     assert not app.exception and not app.error
@@ -242,7 +307,7 @@ def test_app_runs_without_exception_and_shows_the_default_experiment(app):
     assert _wait(lambda: run.state == "ready")  # the worker process has built the model
     app.run()
     assert [b.label for b in app.sidebar.button] == ["Train", "Step", "Reset"]
-    assert app.metric[0].value == "ready"
+    assert _readouts(app)["state"] == "ready"
     assert len(app.get("latex")) >= 4  # the teaching panels
 
 
@@ -274,7 +339,8 @@ def test_train_and_pause_from_the_page(app):
     assert run.view().state == "training" and app.sidebar.button[0].label == "Pause"
     assert _wait(lambda: run.view().step > 3)
     app.run()
-    assert app.metric[0].value == "training" and int(app.metric[1].value.replace(",", "")) > 3
+    readouts = _readouts(app)
+    assert readouts["state"] == "training" and int(readouts["step"].replace(",", "")) > 3
     app.sidebar.button[0].click().run()  # Pause
     assert run.view().state == "paused" and not app.exception
 
