@@ -127,8 +127,8 @@ def run(seconds: float, memory_seconds: float) -> dict:
             result["train_to_first_chart_s"] = time.perf_counter() - clicked
 
             # Refresh rate and visibility, sampled every 100 ms.
-            step_value = page.get_by_test_id("stMetric").filter(has=page.get_by_text("Step", exact=True))
-            step_value = step_value.get_by_test_id("stMetricValue")
+            step_value = page.get_by_test_id("ehflowMetric").filter(has=page.get_by_text("Step", exact=True))
+            step_value = step_value.locator(".ehflow-metric-value")
             start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
             start_step = int(step_value.inner_text().replace(",", ""))
             started, samples, visible = time.perf_counter(), 0, 0

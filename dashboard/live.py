@@ -228,7 +228,8 @@ class LiveRun:
         self._finalizer = weakref.finalize(self, _Worker.close, self._worker)
         # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
         self.token = secrets.token_urlsafe(16)
-        self.feed_cache: tuple[int, str] | None = None  # the chart feed's last answer, by version
+        self.feed_cache: tuple[int, str] | None = None  # the chart feed's figures, by version
+        self.feed_lock = threading.Lock()  # one build of them at a time
         _RUNS[self.token] = self
         self.reset(settings, target)
 

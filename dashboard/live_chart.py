@@ -45,6 +45,9 @@ PLOTLY_JS = "plotly.min.js"
 FEED = "api/live"
 FEED_WAIT = 0.5  # seconds a request waits for a new snapshot (under the worker's heartbeat timeout)
 FEED_TICK = 0.02  # seconds between looks at the run's version while a request waits
+# Never cached; not gzipped either (Streamlit's middleware would compress every answer, mostly
+# base64 PNG that does not shrink, on the event loop).
+_NO_STORE = {"Cache-Control": "no-store", "Content-Encoding": "identity"}
 # The panels, row by row: (key, height in pixels); a row of one spans the page.
 LAYOUT = [[("density", 380), ("energies", 380)], [("trajectories", 420)], [("curves", 380), ("constraint", 380)]]
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
@@ -308,7 +311,9 @@ async def feed(request: Request) -> Response:
     except ValueError:
         got = request.query_params.get("since")
         return JSONResponse({"error": f"since must be an integer snapshot version, got {got!r}"}, 400)
-    run.beat(want_snapshot=run.version <= since)
+    # Every request asks for the next snapshot: while the browser draws this answer, the worker
+    # makes the next one and the server builds its figures (see prebuild).
+    run.beat(want_snapshot=True)
     loop = asyncio.get_running_loop()
     deadline, key = loop.time() + FEED_WAIT, run.status_key
     while run.version <= since and run.status_key == key and loop.time() < deadline:
@@ -318,7 +323,23 @@ async def feed(request: Request) -> Response:
     text = json.dumps(body, separators=(",", ":"))
     if charts_json is not None:  # spliced in as text: the figures are serialised once per version
         text = f'{text[:-1]},"charts":{charts_json[1]}}}'
-    return Response(text, media_type="application/json", headers={"Cache-Control": "no-store"})
+        _background.add(task := asyncio.create_task(prebuild(run, charts_json[0])))
+        task.add_done_callback(_background.discard)
+    return Response(text, media_type="application/json", headers=_NO_STORE)
+
+
+_background: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
+
+
+async def prebuild(run: live.LiveRun, sent: int) -> None:
+    """Build the figures of the snapshot after ``sent`` as soon as it arrives, so the page's next
+    request finds them ready instead of waiting for them (after FEED_WAIT, leave it to that request)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FEED_WAIT
+    while run.version <= sent and loop.time() < deadline:
+        await asyncio.sleep(FEED_TICK)
+    if run.version > sent:
+        await run_in_threadpool(figures_json, run)
 
 
 def status(run: live.LiveRun) -> dict:
@@ -353,12 +374,13 @@ def status(run: live.LiveRun) -> dict:
 
 def figures_json(run: live.LiveRun) -> tuple[int, str]:
     """The latest snapshot's version and its figures as JSON, built once per version (kept on the run)."""
-    view = run.view()
-    cached = run.feed_cache
-    if cached is None or cached[0] != view.version:
-        body = "{}" if view.snapshot is None else json.dumps(charts(view, run.primary_label, run.settings.generator_on))
-        cached = run.feed_cache = (view.version, body)
-    return cached
+    with run.feed_lock:  # a request and a prebuild may ask at once: build once
+        view = run.view()
+        cached = run.feed_cache
+        if cached is None or cached[0] != view.version:
+            charts_ = {} if view.snapshot is None else charts(view, run.primary_label, run.settings.generator_on)
+            cached = run.feed_cache = (view.version, json.dumps(charts_))
+        return cached
 
 
 def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:

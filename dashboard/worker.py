@@ -226,19 +226,23 @@ class Worker:
                 return False
         return True
 
-    def take_snapshot(self, with_symmetry: bool) -> None:
+    def take_snapshot(self) -> None:
+        self.snapshot = take_snapshot(self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot)
+        self.send(snapshot=self.snapshot)
+
+    def measure_symmetry(self) -> None:
+        """The invariance and equivariance readout (~0.25 s: sent on its own, not with a snapshot)."""
         trainer = self.primary
-        self.snapshot = take_snapshot(trainer.flow, self.target, VIEW_SIZES, previous=self.snapshot)
-        symmetry = {}
-        gens = [g for g in self.target.generators() if g.has_action] if with_symmetry else []
-        if gens:
-            report = invariance_error(trainer.flow, gens[0], trainer.test_data[:32], n_angles=6, n_samples=32)
-            symmetry = {
-                "invariance_spread": report.spread,
-                "invariance_noise": report.noise_floor,
-                "equivariance_error": equivariance_error(trainer.flow, gens[0], n_points=256),
-            }
-        self.send(snapshot=self.snapshot, symmetry=symmetry)
+        gens = [g for g in self.target.generators() if g.has_action]
+        if not gens:
+            return
+        report = invariance_error(trainer.flow, gens[0], trainer.test_data[:32], n_angles=6, n_samples=32)
+        symmetry = {
+            "invariance_spread": report.spread,
+            "invariance_noise": report.noise_floor,
+            "equivariance_error": equivariance_error(trainer.flow, gens[0], n_points=256),
+        }
+        self.send(symmetry=symmetry)
 
     def receive(self, timeout: float) -> bool:
         """Handle every command that arrives within ``timeout``; False when the worker should exit."""
@@ -253,7 +257,17 @@ class Worker:
 
     def loop(self) -> None:
         next_snapshot = next_symmetry = last_snapshot = 0.0  # wall clock
-        snapshot_credit = 0.0  # this thread's CPU time before which no snapshot is taken
+        # Snapshots and symmetry readouts get SNAPSHOT_SHARE of this process's own CPU time,
+        # however much the browser and the server leave it (at nice 10, about half a core while
+        # the page draws): after each, training alone runs until this thread's CPU time passes
+        # ``credit``. Wall-time pacing let a snapshot's waits throttle the refreshes, and a fixed
+        # rate took up to half of a starved process's time from training.
+        credit = 0.0
+
+        def spent(since_cpu: float) -> float:
+            cost = time.thread_time() - since_cpu
+            return time.thread_time() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
+
         while self.receive(0.0 if self.active else 0.2):
             if not self.active:
                 continue
@@ -263,22 +277,18 @@ class Worker:
                 if self.budget == 0 or not ok:
                     if ok and not self.running:
                         self.state = "paused"
-                    self.take_snapshot(with_symmetry=True)
+                    self.take_snapshot()
+                    self.measure_symmetry()
                 continue
             now, cpu = time.monotonic(), time.thread_time()
-            paced = now >= next_snapshot and cpu >= snapshot_credit
-            if (paced and (self.wanted or now >= last_snapshot + SNAPSHOT_UNASKED)) or not ok:
-                self.wanted, last_snapshot = False, now
-                self.take_snapshot(with_symmetry=now >= next_symmetry)
-                # Snapshots get SNAPSHOT_SHARE of this process's own CPU time, however much the
-                # browser and the server leave it (at nice 10, about half a core while the page
-                # draws). Wall-time pacing let a snapshot's waits throttle the refreshes, and a
-                # fixed rate took up to half of a starved process's time from training.
-                cost = time.thread_time() - cpu
-                next_snapshot = now + SNAPSHOT_EVERY
-                snapshot_credit = time.thread_time() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
-                if now >= next_symmetry:
-                    next_symmetry = time.monotonic() + SYMMETRY_EVERY
+            paced = cpu >= credit
+            if not ok or (paced and now >= next_snapshot and (self.wanted or now >= last_snapshot + SNAPSHOT_UNASKED)):
+                self.wanted, last_snapshot, next_snapshot = False, now, now + SNAPSHOT_EVERY
+                self.take_snapshot()
+                credit = spent(cpu)
+            elif paced and now >= next_symmetry:
+                self.measure_symmetry()
+                credit, next_symmetry = spent(cpu), time.monotonic() + SYMMETRY_EVERY
             elif now >= self.next_update:
                 self.send()
 

@@ -25,7 +25,7 @@ import plotly.colors as pc
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from .raster import colourise, dot_pixels, heatmap_png, line_coverage, over, paint, png_data_uri, rgb, upsample
+from .raster import colourise, dot_pixels, heatmap_png, line_coverage, paint, png_data_uri, rgb
 from .snapshot import Snapshot
 from .training import Record
 
@@ -184,42 +184,43 @@ def _path_traces(paths: np.ndarray, color: str, name: str) -> list[dict[str, Any
     ]  # fmt: skip
 
 
-def _trajectory_background(xs: np.ndarray, potential: np.ndarray, size: int) -> np.ndarray:
-    """U in faint greys on white, as :func:`trajectory_spec` draws it: (size, size, 3) float32, top row first."""
+def _u_picture(potential: np.ndarray) -> str:
+    """U in faint greys on white, as the traces of :func:`trajectory_spec` draw it: one pixel per cell."""
     colours = colourise(potential, _GREYS)[::-1, :, :3].astype(np.float32)
-    return 255.0 + _U_OPACITY * (upsample(colours, size) - 255.0)
+    return png_data_uri(np.rint(255.0 + _U_OPACITY * (colours - 255.0)).astype(np.uint8))
 
 
-def trajectory_png(
-    paths: np.ndarray, xs: np.ndarray, potential: np.ndarray, size: int = TRAJECTORY_PIXELS,
-    background: np.ndarray | None = None,
-) -> str:  # fmt: skip
-    """One trajectory panel as a picture, drawn as the traces of :func:`trajectory_spec` draw it:
-    U in faint greys, the paths (T + 1, P, 2) as thin lines, grey start and coloured end points
-    (``background``: that of :func:`_trajectory_background`, when already drawn)."""
+def trajectory_png(paths: np.ndarray, xs: np.ndarray, size: int = TRAJECTORY_PIXELS) -> str:
+    """The paths (T + 1, P, 2) of one trajectory panel as a transparent picture over the grid xs × xs,
+    drawn as the traces of :func:`trajectory_spec` draw them: thin lines at opacity ½, grey start
+    and coloured end points. The browser lays it over the picture of U (:func:`_u_picture`)."""
     half = float(xs[1] - xs[0]) / 2
     lo, hi = float(xs[0]) - half, float(xs[-1]) + half
-    image = (_trajectory_background(xs, potential, size) if background is None else background).copy()
-    over(image, rgb(COLORS[0]), _PATH_OPACITY * line_coverage(paths, lo, hi, size))
-    paint(image, rgb(_START), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
-    paint(image, rgb(COLORS[0]), dot_pixels(paths[-1], lo, hi, size, _END_SIZE))
-    return png_data_uri(np.rint(image).astype(np.uint8), level=1)
+    image = np.zeros((size, size, 4), dtype=np.uint8)
+    image[..., :3] = rgb(COLORS[0])
+    image[..., 3] = np.rint(255 * np.minimum(1.0, _PATH_OPACITY * line_coverage(paths, lo, hi, size)))
+    opaque = np.uint8(255)
+    paint(image, np.append(rgb(_START), opaque), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
+    paint(image, np.append(rgb(COLORS[0]), opaque), dot_pixels(paths[-1], lo, hi, size, _END_SIZE))
+    return png_data_uri(image, level=1)
 
 
 def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Base samples moved by one leapfrog step, and by the integrated flow, over a map of U
-    (``raster``: each panel one picture, :func:`trajectory_png`)."""
+    (``raster``: each panel two pictures, U under the paths: :func:`_u_picture`, :func:`trajectory_png`)."""
     steps = snapshot.integrated.shape[0] - 1
     layout = _panels(["single leapfrog step", f"integrated flow ({steps} steps)"])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
-    backdrop = _trajectory_background(snapshot.xs, snapshot.potential, TRAJECTORY_PIXELS) if raster else None
+    u_picture = _u_picture(snapshot.potential) if raster else ""
     for col, paths in ((1, snapshot.single_step), (2, snapshot.integrated)):
-        if raster:  # U drawn once for both pictures
-            picture = trajectory_png(paths, snapshot.xs, snapshot.potential, background=backdrop)
-            placeholder, image = _picture(picture, snapshot.xs, col, "path")
+        if raster:
+            placeholder, u_image = _picture(u_picture, snapshot.xs, col, "U(q)")
+            _, path_image = _picture(trajectory_png(paths, snapshot.xs), snapshot.xs, col, "path")
+            # The paths' picture lies above the (empty) traces: plotly.js keys each layer's images
+            # by position, so two pictures on the same cells in one layer would draw only one.
             data.append(placeholder)
-            images.append(image)
+            images += [u_image, {**path_image, "layer": "above"}]
             continue
         # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser,
         # ~100 ms per panel, which capped the dashboard's refresh rate.

@@ -143,26 +143,6 @@ def dot_pixels(points: np.ndarray, lo: float, hi: float, size: int, diameter: fl
     return np.unique(row[inside] * size + col[inside])
 
 
-def upsample(z: np.ndarray, size: int) -> np.ndarray:
-    """Grid values (n, n, ...) resampled to (size, size, ...) pixels, bilinearly between cell centres."""
-    n = z.shape[0]
-    centres = (np.arange(size) + 0.5) * n / size - 0.5  # pixel centres in cell-index units
-    i0 = np.clip(np.floor(centres).astype(np.intp), 0, n - 2)
-    f = np.clip(centres - i0, 0.0, 1.0)
-    weights = np.zeros((size, n), dtype=np.float32)
-    weights[np.arange(size), i0] = 1 - f
-    weights[np.arange(size), i0 + 1] += f
-    rows = np.tensordot(weights, z.astype(np.float32), axes=(1, 0))  # (size, n, ...): along y
-    return np.moveaxis(np.tensordot(weights, rows, axes=(1, 1)), 0, 1)  # then along x
-
-
-def over(image: np.ndarray, colour: np.ndarray, alpha: np.ndarray) -> None:
-    """Paint ``colour`` (3,) over an RGB float32 image (h, w, 3) with per-pixel ``alpha`` (h, w), in place."""
-    diff = colour.astype(np.float32) - image
-    diff *= alpha.astype(np.float32)[..., None]
-    image += diff
-
-
 def paint(image: np.ndarray, colour: np.ndarray, pixels: np.ndarray) -> None:
-    """Set the ``pixels`` (flat indices, as :func:`dot_pixels` gives) of an RGB image (h, w, 3) to ``colour``."""
-    image.reshape(-1, 3)[pixels] = colour
+    """Set the ``pixels`` (flat indices, as :func:`dot_pixels` gives) of an image (h, w, c) to ``colour`` (c,)."""
+    image.reshape(-1, image.shape[-1])[pixels] = colour

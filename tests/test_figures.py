@@ -181,19 +181,22 @@ def test_raster_specs_draw_each_map_as_an_image_over_the_grid_cells():
         make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
     )
     half = float(snap.xs[1] - snap.xs[0]) / 2
-    for build, n_maps in ((density_spec, 2), (energy_spec, 2), (trajectory_spec, 2)):
+    for build, n_images in ((density_spec, 2), (energy_spec, 2), (trajectory_spec, 4)):
         plain, raster = build(snap), build(snap, raster=True)
         go.Figure(raster)  # valid plotly
         assert "images" not in plain["layout"]
         images = raster["layout"]["images"]
-        assert len(images) == n_maps and not any(t["type"] == "heatmap" for t in raster["data"])
+        assert len(images) == n_images and not any(t["type"] == "heatmap" for t in raster["data"])
         assert [t.get("xaxis") for t in raster["data"]] == ["x", "x2"]  # a placeholder keeps each panel's axes
-        assert [im["xref"] for im in images] == ["x", "x2"] and all(im["layer"] == "below" for im in images)
-        assert images[0]["x"] == pytest.approx(snap.xs[0] - half) and images[0]["y"] == pytest.approx(
-            snap.xs[-1] + half
-        )
-        assert images[0]["sizex"] == pytest.approx(snap.xs[-1] - snap.xs[0] + 2 * half)
-        side = TRAJECTORY_PIXELS if build is trajectory_spec else 10  # paths need pixels, maps one per cell
-        assert _decode_png(images[-1]["source"]).shape == (side, side, 4)
+        panels = ["x", "x2"] if n_images == 2 else ["x", "x", "x2", "x2"]  # trajectories: U, then the paths over it
+        assert [im["xref"] for im in images] == panels
+        layers = ["below"] * 2 if n_images == 2 else ["below", "above"] * 2  # one picture per layer and panel
+        assert [im["layer"] for im in images] == layers
+        for image in images:  # every picture covers the grid's cells
+            assert image["x"] == pytest.approx(snap.xs[0] - half) and image["y"] == pytest.approx(snap.xs[-1] + half)
+            assert image["sizex"] == image["sizey"] == pytest.approx(snap.xs[-1] - snap.xs[0] + 2 * half)
+        assert _decode_png(images[0]["source"]).shape[:2] == (10, 10)  # maps: one pixel per cell
+    paths = _decode_png(trajectory_spec(snap, raster=True)["layout"]["images"][3]["source"])
+    assert paths.shape == (TRAJECTORY_PIXELS, TRAJECTORY_PIXELS, 4)  # paths need pixels
     potential = energy_spec(snap, raster=True)["layout"]["images"][1]["source"]
     np.testing.assert_array_equal(_decode_png(potential), _decode_png(heatmap_png(snap.potential, "Cividis")))

@@ -1,4 +1,4 @@
-"""Pictures as pixels (ehflow_core.raster): lines, dots, resampling and PNG, checked pixel by pixel."""
+"""Pictures as pixels (ehflow_core.raster): lines, dots and PNG, checked pixel by pixel."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image  # Pillow comes with streamlit
 
 from ehflow_core.figures import COLORS, trajectory_png
-from ehflow_core.raster import dot_pixels, line_coverage, png_data_uri, rgb, upsample
+from ehflow_core.raster import dot_pixels, line_coverage, png_data_uri, rgb
 
 LO, HI, SIZE = 0.0, 10.0, 10  # one data unit per pixel: pixel (col, row) has its centre at (col + ½, 9.5 − row)
 
@@ -56,26 +56,15 @@ def test_dots_are_discs_of_the_given_diameter():
     assert len(dot_pixels(np.array([[4.5, 4.5]]), LO, HI, SIZE, diameter=4)) == 13  # radius 2: 13 pixels
 
 
-def test_upsample_keeps_constants_and_linear_ramps():
-    np.testing.assert_allclose(upsample(np.full((6, 6), 3.0), 24), 3.0, rtol=1e-6)
-    ramp = np.tile(np.arange(6.0), (6, 1))  # z = x-index
-    up = upsample(ramp, 24)
-    centres = (np.arange(24) + 0.5) * 6 / 24 - 0.5
-    inner = (centres >= 0) & (centres <= 5)
-    np.testing.assert_allclose(up[3][inner], centres[inner], atol=1e-5)
-    assert upsample(np.zeros((4, 4, 3)), 8).shape == (8, 8, 3)  # channels ride along
-
-
-def test_trajectory_picture_draws_start_grey_end_coloured_and_leaves_the_rest_to_u():
+def test_trajectory_picture_draws_start_grey_end_coloured_lines_at_half_opacity_and_nothing_else():
     xs = np.linspace(-3.5, 3.5, 8)  # cells of width 1 over [-4, 4]
-    potential = np.zeros((8, 8))
     paths = np.array([[[-2.0, 0.0]], [[0.0, 0.0]], [[2.0, 0.0]]])  # one path along y = 0, left to right
-    picture = _decode(trajectory_png(paths, xs, potential, size=80)).astype(float)  # 10 pixels per unit
-    background = picture[5, 5]  # far from the path
-    np.testing.assert_allclose(picture[70, 70], background)
+    picture = _decode(trajectory_png(paths, xs, size=80)).astype(float)  # RGBA, 10 pixels per unit
+    assert picture.shape == (80, 80, 4)
+    assert picture[:30, :, 3].max() == 0 and picture[50:, :, 3].max() == 0  # transparent off the path: U shows
     row = 40  # y = 0 lies between rows 39 and 40
-    np.testing.assert_allclose(picture[row, 20], rgb("#999"), atol=2)  # start dot at x = −2
-    np.testing.assert_allclose(picture[row, 60], rgb(COLORS[0]), atol=2)  # end dot at x = 2
-    line = picture[row - 1 : row + 1, 40].sum(axis=0) - 2 * background  # the line at x = 0, over two rows
-    blue = rgb(COLORS[0]) - background
-    np.testing.assert_allclose(line, 0.5 * blue, atol=3)  # a pixel's worth of line at opacity ½
+    np.testing.assert_allclose(picture[row, 20], [*rgb("#999"), 255], atol=1)  # start dot at x = −2, opaque
+    np.testing.assert_allclose(picture[row, 60], [*rgb(COLORS[0]), 255], atol=1)  # end dot at x = 2
+    line = picture[row - 1 : row + 1, 40]  # the line at x = 0, anti-aliased over two rows
+    np.testing.assert_allclose(line[:, :3], [rgb(COLORS[0])] * 2, atol=1)
+    assert line[:, 3].sum() == pytest.approx(0.5 * 255, abs=3)  # a pixel's worth of line at opacity ½
