@@ -139,6 +139,7 @@ def run(seconds: float, memory_seconds: float) -> dict:
                 page.wait_for_timeout(100)
             elapsed = time.perf_counter() - started
             end_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+            result["charts"] = page.evaluate(f"{CHARTS_JS}.map(d => d.dataset.key)")
             result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
             # Browser main-thread time per redraw (JSON.parse + Plotly.react), as the chart records it.
             ms = page.evaluate(

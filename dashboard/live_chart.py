@@ -157,9 +157,12 @@ function drawChart(div, chart, version, width) {
     if (div._fullLayout) window.Plotly.purge(div);
     div.className = "ehflow-chart ehflow-note";
     div.textContent = chart.note;
-    div.dataset.frame = "";
+    div.dataset.frame = div.dataset.hash = "";
+  } else if (chart.hash === div.dataset.hash && div._fullLayout) {
+    // The same figure (a curve without a new point, a paused run's maps): nothing to redraw.
   } else {
     const fig = chart.figure;
+    div.dataset.hash = chart.hash;
     if (chart.frame && div.dataset.frame === chart.frame && div._fullLayout) {
       const update = {};  // same figure but for its images: swap them, redraw nothing else
       fig.layout.images.forEach((image, i) => { update[`images[${i}].source`] = image.source; });
@@ -384,7 +387,8 @@ def figures_json(run: live.LiveRun) -> tuple[int, str]:
 
 
 def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
-    """Each panel's ``{"figure", "frame"}`` for ``view``; the constraint panel (of the ``primary``
+    """Each panel's ``{"figure", "frame", "hash"}`` for ``view`` (``hash`` names the figure, ``frame``
+    all of it but its pictures); the constraint panel (of the ``primary``
     run) has a ``{"note"}`` instead unless the run is ``constrained``."""
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
 
@@ -401,7 +405,8 @@ def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
     out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
     for key, spec in specs.items():
         spec["layout"] = {**spec["layout"], "height": heights[key], "autosize": False}
-        out[key] = {"figure": json.loads(spec_json(spec)), "frame": frame(spec)}
+        text = spec_json(spec)
+        out[key] = {"figure": json.loads(text), "frame": frame(spec), "hash": _digest(text)}
     return out
 
 
@@ -413,4 +418,8 @@ def frame(spec: Spec) -> str:
     if not images:
         return ""
     blanked = {**spec, "layout": {**spec["layout"], "images": [{**image, "source": None} for image in images]}}
-    return hashlib.blake2b(spec_json(blanked).encode(), digest_size=8).hexdigest()
+    return _digest(spec_json(blanked))
+
+
+def _digest(text: str) -> str:
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

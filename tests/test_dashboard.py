@@ -249,6 +249,7 @@ def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
         sources = [image["source"] for image in density["figure"]["layout"]["images"]]
         assert len(sources) == 2 and all(s.startswith("data:image/png;base64,") for s in sources)
         assert density["frame"] and body["charts"]["curves"]["frame"] == ""  # only map panels swap pictures
+        assert len({chart["hash"] for chart in body["charts"].values()}) == 5  # each figure named by its content
         assert "note" not in body["charts"]["constraint"]  # the default run has a generator
         status = body["status"]
         assert status["values"]["state"] == "ready" and status["values"]["step"] == "0" and not status["polling"]
