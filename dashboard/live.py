@@ -3,7 +3,7 @@
 No Streamlit here. :class:`LiveRun` is the page's handle on a worker process
 (:mod:`dashboard.worker`): buttons and live settings become commands on a socket, and a reader
 thread folds the worker's updates (state, step counter, new curve records, snapshots) into a
-:class:`View` that the page's fragment copies out under a lock and draws. The server process only
+:class:`View` that the page and its live panel's feed copy out under a lock. The server process only
 draws; training never holds its GIL, so the controls stay responsive while a run trains.
 
 Lifetimes: Reset starts a new run in the same process (it is warm: no import, no start-up). The
@@ -332,12 +332,6 @@ class LiveRun:
     def busy(self) -> bool:
         """Training, or working through requested steps."""
         return self._shared.busy
-
-    @property
-    def polling(self) -> bool:
-        """Whether the page should keep refreshing: busy, or a run still starting."""
-        with self._shared.lock:
-            return self._shared.busy or (self._shared.state == "starting" and self.worker_alive)
 
     @property
     def status_key(self) -> tuple:

@@ -140,7 +140,7 @@ function build(parentElement, data) {
 function showStatus(root, status) {
   if (root._stamp !== undefined && status.stamp <= root._stamp) return;  // an older answer
   root._stamp = status.stamp;
-  root._polling = status.polling;
+  root._training = status.training;
   for (const [key, el] of Object.entries(root._values)) {
     if (status.values[key] !== undefined) setText(el, status.values[key]);
   }
@@ -210,9 +210,9 @@ async function poll(root) {
     if (body === null) continue;
     try {
       showStatus(root, body.status);
-      // The page's buttons were drawn for a run that was (or was not) busy: when that changes
-      // behind its back (divergence, a process that died), rerun the page, once per page run.
-      if (root._polling !== data.polling && root._stamp > data.stamp && root._asked !== data.stamp) {
+      // The page's buttons were drawn for a run that was (or was not) training: when that
+      // changes behind its back (divergence, a process that died), rerun the page, once per run.
+      if (root._training !== data.training && root._stamp > data.stamp && root._asked !== data.stamp) {
         root._asked = data.stamp;
         root._setTrigger("sync", body.status.state);
       }
@@ -241,8 +241,9 @@ async function drawAll(root, body, src) {
 }
 
 export default function(component) {
-  const { data, parentElement, setTriggerValue } = component;
-  if (data.preload) { loadPlotly(data.src); return; }  // no charts yet: start loading plotly.js
+  const { parentElement, setTriggerValue } = component;
+  if (component.data.preload) { loadPlotly(component.data.src); return; }  // start loading plotly.js
+  const data = JSON.parse(component.data.json);
   let root = parentElement.querySelector("div.ehflow-live");
   const fresh = !root;
   if (fresh) root = build(parentElement, data);
@@ -274,15 +275,17 @@ def preload_plotly() -> None:
 def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
     """The run's readouts and charts, kept current by the browser from ``/api/live/<token>``.
 
-    ``on_sync``: called (and the page rerun) when the run stops or starts being busy without the
-    page asking (its steps are done, it diverged), so the page's buttons follow.
+    ``on_sync``: called (and the page rerun) when the run stops or starts training without the
+    page asking (it diverged, its process died), so the page's Train/Pause button follows.
     """
     data = {
         "token": run.token, "feed": FEED, "src": f"app/static/{PLOTLY_JS}", "layout": LAYOUT,
-        "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": status(run), "polling": run.polling,
+        "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": status(run),
     }  # fmt: skip
-    data["stamp"] = data["status"]["stamp"]
-    _component(data=data, key="live_charts", on_sync_change=on_sync)
+    data["stamp"], data["training"] = data["status"]["stamp"], data["status"]["training"]
+    # Sent as one JSON string: Streamlit checks each value of a dict for a dataframe, which
+    # imports pandas (1.1 s, on the first page's critical path) for any list among them.
+    _component(data={"json": json.dumps(data)}, key="live_charts", on_sync_change=on_sync)
 
 
 # -- the server's side ---------------------------------------------------------------------------
@@ -368,7 +371,7 @@ def status(run: live.LiveRun) -> dict:
     return {
         "stamp": time.monotonic(),
         "state": view.state,
-        "polling": run.polling,
+        "training": view.state == "training",
         "values": values,
         "caption": caption,
         "message": view.message,

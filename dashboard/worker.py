@@ -32,6 +32,7 @@ import os
 import pickle
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from multiprocessing.connection import Connection
@@ -68,8 +69,9 @@ def keep(record: Record) -> bool:
 
 
 def warm_up() -> None:
-    """Build a throwaway Adam: the first one imports ``torch._dynamo`` (~3 s), better spent
-    before a page asks for a run than after."""
+    """Build a throwaway Adam: the first one imports ``torch._dynamo`` (2–3 s). Run in a thread
+    from the process's start, beside the page's first run (its first picture needs no optimiser),
+    so that a Train pressed as soon as the page shows does not wait for the import."""
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
@@ -302,8 +304,7 @@ def main(argv: list[str] | None = None) -> None:
     # One intra-op thread: the process shares the cores with the server and the browser, and an
     # oversubscribed OpenMP pool (spinning threads) slowed training several-fold in our runs.
     torch.set_num_threads(1)
-    if not conn.poll(2.0):  # no page waiting yet: warm up now rather than during its first run
-        warm_up()
+    threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True).start()
     worker = Worker(conn)
     try:
         worker.loop()

@@ -252,7 +252,7 @@ def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
         assert len({chart["hash"] for chart in body["charts"].values()}) == 5  # each figure named by its content
         assert "note" not in body["charts"]["constraint"]  # the default run has a generator
         status = body["status"]
-        assert status["values"]["state"] == "ready" and status["values"]["step"] == "0" and not status["polling"]
+        assert status["values"]["state"] == "ready" and status["values"]["step"] == "0" and not status["training"]
         assert status["caption"].startswith("In use by the trainer now: κ = 0.01")
         # Nothing newer: the answer (after the wait) has the readouts but no figures.
         code, again = _feed(run.token, str(body["version"]))
@@ -263,7 +263,7 @@ def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
         while "charts" not in later:
             code, later = _feed(run.token, str(body["version"]))
         assert later["version"] > body["version"] and later["status"]["values"]["state"] == "training"
-        assert later["status"]["polling"]
+        assert later["status"]["training"]
     finally:
         run.close()
 
@@ -296,7 +296,7 @@ def app():
 def _readouts(app: AppTest) -> dict[str, str]:
     """The live panel's readouts as the page sent them (a custom component: its data in proto.json)."""
     data = [json.loads(e.proto.json) for e in app.get("bidi_component")]
-    (panel,) = [d for d in data if "status" in d]  # the other one preloads plotly.js
+    (panel,) = [json.loads(d["json"]) for d in data if "json" in d]  # the other one preloads plotly.js
     return panel["status"]["values"]
 
 
