@@ -112,9 +112,9 @@ class _Worker:
 
 
 _spare: _Worker | None = None
-_RUNS: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # token -> run
 _spare_lock = threading.Lock()
 _WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
+_RUNS: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # token -> run
 
 
 def prestart() -> None:
@@ -261,7 +261,7 @@ class LiveRun:
     def beat(self, want_snapshot: bool = False) -> None:
         """Called on every page view: the worker trains only while views keep coming.
 
-        ``want_snapshot``: the page's charts have drawn the latest snapshot and wait for another.
+        ``want_snapshot``: the page's live panel asks for the next snapshot.
         """
         self._worker.send(("beat", want_snapshot))
 

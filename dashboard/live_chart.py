@@ -1,19 +1,21 @@
-"""The live charts: one component that fetches each new snapshot's figures and draws them in place.
+"""The live panel: one component that shows the run's readouts and charts and keeps them current.
 
 Why not ``st.plotly_chart`` in a fragment that reruns: ``st.plotly_chart`` re-creates a chart
 whenever its figure changes, so a chart refreshed several times a second is blank much of the
 time (../shared/STREAMLIT.md measured 42–55 % visible), and every fragment rerun costs the
 browser 30–60 ms of Streamlit's own rendering whether or not a new snapshot came.
 
-So the charts leave the script. The page mounts one component (Streamlit components v2, no
-iframe) with its run's token. In the browser it keeps one ``<div>`` per chart and long-polls
-``/api/live/<token>?since=<version>`` (:func:`feed`, a route of the server's ``st.App``): the
-answer comes as soon as the worker sends a snapshot newer than ``since``, or after ``FEED_WAIT``
-seconds with the version alone. Each new figure is drawn with ``Plotly.react``; when it differs
-from the drawn one only in its images (a map panel built with ``raster=True``) the chart swaps the
-images alone (``Plotly.relayout``, ~1 ms against ~30 ms for a redraw). Every request is also the
-page's heartbeat for its run. plotly.js is served from the app's own static folder (copied from
-the plotly wheel), so the page works offline.
+So the live data leaves the script. The page mounts one component (Streamlit components v2, no
+iframe) with its run's token. In the browser it keeps the readouts and one ``<div>`` per chart,
+and long-polls ``/api/live/<token>?since=<version>`` (:func:`feed`, a route of the server's
+``st.App``): the answer comes as soon as the worker sends a snapshot newer than ``since`` or the
+run's state, κ or learning rate change, else after ``FEED_WAIT`` seconds with the readouts alone.
+Each new figure is drawn with ``Plotly.react``; when it differs from the drawn one only in its
+images (a map panel built with ``raster=True``) the chart swaps the images alone
+(``Plotly.relayout``, ~1 ms against ~30 ms for a redraw), and an unchanged figure is not redrawn.
+Every request is also the page's heartbeat for its run and asks for the next snapshot. plotly.js
+is served from the app's own static folder (copied from the plotly wheel), so the page works
+offline.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ FEED_TICK = 0.02  # seconds between looks at the run's version while a request w
 # Never cached; not gzipped either (Streamlit's middleware would compress every answer, mostly
 # base64 PNG that does not shrink, on the event loop).
 _NO_STORE = {"Cache-Control": "no-store", "Content-Encoding": "identity"}
+_background: set[asyncio.Task] = set()  # prebuilds; the event loop keeps only weak references
 # The panels, row by row: (key, height in pixels); a row of one spans the page.
 LAYOUT = [[("density", 380), ("energies", 380)], [("trajectories", 420)], [("curves", 380), ("constraint", 380)]]
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
@@ -334,9 +337,6 @@ async def feed(request: Request) -> Response:
     return Response(text, media_type="application/json", headers=_NO_STORE)
 
 
-_background: set[asyncio.Task] = set()  # the event loop keeps only weak references to tasks
-
-
 async def prebuild(run: live.LiveRun, sent: int) -> None:
     """Build the figures of the snapshot after ``sent`` as soon as it arrives, so the page's next
     request finds them ready instead of waiting for them (after FEED_WAIT, leave it to that request)."""
@@ -390,9 +390,9 @@ def figures_json(run: live.LiveRun) -> tuple[int, str]:
 
 
 def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
-    """Each panel's ``{"figure", "frame", "hash"}`` for ``view`` (``hash`` names the figure, ``frame``
-    all of it but its pictures); the constraint panel (of the ``primary``
-    run) has a ``{"note"}`` instead unless the run is ``constrained``."""
+    """Each panel's ``{"figure", "frame", "hash"}`` for ``view``: ``hash`` names the figure,
+    ``frame`` all of it but its pictures. The constraint panel (of the ``primary`` run) is a
+    ``{"note"}`` instead unless the run is ``constrained``."""
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
 
     snap = view.snapshot

@@ -20,9 +20,9 @@ memory handles):
 handled, so the server knows when a state it reads is older than a button just pressed.
 ``generation`` numbers the runs (Reset starts a new one in the same process); updates of an older
 run are dropped. The worker trains only while heartbeats ("beat", sent by each page view) are
-fresh: a closed tab stops its training within ``heartbeat_timeout`` seconds. A beat with
-``want`` true says the page's charts wait for a new snapshot: snapshots follow the page's pace. It exits on "close"
-or when the server's end of the socket closes (the session was dropped, or the server died).
+fresh: a closed tab stops its training within ``heartbeat_timeout`` seconds. A beat with ``want``
+true asks for the next snapshot, so snapshots follow the page's pace. It exits on "close" or when
+the server's end of the socket closes (the session was dropped, or the server died).
 """
 
 from __future__ import annotations
@@ -55,9 +55,9 @@ log = logging.getLogger("ehflow.dashboard.worker")
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
 SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
-# A snapshot is taken when the page asks for one (its charts have fetched the last), or, with no
-# page asking (a view without the browser's charts), at least this often (seconds). Snapshots
-# nobody draws would take CPU from training and from drawing.
+# A snapshot is taken when the page's live panel asks for one (each of its requests does), or,
+# with no panel asking (a page view without a browser, as in tests), at least this often
+# (seconds). Snapshots nobody draws would take CPU from training and from drawing.
 SNAPSHOT_UNASKED = 1.0
 SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts (~0.25 s of CPU each)
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
@@ -89,7 +89,7 @@ class Worker:
         self.seq = 0
         self.heartbeat_timeout = 1.0
         self.last_beat = time.monotonic()
-        self.wanted = False  # the page's charts wait for a new snapshot
+        self.wanted = False  # the page's live panel asked for a snapshot
         self.running = False
         self.budget = 0  # steps still to do for the Step button
         self.state = "starting"
