@@ -137,6 +137,9 @@ function build(parentElement, data) {
       }
     }
   }).observe(charts);
+  document.addEventListener("visibilitychange", () => {
+    if (!document.hidden && root._undrawn && root.isConnected) draw(root, root._undrawn);
+  });
   return root;
 }
 
@@ -208,8 +211,8 @@ async function poll(root) {
     const fresh = body !== null && body.charts && body.version > since;
     if (fresh) since = body.version;
     // Ask for the next snapshot before drawing this one: the worker and the server make it
-    // while the browser draws.
-    next = fetchFeed(`${data.feed}/${token}?since=${since}`);
+    // while the browser draws. A hidden tab asks for none (want=0): its run trains faster.
+    next = fetchFeed(`${data.feed}/${token}?since=${since}&want=${document.hidden ? 0 : 1}`);
     if (body === null) continue;
     try {
       showStatus(root, body.status);
@@ -219,15 +222,27 @@ async function poll(root) {
         root._asked = data.stamp;
         root._setTrigger("sync", body.status.state);
       }
-      if (fresh) await drawAll(root, body, data.src);
+      // A hidden tab draws nothing (nothing to see, and its timers are throttled to one a
+      // second, which would hold back the requests that keep its run training): the latest
+      // answer is drawn when the tab shows again.
+      if (fresh && document.hidden) root._undrawn = body;
+      if (fresh && !document.hidden) await draw(root, body);
     } catch (err) {  // keep polling whatever happened to one answer
       console.error("ehflow: live panel update failed", err);
     }
   }
 }
 
-async function drawAll(root, body, src) {
-  await loadPlotly(src);
+function draw(root, body) {  // one drawing at a time, in order
+  root._undrawn = null;
+  root._drawing = (root._drawing || Promise.resolve())
+    .then(() => drawAll(root, body))
+    .catch((err) => console.error("ehflow: drawing failed", err));
+  return root._drawing;
+}
+
+async function drawAll(root, body) {
+  await loadPlotly(root._data.src);
   const divs = Array.from(root.querySelectorAll("div.ehflow-chart"));
   const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
   for (const [i, div] of divs.entries()) {
@@ -304,8 +319,8 @@ def routes() -> list[Route]:
 
 
 async def feed(request: Request) -> Response:
-    """``GET /api/live/<token>?since=<version>``: the run's readouts, and its figures once it has a
-    snapshot newer than ``since``.
+    """``GET /api/live/<token>?since=<version>[&want=0]``: the run's readouts, and its figures once it
+    has a snapshot newer than ``since``.
 
     Answers ``{"version": v, "status": {...}, "charts": {key: {"figure", "frame"} | {"note"}}}``
     as soon as the run's snapshot version passes ``since``, or its state, κ or learning rate
@@ -320,9 +335,9 @@ async def feed(request: Request) -> Response:
     except ValueError:
         got = request.query_params.get("since")
         return JSONResponse({"error": f"since must be an integer snapshot version, got {got!r}"}, 400)
-    # Every request asks for the next snapshot: while the browser draws this answer, the worker
-    # makes the next one and the server builds its figures (see prebuild).
-    run.beat(want_snapshot=True)
+    # Every request asks for the next snapshot (but a hidden tab's, ``want=0``): while the browser
+    # draws this answer, the worker makes the next one and the server builds its figures (prebuild).
+    run.beat(want_snapshot=request.query_params.get("want", "1") != "0")
     loop = asyncio.get_running_loop()
     deadline, key = loop.time() + FEED_WAIT, run.status_key
     while run.version <= since and run.status_key == key and loop.time() < deadline:
