@@ -206,7 +206,7 @@ def controls(settings: Settings) -> LiveRun | None:
 
 
 def _synced() -> None:
-    """The run became busy or idle by itself: the rerun that follows redraws the buttons."""
+    """The run started or stopped training by itself: the rerun that follows redraws the buttons."""
 
 
 def downloads(run: LiveRun) -> None:
