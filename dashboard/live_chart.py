@@ -338,10 +338,7 @@ async def feed(request: Request) -> Response:
     # Every request asks for the next snapshot (but a hidden tab's, ``want=0``): while the browser
     # draws this answer, the worker makes the next one and the server builds its figures (prebuild).
     run.beat(want_snapshot=request.query_params.get("want", "1") != "0")
-    loop = asyncio.get_running_loop()
-    deadline, key = loop.time() + FEED_WAIT, run.status_key
-    while run.version <= since and run.status_key == key and loop.time() < deadline:
-        await asyncio.sleep(FEED_TICK)  # no thread held while waiting: many tabs cost nothing
+    await _wait_for_newer(run, since, run.status_key)
     charts_json = await run_in_threadpool(figures_json, run) if run.version > since else None
     body = {"version": run.version if charts_json is None else charts_json[0], "status": status(run)}
     text = json.dumps(body, separators=(",", ":"))
@@ -355,12 +352,18 @@ async def feed(request: Request) -> Response:
 async def prebuild(run: live.LiveRun, sent: int) -> None:
     """Build the figures of the snapshot after ``sent`` as soon as it arrives, so the page's next
     request finds them ready instead of waiting for them (after FEED_WAIT, leave it to that request)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FEED_WAIT
-    while run.version <= sent and loop.time() < deadline:
-        await asyncio.sleep(FEED_TICK)
+    await _wait_for_newer(run, sent)
     if run.version > sent:
         await run_in_threadpool(figures_json, run)
+
+
+async def _wait_for_newer(run: live.LiveRun, since: int, status_key: tuple | None = None) -> None:
+    """Return once the run has a snapshot newer than ``since``, or its ``status_key`` (when given)
+    changed, or after ``FEED_WAIT`` seconds. No thread is held while waiting: many tabs cost nothing."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + FEED_WAIT
+    while run.version <= since and (status_key is None or run.status_key == status_key) and loop.time() < deadline:
+        await asyncio.sleep(FEED_TICK)
 
 
 def status(run: live.LiveRun) -> dict:
