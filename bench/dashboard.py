@@ -91,7 +91,7 @@ def headless_steps_per_s(seconds: float) -> float:
     torch.set_num_threads(1)
     settings = Settings()
     trainer = Trainer(settings.train_config(), settings.make_target())
-    list(trainer.train(steps=20))  # warm-up
+    list(trainer.train(more_steps=20))  # warm-up
     start, steps = time.perf_counter(), trainer.step
     for _ in trainer.train(seconds=seconds):
         pass

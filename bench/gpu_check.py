@@ -24,7 +24,7 @@ from ehflow_core.training import TrainConfig, Trainer
 
 def steps_per_s(config: TrainConfig, seconds: float = 5.0) -> float:
     trainer = Trainer(config, make_target("ring"))
-    list(trainer.train(steps=20))
+    list(trainer.train(more_steps=20))
     torch.cuda.synchronize()
     start, first = time.perf_counter(), trainer.step
     for _ in trainer.train(seconds=seconds):
@@ -64,7 +64,7 @@ def main() -> int:
     inv = invariance_error(radial, g, n_samples=64)
     check("invariance_spread_over_noise_radial", inv.spread < 1.5 * inv.noise_floor, [inv.spread, inv.noise_floor])
 
-    config = TrainConfig(flow=FlowConfig(device="cuda"), kappa=0.01, steps=300, eval_every=100, lr=3e-3)
+    config = TrainConfig(flow=FlowConfig(device="cuda"), kappa=0.01, max_steps=300, eval_every=100, lr=3e-3)
     trainer = Trainer(config, make_target("ring"))
     records = list(trainer.train())
     check("train_test_ll_improves", records[-1].test_log_likelihood > records[99].test_log_likelihood - 0.05,
@@ -77,8 +77,8 @@ def main() -> int:
             same = torch.equal(loaded.forward_flow(q, q)[0], trainer.flow.forward_flow(q, q)[0])
         check("checkpoint_round_trip", same, same)
         resumed = load_trainer(path)
-        check("resume_continues", next(resumed.train(steps=1)).step == 301, resumed.step)
-    huge = Trainer(TrainConfig(flow=FlowConfig(device="cuda", dt=1e20), steps=5), make_target("ring"))
+        check("resume_continues", next(resumed.train(more_steps=1)).step == 301, resumed.step)
+    huge = Trainer(TrainConfig(flow=FlowConfig(device="cuda", dt=1e20), max_steps=5), make_target("ring"))
     check("divergence_caught", list(huge.train())[-1].event == "diverged", "diverged")
 
     speed = {}

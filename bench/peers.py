@@ -89,7 +89,7 @@ class _Ours:
 
     def __init__(self, kappa: float | None, target: Target, train_data: Tensor | None, seed: int, k: int) -> None:
         config = TrainConfig(
-            flow=FlowConfig(), kappa=kappa, batch=BATCH, lr=LR, steps=10**9, eval_every=10**9, seed=seed
+            flow=FlowConfig(), kappa=kappa, batch=BATCH, lr=LR, max_steps=10**9, eval_every=10**9, seed=seed
         )
         self.trainer = Trainer(config, target, train_data=train_data)
         self.steps = self.trainer.train()

@@ -27,7 +27,9 @@ K = 256
 def run(seconds: float, kappa: float | None, lr: float, seed: int) -> dict:
     target = make_target("ring")
     entropy, entropy_se = target.entropy()
-    config = TrainConfig(flow=FlowConfig(), kappa=kappa, lr=lr, steps=10**9, seconds=seconds, seed=seed, eval_every=500)
+    config = TrainConfig(
+        flow=FlowConfig(), kappa=kappa, lr=lr, max_steps=10**9, seconds=seconds, seed=seed, eval_every=500
+    )
     trainer = Trainer(config, target)
     best = -float("inf")
     for record in trainer.train():

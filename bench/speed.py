@@ -43,7 +43,7 @@ SMOKE = Sizes(
     memory_steps=3,
 )  # fmt: skip
 
-PAPER = TrainConfig(flow=FlowConfig(), kappa=0.01, batch=256, steps=10**9, eval_every=10**9)
+PAPER = TrainConfig(flow=FlowConfig(), kappa=0.01, batch=256, max_steps=10**9, eval_every=10**9)
 """The paper's configuration: d = 2, width 128, two leapfrog steps, batch 256, SO(2) on, float32."""
 
 
@@ -79,7 +79,7 @@ def _steps(config: TrainConfig, target: Target | None = None) -> Iterator[Any]:
 
 def paths(sizes: Sizes) -> dict[str, Any]:
     """Reference (plain autograd) against fast path, the paper's configuration."""
-    rates = _median_rate({"reference": _steps(PAPER.replace(path="reference")), "fast": _steps(PAPER)}, sizes)
+    rates = _median_rate({"reference": _steps(PAPER.replace(grad_mode="reference")), "fast": _steps(PAPER)}, sizes)
     return {**{f"{k}_steps_per_s": v for k, v in rates.items()}, "speedup": rates["fast"] / rates["reference"]}
 
 
@@ -130,7 +130,7 @@ def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
     from ehflow_core.snapshot import take_snapshot
 
     trainer = Trainer(PAPER.replace(eval_every=5), make_target("ring"))
-    records = list(trainer.train(steps=10))
+    records = list(trainer.train(more_steps=10))
     snap = None
 
     def refresh() -> Iterator[None]:
@@ -170,7 +170,7 @@ trainer = Trainer(PAPER.replace(batch={batch}, constraint_batch={batch}), make_t
 before = status("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:  # reset the peak (VmHWM) to the current RSS
     f.write("5")
-for _ in trainer.train(steps={steps}):
+for _ in trainer.train(more_steps={steps}):
     pass
 print(json.dumps({{"rss_before_training_mb": before, "peak_rss_mb": status("VmHWM")}}))
 """

@@ -87,8 +87,7 @@ class Settings:
         return tuple(getattr(self, f) for f in self.MODEL_FIELDS)
 
     def flow_config(self, dim: int = 2) -> FlowConfig:
-        base_args = {"base_sigma": 3.0, "base_beta": 2.0} if self.base == "soft_uniform" else {}
-        return FlowConfig(dim=dim, dt=self.dt, n_steps=self.n_steps, base=self.base, **base_args)
+        return FlowConfig(dim=dim, dt=self.dt, n_steps=self.n_steps, base=self.base)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(
@@ -97,7 +96,7 @@ class Settings:
             n_train=self.n_train if self.finite else None,
             batch=self.batch,
             lr=self.lr,
-            steps=10**9,  # the page decides when to stop
+            max_steps=10**9,  # the page decides when to stop
             seed=self.seed,
             eval_every=50,
             n_test=512,

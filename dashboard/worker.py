@@ -42,11 +42,11 @@ import torch
 from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
+from ehflow_core.reporting import run_label
 from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
-from ehflow_core.training import Record, Trainer, initial_flow
+from ehflow_core.training import Record, Run, Trainer
 
-from .live import label
 from .settings import Settings
 
 log = logging.getLogger("ehflow.dashboard.worker")

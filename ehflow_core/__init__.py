@@ -6,10 +6,11 @@ space :math:`s = (q, p)` under a leapfrog-integrated Hamiltonian flow with
 generators :math:`g` enter through the Poisson bracket: :math:`\{g, H\} = 0` makes the flow
 equivariant and, with an invariant base, the learned density invariant.
 
-Glossary (names used throughout, as in MATH.md):
+Glossary (names used throughout, as in docs/maths.md):
     q, p        position (the data) and latent momentum, each (B, d)
     H, K, U     Hamiltonian, kinetic energy K(p), potential energy U(q)
     dt          leapfrog step size; ``n_steps`` leapfrog steps make one flow
+    step        one training (optimiser) step; ``max_steps`` of them make a run
     g           a symmetry generator g(q, p); ``{f, g}`` the Poisson bracket
     kappa (κ)   constraint precision: the target value of E_π[{g, H}²]
     lam (λ)     Lagrange multiplier of a constraint
@@ -33,7 +34,7 @@ from .evaluation import (
 )
 from .flow import HamiltonianFlow
 from .hamiltonian import Hamiltonian
-from .integrators import leapfrog, leapfrog_path, leapfrog_step
+from .integrators import leapfrog, leapfrog_step, leapfrog_trajectory
 from .symmetries import (
     Closure,
     Generator,
@@ -50,7 +51,7 @@ from .symmetries import (
     translation_generator,
 )
 from .targets import TARGETS, Target, load_points, make_target
-from .training import Record, TrainConfig, Trainer
+from .training import Record, Run, TrainConfig, Trainer
 
 __all__ = [
     "BaseDensity",
@@ -65,6 +66,7 @@ __all__ = [
     "InvarianceReport",
     "Record",
     "RotationGenerator",
+    "Run",
     "SoftUniform",
     "StandardNormal",
     "TARGETS",
@@ -81,7 +83,7 @@ __all__ = [
     "invariance_error",
     "kappa_sweep",
     "leapfrog",
-    "leapfrog_path",
+    "leapfrog_trajectory",
     "leapfrog_step",
     "lemma1_check",
     "load_checkpoint",

@@ -2,6 +2,11 @@
 
 The file holds only tensors, numbers, strings, lists and dicts, so ``torch.load(weights_only=True)``
 reads it without unpickling arbitrary objects; anything else is rejected with a clear message.
+
+A :class:`~ehflow_core.training.Trainer` checkpoints with its own Adam state; a member of an
+:class:`~ehflow_core.ensemble.EnsembleTrainer` with its slice of the ensemble's
+(``ensemble.member_optimizer_state(label)``). Either resumes as a :class:`Trainer` that continues
+exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -15,44 +20,58 @@ import torch
 
 from .flow import HamiltonianFlow
 from .targets import Target, make_target
-from .training import TrainConfig, Trainer
+from .training import Run, TrainConfig, Trainer
 
 FORMAT = "ehflow-checkpoint"
-VERSION = 1
+VERSION = 2
+# Version 1 named two config fields differently; they are renamed on reading.
+_RENAMED = {1: {"steps": "max_steps", "path": "grad_mode"}}
 
 
-def checkpoint_state(trainer: Trainer) -> dict[str, Any]:
-    """Everything needed to resume ``trainer``, as a weights-only-safe dict."""
+def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Everything needed to resume ``run``, as a weights-only-safe dict.
+
+    ``optimizer_state``: the run's Adam state dict; None takes a :class:`Trainer`'s own.
+    """
+    if optimizer_state is None:
+        if not isinstance(run, Trainer):
+            raise TypeError(
+                f"optimizer_state is needed for a {type(run).__name__} (an ensemble member: pass "
+                "ensemble.member_optimizer_state(label)); only a Trainer has an optimiser of its own"
+            )
+        optimizer_state = run.optimizer_state()
     return {
         "format": FORMAT,
         "version": VERSION,
-        "train_config": json.dumps(trainer.config.to_dict()),
-        "target": trainer.target.name,
-        "generators": [g.name for g in trainer.generators],
-        "model": trainer.flow.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(),
-        "log_lam": trainer.log_lam.clone(),
-        "violation": trainer.violation.clone(),
-        "kappa": trainer.kappa,
-        "step": trainer.step,
-        "seconds": trainer.seconds,
-        "rng": trainer.rng.get_state(),
+        "train_config": json.dumps(run.config.to_dict()),
+        "target": run.target.name,
+        "generators": [g.name for g in run.generators],
+        "model": run.flow.state_dict(),
+        "optimizer": optimizer_state,
+        "log_lam": run.log_lam.clone(),
+        "violation": run.violation.clone(),
+        "kappa": run.kappa,
+        "step": run.step,
+        "seconds": run.seconds,
+        "rng": run.rng.get_state(),
+        "sample_rng": run.sample_rng.get_state(),
     }
 
 
-def save_checkpoint(trainer: Trainer, path: str | Path) -> Path:
-    """Write ``trainer``'s state to ``path`` (atomically: a partial write never replaces a good file)."""
+def save_checkpoint(run: Run, path: str | Path, optimizer_state: dict[str, Any] | None = None) -> Path:
+    """Write ``run``'s state to ``path`` (atomically: a partial write never replaces a good file);
+    ``optimizer_state`` as in :func:`checkpoint_state`."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_state(trainer), tmp)
+    torch.save(checkpoint_state(run, optimizer_state), tmp)
     tmp.replace(path)
     return path
 
 
-def checkpoint_bytes(trainer: Trainer) -> bytes:
-    """The checkpoint as bytes (for a download button)."""
+def checkpoint_bytes(run: Run, optimizer_state: dict[str, Any] | None = None) -> bytes:
+    """The checkpoint as bytes (for a download button); arguments as in :func:`checkpoint_state`."""
     buffer = io.BytesIO()
-    torch.save(checkpoint_state(trainer), buffer)
+    torch.save(checkpoint_state(run, optimizer_state), buffer)
     return buffer.getvalue()
 
 
@@ -67,7 +86,7 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
         raise ValueError(f"{name}: not a readable ehflow checkpoint (truncated or not a torch file): {err}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise ValueError(f"{name}: not an ehflow checkpoint (no '{FORMAT}' marker)")
-    if state.get("version") != VERSION:
+    if state.get("version") not in (*_RENAMED, VERSION):
         raise ValueError(f"{name}: checkpoint version {state.get('version')!r} is not supported (expected {VERSION})")
     missing = {"train_config", "model", "optimizer", "log_lam", "violation", "step"} - set(state)
     if missing:
@@ -76,7 +95,11 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
 
 
 def _flow_from_state(state: dict[str, Any], name: str) -> tuple[TrainConfig, HamiltonianFlow]:
-    config = TrainConfig.from_dict(json.loads(state["train_config"]))
+    plain = json.loads(state["train_config"])
+    for old, new in _RENAMED.get(state["version"], {}).items():
+        if old in plain:
+            plain[new] = plain.pop(old)
+    config = TrainConfig.from_dict(plain)
     flow = HamiltonianFlow(config.flow)
     try:
         flow.load_state_dict(state["model"])
@@ -100,6 +123,7 @@ def load_trainer(path: str | Path | bytes, target: Target | None = None) -> Trai
     trainer = Trainer(config, target if target is not None else make_target(state["target"]))
     trainer.flow.load_state_dict(flow.state_dict())
     trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.set_lr(trainer.optimizer.param_groups[0]["lr"])
     trainer.log_lam = state["log_lam"].clone()
     trainer.violation = state["violation"].clone()
     trainer.kappa = state["kappa"]
@@ -107,4 +131,6 @@ def load_trainer(path: str | Path | bytes, target: Target | None = None) -> Trai
     trainer.seconds = float(state.get("seconds", 0.0))
     if "rng" in state:
         trainer.rng.set_state(state["rng"])
+    if "sample_rng" in state and trainer.sample_rng is not trainer.rng:
+        trainer.sample_rng.set_state(state["sample_rng"])
     return trainer

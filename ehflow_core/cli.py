@@ -7,182 +7,63 @@ Every run writes into ``--out DIR``: ``metrics.csv`` (one row per record), ``sum
 from __future__ import annotations
 
 import argparse
-import csv
-import io
-import json
 import logging
 import math
+import re
 import sys
-import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .checkpoint import save_checkpoint
 from .config import BASES, DTYPES, FlowConfig
-from .evaluation import equivariance_error, invariance_error
-from .snapshot import Snapshot, SnapshotConfig
-from .symmetries import (
-    Generator,
-    RotationGenerator,
-    lemma1_check,
-    rotation_generator,
-    so_generators,
-    translation_generator,
-)
+from .experiments import reproduce
+from .reporting import progress, write_run
+from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target
-from .training import Record, TrainConfig, Trainer
+from .training import TrainConfig, Trainer
 
 log = logging.getLogger("ehflow_core")
 
-FINAL_EVAL_SAMPLES = 256  # K of the final test log-likelihood in summary.json
-
-
-# -- progress --------------------------------------------------------------------------------------
-def progress(records: Iterable[Record], total: int, label: str = "", stream=sys.stderr) -> Iterator[Record]:
-    """Pass records through while drawing a one-line progress bar (at most 4 redraws a second)."""
-    last_draw = 0.0
-    last_eval: Record | None = None
-    record = None
-    for record in records:
-        if record.test_log_likelihood is not None:
-            last_eval = record
-        if record.event:
-            stream.write(f"\n{label} {record.message}\n")
-        now = time.perf_counter()
-        if now - last_draw > 0.25:
-            last_draw = now
-            _draw(record, total, label, last_eval, stream)
-        yield record
-    if record is not None:
-        _draw(record, total, label, last_eval, stream)
-        stream.write("\n")
-
-
-def _draw(record: Record, total: int, label: str, last_eval: Record | None, stream) -> None:
-    share = min(record.step / max(total, 1), 1.0)
-    bar = "#" * int(24 * share) + "." * (24 - int(24 * share))
-    test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
-    stream.write(
-        f"\r{label} [{bar}] {record.step}/{total} {record.steps_per_s:5.0f} steps/s elbo {record.train_elbo:.3f}{test} "
-    )
-    stream.flush()
-
-
-# -- outputs ---------------------------------------------------------------------------------------
-def metrics_csv(records: Sequence[Record]) -> str:
-    """One CSV row per record (columns: the union of every record's fields)."""
-    rows = [r.to_row() for r in records]
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
-
-
-def write_metrics(records: Sequence[Record], path: Path) -> None:
-    """Write :func:`metrics_csv` to ``path``."""
-    path.write_text(metrics_csv(records))
-
-
-def summarise(trainer: Trainer, records: Sequence[Record]) -> dict[str, Any]:
-    """The numbers a run is judged by (see the README's "Outputs")."""
-    flow, target = trainer.flow, trainer.target
-    rng = torch.Generator(device=flow.device).manual_seed(trainer.config.seed + 99)
-    with torch.no_grad():
-        test_ll = float(flow.log_likelihood(trainer.test_data, FINAL_EVAL_SAMPLES, rng).mean())
-        test_elbo = float(flow.elbo(trainer.test_data, 1, rng).mean())
-        train_ll = None
-        if trainer.train_data is not None:
-            train_ll = float(flow.log_likelihood(trainer.train_data[:2048], FINAL_EVAL_SAMPLES, rng).mean())
-    good = [r for r in records if r.event is None]
-    tail = good[-50:]
-    summary: dict[str, Any] = {
-        "target": target.name,
-        "test_log_likelihood": test_ll,
-        "test_elbo": test_elbo,
-        "train_log_likelihood": train_ll,
-        "n_samples": FINAL_EVAL_SAMPLES,
-        "n_test": len(trainer.test_data),
-        "train_elbo": sum(r.train_elbo for r in tail) / len(tail) if tail else None,
-        "constraint": trainer.measure_constraints(),
-        "lam": trainer.lam,
-        "kappa": trainer.kappa,
-        "steps": trainer.step,
-        "seconds": trainer.seconds,
-        "divergences": sum(1 for r in records if r.event == "diverged"),
-        "lemma1": lemma1_check(flow.base, trainer.generators) if trainer.generators else {},
-        "config": trainer.config.to_dict(),
-    }
-    if target.has_log_prob:
-        entropy, stderr = target.entropy()
-        summary.update(entropy=entropy, entropy_stderr=stderr, gap_nats=-test_ll - entropy)
-    with_action = [g for g in trainer.generators if g.has_action]
-    if with_action:
-        g = with_action[0]
-        report = invariance_error(flow, g, trainer.test_data[:128], n_samples=128, seed=trainer.config.seed)
-        summary["invariance_error"] = {"generator": g.name, **report.__dict__}
-        summary["equivariance_error"] = {gg.name: equivariance_error(flow, gg) for gg in with_action}
-    else:
-        summary["invariance_error"] = None
-    return summary
-
-
-def write_run(
-    trainer: Trainer, records: Sequence[Record], out: Path, sizes: SnapshotConfig | None = None
-) -> tuple[dict[str, Any], Snapshot]:
-    """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary and
-    the snapshot the figures were drawn from (``sizes``: its sizes)."""
-    from .figures import (
-        constraint_figure,
-        curves_figure,
-        density_figure,
-        energy_figure,
-        trajectory_figure,
-        write_figure,
-    )
-    from .snapshot import take_snapshot
-
-    out.mkdir(parents=True, exist_ok=True)
-    write_metrics(records, out / "metrics.csv")
-    summary = summarise(trainer, records)
-    save_checkpoint(trainer, out / "checkpoint.pt")
-    snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
-    files = []
-    files += write_figure(density_figure(snap), out / "density")
-    files += write_figure(energy_figure(snap), out / "energies")
-    files += write_figure(trajectory_figure(snap), out / "trajectories")
-    files += write_figure(curves_figure({"run": records}, title="Log-likelihood"), out / "curves")
-    if trainer.generators:
-        files += write_figure(constraint_figure(records), out / "constraint")
-    summary["figures"] = [f.name for f in files]
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return summary, snap
+# A rotation L_ij: "L12" (two single-digit axes), or "L1_12" / "L_1_12" (axes of any size).
+_ROTATION = re.compile(r"L_?(?:(\d)(\d)|(\d+)_(\d+))")
+_TRANSLATION = re.compile(r"P_?(\d+)")  # a translation P_i: "P1", "P_12"
 
 
 # -- train -----------------------------------------------------------------------------------------
 def parse_generators(spec: str, dim: int) -> list[Generator]:
-    """'so' (all rotations), 'none', or a comma list like 'L12,L34,P1' (1-based indices)."""
+    """'so' (all rotations), 'none', or a comma list of generators with 1-based axes: rotations
+    ``L12`` or ``L1_12`` (axes of any size, as the generators name themselves past 9 axes) and
+    translations ``P1`` or ``P12``."""
     spec = spec.strip()
     if spec == "so":
-        return so_generators(dim)
+        return list(so_generators(dim))
     if spec == "none":
         return []
     gens: list[Generator] = []
-    for item in spec.split(","):
-        item = item.strip()
-        if len(item) == 3 and item[0] == "L" and item[1:].isdigit():
-            gens.append(rotation_generator(int(item[1]) - 1, int(item[2]) - 1, dim))
-        elif len(item) == 2 and item[0] == "P" and item[1].isdigit():
-            gens.append(translation_generator(int(item[1]) - 1, dim))
-        else:
-            raise ValueError(f"--generators: expected 'so', 'none' or items like L12 or P1, got {item!r}")
+    for item in (part.strip() for part in spec.split(",")):
+        try:
+            if rotation := _ROTATION.fullmatch(item):
+                i, j = (_axis(a, dim) for a in rotation.groups() if a is not None)
+                gens.append(rotation_generator(i, j, dim))
+            elif translation := _TRANSLATION.fullmatch(item):
+                gens.append(translation_generator(_axis(translation.group(1), dim), dim))
+            else:
+                raise ValueError("expected 'so', 'none' or items like L12, L1_12 or P1")
+        except ValueError as err:
+            raise ValueError(f"--generators: {item!r}: {err}") from None
+    names = [g.name for g in gens]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--generators: each generator at most once, got {names}")
     return gens
+
+
+def _axis(text: str, dim: int) -> int:
+    """A 1-based axis number of a generator spec as a 0-based index."""
+    if not 1 <= int(text) <= dim:
+        raise ValueError(f"axes are numbered 1..{dim} (the data have {dim} columns), got {text}")
+    return int(text) - 1
 
 
 def _data_target(args: argparse.Namespace) -> tuple[Target, torch.Tensor, torch.Tensor]:
@@ -226,7 +107,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         n_train=args.n_train,
         batch=args.batch,
         lr=args.lr,
-        steps=args.steps,
+        max_steps=args.steps,
         seconds=args.seconds,
         seed=args.seed,
         eval_every=args.eval_every,
@@ -235,7 +116,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         on_divergence=args.on_divergence,
     )
     trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
-    records = list(progress(trainer.train(), config.steps, label=target.name))
+    records = list(progress(trainer.train(), config.max_steps, label=target.name))
     summary, _ = write_run(trainer, records, Path(args.out))
     _print_summary(summary, Path(args.out))
     return summary
@@ -300,10 +181,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--holdout", type=float, default=0.2, help="share of --data held out as test set (default 0.2)")
     train.add_argument("--n-modes", type=_positive_int, help="number of Gaussians for --target gaussians")
     train.add_argument("--kappa", type=_positive_float, help="constraint precision κ (absent: unconstrained)")
-    train.add_argument("--generators", help="'so', 'none' or e.g. 'L12,L34' (default: the target's own)")
+    train.add_argument(
+        "--generators", help="'so', 'none' or e.g. 'L12,L34' or 'L1_12,P3' (1-based axes; default: the target's own)"
+    )
     train.add_argument("--hard-symmetry", action="store_true", help="K and U exactly invariant under the rotations")
     train.add_argument("--n-train", type=_positive_int, help="fixed training set size (absent: infinite data)")
-    train.add_argument("--steps", type=_positive_int, default=2000)
+    train.add_argument("--steps", type=_positive_int, default=TrainConfig.max_steps, help="training steps")
     train.add_argument("--seconds", type=_positive_float, help="wall-clock budget (whichever ends first)")
     train.add_argument("--dt", type=_positive_float, default=FlowConfig.dt)
     train.add_argument("--n-steps", type=_positive_int, default=FlowConfig.n_steps, help="leapfrog steps")
@@ -339,8 +222,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "train":
             run_train(args)
         else:
-            from .experiments import reproduce
-
             reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=Path(args.out or f"runs/{args.figure}"))
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)

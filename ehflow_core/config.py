@@ -61,8 +61,8 @@ class FlowConfig(JsonConfig):
     n_steps: int = 2  # n: leapfrog steps of the flow, >= 1 (the paper uses 2)
     dt: float = 0.5  # leapfrog step size, finite and > 0
     base: str = "normal"  # base density π of the state: "normal" or "soft_uniform"
-    base_sigma: float = 4.0  # soft-uniform width σ > 0 (ignored for "normal")
-    base_beta: float = 4.0  # soft-uniform edge sharpness β > 0 (ignored for "normal")
+    base_sigma: float = 3.0  # soft-uniform width σ > 0 (ignored for "normal")
+    base_beta: float = 2.0  # soft-uniform edge sharpness β > 0 (ignored for "normal"; see docs/maths.md)
     shared_hamiltonian: bool = True  # one H for every step (True) or a separate H_i per step
     # Exact symmetry: K and U become MLPs of the squared norms of these blocks of coordinates, e.g.
     # ((0, 1),) for a radial H in 2-D, ((0, 1), (2, 3)) for SO(2)×SO(2). None: generic K and U.

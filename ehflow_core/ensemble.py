@@ -1,23 +1,24 @@
 r"""Batched ensembles: M training runs of one architecture trained as one model (stacked weights).
 
-A κ sweep (Figure 2A) trains the same flow with different κ and seeds. Here the M members'
-parameters are stacked along a leading axis (M, ...) and one step evaluates every member's
-:class:`~ehflow_core.training.Objective` with ``torch.func.vmap`` — batched matmuls instead of M
-small ones. Each member keeps its own :class:`~ehflow_core.training.Trainer` for everything that is
-not the network arithmetic (its RNG, data, test set, multipliers, evaluation), and its flow's
-parameters are *views* into the stacked tensors, so ``members[m].flow`` is always the current
-model. Adam is elementwise, so one Adam over the stacked tensors is M independent Adams: an
-ensemble reproduces its members trained one by one (to rounding; tested in float64).
+A κ sweep (Figure 2A) trains the same flow with different κ and seeds. Here the M runs'
+parameters are stacked along a leading axis (M, ...) and one step evaluates every run's
+:class:`~ehflow_core.training.Objective` with ``torch.func.vmap``: batched matmuls instead of M
+small ones. Each member is a :class:`~ehflow_core.training.Run` (its RNG, data, test set,
+multipliers, evaluation) whose flow's parameters are *views* into the stacked tensors, so
+``runs[label].flow`` is always the current model. The step rules are the ones of
+:class:`~ehflow_core.training.Stepper`, shared with :class:`~ehflow_core.training.Trainer`. Adam is
+elementwise, so one Adam over the stacked tensors is M independent Adams: an ensemble reproduces
+its members trained one by one (to rounding; tested in float64), and a member's slice of the
+Adam state (:meth:`EnsembleTrainer.member_optimizer_state`) resumes it as a run of its own.
 
-Divergence: a member whose step is rejected keeps its weights (they are restored after the shared
-optimiser step); with ``on_divergence="stop"`` it is frozen from then on while the others train.
-(With ``"continue"`` its Adam step count runs on with the ensemble's, so after a rejected step it
-no longer matches a run of its own exactly.)
+Divergence: a member whose step is rejected keeps its weights and Adam moments (they are
+restored after the shared optimiser step); with ``on_divergence="stop"`` it is frozen from then on
+while the others train. (With ``"continue"`` its Adam step count runs on with the ensemble's, so
+after a rejected step it no longer matches a run of its own exactly.)
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -25,22 +26,16 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from ._checks import check_float, check_int
+from .reporting import run_label
 from .symmetries import Generator
 from .targets import Target
-from .training import Record, TrainConfig, Trainer, _Clock
+from .training import Record, Run, Stepper, TrainConfig
 
 # Fields that may differ between members; everything else must be equal (one architecture, one batch).
 _MEMBER_FIELDS = ("kappa", "seed", "n_train")
 
 
-def member_label(config: TrainConfig, with_seed: bool = False) -> str:
-    """``"κ=0.01"`` or ``"none"`` (unconstrained), with ``"/seed1"`` when ``with_seed``."""
-    label = "none" if config.kappa is None else f"κ={config.kappa:g}"
-    return f"{label}/seed{config.seed}" if with_seed else label
-
-
-class EnsembleTrainer:
+class EnsembleTrainer(Stepper):
     """Train the runs ``configs`` (differing only in κ, seed and ``n_train``) as one batched model.
 
     :meth:`train` yields, per step, a dict ``label -> Record`` for every member still training.
@@ -49,7 +44,8 @@ class EnsembleTrainer:
         configs: one :class:`TrainConfig` per member, M >= 1.
         target: the density every member learns.
         generators: symmetry generators (default: the target's own).
-        labels: a name per member (default: ``"κ=<value>"``/``"none"``, with the seed when seeds differ).
+        labels: a name per member (default: :func:`~ehflow_core.reporting.run_label`, with the seed
+            when seeds differ).
     """
 
     def __init__(
@@ -75,105 +71,60 @@ class EnsembleTrainer:
                 )
         if labels is None:
             with_seed = len({c.seed for c in configs}) > 1
-            labels = [member_label(c, with_seed) for c in configs]
+            labels = [run_label(c.kappa, c.seed if with_seed else None) for c in configs]
         labels = list(labels)
         if len(labels) != len(configs) or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be {len(configs)} distinct names, one per config, got {labels}")
-        self.config = configs[0]
-        self.labels = labels
-        self.members = [Trainer(c, target, generators) for c in configs]
+        super().__init__([Run(c, target, generators) for c in configs], labels, configs[0])
 
-        objectives = [m.objective for m in self.members]
+        objectives = [run.objective for run in self.runs]
         params, self._buffers = stack_module_state(objectives)  # name -> (M, ...)
         self._params = {name: p.detach().requires_grad_(True) for name, p in params.items()}
         for m, objective in enumerate(objectives):  # members' parameters become views of the stack
             for name, p in objective.named_parameters():
                 p.data = self._params[name].data[m]
         self._template = objectives[0]
-        self._terms = vmap(self._member_terms)
-        self.optimizer = torch.optim.Adam(self._params.values(), lr=self.config.lr)
-        self._stopped = [False] * len(self.members)
+        self._vmapped = vmap(self._member_terms)
         self.step = 0
         self.seconds = 0.0
 
     def __len__(self) -> int:
-        return len(self.members)
+        return len(self.runs)
 
     @property
-    def trainers(self) -> dict[str, Trainer]:
-        """label -> the member's :class:`Trainer` (its ``flow`` holds the current weights)."""
-        return dict(zip(self.labels, self.members))
+    def runs_by_label(self) -> dict[str, Run]:
+        """label -> the member's :class:`~ehflow_core.training.Run` (its ``flow`` holds the current weights)."""
+        return dict(zip(self.labels, self.runs))
 
-    def set_lr(self, lr: float) -> None:
-        """Change every member's learning rate from the next step on."""
-        lr = check_float("lr", lr, positive=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        for member in self.members:
-            member.set_lr(lr)
+    # -- the Stepper's pieces ------------------------------------------------------------------
+    def _parameters(self) -> list[Tensor]:
+        return list(self._params.values())
 
-    # -- one step ------------------------------------------------------------------------------
     def _member_terms(self, params: dict[str, Tensor], buffers: dict[str, Tensor], *noise: Tensor) -> Any:
         return functional_call(self._template, (params, buffers), noise)
 
-    def _stacked_noise(self) -> tuple[Tensor, ...]:
-        """Every member's draw, in its own RNG's order, stacked: x (M, B, d), eps (M, S, B, d),
-        q0, p0 (M, B_c, d). Unconstrained members draw no base samples; zeros stand in (λ = 0)."""
-        draws = [member._draw() for member in self.members]
-        x = draws[0].x
-        filler = torch.zeros(self.config.constraint_batch, x.shape[-1], dtype=x.dtype, device=x.device)
-        columns = [
-            [d.x for d in draws],
-            [d.eps for d in draws],
-            [filler if d.q0 is None else d.q0 for d in draws],
-            [filler if d.p0 is None else d.p0 for d in draws],
-        ]
-        return tuple(torch.stack(column) for column in columns)
+    def _terms(self, active: list[int]) -> tuple[Tensor, Tensor | None]:
+        """Every member's draw, in its own RNG's order, stacked (x (M, B, d), eps (M, S, B, d),
+        q0, p0 (M, B_c, d)) and evaluated at once. Stopped members draw nothing and unconstrained
+        ones no base samples: zeros stand in (their terms are not used)."""
+        draws = {m: self.runs[m].draw() for m in active}
+        x = next(iter(draws.values())).x
+        shape = {"x": x.shape, "eps": (self.config.n_elbo_samples, *x.shape)}
+        shape["q0"] = shape["p0"] = (self.config.constraint_batch, x.shape[-1])
+        columns = []
+        for name in ("x", "eps", "q0", "p0"):
+            filler = x.new_zeros(shape[name])
+            column = [getattr(draws[m], name) if m in draws else None for m in range(len(self))]
+            columns.append(torch.stack([filler if t is None else t for t in column]))
+        elbo, constraint = self._vmapped(self._params, self._buffers, *columns)  # (M,), (M, G)
+        return elbo, constraint
 
-    def _member_grad_norms(self) -> Tensor:
-        """Each member's gradient norm over all its parameters: (M,)."""
-        squares = [p.grad.reshape(len(self), -1).square().sum(1) for p in self._params.values() if p.grad is not None]
-        return torch.stack(squares).sum(0).sqrt()
+    def _grads(self) -> list[Tensor]:
+        return [p.grad for p in self._params.values() if p.grad is not None]
 
-    def _train_step(self) -> dict[int, tuple[dict[str, Any], str | None]]:
-        """One step of every member still training: member index -> (values, problem)."""
-        elbo, constraint = self._terms(self._params, self._buffers, *self._stacked_noise())  # (M,), (M, G)
-        outcomes: dict[int, tuple[dict[str, Any], str | None]] = {}
-        total = elbo.new_zeros(())
-        for m, member in enumerate(self.members):
-            if self._stopped[m]:
-                continue
-            loss = member._lagrangian(elbo[m], constraint[m] if member.constrained else None)
-            values: dict[str, Any] = {"loss": float(loss.detach()), "train_elbo": float(elbo[m].detach())}
-            problem = member._check_loss(values)
-            outcomes[m] = (values, problem)
-            if problem is None:
-                total = total + loss
-        self.optimizer.zero_grad(set_to_none=True)
-        if total.requires_grad:
-            total.backward()
-        norms = self._member_grad_norms() if total.requires_grad else torch.full((len(self),), math.nan)
-        if self.config.grad_clip is not None:  # per member, as torch.nn.utils.clip_grad_norm_ does
-            scale = (self.config.grad_clip / (norms + 1e-6)).clamp(max=1.0)
-            for p in self._params.values():
-                if p.grad is not None:
-                    p.grad.mul_(scale.to(p.grad.dtype).view(-1, *[1] * (p.ndim - 1)))
-        for m, (values, problem) in outcomes.items():
-            if problem is None and not math.isfinite(float(norms[m])):
-                outcomes[m] = (values, self.members[m]._diverged("gradient norm", float(norms[m])))
-        frozen = [m for m in range(len(self)) if m not in outcomes or outcomes[m][1] is not None]
-        self._step_optimizer(frozen)
-        for m, (values, problem) in outcomes.items():
-            if problem is None:
-                member = self.members[m]
-                member._after_step(values, constraint[m].detach() if member.constrained else None, float(norms[m]))
-        return outcomes
-
-    def _step_optimizer(self, frozen: list[int]) -> None:
+    def _optimizer_step(self, frozen: list[int]) -> None:
         """Adam step for all members, then put back the weights and Adam moments of ``frozen``."""
-        if len(frozen) == len(self):
-            return
-        params = list(self._params.values())
+        params = self._parameters()
         kept = []
         if frozen:
             moments = [t for p in params for k, t in self.optimizer.state.get(p, {}).items() if k != "step"]
@@ -186,29 +137,36 @@ class EnsembleTrainer:
             for t, old in kept:
                 t[frozen] = old
 
+    def _count_round(self) -> None:
+        self.step += 1
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def member_optimizer_state(self, label: str) -> dict[str, Any]:
+        """The member's slice of the ensemble's Adam state, as the ``state_dict`` of an Adam over
+        that member's ``flow.parameters()``: loaded into a :class:`~ehflow_core.training.Trainer`,
+        it resumes the member as if it had always trained alone."""
+        if label not in self.labels:
+            raise ValueError(f"label must name a member of the ensemble, one of {self.labels}; got {label!r}")
+        m = self.labels.index(label)
+        full = self.optimizer.state_dict()
+        names = list(self._params)  # the optimiser's parameter order
+        flow_names = [f"flow.{n}" for n, _ in self.runs[m].flow.named_parameters()]
+        state = {}
+        for i, name in enumerate(flow_names):
+            entry = full["state"].get(names.index(name))
+            if entry is not None:
+                state[i] = {k: v.clone() if k == "step" else v[m].clone() for k, v in entry.items()}
+        group = {k: v for k, v in full["param_groups"][0].items() if k != "params"}
+        return {"state": state, "param_groups": [{**group, "params": list(range(len(flow_names)))}]}
+
     # -- the loop ------------------------------------------------------------------------------
-    def train(self, steps: int | None = None, seconds: float | None = None) -> Iterator[dict[str, Record]]:
-        """Train every member for up to ``steps`` more steps (default: until ``config.steps``) or
-        ``seconds`` of wall time, yielding ``label -> Record`` each step for the members that stepped.
+    def train(self, more_steps: int | None = None, seconds: float | None = None) -> Iterator[dict[str, Record]]:
+        """Train every member for up to ``more_steps`` more steps (default: until ``config.max_steps``)
+        or ``seconds`` of wall time, yielding ``label -> Record`` each step for the members that stepped.
 
         Stop consuming at any time; calling again resumes where it stopped.
         """
-        end_step = self.config.steps if steps is None else self.step + check_int("steps", steps, minimum=0)
-        clock = _Clock(self.step, self.seconds, self.config.seconds if seconds is None else seconds)
-        while self.step < end_step and not all(self._stopped):
-            outcomes = self._train_step()
-            self.step += 1
-            self.seconds, rate = clock.tick(self.step)
-            last = self.step == end_step or clock.out_of_time
-            records = {}
-            for m, (values, problem) in outcomes.items():
-                member = self.members[m]
-                member.seconds = self.seconds
-                records[self.labels[m]], stop = member._conclude(values, problem, rate, last)
-                self._stopped[m] = self._stopped[m] or stop
-            yield records
-            if clock.out_of_time:
-                return
+        return self._rounds(more_steps, seconds)
 
 
 def train_ensemble(
@@ -228,7 +186,8 @@ def kappa_sweep(
 ) -> dict[str, list[Record]]:
     """Train ``config`` once per κ (and unconstrained) as one batched ensemble: label -> records.
 
-    Labels are ``"κ=<value>"`` and ``"none"``; this is Figure 2A's data.
+    Labels are :func:`~ehflow_core.reporting.run_label`'s (``"κ=0.01"``, ``"none"``); this is
+    Figure 2A's data.
     """
     settings: list[float | None] = [*kappas, *([None] if include_baseline else [])]
     return train_ensemble([config.replace(kappa=k) for k in settings], target)[1]

@@ -2,10 +2,9 @@
 
 Figure 2A: the SO(2) ring with an N(0, I) base and the rotation generator; train and test
 log-likelihood for several κ and unconstrained, with infinite data and with a fixed training set.
-Figure 2B: eight Gaussians on a circle from a soft-uniform base; the potential U learns a well
-per mode and base samples flow towards them. The soft-uniform base uses σ = 3, β = 2: with sharp
-edges (β = 4, σ = 4) log π is flat inside the box, the ELBO's gradient vanishes there, and in our
-runs the flow learned nothing (test NLL stayed at the base's own, gap 1.58 nats after 3000 steps).
+Figure 2B: eight Gaussians on a circle from a soft-uniform base (its default σ and β, see
+:class:`~ehflow_core.config.FlowConfig`); the potential U learns a well per mode and base samples
+flow towards them.
 """
 
 from __future__ import annotations
@@ -20,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from .cli import progress, summarise, write_metrics, write_run
 from .config import FlowConfig
 from .ensemble import EnsembleTrainer
+from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
+from .snapshot import SnapshotConfig, attractor_report, take_snapshot
 from .targets import GaussianMixture, make_target
 from .training import Record, TrainConfig, Trainer
 
@@ -55,10 +55,6 @@ class Fig2bSize:
 FIG2B = {"quick": Fig2bSize(steps=600, lr=1e-3, eval_every=200), "full": Fig2bSize(steps=6000, lr=1e-3, eval_every=500)}
 
 
-def _label(kappa: float | None) -> str:
-    return "none" if kappa is None else f"kappa={kappa:g}"
-
-
 def _mean_sd(values: list[float]) -> dict[str, float]:
     return {
         "mean": statistics.fmean(values),
@@ -70,8 +66,7 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
 def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
     """Train every (regime, κ, seed) of Figure 2A (one batched ensemble per regime) and write curves,
     per-run metrics and a summary."""
-    from .figures import curves_figure, density_figure, energy_figure, write_figure
-    from .snapshot import SnapshotConfig, take_snapshot
+    from .figures import curves_figure, density_figure, energy_figure, write_figure  # plotly, when needed
 
     target = make_target("ring")
     entropy, entropy_se = target.entropy()
@@ -80,12 +75,12 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
         settings = [(kappa, seed) for kappa in (*size.kappas, None) for seed in range(size.seeds)]
         configs = [
             TrainConfig(
-                flow=FlowConfig(), kappa=kappa, n_train=n_train, steps=size.steps, seed=seed, lr=size.lr,
+                flow=FlowConfig(), kappa=kappa, n_train=n_train, max_steps=size.steps, seed=seed, lr=size.lr,
                 eval_every=size.eval_every, n_test=1024, eval_samples=32,
             )
             for kappa, seed in settings
         ]  # fmt: skip
-        labels = [f"{_label(kappa)}/seed{seed}" for kappa, seed in settings]
+        labels = [run_label(kappa, seed) for kappa, seed in settings]
         ensemble = EnsembleTrainer(configs, target, labels=labels)  # every (κ, seed) of the regime at once
         runs: dict[str, list[Record]] = {label: [] for label in labels}
 
@@ -101,12 +96,12 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
         for kappa in (*size.kappas, None):
             finals: dict[str, list[float]] = {}
             for seed in range(size.seeds):
-                name = f"{_label(kappa)}/seed{seed}"
-                trainer, records = ensemble.trainers[name], runs[name]
-                run_dir = out / regime / f"{_label(kappa)}_seed{seed}"
+                name = run_label(kappa, seed)
+                run, records = ensemble.runs_by_label[name], runs[name]
+                run_dir = out / regime / run_folder(name)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_metrics(records, run_dir / "metrics.csv")
-                summary = summarise(trainer, records)
+                summary = summarise(run, records)
                 (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
                 for key in ("test_log_likelihood", "train_log_likelihood", "gap_nats"):
                     if summary.get(key) is not None:
@@ -115,15 +110,15 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
                 finals.setdefault("invariance_spread", []).append(summary["invariance_error"]["spread"])
                 finals.setdefault("invariance_noise_floor", []).append(summary["invariance_error"]["noise_floor"])
                 if seed == 0:
-                    curves[_label(kappa)] = records
+                    curves[run_label(kappa)] = records
                 if seed == 0 and kappa == size.kappas[-1] and regime == "infinite":
-                    snap = take_snapshot(trainer.flow, target, SnapshotConfig(n_samples=4000, grid=100))
+                    snap = take_snapshot(run.flow, target, SnapshotConfig(n_samples=4000, grid=100))
                     write_figure(density_figure(snap), out / "fig2a_density")
                     write_figure(energy_figure(snap), out / "fig2a_energies")
-            table[_label(kappa)] = {key: _mean_sd(values) for key, values in finals.items()}
+            row = table[run_label(kappa)] = {key: _mean_sd(values) for key, values in finals.items()}
             if "train_log_likelihood" in finals:
                 gaps = [a - b for a, b in zip(finals["train_log_likelihood"], finals["test_log_likelihood"])]
-                table[_label(kappa)]["train_minus_test"] = _mean_sd(gaps)
+                row["train_minus_test"] = _mean_sd(gaps)
         write_figure(curves_figure(curves, title=f"Figure 2A, {regime} data: L_K across κ"), out / f"fig2a_{regime}")
         results["regimes"][regime] = table
     (out / "summary.json").write_text(json.dumps(results, indent=2))
@@ -165,14 +160,13 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
 
 def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]:
     """Train on eight Gaussians from a soft-uniform base and report the attractors of U."""
-    from .figures import trajectory_figure, write_figure
-    from .snapshot import SnapshotConfig, attractor_report
+    from .figures import trajectory_figure, write_figure  # plotly, when needed
 
     target = make_target("gaussians8")
     assert isinstance(target, GaussianMixture)
     config = TrainConfig(
-        flow=FlowConfig(base="soft_uniform", base_sigma=3.0, base_beta=2.0),
-        steps=size.steps, lr=size.lr, eval_every=size.eval_every, seed=seed, n_test=1024, eval_samples=32,
+        flow=FlowConfig(base="soft_uniform"),
+        max_steps=size.steps, lr=size.lr, eval_every=size.eval_every, seed=seed, n_test=1024, eval_samples=32,
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
     records = list(progress(trainer.train(), size.steps, label="fig2b"))

@@ -1,4 +1,4 @@
-r"""The Hamiltonian flow generative model (paper §2; MATH.md "Generative model and likelihood").
+r"""The Hamiltonian flow generative model (paper §2; docs/maths.md, "Generative model and likelihood").
 
 :math:`s_0 = (q_0, p_0) \sim \pi`, :math:`s_n = T_n \circ \dots \circ T_1(s_0)` with leapfrog steps
 :math:`T_i`; the data are :math:`q_n`, the momentum :math:`p_n` is latent. The joint density is
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -20,12 +21,12 @@ from .config import FlowConfig
 from .distributions import BaseDensity, SoftUniform, StandardNormal
 from .encoder import GaussianEncoder
 from .hamiltonian import Hamiltonian
-from .integrators import Step, leapfrog, leapfrog_path
+from .integrators import Step, leapfrog, leapfrog_trajectory
 
 log = logging.getLogger(__name__)
 
 _MAX_POINTS_PER_CHUNK = 1 << 16  # bounds memory of L_K with many samples
-PATHS = ("fast", "reference")
+GRAD_MODES = ("fast", "reference")
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,13 +55,13 @@ class HamiltonianFlow(nn.Module):
         config: architecture and integrator; see :class:`FlowConfig`.
 
     Attributes:
-        path: how gradients are computed (not part of the model, so not in the config):
+        grad_mode: how energy gradients are computed (not part of the model, so not in the config):
             ``"fast"`` — closed-form energy gradients, ∇U reused between leapfrog steps;
             ``"reference"`` — plain ``create_graph`` autograd and the textbook leapfrog loop, the
             correctness oracle the fast path is tested and benchmarked against. Same numbers.
     """
 
-    path: str = "fast"
+    grad_mode: str = "fast"
 
     def __init__(self, config: FlowConfig | None = None) -> None:
         super().__init__()
@@ -97,33 +98,39 @@ class HamiltonianFlow(nn.Module):
                 f"step must be in 0..{len(self.hamiltonians) - 1} for this flow "
                 f"({len(self.hamiltonians)} Hamiltonian(s)), got {step}"
             )
-        return self.hamiltonians[step]
+        return self.hamiltonian_list[step]
 
-    def use_path(self, path: str) -> HamiltonianFlow:
-        """Compute gradients the ``"fast"`` or the ``"reference"`` way (see the class); returns self."""
-        self.path = check_choice("path", path, PATHS)
+    @property
+    def hamiltonian_list(self) -> list[Hamiltonian]:
+        """The Hamiltonians: one when shared, else one per leapfrog step."""
+        return cast(list[Hamiltonian], list(self.hamiltonians))
+
+    def use_grad_mode(self, grad_mode: str) -> HamiltonianFlow:
+        """Compute energy gradients the ``"fast"`` or the ``"reference"`` way (see the class); returns self."""
+        self.grad_mode = check_choice("grad_mode", grad_mode, GRAD_MODES)
         return self
 
     @property
     def _reuse(self) -> bool:
-        return self.path == "fast"
+        return self.grad_mode == "fast"
 
     def _grads(self, h: Hamiltonian) -> Step:
-        return (h.grad_K, h.grad_U) if self.path == "fast" else (h.grad_K_autograd, h.grad_U_autograd)
+        return (h.grad_K, h.grad_U) if self.grad_mode == "fast" else (h.grad_K_autograd, h.grad_U_autograd)
 
-    def _steps(self, n_steps: int | None = None) -> list[Step]:
-        """The (grad_K, grad_U) of each leapfrog step, in the order they are applied."""
+    def _leapfrog_grads(self, n_steps: int | None = None) -> list[Step]:
+        """The (grad_K, grad_U) of each of ``n_steps`` leapfrog steps (default: the flow's), in order."""
         n = self.config.n_steps if n_steps is None else n_steps
+        hamiltonians = self.hamiltonian_list
         if self.config.shared_hamiltonian:
-            return [self._grads(self.hamiltonians[0])] * n
-        return [self._grads(h) for h in self.hamiltonians]
+            return [self._grads(hamiltonians[0])] * n
+        return [self._grads(h) for h in hamiltonians]
 
     # -- the flow ------------------------------------------------------------------------------
     def _forward(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return leapfrog(q, p, self.config.dt, self._steps(), self._reuse)
+        return leapfrog(q, p, self.config.dt, self._leapfrog_grads(), self._reuse)
 
     def _inverse(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return leapfrog(q, p, -self.config.dt, self._steps()[::-1], self._reuse)
+        return leapfrog(q, p, -self.config.dt, self._leapfrog_grads()[::-1], self._reuse)
 
     def forward_flow(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """T(q, p): base state -> data state, q and p each (B, d)."""
@@ -149,7 +156,7 @@ class HamiltonianFlow(nn.Module):
                     f"n_steps must equal the trained {self.config.n_steps} for a flow with a separate "
                     f"Hamiltonian per step (shared_hamiltonian=False), got {n_steps}"
                 )
-        return leapfrog_path(q, p, self.config.dt, self._steps(n_steps), self._reuse)
+        return leapfrog_trajectory(q, p, self.config.dt, self._leapfrog_grads(n_steps), self._reuse)
 
     # -- densities -----------------------------------------------------------------------------
     def _log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:

@@ -72,7 +72,9 @@ def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool
     return q, p
 
 
-def leapfrog_path(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True) -> tuple[Tensor, Tensor]:
+def leapfrog_trajectory(
+    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True
+) -> tuple[Tensor, Tensor]:
     """Every intermediate state of :func:`leapfrog`: ``(q_path, p_path)``, each (T + 1, B, d).
 
     Index 0 is the starting state and index T = ``len(steps)`` the final one.

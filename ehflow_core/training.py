@@ -1,4 +1,4 @@
-r"""Constrained training (MATH.md "Constrained training"): the Lagrangian and GECO multipliers.
+r"""Constrained training (docs/maths.md, "Constrained training"): the Lagrangian and GECO multipliers.
 
 Minimise over the flow's parameters, with multipliers :math:`\lambda_k \ge 0` held fixed,
 
@@ -8,12 +8,23 @@ Minimise over the flow's parameters, with multipliers :math:`\lambda_k \ge 0` he
 then move each multiplier GECO-style: a moving average :math:`\hat c_k \leftarrow \alpha \hat c_k
 + (1 - \alpha)(C_k - \kappa_k)/\kappa_k` of the *relative* violation, and
 :math:`\log\lambda_k \leftarrow \mathrm{clamp}(\log\lambda_k + \nu \tanh \hat c_k)`. λ rises while
-the constraint is violated and falls once it holds. (Relative to MATH.md's
-:math:`\lambda \leftarrow \lambda e^{\nu \hat c}`, dividing by κ and bounding the step with tanh
-lets one rate ν serve κ values across several decades.)
+the constraint is violated and falls once it holds.
+
+One training step, for one run or for M runs trained as one batched model
+(:class:`~ehflow_core.ensemble.EnsembleTrainer`), follows the same rules, written once in
+:class:`Stepper`:
+
+1. **draw** each run's data batch and noise from its own RNG (:meth:`Run.draw`);
+2. evaluate the ELBO and constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
+3. **reject** a run whose loss is non-finite or above ``max_loss`` (:meth:`Run.assess`);
+4. backpropagate the accepted losses, **clip** each run's gradient norm (:func:`clip_grad_norms_`),
+   and reject a run whose gradient norm is not finite;
+5. the optimiser steps the accepted runs only; the accepted runs' multipliers move (:meth:`Run.accept`);
+6. **record**: count the step and build its :class:`Record`, with an evaluation on evaluation
+   steps (:meth:`Run.conclude`).
 
 Training is a generator of plain :class:`Record` s; the consumer decides when to stop, and the
-:class:`Trainer` object keeps all state, so calling :meth:`Trainer.train` again resumes.
+trainer keeps all state, so calling :meth:`Trainer.train` again resumes.
 """
 
 from __future__ import annotations
@@ -31,7 +42,7 @@ from torch import Tensor, nn
 
 from ._checks import check_choice, check_float, check_int
 from .config import FlowConfig, JsonConfig
-from .flow import PATHS, HamiltonianFlow
+from .flow import GRAD_MODES, HamiltonianFlow
 from .symmetries import Generator, constraint_values
 from .targets import Target
 
@@ -49,11 +60,11 @@ class TrainConfig(JsonConfig):
     n_train: int | None = None  # size of a fixed training set (finite data); None: fresh samples each step
     batch: int = 256  # data points per step
     lr: float = 3e-4  # Adam learning rate (the paper's)
-    steps: int = 2000  # training steps (the run also ends at ``seconds``, whichever comes first)
+    max_steps: int = 2000  # training steps of the run (it also ends at ``seconds``, whichever comes first)
     seconds: float | None = None  # wall-clock budget in seconds; None: no budget
     seed: int = 0  # seeds initialisation, data and noise: same seed, same run
     n_elbo_samples: int = 1  # momentum samples per data point in the training ELBO
-    eval_every: int = 100  # steps between evaluations on the test set
+    eval_every: int = 100  # training steps between evaluations on the test set
     n_test: int = 2048  # test points (fresh samples from the target, drawn once)
     eval_samples: int = 64  # K of the importance-weighted test log-likelihood L_K
     constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
@@ -61,11 +72,11 @@ class TrainConfig(JsonConfig):
     geco_alpha: float = 0.99  # moving-average factor α of the violation
     geco_rate: float = 0.01  # multiplier rate ν (largest change of log λ per step)
     log_lam_max: float = 9.0  # log λ is clamped to [−log_lam_max, log_lam_max]
-    grad_clip: float | None = None  # clip the gradient norm to this value; None: no clipping
+    grad_clip: float | None = None  # clip each run's gradient norm to this value; None: no clipping
     max_loss: float = 1e6  # a loss above this (or non-finite) counts as divergence
     on_divergence: str = "stop"  # after a divergence: "stop", or "continue" (skip the step)
     max_divergences: int = 20  # with "continue": stop after this many divergences in a row
-    path: str = "fast"  # gradients: "fast" (closed form) or "reference" (plain autograd; same numbers, slower)
+    grad_mode: str = "fast"  # "fast" (closed-form gradients) or "reference" (plain autograd; same numbers, slower)
 
     def __post_init__(self) -> None:
         if not isinstance(self.flow, FlowConfig):
@@ -74,8 +85,9 @@ class TrainConfig(JsonConfig):
             object.__setattr__(self, "kappa", check_float("kappa", self.kappa, positive=True))
         if self.n_train is not None:
             check_int("n_train", self.n_train, minimum=2)
-        for name in ("batch", "steps", "n_elbo_samples", "eval_every", "n_test", "eval_samples", "constraint_batch"):
+        for name in ("batch", "max_steps", "n_elbo_samples", "eval_every", "n_test", "eval_samples"):
             check_int(name, getattr(self, name), minimum=1)
+        check_int("constraint_batch", self.constraint_batch, minimum=1)
         check_int("seed", self.seed, minimum=0)
         check_int("max_divergences", self.max_divergences, minimum=1)
         object.__setattr__(self, "lr", check_float("lr", self.lr, positive=True))
@@ -89,7 +101,7 @@ class TrainConfig(JsonConfig):
             check_float("grad_clip", self.grad_clip, positive=True)
         check_float("max_loss", self.max_loss, positive=True)
         check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
-        check_choice("path", self.path, PATHS)
+        check_choice("grad_mode", self.grad_mode, GRAD_MODES)
 
     @classmethod
     def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
@@ -102,7 +114,7 @@ class TrainConfig(JsonConfig):
 class Record:
     """One training step's numbers (evaluation fields only every ``eval_every`` steps, else None)."""
 
-    step: int  # steps completed
+    step: int  # training steps completed
     seconds: float  # wall-clock training time so far
     steps_per_s: float  # recent training speed
     train_elbo: float  # mean ELBO of this step's batch
@@ -125,6 +137,21 @@ class Record:
         return row
 
 
+@dataclass
+class StepResult:
+    """What one training step did to one run, before it becomes a :class:`Record`."""
+
+    loss: float  # the Lagrangian
+    train_elbo: float  # mean ELBO of the batch
+    grad_norm: float = math.nan  # the run's gradient norm before clipping (NaN: not computed)
+    constraint: dict[str, float] = field(default_factory=dict)  # C_k by generator name (constrained steps)
+    problem: str | None = None  # why the step was rejected; None: it was applied
+
+    @property
+    def accepted(self) -> bool:
+        return self.problem is None
+
+
 class Noise(NamedTuple):
     """One step's random inputs, drawn from the run's RNG in a fixed order."""
 
@@ -138,8 +165,8 @@ class Objective(nn.Module):
     r"""One step's ELBO and constraints as a pure function of the noise: ``forward(x, eps, q0, p0)``.
 
     Returns the batch-mean ELBO (a scalar) and :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None
-    without base samples (an unconstrained step). A module
-    so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
+    without base samples (an unconstrained step). A module so that
+    :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
     """
 
     def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator]) -> None:
@@ -151,23 +178,15 @@ class Objective(nn.Module):
         elbo = self.flow._log_weights_from_noise(x, eps).mean()
         if q0 is None or p0 is None:  # unconstrained: no base samples were drawn
             return elbo, None
-        hamiltonians = list(self.flow.hamiltonians)
-        reference = self.flow.path == "reference"
-        return elbo, constraint_values(hamiltonians, self.generators, q0, p0, reference=reference)
+        reference = self.flow.grad_mode == "reference"
+        return elbo, constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
 
 
-def initial_flow(config: TrainConfig) -> HamiltonianFlow:
-    """The flow a :class:`Trainer` with ``config`` starts from (the seed fixes the initialisation).
+class Run:
+    """One training run's state and its step rules: the flow, data, RNG, multipliers and counters.
 
-    Building it costs no optimiser: the dashboard draws the untrained model with it while the
-    first ``torch.optim.Adam`` (which imports ``torch._dynamo``, ~3 s) is still being built.
-    """
-    torch.manual_seed(config.seed)
-    return HamiltonianFlow(config.flow).use_path(config.path)
-
-
-class Trainer:
-    """Owns a flow, its optimiser, multipliers, data and RNG; :meth:`train` yields records.
+    A run holds no optimiser: a :class:`Trainer` (a run with its own Adam) or an
+    :class:`~ehflow_core.ensemble.EnsembleTrainer` (one Adam over M runs' stacked weights) steps it.
 
     Args:
         config: the run's :class:`TrainConfig`.
@@ -195,12 +214,15 @@ class Trainer:
         for g in self.generators:
             if g.dim != config.flow.dim:
                 raise ValueError(f"generator {g.name!r} acts on dim {g.dim}, but the flow has dim {config.flow.dim}")
-        self.flow = initial_flow(config)
+        with torch.random.fork_rng(devices=[]):  # the seed fixes the initialisation; torch's global RNG is left alone
+            torch.manual_seed(config.seed)
+            self.flow = HamiltonianFlow(config.flow).use_grad_mode(config.grad_mode)
         self.objective = Objective(self.flow, self.generators)
         self.kappa = config.kappa
-        self.optimizer = torch.optim.Adam(self.flow.parameters(), lr=config.lr)
         device, dtype = self.flow.device, self.flow.dtype
         self.rng = torch.Generator(device=device).manual_seed(config.seed)
+        # Targets sample on the CPU: on another device the batches get a CPU generator of their own.
+        self.sample_rng = self.rng if device.type == "cpu" else torch.Generator().manual_seed(config.seed + 2)
         data_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
         G = len(self.generators)
         self.log_lam = torch.full((G,), math.log(config.lam_init), dtype=torch.float64)
@@ -213,6 +235,7 @@ class Trainer:
         self.test_data = test_data.to(device=device, dtype=dtype)
         self.step = 0
         self.seconds = 0.0
+        self.stopped = False  # a divergence ended this run (with ``on_divergence="stop"``)
         self._consecutive_divergences = 0
 
     # -- live settings -------------------------------------------------------------------------
@@ -220,48 +243,27 @@ class Trainer:
         """Change κ (None: drop the constraint) from the next step on."""
         self.kappa = None if kappa is None else check_float("kappa", kappa, positive=True)
 
-    def set_lr(self, lr: float) -> None:
-        """Change the learning rate from the next step on."""
-        lr = check_float("lr", lr, positive=True)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-
     @property
     def lam(self) -> dict[str, float]:
+        """λ_k by generator name (0 while unconstrained)."""
         if self.kappa is None:
             return {g.name: 0.0 for g in self.generators}
         return {g.name: float(v) for g, v in zip(self.generators, self.log_lam.exp())}
-
-    # -- one step ------------------------------------------------------------------------------
-    def _batch(self) -> Tensor:
-        B = self.config.batch
-        if self.train_data is None:
-            cpu_rng = self.rng if self.rng.device.type == "cpu" else None
-            x = self.target.sample(B, cpu_rng, dtype=self.flow.dtype)
-            return x.to(self.flow.device)
-        idx = torch.randint(len(self.train_data), (B,), generator=self.rng, device=self.rng.device)
-        return self.train_data[idx]
-
-    def _update_multipliers(self, constraint: Tensor) -> None:
-        cfg = self.config
-        relative = (constraint.detach().double().cpu() - self.kappa) / self.kappa
-        self.violation = cfg.geco_alpha * self.violation + (1 - cfg.geco_alpha) * relative
-        step = cfg.geco_rate * torch.tanh(self.violation)
-        self.log_lam = (self.log_lam + step).clamp(-cfg.log_lam_max, cfg.log_lam_max)
-
-    def _diverged(self, what: str, value: float) -> str:
-        return (
-            f"step {self.step + 1}: the {what} became {value}; the step was rejected and the model kept "
-            f"its last finite weights. Likely cause: the leapfrog step dt={self.flow.config.dt} or the "
-            f"learning rate {self.optimizer.param_groups[0]['lr']:g} is too large."
-        )
 
     @property
     def constrained(self) -> bool:
         """Whether the constraint is in force (a κ and at least one generator)."""
         return self.kappa is not None and len(self.generators) > 0
 
-    def _draw(self) -> Noise:
+    # -- the step rules ------------------------------------------------------------------------
+    def _batch(self) -> Tensor:
+        B = self.config.batch
+        if self.train_data is None:
+            return self.target.sample(B, self.sample_rng, dtype=self.flow.dtype).to(self.flow.device)
+        idx = torch.randint(len(self.train_data), (B,), generator=self.rng, device=self.rng.device)
+        return self.train_data[idx]
+
+    def draw(self) -> Noise:
         """This step's data batch and noise from the run's RNG (batch, encoder, then base samples)."""
         x = self._batch()
         eps = self.flow.encoder.noise(x, self.config.n_elbo_samples, self.rng)
@@ -269,43 +271,79 @@ class Trainer:
             return Noise(x, eps, None, None)
         return Noise(x, eps, *self.flow.sample_base(self.config.constraint_batch, generator=self.rng))
 
-    def _lagrangian(self, elbo: Tensor, constraint: Tensor | None) -> Tensor:
-        """−ELBO + Σ_k λ_k (C_k − κ); with ``elbo`` (...) and ``constraint`` (..., G) or None."""
-        if constraint is None or not self.constrained:
+    def lagrangian(self, elbo: Tensor, constraint: Tensor | None) -> Tensor:
+        """−ELBO + Σ_k λ_k (C_k − κ): ``elbo`` a scalar, ``constraint`` (G,) or None."""
+        if constraint is None or self.kappa is None or not self.generators:
             return -elbo
         lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
         return -elbo + (lam * (constraint - self.kappa)).sum(-1)
 
-    def _check_loss(self, values: dict[str, Any]) -> str | None:
-        """A divergence message when the loss is non-finite or above ``max_loss``, else None."""
-        if not math.isfinite(values["loss"]) or abs(values["loss"]) > self.config.max_loss:
-            return self._diverged("loss", values["loss"])
-        return None
+    def _rejected(self, what: str, value: float, lr: float) -> str:
+        return (
+            f"step {self.step + 1}: the {what} became {value}; the step was rejected and the model kept "
+            f"its last finite weights. Likely cause: the leapfrog step dt={self.flow.config.dt} or the "
+            f"learning rate {lr:g} is too large."
+        )
 
-    def _after_step(self, values: dict[str, Any], constraint: Tensor | None, grad_norm: float) -> None:
-        """Book-keeping after an accepted step: multipliers and the step's reported values."""
-        values["grad_norm"] = grad_norm
-        if constraint is not None and self.constrained:
-            self._update_multipliers(constraint)
-            values["constraint"] = {g.name: float(c) for g, c in zip(self.generators, constraint.detach())}
+    def assess(self, loss: Tensor, elbo: Tensor, lr: float) -> StepResult:
+        """The step's result so far: rejected when the loss is non-finite or above ``max_loss``."""
+        result = StepResult(loss=float(loss.detach()), train_elbo=float(elbo.detach()))
+        if not math.isfinite(result.loss) or abs(result.loss) > self.config.max_loss:
+            result.problem = self._rejected("loss", result.loss, lr)
+        return result
 
-    def _train_step(self) -> tuple[dict[str, Any], str | None]:
-        elbo, constraint = self.objective(*self._draw())
-        loss = self._lagrangian(elbo, constraint)
-        self.optimizer.zero_grad(set_to_none=True)
-        values: dict[str, Any] = {"loss": float(loss.detach()), "train_elbo": float(elbo.detach())}
-        problem = self._check_loss(values)
-        if problem is not None:
-            return values, problem
-        loss.backward()
-        max_norm = self.config.grad_clip if self.config.grad_clip is not None else math.inf
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.flow.parameters(), max_norm))
+    def accept(self, result: StepResult, constraint: Tensor | None, grad_norm: float, lr: float) -> None:
+        """After backpropagation: reject a non-finite gradient norm; else move the multipliers."""
+        result.grad_norm = grad_norm
         if not math.isfinite(grad_norm):
-            self.optimizer.zero_grad(set_to_none=True)
-            return values, self._diverged("gradient norm", grad_norm)
-        self.optimizer.step()
-        self._after_step(values, constraint, grad_norm)
-        return values, None
+            result.problem = self._rejected("gradient norm", grad_norm, lr)
+            return
+        if constraint is not None and self.kappa is not None and self.generators:
+            constraint = constraint.detach().double().cpu()
+            self._update_multipliers(constraint, self.kappa)
+            result.constraint = {g.name: float(c) for g, c in zip(self.generators, constraint)}
+
+    def _update_multipliers(self, constraint: Tensor, kappa: float) -> None:
+        cfg = self.config
+        relative = (constraint - kappa) / kappa
+        self.violation = cfg.geco_alpha * self.violation + (1 - cfg.geco_alpha) * relative
+        step = cfg.geco_rate * torch.tanh(self.violation)
+        self.log_lam = (self.log_lam + step).clamp(-cfg.log_lam_max, cfg.log_lam_max)
+
+    def count(self, result: StepResult) -> None:
+        """Count an applied step; a rejected one counts towards ``max_divergences`` instead."""
+        if result.accepted:
+            self.step += 1
+            self._consecutive_divergences = 0
+        else:
+            self._consecutive_divergences += 1
+
+    def conclude(self, result: StepResult, rate: float, last: bool) -> Record:
+        """The step's :class:`Record` (evaluated on evaluation steps and when ``last``); a rejected
+        step the run may not continue after stops the run."""
+        cfg = self.config
+        record = Record(
+            step=self.step,
+            seconds=self.seconds,
+            steps_per_s=rate,
+            train_elbo=result.train_elbo,
+            loss=result.loss,
+            grad_norm=result.grad_norm,
+            constraint=result.constraint,
+            lam=self.lam,
+            kappa=self.kappa,
+        )
+        if not result.accepted:
+            record.event, record.message = "diverged", result.problem
+            log.warning(result.problem)
+            self.stopped = cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences
+            return record
+        if self.step % cfg.eval_every == 0 or last:
+            if not record.constraint:  # unconstrained: measured on evaluation steps only
+                record.constraint = self.measure_constraints()
+            for key, value in self.evaluate().items():
+                setattr(record, key, value)
+        return record
 
     # -- evaluation ----------------------------------------------------------------------------
     @torch.no_grad()
@@ -313,12 +351,12 @@ class Trainer:
         """C_k = E_π[{g_k, H}²] per generator on fresh base samples (a seeded, separate RNG)."""
         rng = torch.Generator(device=self.flow.device).manual_seed(self.config.seed + 11 + self.step)
         q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=rng)
-        reference = self.flow.path == "reference"
-        values = constraint_values(list(self.flow.hamiltonians), self.generators, q0, p0, reference=reference)
+        reference = self.flow.grad_mode == "reference"
+        values = constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
         return {g.name: float(c) for g, c in zip(self.generators, values)}
 
     @torch.no_grad()
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> dict[str, float | None]:
         """Test ELBO and test and train L_K (K = ``eval_samples``)."""
         cfg = self.config
         rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
@@ -331,52 +369,173 @@ class Trainer:
             "train_log_likelihood": train_ll,
         }
 
-    # -- the loop ------------------------------------------------------------------------------
-    def _conclude(self, values: dict[str, Any], problem: str | None, rate: float, last: bool) -> tuple[Record, bool]:
-        """Count the step, build its :class:`Record` (evaluated on evaluation steps and when
-        ``last``), and say whether the run must stop (a divergence it may not continue after)."""
-        cfg = self.config
-        if problem is None:
-            self.step += 1
-            self._consecutive_divergences = 0
-        record = Record(
-            step=self.step,
-            seconds=self.seconds,
-            steps_per_s=rate,
-            train_elbo=values["train_elbo"],
-            loss=values["loss"],
-            grad_norm=values.get("grad_norm", math.nan),
-            constraint=values.get("constraint", {}),
-            lam=self.lam,
-            kappa=self.kappa,
-        )
-        if problem is not None:
-            record.event, record.message = "diverged", problem
-            log.warning(problem)
-            self._consecutive_divergences += 1
-            return record, cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences
-        if self.step % cfg.eval_every == 0 or last:
-            if not record.constraint:  # unconstrained: measured on evaluation steps only
-                record.constraint = self.measure_constraints()
-            for key, value in self.evaluate().items():
-                setattr(record, key, value)
-        return record, False
 
-    def train(self, steps: int | None = None, seconds: float | None = None) -> Iterator[Record]:
-        """Train for up to ``steps`` more steps (default: until ``config.steps`` in total) or
-        ``seconds`` of wall time (default ``config.seconds``), yielding one :class:`Record` a step.
+def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
+    """Each of M runs' gradient norm over all its parameters, and clip it to ``max_norm`` in place.
+
+    ``grads``: one tensor per parameter, each (M, ...) with run m's gradient at index m. Returns
+    the norms before clipping, (M,). Clipping scales run m's gradients by
+    ``min(1, max_norm / (norm_m + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_`` does for one run.
+    """
+    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+    if max_norm is not None:
+        scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
+        for g in grads:
+            g.mul_(scale.to(g.dtype).view(-1, *[1] * (g.ndim - 1)))
+    return norms
+
+
+class Stepper:
+    """The training loop over M >= 1 runs, one :class:`Run` each: the step rules of the module
+    docstring, applied to every run that has not stopped. Subclasses say how the runs' ELBOs and
+    constraints are computed, where their gradients live and how the optimiser steps."""
+
+    step: int  # steps taken (a Trainer: its run's applied steps; an ensemble: its rounds)
+    seconds: float  # wall-clock training time
+
+    def __init__(self, runs: list[Run], labels: list[str], config: TrainConfig) -> None:
+        self.runs = runs
+        self.labels = labels
+        self.config = config  # the settings every run shares (optimiser, budget, clipping)
+        self._optimizer: torch.optim.Adam | None = None
+        self._lr = config.lr
+
+    # -- what a subclass provides --------------------------------------------------------------
+    def _parameters(self) -> list[Tensor]:
+        raise NotImplementedError
+
+    def _terms(self, active: list[int]) -> tuple[Tensor, Tensor | None]:
+        """ELBO (M,) and constraints (M, G) (None: no run is constrained) of the runs' next draws."""
+        raise NotImplementedError
+
+    def _grads(self) -> list[Tensor]:
+        """The gradients, one (M, ...) tensor per parameter (views: clipping them clips the gradients)."""
+        raise NotImplementedError
+
+    def _optimizer_step(self, frozen: list[int]) -> None:
+        """Step the optimiser for every run but the ``frozen`` ones."""
+        raise NotImplementedError
+
+    def _count_round(self) -> None:
+        """After every run of a step was counted (an ensemble counts its rounds here)."""
+
+    # -- shared --------------------------------------------------------------------------------
+    @property
+    def optimizer(self) -> torch.optim.Adam:
+        """Adam over the weights, built on first use (the first one in a process imports
+        ``torch._dynamo``, seconds: a trainer can be built, and its flow drawn, before that)."""
+        if self._optimizer is None:
+            self._optimizer = torch.optim.Adam(self._parameters(), lr=self._lr)
+        return self._optimizer
+
+    @property
+    def lr(self) -> float:
+        """The learning rate in force (from the next step on)."""
+        return self._lr
+
+    def set_lr(self, lr: float) -> None:
+        """Change the learning rate from the next step on."""
+        self._lr = check_float("lr", lr, positive=True)
+        if self._optimizer is not None:
+            for group in self._optimizer.param_groups:
+                group["lr"] = self._lr
+
+    def _train_step(self) -> dict[int, StepResult]:
+        """One step of every run that has not stopped: run index -> its result."""
+        active = [m for m, run in enumerate(self.runs) if not run.stopped]
+        elbo, constraint = self._terms(active)  # (M,), (M, G) or None
+        lr = self.lr
+        results: dict[int, StepResult] = {}
+        losses = []
+        for m in active:
+            run = self.runs[m]
+            run_constraint = constraint[m] if constraint is not None and run.constrained else None
+            loss = run.lagrangian(elbo[m], run_constraint)
+            results[m] = run.assess(loss, elbo[m], lr)
+            if results[m].accepted:
+                losses.append(loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        norms = torch.full((len(self.runs),), math.nan)
+        if losses:
+            torch.stack(losses).sum().backward()
+            norms = clip_grad_norms_(self._grads(), self.config.grad_clip)
+        for m, result in results.items():
+            if result.accepted:
+                run = self.runs[m]
+                run_constraint = constraint[m] if constraint is not None and run.constrained else None
+                run.accept(result, run_constraint, float(norms[m]), lr)
+        frozen = [m for m in range(len(self.runs)) if m not in results or not results[m].accepted]
+        if len(frozen) < len(self.runs):
+            self._optimizer_step(frozen)
+        return results
+
+    def _rounds(self, more_steps: int | None, seconds: float | None) -> Iterator[dict[str, Record]]:
+        """Train for up to ``more_steps`` more steps (default: until ``config.max_steps``) or
+        ``seconds`` of wall time (default ``config.seconds``): label -> Record each step, for the
+        runs that stepped."""
+        end = (
+            self.config.max_steps if more_steps is None else self.step + check_int("more_steps", more_steps, minimum=0)
+        )
+        clock = _Clock(self.step, self.seconds, self.config.seconds if seconds is None else seconds)
+        while self.step < end and not all(run.stopped for run in self.runs):
+            results = self._train_step()
+            for m, result in results.items():
+                self.runs[m].count(result)
+            self._count_round()
+            self.seconds, rate = clock.tick(self.step)
+            last = self.step == end or clock.out_of_time
+            records = {}
+            for m, result in results.items():
+                run = self.runs[m]
+                run.seconds = self.seconds
+                records[self.labels[m]] = run.conclude(result, rate, last)
+            yield records
+            if clock.out_of_time:
+                return
+
+
+class Trainer(Run, Stepper):
+    """One run with its own Adam; :meth:`train` yields a :class:`Record` a step.
+
+    Takes the arguments of :class:`Run`.
+    """
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        target: Target,
+        generators: Sequence[Generator] | None = None,
+        train_data: Tensor | None = None,
+        test_data: Tensor | None = None,
+    ) -> None:
+        Run.__init__(self, config, target, generators, train_data, test_data)
+        Stepper.__init__(self, [self], ["run"], config)
+
+    def _parameters(self) -> list[Tensor]:
+        return list(self.flow.parameters())
+
+    def _terms(self, active: list[int]) -> tuple[Tensor, Tensor | None]:
+        elbo, constraint = self.objective(*self.draw())
+        return elbo.unsqueeze(0), None if constraint is None else constraint.unsqueeze(0)
+
+    def _grads(self) -> list[Tensor]:
+        return [p.grad.unsqueeze(0) for p in self.flow.parameters() if p.grad is not None]
+
+    def _optimizer_step(self, frozen: list[int]) -> None:
+        self.optimizer.step()
+
+    def optimizer_state(self) -> dict[str, Any]:
+        """Adam's state dict, for a checkpoint."""
+        return self.optimizer.state_dict()
+
+    def train(self, more_steps: int | None = None, seconds: float | None = None) -> Iterator[Record]:
+        """Train for up to ``more_steps`` more steps (default: until ``config.max_steps`` in total)
+        or ``seconds`` of wall time (default ``config.seconds``), yielding one :class:`Record` a step.
 
         Stop consuming at any time; calling again resumes where it stopped.
         """
-        end_step = self.config.steps if steps is None else self.step + check_int("steps", steps, minimum=0)
-        clock = _Clock(self.step, self.seconds, self.config.seconds if seconds is None else seconds)
-        while self.step < end_step:
-            values, problem = self._train_step()
-            self.seconds, rate = clock.tick(self.step + (problem is None))
-            record, stop = self._conclude(values, problem, rate, self.step + 1 == end_step or clock.out_of_time)
-            yield record
-            if stop or clock.out_of_time:
-                return
+        for records in self._rounds(more_steps, seconds):
+            yield records["run"]
 
 
 class _Clock:

@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import TOL, make_flow, randn
 
-from ehflow_core import leapfrog, leapfrog_path
+from ehflow_core import leapfrog, leapfrog_trajectory
 from ehflow_core.nets import EnergyMLP, InvariantEnergyMLP
 
 
@@ -51,7 +51,7 @@ def _harmonic_energy_error(dt: float, total_time: float = 5.0) -> float:
     n = round(total_time / dt)
     q, p = randn(64, 3, seed=3), randn(64, 3, seed=4)
     identity = lambda x: x  # noqa: E731  ∇(|x|²/2) = x
-    q_path, p_path = leapfrog_path(q, p, dt, [(identity, identity)] * n)
+    q_path, p_path = leapfrog_trajectory(q, p, dt, [(identity, identity)] * n)
     energy = 0.5 * (q_path.square().sum(-1) + p_path.square().sum(-1))  # (T+1, B)
     return float((energy - energy[0]).abs().max())
 

@@ -7,6 +7,7 @@ import torch
 from conftest import make_flow
 
 from ehflow_core import FlowConfig
+from ehflow_core.checkpoint import load_trainer, save_checkpoint
 from ehflow_core.ensemble import EnsembleTrainer, train_ensemble
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
@@ -14,14 +15,14 @@ from ehflow_core.training import TrainConfig, Trainer
 F64 = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32), dtype="float64", n_steps=3)
 
 
-def _config(path: str, **changes) -> TrainConfig:
-    base = dict(flow=F64, batch=64, lr=3e-3, steps=6, eval_every=3, n_test=128, eval_samples=8, constraint_batch=64)
-    return TrainConfig(path=path, **{**base, **changes})
+def _config(grad_mode: str, **changes) -> TrainConfig:
+    base = dict(flow=F64, batch=64, lr=3e-3, max_steps=6, eval_every=3, n_test=128, eval_samples=8, constraint_batch=64)
+    return TrainConfig(grad_mode=grad_mode, **{**base, **changes})
 
 
 def _one_step(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
     """Loss and parameter gradients of the trainer's next step (without applying it)."""
-    loss = trainer._lagrangian(*trainer.objective(*trainer._draw()))
+    loss = trainer.lagrangian(*trainer.objective(*trainer.draw()))
     trainer.optimizer.zero_grad()
     loss.backward()
     return float(loss.detach()), {n: p.grad.clone() for n, p in trainer.flow.named_parameters() if p.grad is not None}
@@ -64,26 +65,26 @@ def test_fast_and_reference_training_runs_agree():
 def test_fast_and_reference_paths_sample_the_same_points():
     flow = make_flow(n_steps=4)
     draws = {}
-    for path in ("fast", "reference"):
-        flow.use_path(path)
-        draws[path] = flow.sample(200, torch.Generator().manual_seed(3))
+    for mode in ("fast", "reference"):
+        flow.use_grad_mode(mode)
+        draws[mode] = flow.sample(200, torch.Generator().manual_seed(3))
         q_path, _ = flow.trajectory(*flow.sample_base(20, torch.Generator().manual_seed(4)), n_steps=12)
-        draws[path + "_trajectory"] = q_path
+        draws[mode + "_trajectory"] = q_path
     assert not torch.allclose(draws["fast"], flow.sample_base(200, torch.Generator().manual_seed(3))[0])
     assert torch.allclose(draws["fast"], draws["reference"], atol=1e-12)
     assert torch.allclose(draws["fast_trajectory"], draws["reference_trajectory"], atol=1e-12)
 
 
-def test_path_is_validated():
-    with pytest.raises(ValueError, match="path must be one of 'fast', 'reference'; got 'slow'"):
+def test_grad_mode_is_validated():
+    with pytest.raises(ValueError, match="grad_mode must be one of 'fast', 'reference'; got 'slow'"):
         _config("slow")
-    with pytest.raises(ValueError, match="path must be one of"):
-        make_flow().use_path("autograd")
+    with pytest.raises(ValueError, match="grad_mode must be one of"):
+        make_flow().use_grad_mode("autograd")
 
 
 # -- batched ensembles ---------------------------------------------------------------------------
 def _members(**changes) -> list[TrainConfig]:
-    base = _config("fast", steps=12, eval_every=6, **changes)
+    base = _config("fast", max_steps=12, eval_every=6, **changes)
     return [base.replace(kappa=0.01), base.replace(kappa=0.1, seed=1), base.replace(kappa=None, n_train=50)]
 
 
@@ -106,7 +107,7 @@ def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip):
         assert records[-1].test_log_likelihood == pytest.approx(runs[label][-1].test_log_likelihood, rel=1e-10)
         if grad_clip is not None:  # the clip was active (norms are reported before clipping)
             assert sum(r.grad_norm > grad_clip for r in records) >= 6
-        member = ensemble.trainers[label]
+        member = ensemble.runs_by_label[label]
         for p, q in zip(alone.flow.parameters(), member.flow.parameters(), strict=True):
             assert torch.allclose(p, q, rtol=1e-10, atol=1e-12)
         sample = member.flow.sample(50, torch.Generator().manual_seed(0))
@@ -116,7 +117,7 @@ def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip):
 def test_a_diverging_member_is_frozen_while_the_others_train():
     target = make_target("ring")
     ensemble = EnsembleTrainer(_members(), target)
-    bad = ensemble.members[1]
+    bad = ensemble.runs[1]
     with torch.no_grad():
         bad.flow.hamiltonians[0].U.out.weight.mul_(1e9)  # a view: changes the stacked weights too
     frozen = {n: p.detach().clone() for n, p in bad.flow.named_parameters()}
@@ -138,3 +139,39 @@ def test_ensemble_rejects_members_that_differ_in_more_than_kappa_seed_and_data()
         EnsembleTrainer([], make_target("ring"))
     with pytest.raises(ValueError, match="labels must be 2 distinct names"):
         EnsembleTrainer([base, base.replace(kappa=0.5)], make_target("ring"), labels=["a", "a"])
+
+
+def test_a_sweep_members_checkpoint_resumes_exactly_as_the_uninterrupted_run(tmp_path):
+    """A member's checkpoint carries its slice of the ensemble's Adam state: resumed alone, it
+    continues as the member trained alone from the start would have."""
+    target = make_target("ring")
+    configs = _members()
+    ensemble = EnsembleTrainer(configs, target)
+    list(ensemble.train(more_steps=5))
+    for m, label in enumerate(ensemble.labels):
+        state = ensemble.member_optimizer_state(label)
+        alone = Trainer(configs[m], target)
+        head = list(alone.train(more_steps=5))
+        expected = alone.optimizer_state()["state"]
+        assert state["state"].keys() == expected.keys() and len(expected) > 20  # every parameter with a gradient
+        for i, entry in expected.items():
+            for key, value in entry.items():
+                assert torch.allclose(state["state"][i][key], value, rtol=1e-9, atol=1e-15), (i, key)
+        path = save_checkpoint(ensemble.runs[m], tmp_path / f"{m}.pt", state)
+        resumed = list(load_trainer(path).train())
+        straight = list(alone.train())
+        assert len(head) == 5
+        assert [r.step for r in resumed] == [r.step for r in straight] == list(range(6, 13))
+        for a, b in zip(resumed, straight, strict=True):
+            assert a.loss == pytest.approx(b.loss, rel=1e-10)
+            assert a.grad_norm == pytest.approx(b.grad_norm, rel=1e-9)
+            assert a.lam == pytest.approx(b.lam, rel=1e-12)
+            assert a.constraint == pytest.approx(b.constraint, rel=1e-9)
+
+
+def test_a_member_without_its_optimizer_state_is_refused():
+    ensemble = EnsembleTrainer(_members(), make_target("ring"))
+    with pytest.raises(TypeError, match="optimizer_state is needed for a Run"):
+        save_checkpoint(ensemble.runs[0], "unused.pt")
+    with pytest.raises(ValueError, match=r"label must name a member of the ensemble, one of \['κ=0.01/seed0'"):
+        ensemble.member_optimizer_state("κ=7")

@@ -195,3 +195,40 @@ def test_lemma1_check_flags_bases_that_break_the_premise():
     assert normal["L_12"] < 1e-20
     assert normal["P_1"] == pytest.approx(1.0, rel=0.1)  # E[q_1²] = 1
     assert lemma1_check(SoftUniform(4, 4.0, 4.0), [rot])["L_12"] > 0.1
+
+
+@pytest.mark.parametrize("dim", [2, 3, 4, 8])
+@pytest.mark.parametrize("shared", [True, False])
+def test_constraint_fast_equals_the_autograd_definition_for_all_of_so_d(dim, shared):
+    """One gradient per Hamiltonian for all G generators equals G autograd brackets each: values
+    and parameter gradients (so(8): 28 generators)."""
+    flow = make_flow(dim=dim, shared_hamiltonian=shared, n_steps=2)
+    q, p = randn(64, dim, seed=21), randn(64, dim, seed=22)
+    gens = so_generators(dim)
+    results = {}
+    for reference in (False, True):
+        flow.zero_grad()
+        c = constraint_values(flow.hamiltonian_list, gens, q, p, reference=reference)
+        c.sum().backward()
+        results[reference] = c.detach(), {n: t.grad.clone() for n, t in flow.named_parameters() if t.grad is not None}
+    (fast, fast_grads), (ref, ref_grads) = results[False], results[True]
+    assert fast.shape == (dim * (dim - 1) // 2,) and fast.min() > 0
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-14)
+    assert fast_grads.keys() == ref_grads.keys() and fast_grads
+    for name, grad in fast_grads.items():
+        assert torch.allclose(grad, ref_grads[name], rtol=1e-9, atol=1e-12), name
+
+
+def test_constraint_fast_equals_reference_for_mixed_and_user_generators():
+    flow = make_flow(dim=3)
+    q, p = randn(64, 3, seed=23), randn(64, 3, seed=24)
+    gens = [rotation_generator(0, 2, 3), translation_generator(1, 3), function_generator(f1, "f1", 3)]
+    fast = constraint_values(flow.hamiltonian_list, gens, q, p)
+    ref = constraint_values(flow.hamiltonian_list, gens, q, p, reference=True)
+    assert torch.allclose(fast, ref, rtol=1e-12, atol=1e-14) and fast.min() > 0
+
+
+def test_rotation_names_stay_unambiguous_past_nine_axes():
+    names = [g.name for g in so_generators(12)]
+    assert len(set(names)) == len(names) == 66
+    assert rotation_generator(0, 1, 12).name == "L_12" and rotation_generator(0, 11, 12).name == "L_1_12"

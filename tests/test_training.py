@@ -18,7 +18,7 @@ SMALL = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32))
 
 def small_config(**changes) -> TrainConfig:
     base = dict(
-        flow=SMALL, batch=128, lr=3e-3, steps=100, eval_every=50, n_test=256, eval_samples=16, constraint_batch=128
+        flow=SMALL, batch=128, lr=3e-3, max_steps=100, eval_every=50, n_test=256, eval_samples=16, constraint_batch=128
     )
     base.update(changes)
     return TrainConfig(**base)
@@ -32,7 +32,7 @@ def _comparable(record: Record) -> dict:
 
 
 def test_short_run_improves_test_elbo():
-    trainer = Trainer(small_config(steps=200), make_target("ring"))
+    trainer = Trainer(small_config(max_steps=200), make_target("ring"))
     before = trainer.evaluate()["test_elbo"]
     records = list(trainer.train())
     after = records[-1].test_elbo
@@ -43,10 +43,10 @@ def test_short_run_improves_test_elbo():
 
 def test_multiplier_rises_while_violated_and_falls_once_it_holds():
     target = make_target("ring")
-    strict = Trainer(small_config(kappa=1e-8, steps=60, geco_rate=0.05), target)
+    strict = Trainer(small_config(kappa=1e-8, max_steps=60, geco_rate=0.05), target)
     lam = [r.lam["L_12"] for r in strict.train()]
     assert lam[-1] > lam[0] and all(b >= a for a, b in zip(lam, lam[1:]))
-    loose = Trainer(small_config(kappa=1e3, steps=60, geco_rate=0.05), target)
+    loose = Trainer(small_config(kappa=1e3, max_steps=60, geco_rate=0.05), target)
     lam = [r.lam["L_12"] for r in loose.train()]
     assert lam[-1] < lam[0] and all(b <= a for a, b in zip(lam, lam[1:]))
 
@@ -56,7 +56,7 @@ def test_constrained_ring_run_is_more_symmetric_than_unconstrained():
     g = rotation_generator(0, 1, 2)
     results = {}
     for kappa in (1e-4, None):
-        trainer = Trainer(small_config(kappa=kappa, steps=300, lam_init=10.0, geco_rate=0.05), target)
+        trainer = Trainer(small_config(kappa=kappa, max_steps=300, lam_init=10.0, geco_rate=0.05), target)
         records = list(trainer.train())
         q = trainer.test_data[:64]
         results[kappa] = (records[-1].constraint["L_12"], invariance_error(trainer.flow, g, q, n_samples=256))
@@ -66,7 +66,7 @@ def test_constrained_ring_run_is_more_symmetric_than_unconstrained():
 
 
 def test_huge_dt_gives_a_divergence_record_and_keeps_finite_weights():
-    config = small_config(flow=SMALL.replace(dt=1e20), steps=20)
+    config = small_config(flow=SMALL.replace(dt=1e20), max_steps=20)
     trainer = Trainer(config, make_target("ring"))
     before = {k: v.clone() for k, v in trainer.flow.state_dict().items()}
     records = list(trainer.train())
@@ -84,7 +84,7 @@ def test_continue_on_divergence_stops_after_max_in_a_row():
 
 
 def test_same_seed_same_records_in_float64():
-    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, n_train=100, steps=30, eval_every=10)
+    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, n_train=100, max_steps=30, eval_every=10)
     first = [_comparable(r) for r in Trainer(config, make_target("ring")).train()]
     second = [_comparable(r) for r in Trainer(config, make_target("ring")).train()]
     assert first == second
@@ -93,30 +93,30 @@ def test_same_seed_same_records_in_float64():
 
 
 def test_finite_data_uses_a_fixed_training_set_and_reports_train_likelihood():
-    trainer = Trainer(small_config(n_train=50, steps=50), make_target("ring"))
+    trainer = Trainer(small_config(n_train=50, max_steps=50), make_target("ring"))
     assert trainer.train_data.shape == (50, 2)
     fixed = trainer.train_data.clone()
     records = list(trainer.train())
     assert torch.equal(trainer.train_data, fixed)
     assert records[-1].train_log_likelihood is not None
-    infinite = list(Trainer(small_config(steps=50), make_target("ring")).train())
+    infinite = list(Trainer(small_config(max_steps=50), make_target("ring")).train())
     assert infinite[-1].train_log_likelihood is None
 
 
 def test_budget_in_steps_and_seconds_and_resume():
-    trainer = Trainer(small_config(steps=1000), make_target("ring"))
-    assert len(list(trainer.train(steps=7))) == 7 and trainer.step == 7
-    assert len(list(trainer.train(steps=5))) == 5 and trainer.step == 12
+    trainer = Trainer(small_config(max_steps=1000), make_target("ring"))
+    assert len(list(trainer.train(more_steps=7))) == 7 and trainer.step == 7
+    assert len(list(trainer.train(more_steps=5))) == 5 and trainer.step == 12
     records = list(trainer.train(seconds=0.5))
     assert 0 < len(records) < 988 and records[-1].test_log_likelihood is not None  # evaluated at the end
 
 
 def test_live_kappa_and_learning_rate():
-    trainer = Trainer(small_config(steps=100), make_target("ring"))
+    trainer = Trainer(small_config(max_steps=100), make_target("ring"))
     assert trainer.lam == {"L_12": 0.0}
     trainer.set_kappa(0.5)
     trainer.set_lr(1e-2)
-    record = next(trainer.train(steps=1))
+    record = next(trainer.train(more_steps=1))
     assert record.kappa == 0.5 and record.lam["L_12"] > 0 and "L_12" in record.constraint
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-2
     with pytest.raises(ValueError, match=r"kappa must be a finite number > 0, got -1.0"):
@@ -124,13 +124,13 @@ def test_live_kappa_and_learning_rate():
 
 
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
-    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, steps=20, eval_every=10)
+    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, max_steps=20, eval_every=10)
     target = make_target("ring")
     straight = Trainer(config, target)
     expected = [_comparable(r) for r in straight.train()]
 
     first = Trainer(config, target)
-    head = [_comparable(r) for r in first.train(steps=10)]
+    head = [_comparable(r) for r in first.train(more_steps=10)]
     path = save_checkpoint(first, tmp_path / "checkpoint.pt")
     flow = load_checkpoint(path)
     q, p = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64)
@@ -143,7 +143,7 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
 
 
 def test_bad_checkpoints_are_rejected(tmp_path):
-    trainer = Trainer(small_config(steps=1), make_target("ring"))
+    trainer = Trainer(small_config(max_steps=1), make_target("ring"))
     good = save_checkpoint(trainer, tmp_path / "good.pt")
     truncated = tmp_path / "truncated.pt"
     truncated.write_bytes(good.read_bytes()[:200])
@@ -162,7 +162,7 @@ def test_bad_checkpoints_are_rejected(tmp_path):
 
 
 def test_kappa_sweep_labels_and_lengths():
-    runs = kappa_sweep(small_config(steps=10, eval_every=5), make_target("ring"), [0.1, 0.01])
+    runs = kappa_sweep(small_config(max_steps=10, eval_every=5), make_target("ring"), [0.1, 0.01])
     assert list(runs) == ["κ=0.1", "κ=0.01", "none"]
     assert all(len(records) == 10 for records in runs.values())
     assert runs["none"][-1].lam == {"L_12": 0.0} and runs["κ=0.1"][-1].kappa == 0.1

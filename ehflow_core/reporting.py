@@ -1,0 +1,160 @@
+"""Run reporting: progress lines, metrics CSV, run summaries, run folders and run labels.
+
+Shared by the command line, the paper's experiments and the dashboard; nothing here trains.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+
+from .checkpoint import save_checkpoint
+from .evaluation import equivariance_error, invariance_error
+from .snapshot import Snapshot, SnapshotConfig, take_snapshot
+from .symmetries import lemma1_check
+from .training import Record, Run, Trainer
+
+FINAL_EVAL_SAMPLES = 256  # K of the final test log-likelihood in summary.json
+
+
+def run_label(kappa: float | None, seed: int | None = None) -> str:
+    """A run's name in curves, tables and sweeps: ``"κ=0.01"``, or ``"none"`` without the
+    constraint; with ``"/seed1"`` appended when ``seed`` is given."""
+    label = "none" if kappa is None else f"κ={kappa:.3g}"
+    return label if seed is None else f"{label}/seed{seed}"
+
+
+def run_folder(label: str) -> str:
+    """A :func:`run_label` as a folder name (ASCII, no slash): ``"kappa=0.01_seed1"``."""
+    return label.replace("κ", "kappa").replace("/", "_")
+
+
+def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] = sys.stderr) -> Iterator[Record]:
+    """Pass records through while drawing a one-line progress bar (at most 4 redraws a second)."""
+    last_draw = 0.0
+    last_eval: Record | None = None
+    record = None
+    for record in records:
+        if record.test_log_likelihood is not None:
+            last_eval = record
+        if record.event:
+            stream.write(f"\n{label} {record.message}\n")
+        now = time.perf_counter()
+        if now - last_draw > 0.25:
+            last_draw = now
+            _draw(record, total, label, last_eval, stream)
+        yield record
+    if record is not None:
+        _draw(record, total, label, last_eval, stream)
+        stream.write("\n")
+
+
+def _draw(record: Record, total: int, label: str, last_eval: Record | None, stream: IO[str]) -> None:
+    share = min(record.step / max(total, 1), 1.0)
+    bar = "#" * int(24 * share) + "." * (24 - int(24 * share))
+    test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
+    stream.write(
+        f"\r{label} [{bar}] {record.step}/{total} {record.steps_per_s:5.0f} steps/s elbo {record.train_elbo:.3f}{test} "
+    )
+    stream.flush()
+
+
+# -- outputs ---------------------------------------------------------------------------------------
+def metrics_csv(records: Sequence[Record]) -> str:
+    """One CSV row per record (columns: the union of every record's fields)."""
+    rows = [r.to_row() for r in records]
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def write_metrics(records: Sequence[Record], path: Path) -> None:
+    """Write :func:`metrics_csv` to ``path``."""
+    path.write_text(metrics_csv(records))
+
+
+def summarise(run: Run, records: Sequence[Record]) -> dict[str, Any]:
+    """The numbers a run is judged by (see the README's "Outputs")."""
+    flow, target = run.flow, run.target
+    rng = torch.Generator(device=flow.device).manual_seed(run.config.seed + 99)
+    with torch.no_grad():
+        test_ll = float(flow.log_likelihood(run.test_data, FINAL_EVAL_SAMPLES, rng).mean())
+        test_elbo = float(flow.elbo(run.test_data, 1, rng).mean())
+        train_ll = None
+        if run.train_data is not None:
+            train_ll = float(flow.log_likelihood(run.train_data[:2048], FINAL_EVAL_SAMPLES, rng).mean())
+    good = [r for r in records if r.event is None]
+    tail = good[-50:]
+    summary: dict[str, Any] = {
+        "target": target.name,
+        "test_log_likelihood": test_ll,
+        "test_elbo": test_elbo,
+        "train_log_likelihood": train_ll,
+        "n_samples": FINAL_EVAL_SAMPLES,
+        "n_test": len(run.test_data),
+        "train_elbo": sum(r.train_elbo for r in tail) / len(tail) if tail else None,
+        "constraint": run.measure_constraints(),
+        "lam": run.lam,
+        "kappa": run.kappa,
+        "steps": run.step,
+        "seconds": run.seconds,
+        "divergences": sum(1 for r in records if r.event == "diverged"),
+        "lemma1": lemma1_check(flow.base, run.generators) if run.generators else {},
+        "config": run.config.to_dict(),
+    }
+    if target.has_log_prob:
+        entropy, stderr = target.entropy()
+        summary.update(entropy=entropy, entropy_stderr=stderr, gap_nats=-test_ll - entropy)
+    with_action = [g for g in run.generators if g.has_action]
+    if with_action:
+        g = with_action[0]
+        report = invariance_error(flow, g, run.test_data[:128], n_samples=128, seed=run.config.seed)
+        summary["invariance_error"] = {"generator": g.name, **report.__dict__}
+        summary["equivariance_error"] = {gg.name: equivariance_error(flow, gg) for gg in with_action}
+    else:
+        summary["invariance_error"] = None
+    return summary
+
+
+def write_run(
+    trainer: Trainer, records: Sequence[Record], out: Path, sizes: SnapshotConfig | None = None
+) -> tuple[dict[str, Any], Snapshot]:
+    """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary and
+    the snapshot the figures were drawn from (``sizes``: its sizes)."""
+    from .figures import (  # plotly: imported only when figures are written
+        constraint_figure,
+        curves_figure,
+        density_figure,
+        energy_figure,
+        trajectory_figure,
+        write_figure,
+    )
+
+    out.mkdir(parents=True, exist_ok=True)
+    write_metrics(records, out / "metrics.csv")
+    summary = summarise(trainer, records)
+    save_checkpoint(trainer, out / "checkpoint.pt")
+    snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
+    files = []
+    files += write_figure(density_figure(snap), out / "density")
+    files += write_figure(energy_figure(snap), out / "energies")
+    files += write_figure(trajectory_figure(snap), out / "trajectories")
+    files += write_figure(curves_figure({"run": records}, title="Log-likelihood"), out / "curves")
+    if trainer.generators:
+        files += write_figure(constraint_figure(records), out / "constraint")
+    summary["figures"] = [f.name for f in files]
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return summary, snap
