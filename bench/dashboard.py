@@ -18,45 +18,12 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]  # fmt: skip
+from dashboard.server import CHROMIUM_ARGS, serve
+
 CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_app(query: str = "") -> tuple[subprocess.Popen, str]:
-    """Start `streamlit run dashboard/app.py` on a free port and wait for its health check."""
-    port = _free_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
-         "--server.address", "127.0.0.1"],
-        cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        try:
-            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=1).read() == b"ok":
-                return server, url + query
-        except OSError:
-            time.sleep(0.1)
-    server.kill()
-    raise RuntimeError("streamlit did not answer its health check within 120 s")
 
 
 def _rss_mb(pid: int) -> float:
@@ -108,90 +75,88 @@ def run(seconds: float, memory_seconds: float) -> dict:
     with sync_playwright() as p:
         # The browser is open before the server starts, as a user's is: its own start-up (~3 s
         # here) is not the dashboard's.
-        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 2300})
         launched = time.perf_counter()
-        server, url = start_app()
         try:
-            page.goto(url)
-            sidebar = page.get_by_test_id("stSidebarUserContent")
-            # Usable: the Train button and every chart drawn (not just the charts' empty boxes).
-            sidebar.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
-            page.wait_for_function(
-                f"{CHARTS_JS}.length > 0 && {CHARTS_JS}.every(d => d.querySelector('.main-svg'))", timeout=120_000
-            )
-            result["usable_page_s"] = time.perf_counter() - launched
+            with serve() as server:
+                page.goto(server.url)
+                sidebar = page.get_by_test_id("stSidebarUserContent")
+                # Usable: the Train button and every chart drawn (not just the charts' empty boxes).
+                sidebar.get_by_role("button", name="Train", exact=True).wait_for(timeout=120_000)
+                page.wait_for_function(
+                    f"{CHARTS_JS}.length > 0 && {CHARTS_JS}.every(d => d.querySelector('.main-svg'))", timeout=120_000
+                )
+                result["usable_page_s"] = time.perf_counter() - launched
 
-            # The first chart of a snapshot taken after Train (newer than every one drawn before).
-            versions = f"{CHARTS_JS}.map(d => Number(d.dataset.version || 0))"
-            shown = max(page.evaluate(versions))
-            clicked = time.perf_counter()
-            sidebar.get_by_role("button", name="Train", exact=True).click()
-            while max(page.evaluate(versions)) <= shown:
-                page.wait_for_timeout(20)
-            result["train_to_first_chart_s"] = time.perf_counter() - clicked
+                # The first chart of a snapshot taken after Train (newer than every one drawn before).
+                versions = f"{CHARTS_JS}.map(d => Number(d.dataset.version || 0))"
+                shown = max(page.evaluate(versions))
+                clicked = time.perf_counter()
+                sidebar.get_by_role("button", name="Train", exact=True).click()
+                while max(page.evaluate(versions)) <= shown:
+                    page.wait_for_timeout(20)
+                result["train_to_first_chart_s"] = time.perf_counter() - clicked
 
-            # Refresh rate and visibility, sampled every 100 ms.
-            step_value = page.get_by_test_id("ehflowMetric").filter(has=page.get_by_text("Step", exact=True))
-            step_value = step_value.locator(".ehflow-metric-value")
-            start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
-            start_step = int(step_value.inner_text().replace(",", ""))
-            started, samples, visible = time.perf_counter(), 0, 0
-            while time.perf_counter() - started < seconds:
-                heights = page.evaluate(f"{CHARTS_JS}.map(d => d.querySelector('.main-svg') ? d.offsetHeight : 0)")
-                samples += 1
-                visible += all(h > 50 for h in heights)
-                page.wait_for_timeout(100)
-            elapsed = time.perf_counter() - started
-            end_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
-            result["charts"] = page.evaluate(f"{CHARTS_JS}.map(d => d.dataset.key)")
-            result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
-            # Browser main-thread time per redraw (JSON.parse + Plotly.react), as the chart records it.
-            ms = page.evaluate(
-                f"{CHARTS_JS}.map(d => Number(d.dataset.ms || 0) / Math.max(1, Number(d.dataset.draws || 0)))"
-            )
-            result["browser_ms_per_draw"] = [round(x, 1) for x in ms]
-            result["charts_visible_share"] = visible / max(samples, 1)
-            # Mean training speed over the whole window, from the page's step counter.
-            steps = int(step_value.inner_text().replace(",", "")) - start_step
-            result["streaming_steps_per_s"] = round(steps / (time.perf_counter() - started), 1)
+                # Refresh rate and visibility, sampled every 100 ms.
+                step_value = page.get_by_test_id("ehflowMetric").filter(has=page.get_by_text("Step", exact=True))
+                step_value = step_value.locator(".ehflow-metric-value")
+                start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+                start_step = int(step_value.inner_text().replace(",", ""))
+                started, samples, visible = time.perf_counter(), 0, 0
+                while time.perf_counter() - started < seconds:
+                    heights = page.evaluate(f"{CHARTS_JS}.map(d => d.querySelector('.main-svg') ? d.offsetHeight : 0)")
+                    samples += 1
+                    visible += all(h > 50 for h in heights)
+                    page.wait_for_timeout(100)
+                elapsed = time.perf_counter() - started
+                end_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+                result["charts"] = page.evaluate(f"{CHARTS_JS}.map(d => d.dataset.key)")
+                result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
+                # Browser main-thread time per redraw (JSON.parse + Plotly.react), as the chart records it.
+                ms = page.evaluate(
+                    f"{CHARTS_JS}.map(d => Number(d.dataset.ms || 0) / Math.max(1, Number(d.dataset.draws || 0)))"
+                )
+                result["browser_ms_per_draw"] = [round(x, 1) for x in ms]
+                result["charts_visible_share"] = visible / max(samples, 1)
+                # Mean training speed over the whole window, from the page's step counter.
+                steps = int(step_value.inner_text().replace(",", "")) - start_step
+                result["streaming_steps_per_s"] = round(steps / (time.perf_counter() - started), 1)
 
-            # Slider latency: κ one notch right. Two moments: the page's URL changes (the rerun
-            # reached the server and came back), and the page shows the trainer using the new κ
-            # (the worker applied it and reported back): the effect a user sees.
-            in_use = page.get_by_text("In use by the trainer now", exact=False)
-            to_url, to_effect = [], []
-            for key in ("ArrowRight", "ArrowLeft", "ArrowRight", "ArrowLeft", "ArrowRight"):
-                before_url, before_text = page.url, in_use.inner_text()
-                slider = sidebar.get_by_role("slider").first
-                slider.focus()
-                page.wait_for_timeout(300)
-                pressed = time.perf_counter()
-                slider.press(key)
-                url_at = None
-                while time.perf_counter() - pressed < 10:
-                    if url_at is None and page.url != before_url:
-                        url_at = time.perf_counter() - pressed
-                    if in_use.inner_text() != before_text:
-                        break
-                    page.wait_for_timeout(10)
-                to_effect.append(time.perf_counter() - pressed)
-                to_url.append(url_at if url_at is not None else to_effect[-1])
-                page.wait_for_timeout(700)
-            result["slider_to_url_s"] = [round(x, 3) for x in to_url]
-            result["slider_effect_s"] = [round(x, 3) for x in to_effect]
+                # Slider latency: κ one notch right. Two moments: the page's URL changes (the rerun
+                # reached the server and came back), and the page shows the trainer using the new κ
+                # (the worker applied it and reported back): the effect a user sees.
+                in_use = page.get_by_text("In use by the trainer now", exact=False)
+                to_url, to_effect = [], []
+                for key in ("ArrowRight", "ArrowLeft", "ArrowRight", "ArrowLeft", "ArrowRight"):
+                    before_url, before_text = page.url, in_use.inner_text()
+                    slider = sidebar.get_by_role("slider").first
+                    slider.focus()
+                    page.wait_for_timeout(300)
+                    pressed = time.perf_counter()
+                    slider.press(key)
+                    url_at = None
+                    while time.perf_counter() - pressed < 10:
+                        if url_at is None and page.url != before_url:
+                            url_at = time.perf_counter() - pressed
+                        if in_use.inner_text() != before_text:
+                            break
+                        page.wait_for_timeout(10)
+                    to_effect.append(time.perf_counter() - pressed)
+                    to_url.append(url_at if url_at is not None else to_effect[-1])
+                    page.wait_for_timeout(700)
+                result["slider_to_url_s"] = [round(x, 3) for x in to_url]
+                result["slider_effect_s"] = [round(x, 3) for x in to_effect]
 
-            memory = []
-            mem_start = time.perf_counter()
-            while time.perf_counter() - mem_start < memory_seconds:
+                memory = []
+                mem_start = time.perf_counter()
+                while time.perf_counter() - mem_start < memory_seconds:
+                    memory.append((round(time.perf_counter() - mem_start, 1), round(_rss_mb(server.pid), 1)))
+                    page.wait_for_timeout(min(10_000, memory_seconds * 100))
                 memory.append((round(time.perf_counter() - mem_start, 1), round(_rss_mb(server.pid), 1)))
-                page.wait_for_timeout(min(10_000, memory_seconds * 100))
-            memory.append((round(time.perf_counter() - mem_start, 1), round(_rss_mb(server.pid), 1)))
-            result["server_rss_mb"] = memory
+                result["server_rss_mb"] = memory
         finally:
             browser.close()
-            server.terminate()
-            server.wait(timeout=30)
     headless.append(headless_steps_per_s(10))
     result["headless_before_after"] = [round(x, 1) for x in headless]
     result["headless_steps_per_s"] = sum(headless) / 2

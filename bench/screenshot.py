@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.dashboard import ARGS, ROOT, start_app
+from dashboard.server import CHROMIUM_ARGS, ROOT, serve
 
 
 def main() -> None:
@@ -18,22 +18,19 @@ def main() -> None:
     parser.add_argument("--preset", default="fig2a")
     parser.add_argument("--out", default=str(ROOT / "assets" / "dashboard.png"))
     args = parser.parse_args()
-    server, url = start_app(f"/?preset={args.preset}")
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=ARGS)
+    with serve() as server, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+        try:
             page = browser.new_page(viewport={"width": 1400, "height": 1700})
-            page.goto(url)
+            page.goto(f"{server.url}/?preset={args.preset}")
             train = page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Train", exact=True)
             train.wait_for(timeout=120_000)
             train.click()
             page.mouse.move(700, 5)  # no tooltip in the picture
             page.wait_for_timeout(args.seconds * 1000)
             page.screenshot(path=args.out)
+        finally:
             browser.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     print(f"wrote {args.out}")
 
 

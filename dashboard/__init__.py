@@ -1,1 +1,32 @@
-"""The ehflow Streamlit dashboard (layout and live session machinery; no maths)."""
+"""The ehflow dashboard: watch an equivariant Hamiltonian flow learn, live (``streamlit run dashboard/app.py``).
+
+Modules:
+    app         the server entry: Streamlit's ``st.App`` with the page and one extra route
+    page        the page script each browser session runs: sidebar, buttons, downloads, teaching text
+    settings    the sidebar's settings as a frozen dataclass, to and from the URL, to core configs
+    live        ``LiveRun``: a session's handle on its training process (commands out, updates in)
+    protocol    the typed messages between the server and a training process
+    worker      the training process: a Trainer or a batched ensemble, snapshots, symmetry readouts
+    live_chart  the live panel (``live_panel.js``, ``live_panel.css``) and its feed route
+    server      start the server on a free local port (tests, benchmarks, scripted demos)
+
+From a click on Train to a redrawn chart::
+
+    browser (page)        Streamlit server (page.py, live.py, live_chart.py)    worker process
+    ──────────────        ─────────────────────────────────────────────────     ──────────────
+    click Train ────────▶ page rerun: LiveRun.play()
+                          ─ Play(seq) ───────────────────────────────────────▶  handle(): running
+                                                                                 train_round() …
+    live panel (JS):                                                             (every step)
+    GET /api/live/<token>?since=v ─▶ feed(): Beat(want_snapshot) ─────────────▶ wanted = True
+                          feed waits on the run's event (no thread held)         take_snapshot()
+                          reader thread ◀──────────────── Update(snapshot) ────  send()
+                          _apply(): version += 1, wake the feed's event
+                          figures_json(): figures built once per version
+    ◀── JSON: status + charts
+    Plotly.react / swap the map pictures; ask for the next answer (before drawing)
+                          prebuild(): the next version's figures, while the browser draws
+
+Every live-panel request is also the run's heartbeat: with no page looking for
+``live.HEARTBEAT_TIMEOUT`` seconds, the worker stops training (a closed tab costs nothing).
+"""

@@ -11,16 +11,12 @@ both are ready, or nearly, when the first browser connects.
 
 from __future__ import annotations
 
-import sys
 import threading
 from pathlib import Path
 
 import streamlit as st
 
-if __package__ in (None, ""):  # `streamlit run dashboard/app.py` imports this file as `app`
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dashboard import live, live_chart  # noqa: E402  (both light: no torch at import)
+from dashboard import live, live_chart  # both light: no torch at import
 
 live.prestart()
 threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=True).start()

@@ -14,6 +14,7 @@ when no page view arrived for ``HEARTBEAT_TIMEOUT`` seconds (the tab was closed)
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import logging
 import os
@@ -24,16 +25,32 @@ import subprocess
 import sys
 import threading
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from .protocol import (
+    Beat,
+    CheckpointReply,
+    CheckpointRequest,
+    Close,
+    Command,
+    Pause,
+    Play,
+    SetLive,
+    Start,
+    TrainSteps,
+    Update,
+)
 
 if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page imports torch
-    from dashboard.settings import Settings
     from ehflow_core.snapshot import Snapshot
     from ehflow_core.targets import Target
     from ehflow_core.training import Record
+
+    from .settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +74,9 @@ class View:
     version: int  # increases with every new snapshot, across Resets too
     curves: dict[str, list[Record]]  # label -> records (every eval step and every 10th step)
     symmetry: dict[str, float]  # invariance spread / noise, equivariance error
-    steps: dict[str, int] = field(default_factory=dict)  # label -> step, every run of the sweep
+    step_by_run: dict[str, int] = field(default_factory=dict)  # label -> step, every run of the sweep
     kappa: float | None = None  # the κ and learning rate the primary trainer uses now
     lr: float | None = None
-
-
-def label(kappa: float | None) -> str:
-    """A run's name in the curves: its κ, or "none" without the constraint."""
-    return "none" if kappa is None else f"κ={kappa:.3g}"
 
 
 # -- worker processes ------------------------------------------------------------------------------
@@ -77,7 +89,8 @@ class _Worker:
         env = {**os.environ, **WORKER_ENV}
         if os.name == "nt":  # no fd inheritance: the socket travels as a share blob on stdin
             self.process = subprocess.Popen([*args, "-"], cwd=ROOT, env=env, stdin=subprocess.PIPE)
-            self.process.stdin.write(theirs.share(self.process.pid))
+            assert self.process.stdin is not None
+            self.process.stdin.write(theirs.share(self.process.pid))  # type: ignore[attr-defined]
             self.process.stdin.close()
         else:
             fd = theirs.fileno()
@@ -90,11 +103,11 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def send(self, message: tuple) -> None:
+    def send(self, message: Command) -> None:
         with self.send_lock:
             self.send_unlocked(message)
 
-    def send_unlocked(self, message: tuple) -> None:
+    def send_unlocked(self, message: Command) -> None:
         """Send, the caller holding ``send_lock``."""
         try:
             self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
@@ -102,7 +115,7 @@ class _Worker:
             pass
 
     def close(self, timeout: float = 10.0) -> None:
-        self.send(("close",))
+        self.send(Close())
         try:
             self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -158,8 +171,10 @@ class _Shared:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.replies: list[tuple] = []  # checkpoint replies
+        self.replies: list[CheckpointReply] = []
         self.changed = threading.Condition(self.lock)  # notified on every message from the worker
+        # Async waiters (the live panel's requests), woken on every message from the worker.
+        self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.version = 0  # never reset: a chart's version names one picture across Resets
         self.reset(0, [])
 
@@ -168,7 +183,7 @@ class _Shared:
         self.seq_seen = -1  # the last command the worker reported handling
         self.state, self.message = "starting", None
         self.busy = False
-        self.step, self.steps, self.steps_per_s = 0, {name: 0 for name in labels}, 0.0
+        self.step, self.step_by_run, self.steps_per_s = 0, {name: 0 for name in labels}, 0.0
         self.kappa: float | None = None
         self.lr: float | None = None
         self.snapshot: Snapshot | None = None
@@ -180,37 +195,45 @@ def _read(conn: Connection, shared: _Shared, worker_sent: list[int]) -> None:
     """The reader thread: fold the worker's messages into ``shared`` until the socket closes."""
     try:
         while True:
-            kind, *payload = pickle.loads(conn.recv_bytes())
+            message = pickle.loads(conn.recv_bytes())
             with shared.lock:
-                if kind == "checkpoint":
-                    shared.replies.append(tuple(payload))
-                else:
-                    _apply(shared, payload[0], worker_sent[0])
-                shared.changed.notify_all()
+                match message:
+                    case CheckpointReply():
+                        shared.replies.append(message)
+                    case Update():
+                        _apply(shared, message, worker_sent[0])
+                _notify(shared)
     except (EOFError, OSError):
         pass
     with shared.lock:  # the process has gone: say so unless the run was closed on purpose
         if shared.state not in ("closed", "diverged"):
             shared.state, shared.busy = "stopped", False
             shared.message = shared.message or "The training process ended. Press Reset to start a new run."
-        shared.changed.notify_all()
+        _notify(shared)
 
 
-def _apply(shared: _Shared, patch: dict[str, Any], sent_seq: int) -> None:
-    if patch["generation"] != shared.generation:
+def _notify(shared: _Shared) -> None:
+    """Wake every waiter (threads and event loops); the caller holds ``shared.lock``."""
+    shared.changed.notify_all()
+    for loop, event in shared.waiters:
+        loop.call_soon_threadsafe(event.set)
+
+
+def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
+    if update.generation != shared.generation:
         return  # an update of the run before the last Reset
-    for name, records in patch["records"].items():
+    for name, records in update.records.items():
         shared.curves.setdefault(name, []).extend(records)
-    shared.step, shared.steps, shared.steps_per_s = patch["step"], patch["steps"], patch["steps_per_s"]
-    shared.kappa, shared.lr = patch["kappa"], patch["lr"]
-    if "snapshot" in patch:
-        shared.snapshot = patch["snapshot"]
+    shared.step, shared.step_by_run, shared.steps_per_s = update.step, update.step_by_run, update.steps_per_s
+    shared.kappa, shared.lr = update.kappa, update.lr
+    if update.snapshot is not None:
+        shared.snapshot = update.snapshot
         shared.version += 1
-    if "symmetry" in patch:
-        shared.symmetry = patch["symmetry"]
-    shared.seq_seen = patch["seq"]
-    if patch["seq"] == sent_seq:  # the worker has seen every command: its state is current
-        shared.state, shared.message, shared.busy = patch["state"], patch["message"], patch["busy"]
+    if update.symmetry is not None:
+        shared.symmetry = update.symmetry
+    shared.seq_seen = update.seq
+    if update.seq == sent_seq:  # the worker has seen every command: its state is current
+        shared.state, shared.message, shared.busy = update.state, update.message, update.busy
 
 
 class LiveRun:
@@ -236,18 +259,27 @@ class LiveRun:
     # -- control from the page ---------------------------------------------------------------------
     def reset(self, settings: Settings, target: Target) -> None:
         """A new run from ``settings`` (same seed: same start), in the same warm process."""
+        from ehflow_core.reporting import run_label  # torch: imported by the page by now, not at start-up
+
         settings.train_config()  # invalid settings raise here, in the page, not in the worker
         self.settings, self.target = settings, target
-        self.primary_label = label(settings.kappa)
-        labels = [label(k) for k in settings.sweep_kappas()] if settings.sweep else [self.primary_label]
+        self.primary_label = run_label(settings.kappa)
+        labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweep else [self.primary_label]
         self._generation += 1
         with self._shared.lock:
             self._shared.reset(self._generation, labels)
-        self._command("start", self._generation, settings, target, HEARTBEAT_TIMEOUT)
+        generation = self._generation
+        self._command(lambda seq: Start(seq, generation, settings, target, HEARTBEAT_TIMEOUT))
         self._requested = (settings.kappa, settings.lr)  # the new run starts with them
 
-    def _command(self, kind: str, *args: Any, state: str | None = None, busy: bool | None = None) -> None:
-        """Send a state-changing command; ``state``/``busy`` show at once, until the worker confirms."""
+    def _command(
+        self,
+        make: Callable[[int], Start | Play | Pause | TrainSteps],
+        state: str | None = None,
+        busy: bool | None = None,
+    ) -> None:
+        """Send a state-changing command, made with its number; ``state``/``busy`` show at once,
+        until the worker confirms."""
         with self._worker.send_lock:  # commands leave in the order of their numbers
             with self._shared.lock:
                 self._sent[0] += 1
@@ -256,29 +288,29 @@ class LiveRun:
                     self._shared.state = state
                 if busy is not None:
                     self._shared.busy = busy
-            self._worker.send_unlocked((kind, seq, *args))
+            self._worker.send_unlocked(make(seq))
 
     def beat(self, want_snapshot: bool = False) -> None:
         """Called on every page view: the worker trains only while views keep coming.
 
         ``want_snapshot``: the page's live panel asks for the next snapshot.
         """
-        self._worker.send(("beat", want_snapshot))
+        self._worker.send(Beat(want_snapshot))
 
     def play(self) -> None:
         if self.state in ("diverged", "stopped", "closed"):
             return
-        self._command("play", state="training", busy=True)
+        self._command(Play, state="training", busy=True)
 
     def pause(self) -> None:
-        self._command("pause", state="paused" if self.state == "training" else None, busy=False)
+        self._command(Pause, state="paused" if self.state == "training" else None, busy=False)
 
     def step(self, n: int = 10) -> None:
         """Train ``n`` steps then pause (a no-op while busy, so a click delivered twice does not
         double the steps)."""
         if self.busy or self.state in ("diverged", "stopped", "closed"):
             return
-        self._command("step", n, busy=True)
+        self._command(lambda seq: TrainSteps(seq, n), busy=True)
 
     def set_live(self, kappa: float | None, lr: float, wait: float = 0.0) -> None:
         """Apply a new κ (single-run mode) and learning rate from the worker's next step on.
@@ -290,7 +322,7 @@ class LiveRun:
         if (kappa, lr) == self._requested:
             return
         self._requested = (kappa, lr)
-        self._worker.send(("live", kappa, lr))
+        self._worker.send(SetLive(kappa, lr))
         if wait <= 0:
             return
         s = self._shared
@@ -305,16 +337,16 @@ class LiveRun:
         """The primary run's checkpoint (for the download button)."""
         with self._shared.lock:
             self._shared.replies.clear()
-        self._worker.send(("checkpoint",))
+        self._worker.send(CheckpointRequest())
         with self._shared.lock:
             if not self._shared.changed.wait_for(lambda: self._shared.replies or not self.worker_alive, REPLY_TIMEOUT):
                 raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
             if not self._shared.replies:
                 raise RuntimeError("the training process has ended: no checkpoint")
-            data, error = self._shared.replies.pop()
-        if data is None:
-            raise RuntimeError(f"the checkpoint failed: {error}")
-        return data
+            reply = self._shared.replies.pop()
+        if reply.data is None:
+            raise RuntimeError(f"the checkpoint failed: {reply.error}")
+        return reply.data
 
     def close(self) -> None:
         """Stop the worker process and wait for it and for the reader thread."""
@@ -332,6 +364,28 @@ class LiveRun:
     def busy(self) -> bool:
         """Training, or working through requested steps."""
         return self._shared.busy
+
+    async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
+        """Return once ``predicate()`` holds, checked after each message from the worker, or after
+        ``timeout`` seconds. An event-loop wait: no thread is held, so many tabs cost nothing."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiter = (loop, asyncio.Event())
+        with self._shared.lock:
+            self._shared.waiters.add(waiter)
+        try:
+            while True:
+                waiter[1].clear()  # before the check: a message after it sets the event again
+                remaining = deadline - loop.time()
+                if predicate() or remaining <= 0:
+                    return
+                try:
+                    await asyncio.wait_for(waiter[1].wait(), remaining)
+                except TimeoutError:
+                    return
+        finally:
+            with self._shared.lock:
+                self._shared.waiters.discard(waiter)
 
     @property
     def status_key(self) -> tuple:
@@ -371,7 +425,7 @@ class LiveRun:
                 version=s.version,
                 curves={k: list(v) for k, v in s.curves.items()},
                 symmetry=dict(s.symmetry),
-                steps=dict(s.steps),
+                step_by_run=dict(s.step_by_run),
                 kappa=s.kappa,
                 lr=s.lr,
             )

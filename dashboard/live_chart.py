@@ -2,20 +2,20 @@
 
 Why not ``st.plotly_chart`` in a fragment that reruns: ``st.plotly_chart`` re-creates a chart
 whenever its figure changes, so a chart refreshed several times a second is blank much of the
-time (../shared/STREAMLIT.md measured 42–55 % visible), and every fragment rerun costs the
-browser 30–60 ms of Streamlit's own rendering whether or not a new snapshot came.
+time, and every fragment rerun costs the browser Streamlit's own rendering whether or not a new
+snapshot came.
 
 So the live data leaves the script. The page mounts one component (Streamlit components v2, no
-iframe) with its run's token. In the browser it keeps the readouts and one ``<div>`` per chart,
-and long-polls ``/api/live/<token>?since=<version>`` (:func:`feed`, a route of the server's
-``st.App``): the answer comes as soon as the worker sends a snapshot newer than ``since`` or the
-run's state, κ or learning rate change, else after ``FEED_WAIT`` seconds with the readouts alone.
-Each new figure is drawn with ``Plotly.react``; when it differs from the drawn one only in its
-images (a map panel built with ``raster=True``) the chart swaps the images alone
-(``Plotly.relayout``, ~1 ms against ~30 ms for a redraw), and an unchanged figure is not redrawn.
-Every request is also the page's heartbeat for its run and asks for the next snapshot. plotly.js
-is served from the app's own static folder (copied from the plotly wheel), so the page works
-offline.
+iframe; its code is ``live_panel.js`` and ``live_panel.css``) with its run's token. In the browser
+it keeps the readouts and one ``<div>`` per chart, and long-polls
+``/api/live/<token>?since=<version>`` (:func:`feed`, a route of the server's ``st.App``): the
+answer comes as soon as the worker sends a snapshot newer than ``since`` or the run's state, κ or
+learning rate change, else after ``FEED_WAIT`` seconds with the readouts alone. Each new figure is
+drawn with ``Plotly.react``; when it differs from the drawn one only in its images (a map panel
+built with ``raster=True``) the chart swaps the images alone (``Plotly.relayout``), and an
+unchanged figure is not redrawn. Every request is also the page's heartbeat for its run and asks
+for the next snapshot. plotly.js is served from the app's own static folder (copied from the
+plotly wheel), so the page works offline.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ STATIC = Path(__file__).parent / "static"
 PLOTLY_JS = "plotly.min.js"
 FEED = "api/live"
 FEED_WAIT = 0.5  # seconds a request waits for a new snapshot (under the worker's heartbeat timeout)
-FEED_TICK = 0.02  # seconds between looks at the run's version while a request waits
 # Never cached; not gzipped either (Streamlit's middleware would compress every answer, mostly
 # base64 PNG that does not shrink, on the event loop).
 _NO_STORE = {"Cache-Control": "no-store", "Content-Encoding": "identity"}
@@ -62,217 +61,13 @@ SYMMETRY_METRICS = [
     ("equivariance_error", "Equivariance error ‖T(Rs) − R T(s)‖"),
 ]
 
-_CSS = """
-.ehflow-metrics { display: grid; grid-template-columns: repeat(4, minmax(0, 1fr)); gap: 1rem; }
-.ehflow-metrics.ehflow-symmetry { grid-template-columns: repeat(3, minmax(0, 1fr)); margin-bottom: 1rem; }
-.ehflow-metric-label { font-size: 14px; color: rgba(49, 51, 63, 0.6); }
-.ehflow-metric-value { font-size: 2.25rem; line-height: 1.3; color: rgb(49, 51, 63); white-space: nowrap;
-  overflow: hidden; text-overflow: ellipsis; }
-.ehflow-caption { font-size: 14px; color: rgba(49, 51, 63, 0.6); margin: 0.25rem 0 1rem; min-height: 1.3em; }
-.ehflow-message { padding: 1rem; border-radius: 0.5rem; margin-bottom: 1rem;
-  background: rgba(28, 131, 225, 0.1); color: rgb(0, 66, 128); }
-.ehflow-message.ehflow-error { background: rgba(255, 43, 43, 0.09); color: rgb(125, 53, 59); }
-.ehflow-charts { display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 1rem; }
-.ehflow-note { font-size: 14px; color: rgba(49, 51, 63, 0.6); }
-"""
 
-_JS = """
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-
-function loadPlotly(src) {
-  if (!window.__ehflowPlotly) {
-    window.__ehflowPlotly = new Promise((resolve, reject) => {
-      const script = document.createElement("script");
-      script.src = src;
-      script.onload = resolve;
-      script.onerror = reject;
-      document.head.appendChild(script);
-    });
-  }
-  return window.__ehflowPlotly;
-}
-
-function element(parent, tag, className, text) {
-  const el = document.createElement(tag);
-  if (className) el.className = className;
-  if (text !== undefined) el.textContent = text;
-  parent.appendChild(el);
-  return el;
-}
-
-function metric(parent, label) {
-  const box = element(parent, "div", "ehflow-metric");
-  box.dataset.testid = "ehflowMetric";
-  element(box, "div", "ehflow-metric-label", label);
-  return element(box, "div", "ehflow-metric-value");
-}
-
-function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
-
-function build(parentElement, data) {
-  const root = element(parentElement, "div", "ehflow-live");
-  const metrics = element(root, "div", "ehflow-metrics");
-  root._values = {};
-  for (const [key, label] of data.metrics) root._values[key] = metric(metrics, label);
-  root._caption = element(root, "p", "ehflow-caption");
-  root._message = element(root, "div", "ehflow-message");
-  root._message.hidden = true;
-  root._symmetry = element(root, "div", "ehflow-metrics ehflow-symmetry");
-  root._symmetry.hidden = true;
-  for (const [key, label] of data.symmetry_metrics) root._values[key] = metric(root._symmetry, label);
-  const charts = element(root, "div", "ehflow-charts");
-  for (const row of data.layout) {
-    for (const [key, height] of row) {
-      const div = element(charts, "div", "ehflow-chart");
-      div.dataset.key = key;
-      div.style.minHeight = `${height}px`;
-      if (row.length === 1) div.style.gridColumn = "1 / -1";
-    }
-  }
-  // Charts have a fixed width (plotly's autosize measures the page on every redraw): follow resizes.
-  new ResizeObserver(() => {
-    for (const div of charts.querySelectorAll("div.ehflow-chart")) {
-      if (div._fullLayout && div._fullLayout.width !== div.clientWidth) {
-        window.Plotly.relayout(div, {width: div.clientWidth});
-      }
-    }
-  }).observe(charts);
-  document.addEventListener("visibilitychange", () => {
-    if (!document.hidden && root._undrawn && root.isConnected) draw(root, root._undrawn);
-  });
-  return root;
-}
-
-function showStatus(root, status) {
-  if (root._stamp !== undefined && status.stamp <= root._stamp) return;  // an older answer
-  root._stamp = status.stamp;
-  root._training = status.training;
-  for (const [key, el] of Object.entries(root._values)) {
-    if (status.values[key] !== undefined) setText(el, status.values[key]);
-  }
-  setText(root._caption, status.caption);
-  root._message.hidden = !status.message;
-  setText(root._message, status.message || "");
-  root._message.classList.toggle("ehflow-error", status.state === "diverged");
-  root._symmetry.hidden = status.values.invariance_spread === undefined;
-}
-
-function drawChart(div, chart, version, width) {
-  const t0 = performance.now();
-  if (chart.note !== undefined) {  // no figure for this panel: say why
-    if (div._fullLayout) window.Plotly.purge(div);
-    div.className = "ehflow-chart ehflow-note";
-    div.textContent = chart.note;
-    div.dataset.frame = div.dataset.hash = "";
-  } else if (chart.hash === div.dataset.hash && div._fullLayout) {
-    // The same figure (a curve without a new point, a paused run's maps): nothing to redraw.
-  } else {
-    const fig = chart.figure;
-    div.dataset.hash = chart.hash;
-    if (chart.frame && div.dataset.frame === chart.frame && div._fullLayout) {
-      const update = {};  // same figure but for its images: swap them, redraw nothing else
-      fig.layout.images.forEach((image, i) => { update[`images[${i}].source`] = image.source; });
-      window.Plotly.relayout(div, update);
-    } else {
-      if (!div._fullLayout) { div.textContent = ""; div.className = "ehflow-chart"; }
-      fig.layout.width = width;
-      window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false});
-      div.dataset.frame = chart.frame;
-    }
-    div.dataset.ms = String(Number(div.dataset.ms || 0) + performance.now() - t0);
-    div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
-  }
-  div.dataset.version = String(version);
-}
-
-async function fetchFeed(url) {
-  try {
-    const response = await fetch(url, {cache: "no-store"});
-    if (response.ok) return await response.json();
-  } catch (err) { /* the server is restarting or gone */ }
-  await sleep(1000);  // try again in a second
-  return null;
-}
-
-async function poll(root) {
-  let token = root._data.token, since = -1, seen = false;
-  let next = fetchFeed(`${root._data.feed}/${token}?since=${since}`);
-  for (;;) {
-    const body = await next;
-    seen = seen || root.isConnected;
-    if (seen && !root.isConnected) return;  // the page dropped the live panel
-    const data = root._data;
-    if (data.token !== token) {  // a new run: start over
-      token = data.token;
-      since = -1;
-      next = fetchFeed(`${data.feed}/${token}?since=${since}`);
-      continue;
-    }
-    const fresh = body !== null && body.charts && body.version > since;
-    if (fresh) since = body.version;
-    // Ask for the next snapshot before drawing this one: the worker and the server make it
-    // while the browser draws. A hidden tab asks for none (want=0): its run trains faster.
-    next = fetchFeed(`${data.feed}/${token}?since=${since}&want=${document.hidden ? 0 : 1}`);
-    if (body === null) continue;
-    try {
-      showStatus(root, body.status);
-      // The page's buttons were drawn for a run that was (or was not) training: when that
-      // changes behind its back (divergence, a process that died), rerun the page, once per run.
-      if (root._training !== data.training && root._stamp > data.stamp && root._asked !== data.stamp) {
-        root._asked = data.stamp;
-        root._setTrigger("sync", body.status.state);
-      }
-      // A hidden tab draws nothing (nothing to see, and its timers are throttled to one a
-      // second, which would hold back the requests that keep its run training): the latest
-      // answer is drawn when the tab shows again.
-      if (fresh && document.hidden) root._undrawn = body;
-      if (fresh && !document.hidden) await draw(root, body);
-    } catch (err) {  // keep polling whatever happened to one answer
-      console.error("ehflow: live panel update failed", err);
-    }
-  }
-}
-
-function draw(root, body) {  // one drawing at a time, in order
-  root._undrawn = null;
-  root._drawing = (root._drawing || Promise.resolve())
-    .then(() => drawAll(root, body))
-    .catch((err) => console.error("ehflow: drawing failed", err));
-  return root._drawing;
-}
-
-async function drawAll(root, body) {
-  await loadPlotly(root._data.src);
-  const divs = Array.from(root.querySelectorAll("div.ehflow-chart"));
-  const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
-  for (const [i, div] of divs.entries()) {
-    const chart = body.charts[div.dataset.key];
-    if (chart === undefined) continue;
-    try {
-      drawChart(div, chart, body.version, widths[i]);
-    } catch (err) {  // one chart's failure must not stop the others
-      console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
-      div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
-    }
-    await sleep(0);  // let the page handle input between charts
-  }
-}
-
-export default function(component) {
-  const { parentElement, setTriggerValue } = component;
-  if (component.data.preload) { loadPlotly(component.data.src); return; }  // start loading plotly.js
-  const data = JSON.parse(component.data.json);
-  let root = parentElement.querySelector("div.ehflow-live");
-  const fresh = !root;
-  if (fresh) root = build(parentElement, data);
-  root._data = data;
-  root._setTrigger = setTriggerValue;
-  showStatus(root, data.status);  // what the page knew when it ran; the feed keeps it current
-  if (fresh) poll(root);
-}
-"""
-
-_component = st.components.v2.component("ehflow_live_charts", js=_JS, css=_CSS, isolate_styles=False)
+_component = st.components.v2.component(
+    "ehflow_live_charts",
+    js=(Path(__file__).parent / "live_panel.js").read_text(encoding="utf-8"),
+    css=(Path(__file__).parent / "live_panel.css").read_text(encoding="utf-8"),
+    isolate_styles=False,
+)
 
 
 # -- the page's side -----------------------------------------------------------------------------
@@ -296,20 +91,21 @@ def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
     ``on_sync``: called (and the page rerun) when the run stops or starts training without the
     page asking (it diverged, its process died), so the page's Train/Pause button follows.
     """
+    now = status(run)
     data = {
         "token": run.token, "feed": FEED, "src": f"app/static/{PLOTLY_JS}", "layout": LAYOUT,
-        "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": status(run),
+        "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": now,
+        "stamp": now["stamp"], "training": now["training"],
     }  # fmt: skip
-    data["stamp"], data["training"] = data["status"]["stamp"], data["status"]["training"]
     # Sent as one JSON string: Streamlit checks each value of a dict for a dataframe, which
-    # imports pandas (1.1 s, on the first page's critical path) for any list among them.
+    # imports pandas (seconds, on the first page's critical path) for any list among them.
     _component(data={"json": json.dumps(data)}, key="live_charts", on_sync_change=on_sync)
 
 
 # -- the server's side ---------------------------------------------------------------------------
 def warm_imports() -> None:
     """Import what the page and the feed need (torch, plotly, the figures) ahead of the first page."""
-    for name in ("ehflow_core.figures", "ehflow_core.cli", "dashboard.settings", "dashboard.teaching"):
+    for name in ("ehflow_core.figures", "ehflow_core.reporting", "dashboard.settings", "dashboard.teaching"):
         importlib.import_module(name)
 
 
@@ -359,11 +155,12 @@ async def prebuild(run: live.LiveRun, sent: int) -> None:
 
 async def _wait_for_newer(run: live.LiveRun, since: int, status_key: tuple | None = None) -> None:
     """Return once the run has a snapshot newer than ``since``, or its ``status_key`` (when given)
-    changed, or after ``FEED_WAIT`` seconds. No thread is held while waiting: many tabs cost nothing."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + FEED_WAIT
-    while run.version <= since and (status_key is None or run.status_key == status_key) and loop.time() < deadline:
-        await asyncio.sleep(FEED_TICK)
+    changed, or after ``FEED_WAIT`` seconds."""
+
+    def newer() -> bool:
+        return run.version > since or (status_key is not None and run.status_key != status_key)
+
+    await run.wait_for(newer, FEED_WAIT)
 
 
 def status(run: live.LiveRun) -> dict:
@@ -414,6 +211,8 @@ def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
 
     snap = view.snapshot
+    if snap is None:
+        raise ValueError("charts need a snapshot: the run has not drawn its model yet")
     specs = {
         "density": density_spec(snap, raster=True),
         "energies": energy_spec(snap, raster=True),

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import sys
 from pathlib import Path
 
 import streamlit as st
 
-if __package__ in (None, ""):  # Streamlit runs this file as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from dashboard import teaching  # noqa: E402
-from dashboard.live import LiveRun  # noqa: E402
-from dashboard.live_chart import ensure_plotly_js, live_charts, preload_plotly  # noqa: E402
-from dashboard.settings import LIMITS, PRESETS, Settings  # noqa: E402
-from ehflow_core.cli import metrics_csv  # noqa: E402
-from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure  # noqa: E402
-from ehflow_core.targets import DataLimits, DataTarget, parse_csv  # noqa: E402
+from dashboard import teaching
+from dashboard.live import LiveRun
+from dashboard.live_chart import ensure_plotly_js, live_charts, preload_plotly
+from dashboard.settings import LIMITS, PRESETS, Settings
+from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
+from ehflow_core.reporting import metrics_csv
+from ehflow_core.targets import DataLimits, DataTarget, parse_csv
 
 log = logging.getLogger("ehflow.dashboard")
 

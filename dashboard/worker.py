@@ -2,27 +2,15 @@
 
     python -m dashboard.worker FD        (started by :mod:`dashboard.live`, never by hand)
 
-Streamlit's server is one Python interpreter. A training thread inside it shared the GIL with the
-event loop and the page's reruns: a slider move reached the server seconds late and training ran
-at a third of its headless speed. Here a session's run trains in a process of its own, which
-talks to the server over one socket (:class:`multiprocessing.connection.Connection`, pickled
-tuples, plain ``pickle`` since torch's multiprocessing reductions would send tensors as shared
-memory handles):
+Streamlit's server is one Python interpreter. A training thread inside it would share the GIL
+with the event loop and the page's reruns, so a session's run trains in a process of its own,
+which talks to the server over one socket with the messages of :mod:`dashboard.protocol`.
 
-    server → worker   ("start", seq, generation, settings, target, heartbeat_timeout)
-                      ("play", seq)  ("pause", seq)  ("step", seq, n)
-                      ("live", kappa, lr)  ("beat", want)  ("checkpoint",)  ("close",)
-    worker → server   ("update", patch)      patch: a dict of the fields of ``live.View`` that
-                                              changed, plus "generation", "seq" and new "records"
-                      ("checkpoint", bytes | None, error message | None)
-
-``seq`` numbers the commands that change the run's state; every update echoes the last one
-handled, so the server knows when a state it reads is older than a button just pressed.
-``generation`` numbers the runs (Reset starts a new one in the same process); updates of an older
-run are dropped. The worker trains only while heartbeats ("beat", sent by each page view) are
-fresh: a closed tab stops its training within ``heartbeat_timeout`` seconds. A beat with ``want``
-true asks for the next snapshot, so snapshots follow the page's pace. It exits on "close" or when
-the server's end of the socket closes (the session was dropped, or the server died).
+The worker trains only while heartbeats (:class:`~dashboard.protocol.Beat`, sent by each page
+view and each live-panel request) are fresh: a closed tab stops its training within
+``heartbeat_timeout`` seconds. A beat that wants a snapshot asks for the next one, so snapshots
+follow the page's pace. The process exits on :class:`~dashboard.protocol.Close` or when the
+server's end of the socket closes (the session was dropped, or the server died).
 """
 
 from __future__ import annotations
@@ -47,7 +35,20 @@ from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
 from ehflow_core.training import Record, Run, Trainer
 
-from .settings import Settings
+from .protocol import (
+    Beat,
+    CheckpointReply,
+    CheckpointRequest,
+    Close,
+    Command,
+    Pause,
+    Play,
+    Reply,
+    SetLive,
+    Start,
+    TrainSteps,
+    Update,
+)
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
@@ -59,7 +60,7 @@ SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
 # with no panel asking (a page view without a browser, as in tests), at least this often
 # (seconds). Snapshots nobody draws would take CPU from training and from drawing.
 SNAPSHOT_UNASKED = 1.0
-SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts (~0.25 s of CPU each)
+SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
 
 
@@ -69,9 +70,9 @@ def keep(record: Record) -> bool:
 
 
 def warm_up() -> None:
-    """Build a throwaway Adam: the first one imports ``torch._dynamo`` (2–3 s). Run in a thread
-    from the process's start, beside the page's first run (its first picture needs no optimiser),
-    so that a Train pressed as soon as the page shows does not wait for the import."""
+    """Build a throwaway Adam: the first one in a process imports ``torch._dynamo`` (seconds).
+    Run in a thread from the process's start, beside the page's first run (its first picture
+    needs no optimiser), so that a Train pressed as soon as the page shows does not wait for it."""
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
@@ -80,9 +81,9 @@ class Worker:
 
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
-        self.trainers: dict[str, Trainer] = {}
-        self.ensemble: EnsembleTrainer | None = None
-        self.steps: Iterator[dict[str, Record]] | None = None
+        self.stepper: Trainer | EnsembleTrainer | None = None
+        self.runs: dict[str, Run] = {}  # label -> run (one, or every κ of a sweep)
+        self.rounds: Iterator[dict[str, Record]] | None = None
         self.target: Target | None = None
         self.primary_label = ""
         self.generation = 0
@@ -100,8 +101,8 @@ class Worker:
         self.next_update = 0.0
 
     @property
-    def primary(self) -> Trainer:
-        return self.trainers[self.primary_label]
+    def primary(self) -> Run:
+        return self.runs[self.primary_label]
 
     @property
     def busy(self) -> bool:
@@ -110,113 +111,127 @@ class Worker:
     @property
     def active(self) -> bool:
         """Busy, and a page looked recently."""
-        return bool(self.trainers) and self.busy and time.monotonic() - self.last_beat <= self.heartbeat_timeout
+        return bool(self.runs) and self.busy and time.monotonic() - self.last_beat <= self.heartbeat_timeout
 
     # -- messages ----------------------------------------------------------------------------------
-    def post(self, message: tuple) -> None:
+    def post(self, message: Reply) -> None:
         self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
 
     def send(self, snapshot: Snapshot | None = None, symmetry: dict[str, float] | None = None) -> None:
-        trainer = self.primary if self.trainers else None
-        patch = {
-            "generation": self.generation,
-            "seq": self.seq,
-            "state": self.state,
-            "message": self.message,
-            "busy": self.busy,
-            "step": trainer.step if trainer else 0,
-            "steps": {name: t.step for name, t in self.trainers.items()},
-            "steps_per_s": self.last_record.steps_per_s if self.last_record and self.running else 0.0,
-            "kappa": trainer.kappa if trainer else None,
-            "lr": trainer.optimizer.param_groups[0]["lr"] if trainer else None,
-            "records": self.records,
-        }
-        if snapshot is not None:
-            patch["snapshot"] = snapshot
-        if symmetry:
-            patch["symmetry"] = symmetry
-        self.post(("update", patch))
-        self.records = {name: [] for name in self.trainers}
+        run = self.primary if self.runs else None
+        self.post(
+            Update(
+                generation=self.generation,
+                seq=self.seq,
+                state=self.state,
+                message=self.message,
+                busy=self.busy,
+                step=run.step if run else 0,
+                step_by_run={name: r.step for name, r in self.runs.items()},
+                steps_per_s=self.last_record.steps_per_s if self.last_record and self.running else 0.0,
+                kappa=run.kappa if run else None,
+                lr=self.stepper.lr if self.stepper else None,
+                records=self.records,
+                snapshot=snapshot,
+                symmetry=symmetry,
+            )
+        )
+        self.records = {name: [] for name in self.runs}
         self.next_update = time.monotonic() + UPDATE_EVERY
 
-    def handle(self, message: tuple) -> bool:
+    def handle(self, message: Command) -> bool:
         """Act on one command; False when the worker should exit."""
-        kind = message[0]
-        if kind == "close":
-            return False
-        if kind == "beat":
-            self.last_beat = time.monotonic()
-            self.wanted = self.wanted or message[1]
-            return True
-        if kind == "live":
-            self.set_live(*message[1:])
-            self.send()  # the page waits for this to show the new values
-            return True
-        if kind == "checkpoint":
-            try:
-                self.post(("checkpoint", checkpoint_bytes(self.primary), None))
-            except Exception as err:  # the page shows the reason instead of a file
-                log.exception("checkpoint failed")
-                self.post(("checkpoint", None, str(err)))
-            return True
-        self.seq = message[1]
-        if kind == "start":
-            try:
-                self.start(*message[2:])
-            except ValueError as err:  # settings the page validated should not get here
-                self.trainers, self.state, self.message = {}, "stopped", f"Could not start the run: {err}"
-        elif kind == "play" and self.trainers and self.state != "diverged":
-            self.last_beat = time.monotonic()
-            self.running = True
-            self.state = "training"
-        elif kind == "pause":
-            self.running = False
-            if self.state == "training":
-                self.state = "paused"
-        elif kind == "step" and self.trainers and not self.busy and self.state != "diverged":
-            self.last_beat = time.monotonic()
-            self.budget = message[2]
-        self.send()
-        return True
+        match message:
+            case Close():
+                return False
+            case Beat(want_snapshot=want):
+                self.last_beat = time.monotonic()
+                self.wanted = self.wanted or want
+                return True
+            case SetLive(kappa=kappa, lr=lr):
+                self.set_live(kappa, lr)
+                self.send()  # the page waits for this to show the new values
+                return True
+            case CheckpointRequest():
+                self.post(self.checkpoint())
+                return True
+            case Start() | Play() | Pause() | TrainSteps():
+                self.seq = message.seq
+                self.change_state(message)
+                self.send()
+                return True
+        raise TypeError(f"unknown command {message!r}")
 
-    def start(self, generation: int, settings: Settings, target: Target, heartbeat_timeout: float) -> None:
-        """A new run from ``settings`` (Reset): a picture of the untrained model first, then the
-        trainers (their optimiser may still have to import torch._dynamo)."""
-        self.generation, self.heartbeat_timeout = generation, heartbeat_timeout
-        self.trainers, self.ensemble, self.steps, self.target = {}, None, None, target
+    def change_state(self, command: Start | Play | Pause | TrainSteps) -> None:
+        ready = bool(self.runs) and self.state != "diverged"
+        match command:
+            case Start():
+                try:
+                    self.start(command)
+                except ValueError as err:  # settings the page validated should not get here
+                    self.runs, self.state, self.message = {}, "stopped", f"Could not start the run: {err}"
+            case Play() if ready:
+                self.last_beat = time.monotonic()
+                self.running = True
+                self.state = "training"
+            case Pause():
+                self.running = False
+                if self.state == "training":
+                    self.state = "paused"
+            case TrainSteps(n=n) if ready and not self.busy:
+                self.last_beat = time.monotonic()
+                self.budget = n
+
+    def checkpoint(self) -> CheckpointReply:
+        """The primary run's checkpoint (with its slice of a sweep's Adam state), or why not."""
+        try:
+            if isinstance(self.stepper, EnsembleTrainer):
+                state = self.stepper.member_optimizer_state(self.primary_label)
+                return CheckpointReply(checkpoint_bytes(self.primary, state))
+            return CheckpointReply(checkpoint_bytes(self.primary))
+        except Exception as err:  # the page shows the reason instead of a file
+            log.exception("checkpoint failed")
+            return CheckpointReply(None, str(err))
+
+    def start(self, command: Start) -> None:
+        """A new run (Reset): its trainers, a picture of the untrained model, then the optimiser
+        (the first one may still wait for torch._dynamo's import; the picture need not)."""
+        self.generation, self.heartbeat_timeout = command.generation, command.heartbeat_timeout
+        settings, target = command.settings, command.target
+        self.stepper, self.runs, self.rounds, self.target = None, {}, None, target
         self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
         self.state, self.message = "starting", None
         config = settings.train_config()
-        self.primary_label = label(settings.kappa)  # the slider's κ, also in sweep mode
-        self.snapshot = take_snapshot(initial_flow(config), target, VIEW_SIZES)
-        self.send(snapshot=self.snapshot)
+        self.primary_label = run_label(settings.kappa)  # the slider's κ, also in sweep mode
         if settings.sweep:  # every κ of the sweep trained as one batched model
             kappas = settings.sweep_kappas()
-            self.ensemble = EnsembleTrainer(
-                [config.replace(kappa=k) for k in kappas], target, labels=[label(k) for k in kappas]
-            )
-            self.trainers = self.ensemble.trainers
-            self.steps = self.ensemble.train(steps=10**9)
+            labels = [run_label(k) for k in kappas]
+            ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels)
+            self.stepper, self.runs = ensemble, ensemble.runs_by_label
+            self.rounds = ensemble.train(more_steps=10**9)
         else:
             trainer = Trainer(config, target)
-            self.trainers = {self.primary_label: trainer}
-            self.steps = ({self.primary_label: r} for r in trainer.train(steps=10**9))
-        self.records = {name: [] for name in self.trainers}
+            self.stepper, self.runs = trainer, {self.primary_label: trainer}
+            self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
+        self.records = {name: [] for name in self.runs}
+        self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES)
+        self.send(snapshot=self.snapshot)
+        self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
         self.state = "ready"
 
     def set_live(self, kappa: float | None, lr: float) -> None:
         """A new κ (single-run mode) and learning rate, from the next step on."""
-        if not self.trainers:
+        if self.stepper is None:
             return
-        (self.ensemble or self.primary).set_lr(lr)
-        if self.ensemble is None:
-            self.primary.set_kappa(kappa)
+        self.stepper.set_lr(lr)
+        if isinstance(self.stepper, Trainer):
+            self.stepper.set_kappa(kappa)
 
     # -- training ----------------------------------------------------------------------------------
     def train_round(self) -> bool:
         """One step of every run; False when a run diverged."""
-        assert self.steps is not None
-        for name, record in (next(self.steps, None) or {}).items():
+        assert self.rounds is not None
+        for name, record in (next(self.rounds, None) or {}).items():
             if keep(record):
                 self.records[name].append(record)
             if name == self.primary_label:
@@ -229,20 +244,22 @@ class Worker:
         return True
 
     def take_snapshot(self) -> None:
+        assert self.target is not None
         self.snapshot = take_snapshot(self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot)
         self.send(snapshot=self.snapshot)
 
     def measure_symmetry(self) -> None:
-        """The invariance and equivariance readout (~0.25 s: sent on its own, not with a snapshot)."""
-        trainer = self.primary
+        """The invariance and equivariance readout (sent on its own, not with a snapshot)."""
+        assert self.target is not None
+        run = self.primary
         gens = [g for g in self.target.generators() if g.has_action]
         if not gens:
             return
-        report = invariance_error(trainer.flow, gens[0], trainer.test_data[:32], n_angles=6, n_samples=32)
+        report = invariance_error(run.flow, gens[0], run.test_data[:32], n_angles=6, n_samples=32)
         symmetry = {
             "invariance_spread": report.spread,
             "invariance_noise": report.noise_floor,
-            "equivariance_error": equivariance_error(trainer.flow, gens[0], n_points=256),
+            "equivariance_error": equivariance_error(run.flow, gens[0], n_points=256),
         }
         self.send(symmetry=symmetry)
 
@@ -260,13 +277,14 @@ class Worker:
     def loop(self) -> None:
         next_snapshot = next_symmetry = last_snapshot = 0.0  # wall clock
         # Snapshots and symmetry readouts get SNAPSHOT_SHARE of this process's own CPU time,
-        # however much the browser and the server leave it (at nice 10, about half a core while
-        # the page draws): after each, training alone runs until this thread's CPU time passes
-        # ``credit``. Wall-time pacing let a snapshot's waits throttle the refreshes, and a fixed
-        # rate took up to half of a starved process's time from training.
-        credit = 0.0
+        # however much the browser and the server leave it: after each, training alone runs until
+        # this thread's CPU time passes ``paid_until``. (Wall-time pacing would let a snapshot's
+        # waits throttle the refreshes, and a fixed rate would take up to half of a starved
+        # process's time from training.)
+        paid_until = 0.0
 
-        def spent(since_cpu: float) -> float:
+        def cpu_paid_until(since_cpu: float) -> float:
+            """The thread CPU time until which training alone runs, after work that began at ``since_cpu``."""
             cost = time.thread_time() - since_cpu
             return time.thread_time() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
 
@@ -283,14 +301,14 @@ class Worker:
                     self.measure_symmetry()
                 continue
             now, cpu = time.monotonic(), time.thread_time()
-            paced = cpu >= credit
+            paced = cpu >= paid_until
             if not ok or (paced and now >= next_snapshot and (self.wanted or now >= last_snapshot + SNAPSHOT_UNASKED)):
                 self.wanted, last_snapshot, next_snapshot = False, now, now + SNAPSHOT_EVERY
                 self.take_snapshot()
-                credit = spent(cpu)
+                paid_until = cpu_paid_until(cpu)
             elif paced and now >= next_symmetry:
                 self.measure_symmetry()
-                credit, next_symmetry = spent(cpu), time.monotonic() + SYMMETRY_EVERY
+                paid_until, next_symmetry = cpu_paid_until(cpu), time.monotonic() + SYMMETRY_EVERY
             elif now >= self.next_update:
                 self.send()
 
@@ -299,7 +317,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if hasattr(os, "nice"):
         os.nice(10)
-    sock = socket.fromshare(sys.stdin.buffer.read()) if argv[0] == "-" else socket.socket(fileno=int(argv[0]))
+    if argv[0] == "-":  # Windows: the socket arrives as a share blob on stdin
+        sock = socket.fromshare(sys.stdin.buffer.read())  # type: ignore[attr-defined]
+    else:
+        sock = socket.socket(fileno=int(argv[0]))
     conn = Connection(sock.detach())
     # One intra-op thread: the process shares the cores with the server and the browser, and an
     # oversubscribed OpenMP pool (spinning threads) slowed training several-fold in our runs.

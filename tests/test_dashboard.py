@@ -202,12 +202,17 @@ def test_sweep_mode_trains_every_kappa_and_the_baseline():
         assert list(run.view().curves) == ["κ=0.001", "κ=0.01", "κ=0.1", "none"]
         assert run.primary_label == "κ=0.01"
         run.step(3)
-        assert _wait(lambda: set(run.view().steps.values()) == {3} and not run.busy)
+        assert _wait(lambda: set(run.view().step_by_run.values()) == {3} and not run.busy)
         assert run.view().kappa == pytest.approx(0.01)
         # The sweep is one batched ensemble: a live learning rate reaches its shared optimiser.
         run.set_live(0.01, 1e-3)
         run.step(2)
-        assert _wait(lambda: set(run.view().steps.values()) == {5} and run.view().lr == 1e-3)
+        assert _wait(lambda: set(run.view().step_by_run.values()) == {5} and run.view().lr == 1e-3)
+        # The download of a sweep's run carries its slice of the ensemble's Adam state: it resumes.
+        state = read_checkpoint(run.checkpoint_bytes())
+        assert json.loads(state["train_config"])["kappa"] == pytest.approx(0.01) and state["step"] == 5
+        moments = state["optimizer"]["state"]
+        assert len(moments) > 20 and all(int(entry["step"]) == 5 for entry in moments.values())
     finally:
         run.close()
 
@@ -259,8 +264,9 @@ def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
         assert code == 200 and "charts" not in again and again["status"]["stamp"] > status["stamp"]
         # Training: asking for a newer snapshot gets one, with the step counter moving.
         run.play()
+        deadline = time.monotonic() + 60
         code, later = _feed(run.token, str(body["version"]))
-        while "charts" not in later:
+        while "charts" not in later and time.monotonic() < deadline:
             code, later = _feed(run.token, str(body["version"]))
         assert later["version"] > body["version"] and later["status"]["values"]["state"] == "training"
         assert later["status"]["training"]
