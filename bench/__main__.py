@@ -21,7 +21,7 @@ import torch
 
 from . import peers, speed
 
-SECTIONS = ("paths", "scaling", "sweep", "dashboard_refresh", "memory", "peers", "gpu")
+SECTIONS = ("paths", "scaling", "sweep", "constraint", "dashboard_refresh", "memory", "peers", "gpu")
 GOALS = {"speedup": "≥ 3×", "sweep": "≤ 2× one run", "refresh": "≤ 150 ms"}
 
 
@@ -83,6 +83,15 @@ def table(result: dict[str, Any]) -> str:
             lines.append(
                 f"| peak RSS, training, {key.replace('_', ' ')} | {m['peak_rss_mb']:.0f} MB "
                 f"({m['rss_before_training_mb']:.0f} MB before the first step) | |"
+            )
+    if "constraint" in result:
+        lines += ["", "The constraint for all of so(d), value and gradient, 256 base samples (ms per call):", ""]
+        lines += ["| group | generators | autograd (definition) | ∇H per generator | ∇H once (training) |"]
+        lines += ["|---|---|---|---|---|"]
+        for group, c in result["constraint"].items():
+            lines.append(
+                f"| {group.replace('so', 'so(')}) | {c['generators']} | {c['reference_ms']:.1f} | "
+                f"{c['per_generator_ms']:.1f} | {c['fast_ms']:.1f} |"
             )
     if "scaling" in result:
         lines += ["", "Fast-path steps/s, one setting changed at a time from the paper configuration:", ""]

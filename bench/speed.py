@@ -32,15 +32,17 @@ class Sizes:
     widths: tuple[int, ...]
     sweep_kappas: tuple[float, ...]
     memory_steps: int
+    constraint_dims: tuple[int, ...]  # d of the so(d) constraint timings
 
 
 FULL = Sizes(
     warmup=10, steps=30, reps=5, batches=(64, 256, 1024, 4096), n_steps=(1, 2, 4, 8, 16), dims=(2, 3, 4, 8),
     widths=(32, 64, 128, 256), sweep_kappas=(0.001, 0.003, 0.01, 0.03, 0.1), memory_steps=200,
+    constraint_dims=(2, 3, 4, 8),
 )  # fmt: skip
 SMOKE = Sizes(
     warmup=1, steps=2, reps=2, batches=(64,), n_steps=(1,), dims=(2,), widths=(32,), sweep_kappas=(0.01,),
-    memory_steps=3,
+    memory_steps=3, constraint_dims=(2, 4),
 )  # fmt: skip
 
 PAPER = TrainConfig(flow=FlowConfig(), kappa=0.01, batch=256, max_steps=10**9, eval_every=10**9)
@@ -121,6 +123,44 @@ def sweep(sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def constraint(sizes: Sizes) -> dict[str, Any]:
+    """The constraint C_k = E_π[{g_k, H}²] for all of so(d), value and gradient to H's weights
+    (the paper's width, 256 base samples), three ways: the autograd definition (``reference``),
+    closed-form brackets recomputing ∇H for each generator (``per_generator``), and ∇U, ∇K once per
+    Hamiltonian for every generator (``fast``, what training uses). Milliseconds per call."""
+    import torch
+
+    from ehflow_core import HamiltonianFlow, bracket_with_hamiltonian, constraint_values, so_generators
+
+    out: dict[str, Any] = {}
+    for dim in sizes.constraint_dims:
+        flow = HamiltonianFlow(FlowConfig(dim=dim))
+        gens = so_generators(dim)
+        q, p = flow.sample_base(256, torch.Generator().manual_seed(0))
+        hamiltonians = flow.hamiltonian_list
+
+        def per_generator() -> Any:
+            rows = [
+                torch.stack([bracket_with_hamiltonian(g, h, q, p).square().mean() for h in hamiltonians]) for g in gens
+            ]
+            return torch.stack(rows).mean(-1)
+
+        def calls(compute: Callable[[], Any]) -> Iterator[None]:
+            while True:
+                flow.zero_grad(set_to_none=True)
+                compute().sum().backward()
+                yield None
+
+        runs = {
+            "reference": calls(lambda: constraint_values(hamiltonians, gens, q, p, reference=True)),
+            "per_generator": calls(per_generator),
+            "fast": calls(lambda: constraint_values(hamiltonians, gens, q, p)),
+        }
+        rates = _median_rate(runs, sizes)
+        out[f"so{dim}"] = {"generators": len(gens), **{f"{k}_ms": 1000 / v for k, v in rates.items()}}
+    return out
+
+
 def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
     """One full dashboard refresh at its default sizes: samples, KDEs, heatmaps, trajectories
     (``take_snapshot``), and separately the five figures' JSON as the dashboard sends it (its map
@@ -191,5 +231,6 @@ MEASURES: dict[str, Callable[..., dict[str, Any]]] = {
     "paths": paths,
     "scaling": scaling,
     "sweep": sweep,
+    "constraint": constraint,
     "dashboard_refresh": dashboard_refresh,
 }

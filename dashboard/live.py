@@ -58,7 +58,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the worker stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
-# second OpenMP thread spinning while idle, measured at a quarter of a core taken from the page.
+# second OpenMP thread spinning while idle, taking CPU from the page.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
@@ -181,7 +181,8 @@ class _Shared:
     def reset(self, generation: int, labels: list[str]) -> None:
         self.generation = generation
         self.seq_seen = -1  # the last command the worker reported handling
-        self.state, self.message = "starting", None
+        self.state = "starting"
+        self.message: str | None = None
         self.busy = False
         self.step, self.step_by_run, self.steps_per_s = 0, {name: 0 for name in labels}, 0.0
         self.kappa: float | None = None
@@ -220,8 +221,8 @@ def _notify(shared: _Shared) -> None:
 
 
 def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
-    if update.generation != shared.generation:
-        return  # an update of the run before the last Reset
+    if update.generation != shared.generation or shared.state == "closed":
+        return  # an update of the run before the last Reset, or one still in flight when the run was closed
     for name, records in update.records.items():
         shared.curves.setdefault(name, []).extend(records)
     shared.step, shared.step_by_run, shared.steps_per_s = update.step, update.step_by_run, update.steps_per_s

@@ -45,8 +45,8 @@ def _free_port() -> int:
 @contextmanager
 def serve(start_timeout: float = 120.0, quiet: bool = True) -> Iterator[Server]:
     """The dashboard's server, healthy (``/_stcore/health`` answers ``ok``) before this yields;
-    terminated (killed after 30 s) on exit. Raises ``RuntimeError`` with the server's output when
-    it does not answer within ``start_timeout`` seconds."""
+    terminated (killed after 30 s) on exit. Raises ``RuntimeError`` when it exits early or does
+    not answer within ``start_timeout`` seconds."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),

@@ -37,6 +37,8 @@ class Fig2aSize:
     seeds: int  # seeds per setting
     eval_every: int  # steps between test evaluations
     lr: float  # Adam learning rate
+    n_test: int = 1024  # test points per run
+    final_samples: int = 256  # K of the final test and train L_K
 
 
 FIG2A = {
@@ -47,9 +49,11 @@ FIG2A = {
 
 @dataclass(frozen=True)
 class Fig2bSize:
-    steps: int
-    lr: float
-    eval_every: int
+    steps: int  # training steps
+    lr: float  # Adam learning rate
+    eval_every: int  # steps between test evaluations
+    n_test: int = 1024  # test points
+    final_samples: int = 256  # K of the final test L_K
 
 
 FIG2B = {"quick": Fig2bSize(steps=600, lr=1e-3, eval_every=200), "full": Fig2bSize(steps=6000, lr=1e-3, eval_every=500)}
@@ -76,7 +80,7 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
         configs = [
             TrainConfig(
                 flow=FlowConfig(), kappa=kappa, n_train=n_train, max_steps=size.steps, seed=seed, lr=size.lr,
-                eval_every=size.eval_every, n_test=1024, eval_samples=32,
+                eval_every=size.eval_every, n_test=size.n_test, eval_samples=32,
             )
             for kappa, seed in settings
         ]  # fmt: skip
@@ -101,7 +105,7 @@ def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
                 run_dir = out / regime / run_folder(name)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_metrics(records, run_dir / "metrics.csv")
-                summary = summarise(run, records)
+                summary = summarise(run, records, size.final_samples)
                 (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
                 for key in ("test_log_likelihood", "train_log_likelihood", "gap_nats"):
                     if summary.get(key) is not None:
@@ -166,11 +170,12 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]
     assert isinstance(target, GaussianMixture)
     config = TrainConfig(
         flow=FlowConfig(base="soft_uniform"),
-        max_steps=size.steps, lr=size.lr, eval_every=size.eval_every, seed=seed, n_test=1024, eval_samples=32,
+        max_steps=size.steps, lr=size.lr, eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32,
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
     records = list(progress(trainer.train(), size.steps, label="fig2b"))
-    summary, snap = write_run(trainer, records, out, SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40))
+    sizes = SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40)
+    summary, snap = write_run(trainer, records, out, sizes, size.final_samples)
     write_figure(trajectory_figure(snap), out / "fig2b_trajectories")
     summary["attractors"] = attractor_report(snap, np.asarray(target.centres))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -1,15 +1,14 @@
 """Figure builders: pure functions from snapshots and records to Plotly figures.
 
 The only module that imports Plotly. Each figure is first built as a plain dict (``*_spec``:
-``{"data": [...], "layout": {...}}``), which costs about a millisecond; the live dashboard sends
-that dict straight to plotly.js (:func:`spec_json`). ``*_figure`` wraps a spec in a validated
-``go.Figure`` for the command line, which writes it to HTML (and PNG where Kaleido can render).
+``{"data": [...], "layout": {...}}``), cheap to build; the live dashboard sends that dict straight
+to plotly.js (:func:`spec_json`). ``*_figure`` wraps a spec in a validated ``go.Figure`` for the
+command line, which writes it to HTML (and PNG where Kaleido can render); building every live
+figure through ``go.Figure`` would cost many times more, under the GIL.
 With ``raster=True`` the map panels are PNG images under the axes (:mod:`ehflow_core.raster`)
-instead of heatmap and scatter traces: the live dashboard then swaps only the images, ~1 ms in the
-browser against 30–110 ms for plotly.js to redraw a panel (it redraws every axis whenever a trace
-changes). The command line keeps the traces, which show values on hover.
-Building through ``go.Figure``/``make_subplots`` took ~140 ms for the dashboard's five figures,
-held the GIL, and slowed the training thread beside it.
+instead of heatmap and scatter traces: the live dashboard then swaps only the images, where
+plotly.js would redraw every axis of a panel whenever a trace changes. The command line keeps the
+traces, which show values on hover. (Measured costs: the README's benchmark section.)
 """
 
 from __future__ import annotations
@@ -48,7 +47,9 @@ def _typed_arrays(value: Any) -> Any:
     breaks a line at null but not at a NaN inside a typed array."""
     if isinstance(value, np.ndarray) and value.dtype.kind == "f":
         if np.isnan(value).any():
-            return np.where(np.isnan(value), None, np.round(value, 4).astype(object)).tolist()  # 4 decimals: plenty
+            rounded = np.round(value, 4).astype(object)  # 4 decimals: plenty
+            rounded[np.isnan(value)] = None
+            return rounded.tolist()
         array = np.ascontiguousarray(value, dtype="<f4")
         typed = {"dtype": "f4", "bdata": base64.b64encode(array.tobytes()).decode("ascii")}
         return typed if array.ndim == 1 else {**typed, "shape": ", ".join(map(str, array.shape))}
@@ -103,7 +104,7 @@ def _in_panel(trace: dict[str, Any], col: int) -> dict[str, Any]:
 
 def _heatmap(xs: np.ndarray, z: np.ndarray, scale: Any, name: str, **style: Any) -> dict[str, Any]:
     """A heatmap of z over xs × xs. ``zsmooth="fast"`` paints one canvas pixel per grid cell and
-    lets the browser interpolate: smooth, and ~10× cheaper to redraw than plotly.js's default of
+    lets the browser interpolate: smooth, and much cheaper to redraw than plotly.js's default of
     painting every screen pixel."""
     return dict(type="heatmap", x=xs, y=xs, z=z, colorscale=scale, showscale=False, zsmooth="fast", name=name, **style)
 
@@ -222,8 +223,8 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
             data.append(placeholder)
             images += [u_image, {**path_image, "layer": "above"}]
             continue
-        # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser,
-        # ~100 ms per panel, which capped the dashboard's refresh rate.
+        # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser on
+        # every redraw, which capped the dashboard's refresh rate.
         background = _heatmap(snapshot.xs, snapshot.potential, _GREYS, "U(q)", opacity=_U_OPACITY)
         start = dict(
             type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
@@ -277,7 +278,7 @@ def constraint_spec(records: Sequence[Record]) -> Spec:
     """Constraint values {g, H}² and multipliers λ over training, on log axes."""
     layout = _panels(["constraint E[{g, H}²]", "multiplier λ"], square=False)
     # Log axes labelled at 1, 2 and 5 per decade ("D2"): plotly's default labels every digit within
-    # a decade, which was cluttered and made the chart ~40 % slower to redraw in the live page.
+    # a decade, which is cluttered and slower to redraw in the live page.
     for axis in ("yaxis", "yaxis2"):
         layout[axis].update(type="log", dtick="D2")
     data = []

@@ -89,7 +89,7 @@ class HamiltonianFlow(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.encoder.mean_net[0].weight.device
+        return next(self.encoder.parameters()).device
 
     def _hamiltonian(self, step: int) -> Hamiltonian:
         check_int("step", step, minimum=0)

@@ -1,6 +1,6 @@
 r"""The leapfrog integrator, as pure functions of tensors and gradient functions.
 
-One step of size ``dt`` for :math:`H = K(p) + U(q)` (MATH.md "Leapfrog"):
+One step of size ``dt`` for :math:`H = K(p) + U(q)` (docs/maths.md, "Leapfrog"):
 
 .. math::
     p_{1/2} = p - \tfrac{dt}{2} \nabla U(q), \quad

@@ -14,6 +14,8 @@ This is the *fast path*; :meth:`EnergyMLP.grad_autograd` (``create_graph`` autog
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -35,6 +37,11 @@ class EnergyMLP(nn.Module):
         widths = (dim, *hidden)
         self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = nn.Linear(widths[-1], 1)
+
+    @property
+    def linear_layers(self) -> list[nn.Linear]:
+        """The hidden layers, typed (``nn.ModuleList`` iterates as plain modules)."""
+        return cast(list[nn.Linear], list(self.hidden_layers))
 
     def _features(self, x: Tensor) -> Tensor:
         """The network's input features of x (the identity here)."""
@@ -59,7 +66,7 @@ class EnergyMLP(nn.Module):
     def _feature_grad(self, hs: list[Tensor]) -> Tensor:
         """Backward chain of matmuls from the output to the first layer's input: (B, d_in)."""
         g = self.out.weight  # (1, width), broadcast over the batch
-        for layer, h in zip(reversed(self.hidden_layers), reversed(hs)):
+        for layer, h in zip(reversed(self.linear_layers), reversed(hs)):
             g = (g * torch.sigmoid(h)) @ layer.weight  # (B, width_in)
         return g
 
@@ -102,6 +109,7 @@ class InvariantEnergyMLP(EnergyMLP):
         membership = torch.zeros(dim, len(blocks))
         for b, block in enumerate(blocks):
             membership[list(block), b] = 1.0
+        self.membership: Tensor
         self.register_buffer("membership", membership)  # (d, m)
 
     def _features(self, x: Tensor) -> Tensor:

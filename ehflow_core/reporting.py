@@ -37,8 +37,10 @@ def run_folder(label: str) -> str:
     return label.replace("κ", "kappa").replace("/", "_")
 
 
-def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] = sys.stderr) -> Iterator[Record]:
-    """Pass records through while drawing a one-line progress bar (at most 4 redraws a second)."""
+def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] | None = None) -> Iterator[Record]:
+    """Pass records through while drawing a one-line progress bar (at most 4 redraws a second) on
+    ``stream`` (default: standard error at the time of the call)."""
+    stream = sys.stderr if stream is None else stream
     last_draw = 0.0
     last_eval: Record | None = None
     record = None
@@ -86,16 +88,17 @@ def write_metrics(records: Sequence[Record], path: Path) -> None:
     path.write_text(metrics_csv(records))
 
 
-def summarise(run: Run, records: Sequence[Record]) -> dict[str, Any]:
-    """The numbers a run is judged by (see the README's "Outputs")."""
+def summarise(run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_SAMPLES) -> dict[str, Any]:
+    """The numbers a run is judged by (see the README's "Outputs"); ``n_samples``: K of the test
+    and train L_K (and at most 128 samples for the invariance readout)."""
     flow, target = run.flow, run.target
     rng = torch.Generator(device=flow.device).manual_seed(run.config.seed + 99)
     with torch.no_grad():
-        test_ll = float(flow.log_likelihood(run.test_data, FINAL_EVAL_SAMPLES, rng).mean())
+        test_ll = float(flow.log_likelihood(run.test_data, n_samples, rng).mean())
         test_elbo = float(flow.elbo(run.test_data, 1, rng).mean())
         train_ll = None
         if run.train_data is not None:
-            train_ll = float(flow.log_likelihood(run.train_data[:2048], FINAL_EVAL_SAMPLES, rng).mean())
+            train_ll = float(flow.log_likelihood(run.train_data[:2048], n_samples, rng).mean())
     good = [r for r in records if r.event is None]
     tail = good[-50:]
     summary: dict[str, Any] = {
@@ -103,7 +106,7 @@ def summarise(run: Run, records: Sequence[Record]) -> dict[str, Any]:
         "test_log_likelihood": test_ll,
         "test_elbo": test_elbo,
         "train_log_likelihood": train_ll,
-        "n_samples": FINAL_EVAL_SAMPLES,
+        "n_samples": n_samples,
         "n_test": len(run.test_data),
         "train_elbo": sum(r.train_elbo for r in tail) / len(tail) if tail else None,
         "constraint": run.measure_constraints(),
@@ -121,7 +124,7 @@ def summarise(run: Run, records: Sequence[Record]) -> dict[str, Any]:
     with_action = [g for g in run.generators if g.has_action]
     if with_action:
         g = with_action[0]
-        report = invariance_error(flow, g, run.test_data[:128], n_samples=128, seed=run.config.seed)
+        report = invariance_error(flow, g, run.test_data[:128], n_samples=min(128, n_samples), seed=run.config.seed)
         summary["invariance_error"] = {"generator": g.name, **report.__dict__}
         summary["equivariance_error"] = {gg.name: equivariance_error(flow, gg) for gg in with_action}
     else:
@@ -130,10 +133,15 @@ def summarise(run: Run, records: Sequence[Record]) -> dict[str, Any]:
 
 
 def write_run(
-    trainer: Trainer, records: Sequence[Record], out: Path, sizes: SnapshotConfig | None = None
+    trainer: Trainer,
+    records: Sequence[Record],
+    out: Path,
+    sizes: SnapshotConfig | None = None,
+    n_samples: int = FINAL_EVAL_SAMPLES,
 ) -> tuple[dict[str, Any], Snapshot]:
-    """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary and
-    the snapshot the figures were drawn from (``sizes``: its sizes)."""
+    """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary
+    (:func:`summarise` with ``n_samples``) and the snapshot the figures were drawn from (``sizes``:
+    its sizes)."""
     from .figures import (  # plotly: imported only when figures are written
         constraint_figure,
         curves_figure,
@@ -145,7 +153,7 @@ def write_run(
 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics(records, out / "metrics.csv")
-    summary = summarise(trainer, records)
+    summary = summarise(trainer, records, n_samples)
     save_checkpoint(trainer, out / "checkpoint.pt")
     snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
     files = []

@@ -92,7 +92,7 @@ def take_snapshot(
     rng = torch.Generator(device=flow.device).manual_seed(seed)
     grid = make_grid(-config.extent, config.extent, config.grid, dtype=flow.dtype, device=flow.device)
     plane = embed_plane(grid.points, flow.dim)
-    h = flow.hamiltonians[0]
+    h = flow.hamiltonian_list[0]
     xs = grid.xs.cpu().numpy()
     model = flow.sample(config.n_samples, generator=rng)[:, :2].cpu().numpy()
     if previous is None:
@@ -138,7 +138,7 @@ def potential_minima(potential: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return np.stack([xs[ix + 1], xs[iy + 1]], axis=1)
 
 
-def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5) -> dict[str, float | int]:
+def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5) -> dict[str, float | int | str]:
     """How well U's wells and the integrated flow match the target's modes (M, 2).
 
     Returns the number of modes with a well of U (a local minimum; a maximum when the learned

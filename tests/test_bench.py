@@ -18,6 +18,7 @@ def _finite_numbers(tree: object) -> list[float]:
     return [float(tree)] if isinstance(tree, int | float) and not isinstance(tree, bool) else []
 
 
+@pytest.mark.slow
 def test_benchmark_suite_smoke_run_writes_every_section(tmp_path, capsys):
     out = tmp_path / "suite.json"
     main(["--smoke", "--out", str(out)])
@@ -33,6 +34,8 @@ def test_benchmark_suite_smoke_run_writes_every_section(tmp_path, capsys):
     assert all(math.isfinite(x) for x in _finite_numbers(result))
     table = capsys.readouterr().out
     assert "| fast path / reference |" in table and f"wrote {out}" in table
+    assert set(result["constraint"]) == {"so2", "so4"} and result["constraint"]["so4"]["generators"] == 6
+    assert "| so(4) | 6 |" in table
 
 
 def test_benchmark_suite_rejects_unknown_sections(capsys):

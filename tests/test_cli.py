@@ -10,18 +10,29 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from ehflow_core import load_checkpoint
+from ehflow_core.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "16", "--batch", "64", "--eval-every", "10", "--eval-samples", "8"]
 
 
 def run_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``python -m ehflow_core ARGS`` in a process of its own."""
     return subprocess.run(
         [sys.executable, "-m", "ehflow_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout
     )
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """The command line's ``main(ARGS)`` in this process: (exit code, stdout, stderr)."""
+    try:
+        code = main(list(args))
+    except SystemExit as exit_:  # argparse's own errors
+        code = int(exit_.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_train_writes_metrics_summary_checkpoint_and_figures(tmp_path):
@@ -49,64 +60,31 @@ def test_train_writes_metrics_summary_checkpoint_and_figures(tmp_path):
     assert "test log-likelihood" in result.stdout
 
 
-def test_train_on_user_csv_with_holdout_and_named_generators(tmp_path):
+def test_train_on_user_csv_with_holdout_and_named_generators(tmp_path, capsys):
     data = tmp_path / "points.csv"
     rng = np.random.default_rng(0)
     np.savetxt(data, rng.normal(size=(200, 4)), delimiter=",", header="a,b,c,d", comments="")
     out = tmp_path / "run"
-    result = run_cli(
-        "train",
-        "--data",
-        str(data),
-        "--generators",
-        "L12,L34",
-        "--kappa",
-        "0.1",
-        "--steps",
-        "12",
-        *SMALL,
-        "--out",
-        str(out),
-    )
-    assert result.returncode == 0, result.stderr
+    code, _, err = cli(capsys, "train", "--data", str(data), "--generators", "L12,L34", "--kappa", "0.1", "--steps", "12",
+                       *SMALL, "--out", str(out))  # fmt: skip
+    assert code == 0, err
     summary = json.loads((out / "summary.json").read_text())
     assert summary["n_test"] == 40 and set(summary["constraint"]) == {"L_12", "L_34"}
     assert "entropy" not in summary  # user data has no exact density
 
 
-def test_bad_data_file_is_a_clear_error_not_a_traceback(tmp_path):
+def test_bad_data_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     data = tmp_path / "bad.csv"
     data.write_text("x,y\n1,2\n3,oops\n")
-    result = run_cli("train", "--data", str(data), "--steps", "5", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2
-    assert "bad.csv: row 3: 'oops' is not a number" in result.stderr and "Traceback" not in result.stderr
-    result = run_cli("train", "--dt", "-1", "--out", str(tmp_path / "o"))
-    assert result.returncode == 2 and "expected a finite number > 0, got -1" in result.stderr
+    code, _, err = cli(capsys, "train", "--data", str(data), "--steps", "5", "--out", str(tmp_path / "o"))
+    assert code == 2
+    assert "bad.csv: row 3: 'oops' is not a number" in err and "Traceback" not in err
+    code, _, err = cli(capsys, "train", "--dt", "-1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "expected a finite number > 0, got -1" in err
 
 
-def test_reproduce_fig2a_quick(tmp_path):
-    out = tmp_path / "fig2a"
-    result = run_cli("reproduce", "fig2a", "--quick", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["regimes"]) == {"infinite", "finite"}
-    for table in summary["regimes"].values():
-        assert set(table) == {"kappa=0.01", "none"}
-        for row in table.values():
-            assert np.isfinite(row["test_log_likelihood"]["mean"])
-    assert "train_minus_test" in summary["regimes"]["finite"]["none"]
-    for name in ("fig2a_infinite.html", "fig2a_finite.html", "fig2a_density.html", "results.md"):
-        assert (out / name).exists(), name
-    assert (out / "finite" / "none_seed0" / "metrics.csv").exists()
-
-
-def test_reproduce_fig2b_quick(tmp_path):
-    out = tmp_path / "fig2b"
-    result = run_cli("reproduce", "fig2b", "--quick", "--out", str(out))
-    assert result.returncode == 0, result.stderr
-    summary = json.loads((out / "summary.json").read_text())
-    attractors = summary["attractors"]
-    assert attractors["n_modes"] == 8 and 0 <= attractors["share_near_modes_flow"] <= 1
-    for name in ("fig2b_trajectories.html", "density.html", "energies.html", "checkpoint.pt", "metrics.csv"):
-        assert (out / name).exists(), name
-    assert torch.isfinite(torch.tensor(summary["test_log_likelihood"]))
+def test_reproduce_rejects_an_unknown_figure_and_generators_are_parsed_by_name(tmp_path, capsys):
+    code, _, err = cli(capsys, "reproduce", "fig3", "--out", str(tmp_path))
+    assert code == 2 and "invalid choice: 'fig3'" in err
+    code, _, err = cli(capsys, "train", "--generators", "L1_9", "--steps", "1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "'L1_9': axes are numbered 1..2 (the data have 2 columns), got 9" in err

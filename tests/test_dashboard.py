@@ -1,4 +1,7 @@
-"""The dashboard: settings mapping, the live run (thread, pause, step, heartbeat), and the app via AppTest."""
+"""The dashboard's live run (its process, pause, step, heartbeat), its feed, and the page via AppTest.
+
+Each test starts a training process (seconds): the module is marked slow.
+"""
 
 from __future__ import annotations
 
@@ -17,51 +20,11 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import live, live_chart
 from dashboard.live import LiveRun
-from dashboard.settings import PRESETS, Settings
+from dashboard.settings import Settings
 from ehflow_core.checkpoint import read_checkpoint
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")
-
-
-# -- settings -------------------------------------------------------------------------------------
-def test_settings_map_to_the_core_configs():
-    s = Settings(dt=0.75, n_steps=3, log10_kappa=-3.0, log10_lr=-3.0, batch=128, finite=True, n_train=300, seed=4)
-    config = s.train_config()
-    assert config.flow.dt == 0.75 and config.flow.n_steps == 3 and config.flow.base == "normal"
-    assert config.kappa == pytest.approx(1e-3) and config.lr == pytest.approx(1e-3)
-    assert config.batch == 128 and config.n_train == 300 and config.seed == 4
-    assert Settings(generator_on=False).train_config().kappa is None
-    assert Settings(finite=False).train_config().n_train is None
-    soft = Settings(base="soft_uniform").flow_config()
-    assert (soft.base, soft.base_sigma, soft.base_beta) == ("soft_uniform", 3.0, 2.0)
-
-
-def test_presets_bring_their_target_base_and_generator():
-    s = Settings().with_preset("fig2b")
-    assert s.make_target().name == "gaussians8" and s.base == "soft_uniform" and not s.generator_on
-    assert Settings().make_target().name == "ring" and Settings().kappa == pytest.approx(0.01)
-    for name, preset in PRESETS.items():
-        if preset.target != "upload":
-            assert Settings().with_preset(name).make_target().dim == 2
-    with pytest.raises(ValueError, match="upload a CSV file"):
-        Settings().with_preset("upload").make_target()
-
-
-def test_query_round_trip_and_bad_values_fall_back_with_notices():
-    s = Settings(dt=1.25, n_steps=4, finite=True, n_train=800, log10_kappa=-3.5, sweep=True)
-    again, notices = Settings.from_query(s.to_query())
-    assert again == s and notices == []
-    bad, notices = Settings.from_query({"dt": "nan", "n_steps": "99", "preset": "nope", "finite": "maybe", "zzz": "1"})
-    assert bad == Settings()
-    assert len(notices) == 5
-    assert any("dt='nan'" in n for n in notices) and any("n_steps='99'" in n and "[1, 8]" in n for n in notices)
-    assert any("unknown URL parameter(s) ignored: zzz" in n for n in notices)
-
-
-def test_model_key_separates_live_from_model_settings():
-    s = Settings()
-    assert s.model_key() == Settings(log10_kappa=-4.0, log10_lr=-3.0, generator_on=False).model_key()
-    assert s.model_key() != Settings(dt=1.0).model_key()
+pytestmark = pytest.mark.slow
 
 
 # -- the live run ---------------------------------------------------------------------------------
@@ -295,7 +258,8 @@ def app():
     at = AppTest.from_file(APP, default_timeout=120)
     yield at
     run = at.session_state["run"] if "run" in at.session_state else None
-    if run is not None:
+    if run is not None:  # its process may still be starting: end it now (closing gracefully is tested above)
+        run._worker.process.kill()
         run.close()
 
 

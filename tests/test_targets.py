@@ -21,7 +21,9 @@ def _grid(lo=-6.0, hi=6.0, n=400):  # even n: no node at the origin, where radia
     return torch.stack([xx.reshape(-1), yy.reshape(-1)], 1), (xs[1] - xs[0]).item() ** 2
 
 
-@pytest.mark.parametrize("name", TWO_D)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == "two_moons" else n for n in TWO_D]
+)  # two moons: a costly log-density
 def test_2d_density_normalised_and_matches_its_samples(name):
     target = make_target(name)
     points, cell = _grid()
