@@ -75,7 +75,9 @@ class EnsembleTrainer(Stepper):
         labels = list(labels)
         if len(labels) != len(configs) or len(set(labels)) != len(labels):
             raise ValueError(f"labels must be {len(configs)} distinct names, one per config, got {labels}")
-        super().__init__([Run(c, target, generators) for c in configs], labels, configs[0])
+        self.config = configs[0]
+        self._labels = labels
+        self._runs = [Run(c, target, generators) for c in configs]
 
         objectives = [run.objective for run in self.runs]
         params, self._buffers = stack_module_state(objectives)  # name -> (M, ...)
@@ -89,7 +91,15 @@ class EnsembleTrainer(Stepper):
         self.seconds = 0.0
 
     def __len__(self) -> int:
-        return len(self.runs)
+        return len(self._runs)
+
+    @property
+    def runs(self) -> list[Run]:
+        return self._runs
+
+    @property
+    def labels(self) -> list[str]:
+        return self._labels
 
     @property
     def runs_by_label(self) -> dict[str, Run]:

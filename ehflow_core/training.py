@@ -390,17 +390,23 @@ class Stepper:
     docstring, applied to every run that has not stopped. Subclasses say how the runs' ELBOs and
     constraints are computed, where their gradients live and how the optimiser steps."""
 
+    config: TrainConfig  # the settings every run shares (optimiser, budget, clipping)
     step: int  # steps taken (a Trainer: its run's applied steps; an ensemble: its rounds)
     seconds: float  # wall-clock training time
-
-    def __init__(self, runs: list[Run], labels: list[str], config: TrainConfig) -> None:
-        self.runs = runs
-        self.labels = labels
-        self.config = config  # the settings every run shares (optimiser, budget, clipping)
-        self._optimizer: torch.optim.Adam | None = None
-        self._lr = config.lr
+    _optimizer: torch.optim.Adam | None = None  # built on first use
+    _lr: float | None = None  # a learning rate set before the optimiser was built
 
     # -- what a subclass provides --------------------------------------------------------------
+    @property
+    def runs(self) -> list[Run]:
+        """The runs trained together, M >= 1."""
+        raise NotImplementedError
+
+    @property
+    def labels(self) -> list[str]:
+        """A name per run, in the order of :attr:`runs`."""
+        raise NotImplementedError
+
     def _parameters(self) -> list[Tensor]:
         raise NotImplementedError
 
@@ -425,20 +431,20 @@ class Stepper:
         """Adam over the weights, built on first use (the first one in a process imports
         ``torch._dynamo``, seconds: a trainer can be built, and its flow drawn, before that)."""
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self._parameters(), lr=self._lr)
+            self._optimizer = torch.optim.Adam(self._parameters(), lr=self.lr)
         return self._optimizer
 
     @property
     def lr(self) -> float:
         """The learning rate in force (from the next step on)."""
-        return self._lr
+        return self.config.lr if self._lr is None else self._lr
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate from the next step on."""
         self._lr = check_float("lr", lr, positive=True)
         if self._optimizer is not None:
             for group in self._optimizer.param_groups:
-                group["lr"] = self._lr
+                group["lr"] = lr
 
     def _train_step(self) -> dict[int, StepResult]:
         """One step of every run that has not stopped: run index -> its result."""
@@ -500,16 +506,13 @@ class Trainer(Run, Stepper):
     Takes the arguments of :class:`Run`.
     """
 
-    def __init__(
-        self,
-        config: TrainConfig,
-        target: Target,
-        generators: Sequence[Generator] | None = None,
-        train_data: Tensor | None = None,
-        test_data: Tensor | None = None,
-    ) -> None:
-        Run.__init__(self, config, target, generators, train_data, test_data)
-        Stepper.__init__(self, [self], ["run"], config)
+    @property
+    def runs(self) -> list[Run]:
+        return [self]
+
+    @property
+    def labels(self) -> list[str]:
+        return ["run"]
 
     def _parameters(self) -> list[Tensor]:
         return list(self.flow.parameters())
