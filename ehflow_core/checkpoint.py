@@ -25,7 +25,7 @@ from .training import Run, TrainConfig, Trainer
 FORMAT = "ehflow-checkpoint"
 VERSION = 2
 # Version 1 named two config fields differently; they are renamed on reading.
-_RENAMED = {1: {"steps": "max_steps", "path": "grad_mode"}}
+_RENAMED = {1: {"steps": "max_steps", "path": "grad_mode", "n_elbo_samples": "train_samples"}}
 
 
 def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from .experiments import reproduce
 from .reporting import progress, write_run
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target
-from .training import TrainConfig, Trainer
+from .training import OBJECTIVES, TrainConfig, Trainer
 
 log = logging.getLogger("ehflow_core")
 
@@ -113,6 +113,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         eval_every=args.eval_every,
         eval_samples=args.eval_samples,
         grad_clip=args.grad_clip,
+        objective=args.objective,
+        train_samples=args.train_samples,
         on_divergence=args.on_divergence,
     )
     trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
@@ -201,6 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-every", type=_positive_int, default=TrainConfig.eval_every)
     train.add_argument("--eval-samples", type=_positive_int, default=TrainConfig.eval_samples, help="K of L_K")
     train.add_argument("--grad-clip", type=_positive_float)
+    train.add_argument(
+        "--objective", choices=OBJECTIVES, default=TrainConfig.objective,
+        help="training bound: elbo, iwae (L_K, K = --train-samples), dreg (L_K, DReG encoder gradient)",
+    )  # fmt: skip
+    train.add_argument(
+        "--train-samples", type=_positive_int, default=TrainConfig.train_samples, help="K of the training bound"
+    )
     train.add_argument("--on-divergence", choices=("stop", "continue"), default="stop")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     train.add_argument("--device", default="cpu")

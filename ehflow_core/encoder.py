@@ -47,9 +47,20 @@ class GaussianEncoder(nn.Module):
         """Standard-normal noise ε for ``n_samples`` draws per position: shape (S, B, d)."""
         return torch.randn((n_samples, *q.shape), dtype=q.dtype, device=q.device, generator=generator)
 
-    def reparameterise(self, q: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-        """``p = μ(q) + σ(q) ε`` and ``log h(p | q)`` for noise ε (S, B, d): shapes (S, B, d), (S, B)."""
+    def reparameterise(self, q: Tensor, eps: Tensor, path_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """``p = μ(q) + σ(q) ε`` and ``log h(p | q)`` for noise ε (S, B, d): shapes (S, B, d), (S, B).
+
+        ``path_weights`` (S, B), for the doubly-reparameterised gradient (docs/maths.md): the same
+        values, but ``log h`` sees the encoder's parameters only through ``p`` (its score term is
+        dropped), and the gradient reaching the encoder through each ``p`` is scaled by its weight.
+        """
         mean, scale = self(q)
         p = mean + scale * eps
-        log_h = (-0.5 * eps * eps - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+        if path_weights is None:
+            log_h = (-0.5 * eps * eps - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
+            return p, log_h
+        p = p.detach() + path_weights.unsqueeze(-1) * (p - p.detach())  # same values; scaled path gradient
+        mean, scale = mean.detach(), scale.detach()
+        z = (p - mean) / scale  # equals ε, but differentiable in p
+        log_h = (-0.5 * z * z - torch.log(scale) - 0.5 * math.log(2 * math.pi)).sum(-1)
         return p, log_h

@@ -119,7 +119,7 @@ class EnsembleTrainer(Stepper):
         ones no base samples: zeros stand in (their terms are not used)."""
         draws = {m: self.runs[m].draw() for m in active}
         x = next(iter(draws.values())).x
-        shape = {"x": x.shape, "eps": (self.config.n_elbo_samples, *x.shape)}
+        shape = {"x": x.shape, "eps": (self.config.train_samples, *x.shape)}
         shape["q0"] = shape["p0"] = (self.config.constraint_batch, x.shape[-1])
         columns = []
         for name in ("x", "eps", "q0", "p0"):

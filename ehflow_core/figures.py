@@ -251,7 +251,7 @@ def curves_spec(runs: Mapping[str, Sequence[Record]], title: str = "Log-likeliho
         data.append(dict(type="scatter", x=steps, y=test, mode="lines", line=dict(color=color), name=f"{label} test"))
         steps, train = _series(records, "train_log_likelihood")
         if not train:  # infinite data: the training batches' ELBO stands for the training curve
-            steps, train = _series(records, "train_elbo")
+            steps, train = _series(records, "train_bound")
             steps, train = _smooth(steps, train)
         data.append(
             dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"),

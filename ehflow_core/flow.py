@@ -172,9 +172,10 @@ class HamiltonianFlow(nn.Module):
         """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
         return self._log_weights_from_noise(q, self.encoder.noise(q, n_samples, generator))
 
-    def _log_weights_from_noise(self, q: Tensor, eps: Tensor) -> Tensor:
-        """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d)."""
-        p, log_h = self.encoder.reparameterise(q, eps)  # (S, B, d), (S, B)
+    def _log_weights_from_noise(self, q: Tensor, eps: Tensor, path_weights: Tensor | None = None) -> Tensor:
+        """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d);
+        ``path_weights`` (S, B) as in :meth:`GaussianEncoder.reparameterise`."""
+        p, log_h = self.encoder.reparameterise(q, eps, path_weights)  # (S, B, d), (S, B)
         q_rep = q.expand(eps.shape[0], *q.shape)  # (S, B, d)
         log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
         return log_joint.view(eps.shape[0], -1) - log_h

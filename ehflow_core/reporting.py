@@ -63,9 +63,8 @@ def _draw(record: Record, total: int, label: str, last_eval: Record | None, stre
     share = min(record.step / max(total, 1), 1.0)
     bar = "#" * int(24 * share) + "." * (24 - int(24 * share))
     test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
-    stream.write(
-        f"\r{label} [{bar}] {record.step}/{total} {record.steps_per_s:5.0f} steps/s elbo {record.train_elbo:.3f}{test} "
-    )
+    speed = f"{record.steps_per_s:5.0f} steps/s"
+    stream.write(f"\r{label} [{bar}] {record.step}/{total} {speed} bound {record.train_bound:.3f}{test} ")
     stream.flush()
 
 
@@ -108,7 +107,7 @@ def summarise(run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_S
         "train_log_likelihood": train_ll,
         "n_samples": n_samples,
         "n_test": len(run.test_data),
-        "train_elbo": sum(r.train_elbo for r in tail) / len(tail) if tail else None,
+        "train_bound": sum(r.train_bound for r in tail) / len(tail) if tail else None,
         "constraint": run.measure_constraints(),
         "lam": run.lam,
         "kappa": run.kappa,

@@ -2,9 +2,10 @@ r"""Constrained training (docs/maths.md, "Constrained training"): the Lagrangian
 
 Minimise over the flow's parameters, with multipliers :math:`\lambda_k \ge 0` held fixed,
 
-.. math:: \mathcal{L} = -\frac{1}{B}\sum_b \mathrm{ELBO}(q_b) + \sum_k \lambda_k (C_k - \kappa_k),
+.. math:: \mathcal{L} = -\frac{1}{B}\sum_b \mathcal{B}(q_b) + \sum_k \lambda_k (C_k - \kappa_k),
           \qquad C_k = E_{s \sim \pi}[\{g_k, H\}^2],
 
+with :math:`\mathcal{B}` the training bound (the ELBO, or the importance-weighted :math:`L_K`),
 then move each multiplier GECO-style: a moving average :math:`\hat c_k \leftarrow \alpha \hat c_k
 + (1 - \alpha)(C_k - \kappa_k)/\kappa_k` of the *relative* violation, and
 :math:`\log\lambda_k \leftarrow \mathrm{clamp}(\log\lambda_k + \nu \tanh \hat c_k)`. λ rises while
@@ -15,7 +16,8 @@ One training step, for one run or for M runs trained as one batched model
 :class:`Stepper`:
 
 1. **draw** each run's data batch and noise from its own RNG (:meth:`Run.draw`);
-2. evaluate the ELBO and constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
+2. evaluate the training bound (:func:`training_bound`: ELBO or importance weighted) and the
+   constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
 3. **reject** a run whose loss is non-finite or above ``max_loss`` (:meth:`Run.assess`);
 4. backpropagate the accepted losses, **clip** each run's gradient norm (:func:`clip_grad_norms_`),
    and reject a run whose gradient norm is not finite;
@@ -49,6 +51,7 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 DIVERGENCE_ACTIONS = ("stop", "continue")
+OBJECTIVES = ("elbo", "iwae", "dreg")
 
 
 @dataclass(frozen=True)
@@ -63,9 +66,13 @@ class TrainConfig(JsonConfig):
     max_steps: int = 2000  # training steps of the run (it also ends at ``seconds``, whichever comes first)
     seconds: float | None = None  # wall-clock budget in seconds; None: no budget
     seed: int = 0  # seeds initialisation, data and noise: same seed, same run
-    n_elbo_samples: int = 1  # momentum samples per data point in the training ELBO
-    eval_every: int = 100  # training steps between evaluations on the test set
+    objective: str = (
+        "elbo"  # the bound trained on: "elbo", "iwae" (L_K), "dreg" (L_K, doubly-reparameterised encoder gradient)
+    )
+    train_samples: int = 1  # K: momentum samples per data point in the training bound
+    eval_every: int = 100  # training steps between evaluations on (a fixed subsample of) the test set
     n_test: int = 2048  # test points (fresh samples from the target, drawn once)
+    eval_points: int = 1024  # evaluations during training use the first this many test (and train) points
     eval_samples: int = 64  # K of the importance-weighted test log-likelihood L_K
     constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
     lam_init: float = 1.0  # initial multiplier λ
@@ -85,7 +92,7 @@ class TrainConfig(JsonConfig):
             object.__setattr__(self, "kappa", check_float("kappa", self.kappa, positive=True))
         if self.n_train is not None:
             check_int("n_train", self.n_train, minimum=2)
-        for name in ("batch", "max_steps", "n_elbo_samples", "eval_every", "n_test", "eval_samples"):
+        for name in ("batch", "max_steps", "train_samples", "eval_every", "n_test", "eval_samples", "eval_points"):
             check_int(name, getattr(self, name), minimum=1)
         check_int("constraint_batch", self.constraint_batch, minimum=1)
         check_int("seed", self.seed, minimum=0)
@@ -101,6 +108,7 @@ class TrainConfig(JsonConfig):
             check_float("grad_clip", self.grad_clip, positive=True)
         check_float("max_loss", self.max_loss, positive=True)
         check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
+        check_choice("objective", self.objective, OBJECTIVES)
         check_choice("grad_mode", self.grad_mode, GRAD_MODES)
 
     @classmethod
@@ -117,7 +125,7 @@ class Record:
     step: int  # training steps completed
     seconds: float  # wall-clock training time so far
     steps_per_s: float  # recent training speed
-    train_elbo: float  # mean ELBO of this step's batch
+    train_bound: float  # the training bound on this step's batch (ELBO, or L_K for "iwae" and "dreg")
     loss: float  # the Lagrangian minimised this step
     grad_norm: float  # gradient norm before clipping
     constraint: dict[str, float]  # C_k = E_π[{g_k, H}²] per generator (unconstrained runs: eval steps only)
@@ -142,7 +150,7 @@ class StepResult:
     """What one training step did to one run, before it becomes a :class:`Record`."""
 
     loss: float  # the Lagrangian
-    train_elbo: float  # mean ELBO of the batch
+    train_bound: float  # the training bound on the batch
     grad_norm: float = math.nan  # the run's gradient norm before clipping (NaN: not computed)
     constraint: dict[str, float] = field(default_factory=dict)  # C_k by generator name (constrained steps)
     problem: str | None = None  # why the step was rejected; None: it was applied
@@ -161,25 +169,51 @@ class Noise(NamedTuple):
     p0: Tensor | None
 
 
-class Objective(nn.Module):
-    r"""One step's ELBO and constraints as a pure function of the noise: ``forward(x, eps, q0, p0)``.
+def training_bound(flow: HamiltonianFlow, x: Tensor, eps: Tensor, objective: str) -> Tensor:
+    r"""The batch-mean training bound of ``objective`` for data x (B, d) and noise ``eps`` (K, B, d).
 
-    Returns the batch-mean ELBO (a scalar) and :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None
-    without base samples (an unconstrained step). A module so that
-    :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
+    - ``"elbo"``: the mean of the K log weights :math:`\log w_k = \log \pi(T^{-1}(x, p_k)) - \log h(p_k \mid x)`.
+    - ``"iwae"``: :math:`L_K = \mathrm{logsumexp}_k \log w_k - \log K`, the importance-weighted bound
+      (:meth:`HamiltonianFlow.log_likelihood` on the same noise).
+    - ``"dreg"``: the same value :math:`L_K`; its gradient is IWAE's for the flow and the
+      doubly-reparameterised one, :math:`\sum_k \tilde w_k^2 \, \partial \log w_k / \partial p_k \,
+      \partial p_k / \partial \phi`, for the encoder (normalised weights :math:`\tilde w`, from a
+      gradient-free pass on the same noise). See docs/maths.md.
+    """
+    if objective == "elbo":
+        return flow._log_weights_from_noise(x, eps).mean()
+    log_k = math.log(eps.shape[0])
+    if objective == "iwae":
+        return (torch.logsumexp(flow._log_weights_from_noise(x, eps), 0) - log_k).mean()
+    with torch.no_grad():
+        weights = torch.softmax(flow._log_weights_from_noise(x, eps), 0)  # w̃ (K, B)
+    log_w = flow._log_weights_from_noise(x, eps, path_weights=weights)  # same values, scaled encoder path
+    surrogate = (weights * log_w).sum(0).mean()  # its gradient: Σ w̃ ∇θ log w, and Σ w̃² (path) for φ
+    value = (torch.logsumexp(log_w.detach(), 0) - log_k).mean()
+    return value + (surrogate - surrogate.detach())
+
+
+class Objective(nn.Module):
+    r"""One step's training bound and constraints as a pure function of the noise:
+    ``forward(x, eps, q0, p0)``.
+
+    Returns the batch-mean bound of ``objective`` (a scalar, :func:`training_bound`) and
+    :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None without base samples (an unconstrained step).
+    A module so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
     """
 
-    def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator]) -> None:
+    def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator], objective: str = "elbo") -> None:
         super().__init__()
         self.flow = flow
         self.generators = list(generators)
+        self.objective = check_choice("objective", objective, OBJECTIVES)
 
     def forward(self, x: Tensor, eps: Tensor, q0: Tensor | None, p0: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        elbo = self.flow._log_weights_from_noise(x, eps).mean()
+        bound = training_bound(self.flow, x, eps, self.objective)
         if q0 is None or p0 is None:  # unconstrained: no base samples were drawn
-            return elbo, None
+            return bound, None
         reference = self.flow.grad_mode == "reference"
-        return elbo, constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
+        return bound, constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
 
 
 class Run:
@@ -217,7 +251,7 @@ class Run:
         with torch.random.fork_rng(devices=[]):  # the seed fixes the initialisation; torch's global RNG is left alone
             torch.manual_seed(config.seed)
             self.flow = HamiltonianFlow(config.flow).use_grad_mode(config.grad_mode)
-        self.objective = Objective(self.flow, self.generators)
+        self.objective = Objective(self.flow, self.generators, config.objective)
         self.kappa = config.kappa
         device, dtype = self.flow.device, self.flow.dtype
         self.rng = torch.Generator(device=device).manual_seed(config.seed)
@@ -233,6 +267,10 @@ class Run:
         if test_data is None:
             test_data = target.sample(config.n_test, data_rng, dtype=torch.float64)
         self.test_data = test_data.to(device=device, dtype=dtype)
+        self.eval_test = _subsample(self.test_data, config.eval_points, config.seed + 5)
+        self.eval_train = (
+            None if self.train_data is None else _subsample(self.train_data, config.eval_points, config.seed + 6)
+        )
         self.step = 0
         self.seconds = 0.0
         self.stopped = False  # a divergence ended this run (with ``on_divergence="stop"``)
@@ -266,17 +304,17 @@ class Run:
     def draw(self) -> Noise:
         """This step's data batch and noise from the run's RNG (batch, encoder, then base samples)."""
         x = self._batch()
-        eps = self.flow.encoder.noise(x, self.config.n_elbo_samples, self.rng)
+        eps = self.flow.encoder.noise(x, self.config.train_samples, self.rng)
         if not self.constrained:
             return Noise(x, eps, None, None)
         return Noise(x, eps, *self.flow.sample_base(self.config.constraint_batch, generator=self.rng))
 
-    def lagrangian(self, elbo: Tensor, constraint: Tensor | None) -> Tensor:
-        """−ELBO + Σ_k λ_k (C_k − κ): ``elbo`` a scalar, ``constraint`` (G,) or None."""
+    def lagrangian(self, bound: Tensor, constraint: Tensor | None) -> Tensor:
+        """−bound + Σ_k λ_k (C_k − κ): ``bound`` the training bound (a scalar), ``constraint`` (G,) or None."""
         if constraint is None or self.kappa is None or not self.generators:
-            return -elbo
+            return -bound
         lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
-        return -elbo + (lam * (constraint - self.kappa)).sum(-1)
+        return -bound + (lam * (constraint - self.kappa)).sum(-1)
 
     def _rejected(self, what: str, value: float, lr: float) -> str:
         return (
@@ -285,9 +323,9 @@ class Run:
             f"learning rate {lr:g} is too large."
         )
 
-    def assess(self, loss: Tensor, elbo: Tensor, lr: float) -> StepResult:
+    def assess(self, loss: Tensor, bound: Tensor, lr: float) -> StepResult:
         """The step's result so far: rejected when the loss is non-finite or above ``max_loss``."""
-        result = StepResult(loss=float(loss.detach()), train_elbo=float(elbo.detach()))
+        result = StepResult(loss=float(loss.detach()), train_bound=float(bound.detach()))
         if not math.isfinite(result.loss) or abs(result.loss) > self.config.max_loss:
             result.problem = self._rejected("loss", result.loss, lr)
         return result
@@ -326,7 +364,7 @@ class Run:
             step=self.step,
             seconds=self.seconds,
             steps_per_s=rate,
-            train_elbo=result.train_elbo,
+            train_bound=result.train_bound,
             loss=result.loss,
             grad_norm=result.grad_norm,
             constraint=result.constraint,
@@ -357,17 +395,28 @@ class Run:
 
     @torch.no_grad()
     def evaluate(self) -> dict[str, float | None]:
-        """Test ELBO and test and train L_K (K = ``eval_samples``)."""
+        """Test ELBO and test and train L_K (K = ``eval_samples``) on ``eval_test`` and
+        ``eval_train``: fixed random subsamples of at most ``eval_points`` points, so evaluation
+        costs the same whatever the data's size (a run's summary evaluates the whole test set once,
+        at the end)."""
         cfg = self.config
         rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
         train_ll = None
-        if self.train_data is not None:
-            train_ll = float(self.flow.log_likelihood(self.train_data[: cfg.n_test], cfg.eval_samples, rng).mean())
+        if self.eval_train is not None:
+            train_ll = float(self.flow.log_likelihood(self.eval_train, cfg.eval_samples, rng).mean())
         return {
-            "test_elbo": float(self.flow._log_weights(self.test_data, 1, rng).mean()),
-            "test_log_likelihood": float(self.flow.log_likelihood(self.test_data, cfg.eval_samples, rng).mean()),
+            "test_elbo": float(self.flow._log_weights(self.eval_test, 1, rng).mean()),
+            "test_log_likelihood": float(self.flow.log_likelihood(self.eval_test, cfg.eval_samples, rng).mean()),
             "train_log_likelihood": train_ll,
         }
+
+
+def _subsample(points: Tensor, n: int, seed: int) -> Tensor:
+    """At most ``n`` of ``points`` (N, d), drawn without replacement with ``seed`` (all of them when N <= n)."""
+    if len(points) <= n:
+        return points
+    index = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
+    return points[index.to(points.device)]
 
 
 def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
@@ -411,7 +460,7 @@ class Stepper:
         raise NotImplementedError
 
     def _terms(self, active: list[int]) -> tuple[Tensor, Tensor | None]:
-        """ELBO (M,) and constraints (M, G) (None: no run is constrained) of the runs' next draws."""
+        """Training bounds (M,) and constraints (M, G) (None: no run is constrained) of the runs' next draws."""
         raise NotImplementedError
 
     def _grads(self) -> list[Tensor]:
@@ -449,15 +498,15 @@ class Stepper:
     def _train_step(self) -> dict[int, StepResult]:
         """One step of every run that has not stopped: run index -> its result."""
         active = [m for m, run in enumerate(self.runs) if not run.stopped]
-        elbo, constraint = self._terms(active)  # (M,), (M, G) or None
+        bound, constraint = self._terms(active)  # (M,), (M, G) or None
         lr = self.lr
         results: dict[int, StepResult] = {}
         losses = []
         for m in active:
             run = self.runs[m]
             run_constraint = constraint[m] if constraint is not None and run.constrained else None
-            loss = run.lagrangian(elbo[m], run_constraint)
-            results[m] = run.assess(loss, elbo[m], lr)
+            loss = run.lagrangian(bound[m], run_constraint)
+            results[m] = run.assess(loss, bound[m], lr)
             if results[m].accepted:
                 losses.append(loss)
         self.optimizer.zero_grad(set_to_none=True)
@@ -518,8 +567,8 @@ class Trainer(Run, Stepper):
         return list(self.flow.parameters())
 
     def _terms(self, active: list[int]) -> tuple[Tensor, Tensor | None]:
-        elbo, constraint = self.objective(*self.draw())
-        return elbo.unsqueeze(0), None if constraint is None else constraint.unsqueeze(0)
+        bound, constraint = self.objective(*self.draw())
+        return bound.unsqueeze(0), None if constraint is None else constraint.unsqueeze(0)
 
     def _grads(self) -> list[Tensor]:
         return [p.grad.unsqueeze(0) for p in self.flow.parameters() if p.grad is not None]

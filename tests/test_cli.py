@@ -43,11 +43,11 @@ def test_train_writes_metrics_summary_checkpoint_and_figures(tmp_path):
     assert result.returncode == 0, result.stderr
     with (out / "metrics.csv").open() as fh:
         rows = list(csv.DictReader(fh))
-    assert len(rows) == 30 and {"step", "train_elbo", "constraint_L_12", "lam_L_12", "test_log_likelihood"} <= set(
+    assert len(rows) == 30 and {"step", "train_bound", "constraint_L_12", "lam_L_12", "test_log_likelihood"} <= set(
         rows[0]
     )
     summary = json.loads((out / "summary.json").read_text())
-    for key in ("test_elbo", "test_log_likelihood", "n_samples", "train_elbo", "entropy", "gap_nats", "constraint",
+    for key in ("test_elbo", "test_log_likelihood", "n_samples", "train_bound", "entropy", "gap_nats", "constraint",
                 "lam", "invariance_error", "steps", "seconds", "config"):  # fmt: skip
         assert key in summary, key
     assert summary["steps"] == 30 and summary["config"]["kappa"] == 0.01 and summary["config"]["n_train"] == 100

@@ -101,7 +101,7 @@ def test_figures_hold_one_trace_per_panel_and_run():
     assert len(density_figure(snap).data) == 2 and len(energy_figure(snap).data) == 2
     assert len(trajectory_figure(snap).data) == 8  # per panel: U, starts, paths, ends
     records = [
-        Record(step=s, seconds=0.0, steps_per_s=1.0, train_elbo=-3.0, loss=3.0, grad_norm=1.0,
+        Record(step=s, seconds=0.0, steps_per_s=1.0, train_bound=-3.0, loss=3.0, grad_norm=1.0,
                constraint={"L_12": 0.1}, lam={"L_12": 1.0}, kappa=0.01,
                test_log_likelihood=-2.9 if s % 2 == 0 else None)
         for s in range(1, 11)
@@ -117,7 +117,7 @@ def test_specs_are_valid_plotly_and_json_the_browser_can_read():
         make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
     )
     records = [
-        Record(step=s, seconds=0.0, steps_per_s=1.0, train_elbo=-3.0, loss=3.0, grad_norm=1.0,
+        Record(step=s, seconds=0.0, steps_per_s=1.0, train_bound=-3.0, loss=3.0, grad_norm=1.0,
                constraint={"L_12": 0.1}, lam={"L_12": 1.0}, kappa=0.01, test_log_likelihood=-2.9)
         for s in range(1, 6)
     ]  # fmt: skip
