@@ -1,23 +1,9 @@
-r"""Constrained training (docs/maths.md, "Constrained training"): the Lagrangian and GECO multipliers.
-
-Minimise over the flow's parameters, with multipliers :math:`\lambda_k \ge 0` held fixed,
-
-.. math:: \mathcal{L} = -\frac{1}{B}\sum_b \mathcal{B}(q_b) + \sum_k \lambda_k (C_k - \kappa_k),
-          \qquad C_k = E_{s \sim \pi}[\{g_k, H\}^2],
-
-with :math:`\mathcal{B}` the training bound (the ELBO, or the importance-weighted :math:`L_K`),
-then move each multiplier GECO-style: a moving average :math:`\hat c_k \leftarrow \alpha \hat c_k
-+ (1 - \alpha)(C_k - \kappa_k)/\kappa_k` of the *relative* violation, and
-:math:`\log\lambda_k \leftarrow \mathrm{clamp}(\log\lambda_k + \nu \tanh \hat c_k)`. λ rises while
-the constraint is violated and falls once it holds.
-
-One training step, for one run or for M runs trained as one batched model
-(:class:`~ehflow_core.ensemble.EnsembleTrainer`), follows the same rules, written once in
-:class:`Stepper`:
+r"""Training: the loop that steps one run (:class:`Trainer`) or M runs as one batched model
+(:class:`~ehflow_core.ensemble.EnsembleTrainer`) by the same rules, written once in :class:`Stepper`:
 
 1. **draw** each run's data batch and noise from its own RNG (:meth:`Run.draw`);
-2. evaluate the training bound (:func:`training_bound`: ELBO or importance weighted) and the
-   constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
+2. evaluate the training bound (:func:`~ehflow_core.run.training_bound`: ELBO or importance
+   weighted) and the constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
 3. **reject** a run whose loss is non-finite or above ``max_loss`` (:meth:`Run.assess`);
 4. backpropagate the accepted losses, **clip** each run's gradient norm (:func:`clip_grad_norms_`),
    and reject a run whose gradient norm is not finite;
@@ -26,397 +12,34 @@ One training step, for one run or for M runs trained as one batched model
    steps (:meth:`Run.conclude`).
 
 Training is a generator of plain :class:`Record` s; the consumer decides when to stop, and the
-trainer keeps all state, so calling :meth:`Trainer.train` again resumes.
+trainer keeps all state, so calling :meth:`Trainer.train` again resumes. The run's own pieces
+(:class:`TrainConfig`, :class:`Record`, :class:`Run`) live in :mod:`ehflow_core.run` and are
+importable from here too.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 import math
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from ._checks import check_choice, check_float, check_int
-from .config import FlowConfig, JsonConfig
-from .flow import GRAD_MODES, HamiltonianFlow
-from .symmetries import Generator, constraint_values
-from .targets import Target
+from ._checks import check_float, check_int
+from .run import OBJECTIVES, Record, Run, StepResult, TrainConfig, training_bound
 
-log = logging.getLogger(__name__)
-
-DIVERGENCE_ACTIONS = ("stop", "continue")
-OBJECTIVES = ("elbo", "iwae", "dreg")
-
-
-@dataclass(frozen=True)
-class TrainConfig(JsonConfig):
-    """Everything that defines a training run besides the target (validated on construction)."""
-
-    flow: FlowConfig = field(default_factory=FlowConfig)  # the model
-    kappa: float | None = None  # constraint precision κ > 0 for every generator; None: unconstrained
-    n_train: int | None = None  # size of a fixed training set (finite data); None: fresh samples each step
-    batch: int = 256  # data points per step
-    lr: float = 3e-4  # Adam learning rate (the paper's)
-    max_steps: int = 2000  # training steps of the run (it also ends at ``seconds``, whichever comes first)
-    seconds: float | None = None  # wall-clock budget in seconds; None: no budget
-    seed: int = 0  # seeds initialisation, data and noise: same seed, same run
-    objective: str = (
-        "elbo"  # the bound trained on: "elbo", "iwae" (L_K), "dreg" (L_K, doubly-reparameterised encoder gradient)
-    )
-    train_samples: int = 1  # K: momentum samples per data point in the training bound
-    eval_every: int = 100  # training steps between evaluations on (a fixed subsample of) the test set
-    n_test: int = 2048  # test points (fresh samples from the target, drawn once)
-    eval_points: int = 1024  # evaluations during training use the first this many test (and train) points
-    eval_samples: int = 64  # K of the importance-weighted test log-likelihood L_K
-    constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
-    lam_init: float = 1.0  # initial multiplier λ
-    geco_alpha: float = 0.99  # moving-average factor α of the violation
-    geco_rate: float = 0.01  # multiplier rate ν (largest change of log λ per step)
-    log_lam_max: float = 9.0  # log λ is clamped to [−log_lam_max, log_lam_max]
-    grad_clip: float | None = None  # clip each run's gradient norm to this value; None: no clipping
-    max_loss: float = 1e6  # a loss above this (or non-finite) counts as divergence
-    on_divergence: str = "stop"  # after a divergence: "stop", or "continue" (skip the step)
-    max_divergences: int = 20  # with "continue": stop after this many divergences in a row
-    grad_mode: str = "fast"  # "fast" (closed-form gradients) or "reference" (plain autograd; same numbers, slower)
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.flow, FlowConfig):
-            raise TypeError(f"flow must be a FlowConfig, got {type(self.flow).__name__}")
-        if self.kappa is not None:
-            object.__setattr__(self, "kappa", check_float("kappa", self.kappa, positive=True))
-        if self.n_train is not None:
-            check_int("n_train", self.n_train, minimum=2)
-        for name in ("batch", "max_steps", "train_samples", "eval_every", "n_test", "eval_samples", "eval_points"):
-            check_int(name, getattr(self, name), minimum=1)
-        check_int("constraint_batch", self.constraint_batch, minimum=1)
-        check_int("seed", self.seed, minimum=0)
-        check_int("max_divergences", self.max_divergences, minimum=1)
-        object.__setattr__(self, "lr", check_float("lr", self.lr, positive=True))
-        if self.seconds is not None:
-            object.__setattr__(self, "seconds", check_float("seconds", self.seconds, positive=True))
-        object.__setattr__(self, "lam_init", check_float("lam_init", self.lam_init, positive=True))
-        check_float("geco_alpha", self.geco_alpha, minimum=0.0, maximum=0.999999)
-        check_float("geco_rate", self.geco_rate, minimum=0.0)
-        check_float("log_lam_max", self.log_lam_max, positive=True)
-        if self.grad_clip is not None:
-            check_float("grad_clip", self.grad_clip, positive=True)
-        check_float("max_loss", self.max_loss, positive=True)
-        check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
-        check_choice("objective", self.objective, OBJECTIVES)
-        check_choice("grad_mode", self.grad_mode, GRAD_MODES)
-
-    @classmethod
-    def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
-        if isinstance(data.get("flow"), dict):
-            data["flow"] = FlowConfig.from_dict(data["flow"])
-        return data
-
-
-@dataclass
-class Record:
-    """One training step's numbers (evaluation fields only every ``eval_every`` steps, else None)."""
-
-    step: int  # training steps completed
-    seconds: float  # wall-clock training time so far
-    steps_per_s: float  # recent training speed
-    train_bound: float  # the training bound on this step's batch (ELBO, or L_K for "iwae" and "dreg")
-    loss: float  # the Lagrangian minimised this step
-    grad_norm: float  # gradient norm before clipping
-    constraint: dict[str, float]  # C_k = E_π[{g_k, H}²] per generator (unconstrained runs: eval steps only)
-    lam: dict[str, float]  # λ_k per generator (0 for an unconstrained run)
-    kappa: float | None  # κ in force
-    test_elbo: float | None = None  # mean ELBO on the test set
-    test_log_likelihood: float | None = None  # mean L_K on the test set
-    train_log_likelihood: float | None = None  # mean L_K on (up to n_test points of) the training data
-    event: str | None = None  # "diverged" when this step was rejected
-    message: str | None = None  # what happened and the likely cause
-
-    def to_row(self) -> dict[str, Any]:
-        """Flat dict for CSV: constraint and λ become ``constraint_<name>`` and ``lam_<name>``."""
-        row = {k: v for k, v in dataclasses.asdict(self).items() if k not in ("constraint", "lam")}
-        row.update({f"constraint_{k}": v for k, v in self.constraint.items()})
-        row.update({f"lam_{k}": v for k, v in self.lam.items()})
-        return row
-
-
-@dataclass
-class StepResult:
-    """What one training step did to one run, before it becomes a :class:`Record`."""
-
-    loss: float  # the Lagrangian
-    train_bound: float  # the training bound on the batch
-    grad_norm: float = math.nan  # the run's gradient norm before clipping (NaN: not computed)
-    constraint: dict[str, float] = field(default_factory=dict)  # C_k by generator name (constrained steps)
-    problem: str | None = None  # why the step was rejected; None: it was applied
-
-    @property
-    def accepted(self) -> bool:
-        return self.problem is None
-
-
-class Noise(NamedTuple):
-    """One step's random inputs, drawn from the run's RNG in a fixed order."""
-
-    x: Tensor  # data batch (B, d)
-    eps: Tensor  # encoder noise (S, B, d)
-    q0: Tensor | None  # base samples of the constraint (B_c, d); None when unconstrained
-    p0: Tensor | None
-
-
-def training_bound(flow: HamiltonianFlow, x: Tensor, eps: Tensor, objective: str) -> Tensor:
-    r"""The batch-mean training bound of ``objective`` for data x (B, d) and noise ``eps`` (K, B, d).
-
-    - ``"elbo"``: the mean of the K log weights :math:`\log w_k = \log \pi(T^{-1}(x, p_k)) - \log h(p_k \mid x)`.
-    - ``"iwae"``: :math:`L_K = \mathrm{logsumexp}_k \log w_k - \log K`, the importance-weighted bound
-      (:meth:`HamiltonianFlow.log_likelihood` on the same noise).
-    - ``"dreg"``: the same value :math:`L_K`; its gradient is IWAE's for the flow and the
-      doubly-reparameterised one, :math:`\sum_k \tilde w_k^2 \, \partial \log w_k / \partial p_k \,
-      \partial p_k / \partial \phi`, for the encoder (normalised weights :math:`\tilde w`, from a
-      gradient-free pass on the same noise). See docs/maths.md.
-    """
-    if objective == "elbo":
-        return flow._log_weights_from_noise(x, eps).mean()
-    log_k = math.log(eps.shape[0])
-    if objective == "iwae":
-        return (torch.logsumexp(flow._log_weights_from_noise(x, eps), 0) - log_k).mean()
-    with torch.no_grad():
-        weights = torch.softmax(flow._log_weights_from_noise(x, eps), 0)  # w̃ (K, B)
-    log_w = flow._log_weights_from_noise(x, eps, path_weights=weights)  # same values, scaled encoder path
-    surrogate = (weights * log_w).sum(0).mean()  # its gradient: Σ w̃ ∇θ log w, and Σ w̃² (path) for φ
-    value = (torch.logsumexp(log_w.detach(), 0) - log_k).mean()
-    return value + (surrogate - surrogate.detach())
-
-
-class Objective(nn.Module):
-    r"""One step's training bound and constraints as a pure function of the noise:
-    ``forward(x, eps, q0, p0)``.
-
-    Returns the batch-mean bound of ``objective`` (a scalar, :func:`training_bound`) and
-    :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None without base samples (an unconstrained step).
-    A module so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
-    """
-
-    def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator], objective: str = "elbo") -> None:
-        super().__init__()
-        self.flow = flow
-        self.generators = list(generators)
-        self.objective = check_choice("objective", objective, OBJECTIVES)
-
-    def forward(self, x: Tensor, eps: Tensor, q0: Tensor | None, p0: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        bound = training_bound(self.flow, x, eps, self.objective)
-        if q0 is None or p0 is None:  # unconstrained: no base samples were drawn
-            return bound, None
-        reference = self.flow.grad_mode == "reference"
-        return bound, constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
-
-
-class Run:
-    """One training run's state and its step rules: the flow, data, RNG, multipliers and counters.
-
-    A run holds no optimiser: a :class:`Trainer` (a run with its own Adam) or an
-    :class:`~ehflow_core.ensemble.EnsembleTrainer` (one Adam over M runs' stacked weights) steps it.
-
-    Args:
-        config: the run's :class:`TrainConfig`.
-        target: the density to learn (samples; ``log_prob`` for reporting, if it has one).
-        generators: symmetry generators of the constraint (default: the target's own).
-        train_data: a fixed training set (n, d) for user data (overrides ``n_train``).
-        test_data: a fixed test set (n, d) (default: ``n_test`` fresh samples of the target).
-    """
-
-    def __init__(
-        self,
-        config: TrainConfig,
-        target: Target,
-        generators: Sequence[Generator] | None = None,
-        train_data: Tensor | None = None,
-        test_data: Tensor | None = None,
-    ) -> None:
-        if not isinstance(config, TrainConfig):
-            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-        if target.dim != config.flow.dim:
-            raise ValueError(f"target {target.name!r} has dim {target.dim}, but config.flow.dim is {config.flow.dim}")
-        self.config = config
-        self.target = target
-        self.generators = list(target.generators() if generators is None else generators)
-        for g in self.generators:
-            if g.dim != config.flow.dim:
-                raise ValueError(f"generator {g.name!r} acts on dim {g.dim}, but the flow has dim {config.flow.dim}")
-        with torch.random.fork_rng(devices=[]):  # the seed fixes the initialisation; torch's global RNG is left alone
-            torch.manual_seed(config.seed)
-            self.flow = HamiltonianFlow(config.flow).use_grad_mode(config.grad_mode)
-        self.objective = Objective(self.flow, self.generators, config.objective)
-        self.kappa = config.kappa
-        device, dtype = self.flow.device, self.flow.dtype
-        self.rng = torch.Generator(device=device).manual_seed(config.seed)
-        # Targets sample on the CPU: on another device the batches get a CPU generator of their own.
-        self.sample_rng = self.rng if device.type == "cpu" else torch.Generator().manual_seed(config.seed + 2)
-        data_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
-        G = len(self.generators)
-        self.log_lam = torch.full((G,), math.log(config.lam_init), dtype=torch.float64)
-        self.violation = torch.zeros(G, dtype=torch.float64)  # moving average ĉ_k
-        if train_data is None and config.n_train is not None:
-            train_data = target.sample(config.n_train, data_rng, dtype=torch.float64)
-        self.train_data = None if train_data is None else train_data.to(device=device, dtype=dtype)
-        if test_data is None:
-            test_data = target.sample(config.n_test, data_rng, dtype=torch.float64)
-        self.test_data = test_data.to(device=device, dtype=dtype)
-        self.eval_test = _subsample(self.test_data, config.eval_points, config.seed + 5)
-        self.eval_train = (
-            None if self.train_data is None else _subsample(self.train_data, config.eval_points, config.seed + 6)
-        )
-        self.step = 0
-        self.seconds = 0.0
-        self.stopped = False  # a divergence ended this run (with ``on_divergence="stop"``)
-        self._consecutive_divergences = 0
-
-    # -- live settings -------------------------------------------------------------------------
-    def set_kappa(self, kappa: float | None) -> None:
-        """Change κ (None: drop the constraint) from the next step on."""
-        self.kappa = None if kappa is None else check_float("kappa", kappa, positive=True)
-
-    @property
-    def lam(self) -> dict[str, float]:
-        """λ_k by generator name (0 while unconstrained)."""
-        if self.kappa is None:
-            return {g.name: 0.0 for g in self.generators}
-        return {g.name: float(v) for g, v in zip(self.generators, self.log_lam.exp())}
-
-    @property
-    def constrained(self) -> bool:
-        """Whether the constraint is in force (a κ and at least one generator)."""
-        return self.kappa is not None and len(self.generators) > 0
-
-    # -- the step rules ------------------------------------------------------------------------
-    def _batch(self) -> Tensor:
-        B = self.config.batch
-        if self.train_data is None:
-            return self.target.sample(B, self.sample_rng, dtype=self.flow.dtype).to(self.flow.device)
-        idx = torch.randint(len(self.train_data), (B,), generator=self.rng, device=self.rng.device)
-        return self.train_data[idx]
-
-    def draw(self) -> Noise:
-        """This step's data batch and noise from the run's RNG (batch, encoder, then base samples)."""
-        x = self._batch()
-        eps = self.flow.encoder.noise(x, self.config.train_samples, self.rng)
-        if not self.constrained:
-            return Noise(x, eps, None, None)
-        return Noise(x, eps, *self.flow.sample_base(self.config.constraint_batch, generator=self.rng))
-
-    def lagrangian(self, bound: Tensor, constraint: Tensor | None) -> Tensor:
-        """−bound + Σ_k λ_k (C_k − κ): ``bound`` the training bound (a scalar), ``constraint`` (G,) or None."""
-        if constraint is None or self.kappa is None or not self.generators:
-            return -bound
-        lam = self.log_lam.exp().to(device=constraint.device, dtype=constraint.dtype)
-        return -bound + (lam * (constraint - self.kappa)).sum(-1)
-
-    def _rejected(self, what: str, value: float, lr: float) -> str:
-        return (
-            f"step {self.step + 1}: the {what} became {value}; the step was rejected and the model kept "
-            f"its last finite weights. Likely cause: the leapfrog step dt={self.flow.config.dt} or the "
-            f"learning rate {lr:g} is too large."
-        )
-
-    def assess(self, loss: Tensor, bound: Tensor, lr: float) -> StepResult:
-        """The step's result so far: rejected when the loss is non-finite or above ``max_loss``."""
-        result = StepResult(loss=float(loss.detach()), train_bound=float(bound.detach()))
-        if not math.isfinite(result.loss) or abs(result.loss) > self.config.max_loss:
-            result.problem = self._rejected("loss", result.loss, lr)
-        return result
-
-    def accept(self, result: StepResult, constraint: Tensor | None, grad_norm: float, lr: float) -> None:
-        """After backpropagation: reject a non-finite gradient norm; else move the multipliers."""
-        result.grad_norm = grad_norm
-        if not math.isfinite(grad_norm):
-            result.problem = self._rejected("gradient norm", grad_norm, lr)
-            return
-        if constraint is not None and self.kappa is not None and self.generators:
-            constraint = constraint.detach().double().cpu()
-            self._update_multipliers(constraint, self.kappa)
-            result.constraint = {g.name: float(c) for g, c in zip(self.generators, constraint)}
-
-    def _update_multipliers(self, constraint: Tensor, kappa: float) -> None:
-        cfg = self.config
-        relative = (constraint - kappa) / kappa
-        self.violation = cfg.geco_alpha * self.violation + (1 - cfg.geco_alpha) * relative
-        step = cfg.geco_rate * torch.tanh(self.violation)
-        self.log_lam = (self.log_lam + step).clamp(-cfg.log_lam_max, cfg.log_lam_max)
-
-    def count(self, result: StepResult) -> None:
-        """Count an applied step; a rejected one counts towards ``max_divergences`` instead."""
-        if result.accepted:
-            self.step += 1
-            self._consecutive_divergences = 0
-        else:
-            self._consecutive_divergences += 1
-
-    def conclude(self, result: StepResult, rate: float, last: bool) -> Record:
-        """The step's :class:`Record` (evaluated on evaluation steps and when ``last``); a rejected
-        step the run may not continue after stops the run."""
-        cfg = self.config
-        record = Record(
-            step=self.step,
-            seconds=self.seconds,
-            steps_per_s=rate,
-            train_bound=result.train_bound,
-            loss=result.loss,
-            grad_norm=result.grad_norm,
-            constraint=result.constraint,
-            lam=self.lam,
-            kappa=self.kappa,
-        )
-        if not result.accepted:
-            record.event, record.message = "diverged", result.problem
-            log.warning(result.problem)
-            self.stopped = cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences
-            return record
-        if self.step % cfg.eval_every == 0 or last:
-            if not record.constraint:  # unconstrained: measured on evaluation steps only
-                record.constraint = self.measure_constraints()
-            for key, value in self.evaluate().items():
-                setattr(record, key, value)
-        return record
-
-    # -- evaluation ----------------------------------------------------------------------------
-    @torch.no_grad()
-    def measure_constraints(self) -> dict[str, float]:
-        """C_k = E_π[{g_k, H}²] per generator on fresh base samples (a seeded, separate RNG)."""
-        rng = torch.Generator(device=self.flow.device).manual_seed(self.config.seed + 11 + self.step)
-        q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=rng)
-        reference = self.flow.grad_mode == "reference"
-        values = constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
-        return {g.name: float(c) for g, c in zip(self.generators, values)}
-
-    @torch.no_grad()
-    def evaluate(self) -> dict[str, float | None]:
-        """Test ELBO and test and train L_K (K = ``eval_samples``) on ``eval_test`` and
-        ``eval_train``: fixed random subsamples of at most ``eval_points`` points, so evaluation
-        costs the same whatever the data's size (a run's summary evaluates the whole test set once,
-        at the end)."""
-        cfg = self.config
-        rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
-        train_ll = None
-        if self.eval_train is not None:
-            train_ll = float(self.flow.log_likelihood(self.eval_train, cfg.eval_samples, rng).mean())
-        return {
-            "test_elbo": float(self.flow._log_weights(self.eval_test, 1, rng).mean()),
-            "test_log_likelihood": float(self.flow.log_likelihood(self.eval_test, cfg.eval_samples, rng).mean()),
-            "train_log_likelihood": train_ll,
-        }
-
-
-def _subsample(points: Tensor, n: int, seed: int) -> Tensor:
-    """At most ``n`` of ``points`` (N, d), drawn without replacement with ``seed`` (all of them when N <= n)."""
-    if len(points) <= n:
-        return points
-    index = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))[:n]
-    return points[index.to(points.device)]
+__all__ = [
+    "OBJECTIVES",
+    "Record",
+    "Run",
+    "Stepper",
+    "TrainConfig",
+    "Trainer",
+    "clip_grad_norms_",
+    "training_bound",
+]
 
 
 def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
