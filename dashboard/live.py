@@ -217,7 +217,10 @@ def _notify(shared: _Shared) -> None:
     """Wake every waiter (threads and event loops); the caller holds ``shared.lock``."""
     shared.changed.notify_all()
     for loop, event in shared.waiters:
-        loop.call_soon_threadsafe(event.set)
+        try:
+            loop.call_soon_threadsafe(event.set)
+        except RuntimeError:  # that loop has closed: nobody waits there any more
+            pass
 
 
 def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
