@@ -55,8 +55,8 @@ class TrainConfig(JsonConfig):
     train_samples: int = 1  # K: momentum samples per data point in the training bound
     eval_every: int = 100  # training steps between evaluations on (a fixed subsample of) the test set
     n_test: int = 2048  # test points (fresh samples from the target, drawn once)
-    eval_points: int = 1024  # evaluations during training use a fixed subsample of this many test (and train) points
-    eval_samples: int = 64  # K of the importance-weighted test log-likelihood L_K
+    eval_points: int = 512  # evaluations during training use a fixed subsample of this many test (and train) points
+    eval_samples: int = 32  # K of the importance-weighted test log-likelihood L_K during training
     constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
     lam_init: float = 1.0  # initial multiplier λ
     geco_alpha: float = 0.99  # moving-average factor α of the violation
