@@ -24,7 +24,7 @@ from .training import Run, TrainConfig, Trainer
 
 FORMAT = "ehflow-checkpoint"
 VERSION = 2
-# Version 1 named two config fields differently; they are renamed on reading.
+# Version 1 named some config fields differently; they are renamed on reading.
 _RENAMED = {1: {"steps": "max_steps", "path": "grad_mode", "n_elbo_samples": "train_samples"}}
 
 
@@ -123,7 +123,6 @@ def load_trainer(path: str | Path | bytes, target: Target | None = None) -> Trai
     trainer = Trainer(config, target if target is not None else make_target(state["target"]))
     trainer.flow.load_state_dict(flow.state_dict())
     trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.set_lr(trainer.optimizer.param_groups[0]["lr"])
     trainer.log_lam = state["log_lam"].clone()
     trainer.violation = state["violation"].clone()
     trainer.kappa = state["kappa"]

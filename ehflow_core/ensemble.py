@@ -126,8 +126,8 @@ class EnsembleTrainer(Stepper):
             filler = x.new_zeros(shape[name])
             column = [getattr(draws[m], name) if m in draws else None for m in range(len(self))]
             columns.append(torch.stack([filler if t is None else t for t in column]))
-        elbo, constraint = self._vmapped(self._params, self._buffers, *columns)  # (M,), (M, G)
-        return elbo, constraint
+        bound, constraint = self._vmapped(self._params, self._buffers, *columns)  # (M,), (M, G)
+        return bound, constraint
 
     def _grads(self) -> list[Tensor]:
         return [p.grad for p in self._params.values() if p.grad is not None]

@@ -59,14 +59,14 @@ def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
 
 class Stepper:
     """The training loop over M >= 1 runs, one :class:`Run` each: the step rules of the module
-    docstring, applied to every run that has not stopped. Subclasses say how the runs' ELBOs and
-    constraints are computed, where their gradients live and how the optimiser steps."""
+    docstring, applied to every run that has not stopped. Subclasses say how the runs' training
+    bounds and constraints are computed, where their gradients live and how the optimiser steps."""
 
     config: TrainConfig  # the settings every run shares (optimiser, budget, clipping)
     step: int  # steps taken (a Trainer: its run's applied steps; an ensemble: its rounds)
     seconds: float  # wall-clock training time
     _optimizer: torch.optim.Adam | None = None  # built on first use
-    _lr: float | None = None  # a learning rate set before the optimiser was built
+    _lr: float | None = None  # a learning rate set before the optimiser was built (None: the config's)
 
     # -- what a subclass provides --------------------------------------------------------------
     @property
@@ -109,14 +109,18 @@ class Stepper:
     @property
     def lr(self) -> float:
         """The learning rate in force (from the next step on)."""
+        if self._optimizer is not None:
+            return float(self._optimizer.param_groups[0]["lr"])
         return self.config.lr if self._lr is None else self._lr
 
     def set_lr(self, lr: float) -> None:
         """Change the learning rate from the next step on."""
-        self._lr = check_float("lr", lr, positive=True)
-        if self._optimizer is not None:
-            for group in self._optimizer.param_groups:
-                group["lr"] = lr
+        lr = check_float("lr", lr, positive=True)
+        if self._optimizer is None:
+            self._lr = lr
+            return
+        for group in self._optimizer.param_groups:
+            group["lr"] = lr
 
     def _train_step(self) -> dict[int, StepResult]:
         """One step of every run that has not stopped: run index -> its result."""
@@ -124,11 +128,12 @@ class Stepper:
         bound, constraint = self._terms(active)  # (M,), (M, G) or None
         lr = self.lr
         results: dict[int, StepResult] = {}
+        constraints: dict[int, Tensor | None] = {}  # (G,) per constrained run
         losses = []
         for m in active:
             run = self.runs[m]
-            run_constraint = constraint[m] if constraint is not None and run.constrained else None
-            loss = run.lagrangian(bound[m], run_constraint)
+            constraints[m] = constraint[m] if constraint is not None and run.constrained else None
+            loss = run.lagrangian(bound[m], constraints[m])
             results[m] = run.assess(loss, bound[m], lr)
             if results[m].accepted:
                 losses.append(loss)
@@ -139,9 +144,7 @@ class Stepper:
             norms = clip_grad_norms_(self._grads(), self.config.grad_clip)
         for m, result in results.items():
             if result.accepted:
-                run = self.runs[m]
-                run_constraint = constraint[m] if constraint is not None and run.constrained else None
-                run.accept(result, run_constraint, float(norms[m]), lr)
+                self.runs[m].accept(result, constraints[m], float(norms[m]), lr)
         frozen = [m for m in range(len(self.runs)) if m not in results or not results[m].accepted]
         if len(frozen) < len(self.runs):
             self._optimizer_step(frozen)
