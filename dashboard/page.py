@@ -16,7 +16,7 @@ import streamlit as st
 from dashboard import teaching
 from dashboard.live import LiveRun
 from dashboard.live_chart import ensure_plotly_js, live_charts, preload_plotly
-from dashboard.settings import LIMITS, PRESETS, Settings
+from dashboard.settings import LIMITS, PRESET_FIELDS, PRESETS, Settings
 from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataLimits, DataTarget, parse_csv
@@ -40,10 +40,9 @@ def _init_state() -> None:
 
 
 def _on_preset_change() -> None:
-    preset = PRESETS[st.session_state["w_preset"]]
-    st.session_state["w_base"] = preset.base
-    st.session_state["w_generator_on"] = preset.generator_on
-    st.session_state["w_log10_kappa"] = preset.log10_kappa
+    settings = _settings_from_widgets().with_preset(st.session_state["w_preset"])
+    for name in PRESET_FIELDS:
+        st.session_state[f"w_{name}"] = getattr(settings, name)
 
 
 def _settings_from_widgets() -> Settings:

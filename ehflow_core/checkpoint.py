@@ -26,6 +26,9 @@ FORMAT = "ehflow-checkpoint"
 VERSION = 2
 # Version 1 named some config fields differently; they are renamed on reading.
 _RENAMED = {1: {"steps": "max_steps", "path": "grad_mode", "n_elbo_samples": "train_samples"}}
+# Fields added later: a file without them was written before they existed, when the run behaved as these values.
+_ADDED = {"lr_schedule": "constant", "warmup_steps": 0}
+_ADDED_FLOW = {"kinetic": "mlp"}
 
 
 def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -99,6 +102,9 @@ def _flow_from_state(state: dict[str, Any], name: str) -> tuple[TrainConfig, Ham
     for old, new in _RENAMED.get(state["version"], {}).items():
         if old in plain:
             plain[new] = plain.pop(old)
+    plain = {**_ADDED, **plain}
+    if isinstance(plain.get("flow"), dict):
+        plain["flow"] = {**_ADDED_FLOW, **plain["flow"]}
     config = TrainConfig.from_dict(plain)
     flow = HamiltonianFlow(config.flow)
     try:

@@ -17,9 +17,10 @@ from typing import Any
 
 import torch
 
-from .config import BASES, DTYPES, FlowConfig
+from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .reporting import progress, write_run
+from .run import LR_SCHEDULES
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target
 from .training import OBJECTIVES, TrainConfig, Trainer
@@ -97,6 +98,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         base_sigma=args.base_sigma,
         base_beta=args.base_beta,
         shared_hamiltonian=not args.per_step_hamiltonians,
+        kinetic=args.kinetic,
         invariant_blocks=_hard_blocks(generators, target.dim) if args.hard_symmetry else None,
         dtype=args.dtype,
         device=args.device,
@@ -107,6 +109,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         n_train=args.n_train,
         batch=args.batch,
         lr=args.lr,
+        lr_schedule=args.lr_schedule,
+        warmup_steps=args.warmup_steps,
         max_steps=args.steps,
         seconds=args.seconds,
         seed=args.seed,
@@ -164,6 +168,13 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
+    return value
+
+
 def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
@@ -171,7 +182,9 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(paper: bool = False) -> argparse.ArgumentParser:
+    """The parser; ``paper``: train's defaults are the paper's configuration (``TrainConfig.as_paper``)."""
+    defaults = TrainConfig().as_paper() if paper else TrainConfig()
     parser = argparse.ArgumentParser(prog="python -m ehflow_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -192,46 +205,67 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seconds", type=_positive_float, help="wall-clock budget (whichever ends first)")
     train.add_argument("--dt", type=_positive_float, default=FlowConfig.dt)
     train.add_argument("--n-steps", type=_positive_int, default=FlowConfig.n_steps, help="leapfrog steps")
-    train.add_argument("--per-step-hamiltonians", action="store_true", help="a separate H_i per leapfrog step")
+    train.add_argument(
+        "--per-step-hamiltonians", action=argparse.BooleanOptionalAction, default=not defaults.flow.shared_hamiltonian,
+        help="a separate H_i per leapfrog step, or one H for all",
+    )  # fmt: skip
+    train.add_argument("--kinetic", choices=KINETICS, default=defaults.flow.kinetic, help="K(p): an MLP, or convex")
     train.add_argument("--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden))
     train.add_argument("--base", choices=BASES, default=FlowConfig.base)
     train.add_argument("--base-sigma", type=_positive_float, default=FlowConfig.base_sigma)
     train.add_argument("--base-beta", type=_positive_float, default=FlowConfig.base_beta)
-    train.add_argument("--lr", type=_positive_float, default=TrainConfig.lr)
-    train.add_argument("--batch", type=_positive_int, default=TrainConfig.batch)
+    train.add_argument("--lr", type=_positive_float, default=defaults.lr)
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps)
+    train.add_argument("--batch", type=_positive_int, default=defaults.batch)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--eval-every", type=_positive_int, default=TrainConfig.eval_every)
     train.add_argument("--eval-samples", type=_positive_int, default=TrainConfig.eval_samples, help="K of L_K")
     train.add_argument("--grad-clip", type=_positive_float)
     train.add_argument(
-        "--objective", choices=OBJECTIVES, default=TrainConfig.objective,
+        "--objective", choices=OBJECTIVES, default=defaults.objective,
         help="training bound: elbo, iwae (L_K, K = --train-samples), dreg (L_K, DReG encoder gradient)",
     )  # fmt: skip
     train.add_argument(
-        "--train-samples", type=_positive_int, default=TrainConfig.train_samples, help="K of the training bound"
+        "--train-samples", type=_positive_int, default=defaults.train_samples, help="K of the training bound"
     )
     train.add_argument("--on-divergence", choices=("stop", "continue"), default="stop")
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
     train.add_argument("--device", default="cpu")
     train.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    train.add_argument(
+        "--paper", action="store_true",
+        help="the paper's configuration (single-sample ELBO, batch 256, Adam 3e-4, one H with an MLP K); "
+        "options given explicitly still apply",
+    )  # fmt: skip
 
     rep = sub.add_parser("reproduce", help="the paper's experiments: fig2a (SO(2) ring, κ sweep) or fig2b")
     rep.add_argument("figure", choices=("fig2a", "fig2b"))
     rep.add_argument("--quick", action="store_true", help="a size that runs in a few minutes on 2 CPU cores")
     rep.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 1 quick, 3 full)")
     rep.add_argument("--out", help="output folder (default runs/<figure>)")
+    rep.add_argument("--paper", action="store_true", help="train with the paper's configuration, not the defaults")
     return parser
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse the command line; with ``train --paper``, the paper's values become the defaults."""
+    args = build_parser().parse_args(argv)
+    if args.command == "train" and args.paper:
+        args = build_parser(paper=True).parse_args(argv)
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # quiet third-party INFO logs
     log.setLevel(logging.INFO)
-    args = build_parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         if args.command == "train":
             run_train(args)
         else:
-            reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=Path(args.out or f"runs/{args.figure}"))
+            out = Path(args.out or f"runs/{args.figure}")
+            reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=out, paper=args.paper)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

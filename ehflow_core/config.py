@@ -11,6 +11,7 @@ import torch
 from ._checks import check_choice, check_float, check_int
 
 BASES = ("normal", "soft_uniform")
+KINETICS = ("mlp", "convex")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -63,7 +64,12 @@ class FlowConfig(JsonConfig):
     base: str = "normal"  # base density π of the state: "normal" or "soft_uniform"
     base_sigma: float = 3.0  # soft-uniform width σ > 0 (ignored for "normal")
     base_beta: float = 2.0  # soft-uniform edge sharpness β > 0 (ignored for "normal"; see docs/maths.md)
-    shared_hamiltonian: bool = True  # one H for every step (True) or a separate H_i per step
+    # K(p): "mlp" (a softplus MLP, as in the paper) or "convex" (½|p|² plus positive softplus
+    # ridges: strictly convex, starts as the harmonic oscillator's kinetic energy)
+    kinetic: str = "mlp"
+    # one H for every step (True, the paper's: the flow can then run longer, the integrated flow)
+    # or a separate H_i per step (False: learns faster)
+    shared_hamiltonian: bool = False
     # Exact symmetry: K and U become MLPs of the squared norms of these blocks of coordinates, e.g.
     # ((0, 1),) for a radial H in 2-D, ((0, 1), (2, 3)) for SO(2)×SO(2). None: generic K and U.
     invariant_blocks: tuple[tuple[int, ...], ...] | None = None
@@ -79,10 +85,13 @@ class FlowConfig(JsonConfig):
         check_choice("base", self.base, BASES)
         object.__setattr__(self, "base_sigma", check_float("base_sigma", self.base_sigma, positive=True))
         object.__setattr__(self, "base_beta", check_float("base_beta", self.base_beta, positive=True))
+        check_choice("kinetic", self.kinetic, KINETICS)
         if not isinstance(self.shared_hamiltonian, bool):
             raise TypeError(f"shared_hamiltonian must be a bool, got {self.shared_hamiltonian!r}")
         if self.invariant_blocks is not None:
             object.__setattr__(self, "invariant_blocks", self._checked_blocks(self.invariant_blocks))
+            if self.kinetic == "convex":
+                raise ValueError("kinetic='convex' cannot be combined with invariant_blocks (use kinetic='mlp')")
         object.__setattr__(self, "encoder_hidden", _int_tuple("encoder_hidden", self.encoder_hidden, minimum=1))
         check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):

@@ -4,7 +4,8 @@ Figure 2A: the SO(2) ring with an N(0, I) base and the rotation generator; train
 log-likelihood for several κ and unconstrained, with infinite data and with a fixed training set.
 Figure 2B: eight Gaussians on a circle from a soft-uniform base (its default σ and β, see
 :class:`~ehflow_core.config.FlowConfig`); the potential U learns a well per mode and base samples
-flow towards them.
+flow towards them. It shares one Hamiltonian between the leapfrog steps (the integrated flow, run
+for many steps, needs one).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 
 import numpy as np
 
-from .config import FlowConfig
 from .ensemble import EnsembleTrainer
 from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
@@ -36,27 +36,32 @@ class Fig2aSize:
     n_train: int  # training-set size of the finite regime
     seeds: int  # seeds per setting
     eval_every: int  # steps between test evaluations
-    lr: float  # Adam learning rate
     n_test: int = 1024  # test points per run
     final_samples: int = 256  # K of the final test and train L_K
 
 
 FIG2A = {
-    "quick": Fig2aSize(steps=400, kappas=(0.01,), n_train=200, seeds=1, eval_every=100, lr=1e-3),
-    "full": Fig2aSize(steps=2000, kappas=(0.001, 0.01, 0.1), n_train=200, seeds=3, eval_every=200, lr=1e-3),
+    "quick": Fig2aSize(steps=400, kappas=(0.01,), n_train=200, seeds=1, eval_every=100),
+    "full": Fig2aSize(steps=2000, kappas=(0.001, 0.01, 0.1), n_train=200, seeds=3, eval_every=200),
 }
 
 
 @dataclass(frozen=True)
 class Fig2bSize:
     steps: int  # training steps
-    lr: float  # Adam learning rate
     eval_every: int  # steps between test evaluations
     n_test: int = 1024  # test points
     final_samples: int = 256  # K of the final test L_K
 
 
-FIG2B = {"quick": Fig2bSize(steps=600, lr=1e-3, eval_every=200), "full": Fig2bSize(steps=6000, lr=1e-3, eval_every=500)}
+FIG2B = {"quick": Fig2bSize(steps=600, eval_every=200), "full": Fig2bSize(steps=6000, eval_every=500)}
+
+
+def base_config(paper: bool, **changes: Any) -> TrainConfig:
+    """The library's default training configuration, or the paper's (``paper``), with ``changes``."""
+    config = TrainConfig().as_paper() if paper else TrainConfig()
+    flow = config.flow.replace(**changes.pop("flow", {}))
+    return config.replace(flow=flow, **changes)
 
 
 def _mean_sd(values: list[float]) -> dict[str, float]:
@@ -67,20 +72,22 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
     }
 
 
-def reproduce_fig2a(size: Fig2aSize, out: Path) -> dict[str, Any]:
+def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str, Any]:
     """Train every (regime, κ, seed) of Figure 2A (one batched ensemble per regime) and write curves,
-    per-run metrics and a summary."""
+    per-run metrics and a summary; with the library's training defaults, or the paper's (``paper``)."""
     from .figures import curves_figure, density_figure, energy_figure, write_figure  # plotly, when needed
 
     target = make_target("ring")
     entropy, entropy_se = target.entropy()
-    results: dict[str, Any] = {"entropy": entropy, "entropy_stderr": entropy_se, "size": asdict(size), "regimes": {}}
+    results: dict[str, Any] = {
+        "entropy": entropy, "entropy_stderr": entropy_se, "size": asdict(size), "paper": paper, "regimes": {},
+    }  # fmt: skip
     for regime, n_train in (("infinite", None), ("finite", size.n_train)):
         settings = [(kappa, seed) for kappa in (*size.kappas, None) for seed in range(size.seeds)]
         configs = [
-            TrainConfig(
-                flow=FlowConfig(), kappa=kappa, n_train=n_train, max_steps=size.steps, seed=seed, lr=size.lr,
-                eval_every=size.eval_every, n_test=size.n_test, eval_samples=32,
+            base_config(
+                paper, kappa=kappa, n_train=n_train, max_steps=size.steps, seed=seed, eval_every=size.eval_every,
+                n_test=size.n_test, eval_samples=32,
             )
             for kappa, seed in settings
         ]  # fmt: skip
@@ -162,15 +169,16 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]:
-    """Train on eight Gaussians from a soft-uniform base and report the attractors of U."""
+def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0, paper: bool = False) -> dict[str, Any]:
+    """Train on eight Gaussians from a soft-uniform base and report the attractors of U (the
+    library's training defaults, or the paper's with ``paper``)."""
     from .figures import trajectory_figure, write_figure  # plotly, when needed
 
     target = make_target("gaussians8")
     assert isinstance(target, GaussianMixture)
-    config = TrainConfig(
-        flow=FlowConfig(base="soft_uniform"),
-        max_steps=size.steps, lr=size.lr, eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32,
+    config = base_config(
+        paper, flow={"base": "soft_uniform", "shared_hamiltonian": True}, max_steps=size.steps,
+        eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32,
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
     records = list(progress(trainer.train(), size.steps, label="fig2b"))
@@ -190,7 +198,7 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0) -> dict[str, Any]
     return summary
 
 
-def reproduce(figure: str, quick: bool, seeds: int | None, out: Path) -> dict[str, Any]:
+def reproduce(figure: str, quick: bool, seeds: int | None, out: Path, paper: bool = False) -> dict[str, Any]:
     """Entry point of ``python -m ehflow_core reproduce``."""
     out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if quick else "full"
@@ -198,5 +206,5 @@ def reproduce(figure: str, quick: bool, seeds: int | None, out: Path) -> dict[st
         size = FIG2A[mode]
         if seeds is not None:
             size = Fig2aSize(**{**asdict(size), "seeds": seeds})
-        return reproduce_fig2a(size, out)
-    return reproduce_fig2b(FIG2B[mode], out)
+        return reproduce_fig2a(size, out, paper)
+    return reproduce_fig2b(FIG2B[mode], out, paper=paper)

@@ -48,8 +48,9 @@ class HamiltonianFlow(nn.Module):
     r"""A density on :math:`\mathbb{R}^d` defined by a leapfrog-integrated Hamiltonian flow.
 
     Exactly invertible and volume preserving for any ``dt``. With ``shared_hamiltonian`` (the
-    default) every step uses the same :math:`H`, so the flow can be run for more steps than it was
-    trained with (the "integrated flow", whose attractors are the minima of :math:`U`).
+    paper's choice) every step uses the same :math:`H`, so the flow can be run for more steps than
+    it was trained with (the "integrated flow", whose attractors are the minima of :math:`U`); the
+    default is a separate :math:`H_i` per step, which learns faster.
 
     Args:
         config: architecture and integrator; see :class:`FlowConfig`.
@@ -72,7 +73,8 @@ class HamiltonianFlow(nn.Module):
         self.config = config
         n_hamiltonians = 1 if config.shared_hamiltonian else config.n_steps
         self.hamiltonians = nn.ModuleList(
-            Hamiltonian(config.dim, config.hidden, config.invariant_blocks) for _ in range(n_hamiltonians)
+            Hamiltonian(config.dim, config.hidden, config.invariant_blocks, config.kinetic)
+            for _ in range(n_hamiltonians)
         )
         self.encoder = GaussianEncoder(config.dim, config.encoder_hidden)
         self.base = make_base(config)

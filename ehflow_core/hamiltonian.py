@@ -4,22 +4,30 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .nets import EnergyMLP, InvariantEnergyMLP
+from .nets import ConvexKinetic, EnergyMLP, InvariantEnergyMLP
 
 
 class Hamiltonian(nn.Module):
     r""":math:`H(q, p) = K(p) + U(q)`, both softplus MLPs ``[d, *hidden, 1]``.
 
-    With ``invariant_blocks`` both energies are functions of the squared norms of those blocks of
-    coordinates, so :math:`\{L_{ij}, H\} = 0` exactly for every rotation inside a block.
+    With ``kinetic="convex"``, K is a :class:`~ehflow_core.nets.ConvexKinetic` (strictly convex,
+    ½|p|² at initialisation) of width ``hidden[0]``. With ``invariant_blocks`` both energies are
+    functions of the squared norms of those blocks of coordinates, so :math:`\{L_{ij}, H\} = 0`
+    exactly for every rotation inside a block.
     """
 
     def __init__(
-        self, dim: int, hidden: tuple[int, ...], invariant_blocks: tuple[tuple[int, ...], ...] | None = None
+        self,
+        dim: int,
+        hidden: tuple[int, ...],
+        invariant_blocks: tuple[tuple[int, ...], ...] | None = None,
+        kinetic: str = "mlp",
     ) -> None:
         super().__init__()
         if invariant_blocks is None:
-            self.K: EnergyMLP = EnergyMLP(dim, hidden)
+            self.K: EnergyMLP | ConvexKinetic = (
+                ConvexKinetic(dim, hidden[0]) if kinetic == "convex" else EnergyMLP(dim, hidden)
+            )
             self.U: EnergyMLP = EnergyMLP(dim, hidden)
         else:
             self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks)

@@ -21,6 +21,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def autograd_grad(energy: nn.Module, x: Tensor) -> Tensor:
+    r"""The reference input gradient :math:`\nabla_x E(x)` of a scalar energy by autograd, (B, d) -> (B, d).
+
+    Keeps its graph (``create_graph``) whenever grad mode is on, so it is differentiable in θ and in
+    x like the closed forms; under ``torch.no_grad`` it returns a plain tensor.
+    """
+    create_graph = torch.is_grad_enabled()
+    with torch.enable_grad():
+        x_in = x if x.requires_grad else x.detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(energy(x_in).sum(), x_in, create_graph=create_graph)
+    return g
+
+
 class EnergyMLP(nn.Module):
     r"""Scalar energy :math:`E: \mathbb{R}^d \to \mathbb{R}`, a softplus MLP ``[d, *hidden, 1]``.
 
@@ -75,16 +88,8 @@ class EnergyMLP(nn.Module):
         return self._input_grad(x, self._feature_grad(self._pre_activations(x)))
 
     def grad_autograd(self, x: Tensor) -> Tensor:
-        r"""Reference :math:`\nabla_x E(x)` by autograd, (B, d) -> (B, d).
-
-        Keeps its graph (``create_graph``) whenever grad mode is on, so it is differentiable in θ
-        and in x like :meth:`grad`; under ``torch.no_grad`` it returns a plain tensor.
-        """
-        create_graph = torch.is_grad_enabled()
-        with torch.enable_grad():
-            x_in = x if x.requires_grad else x.detach().requires_grad_(True)
-            (g,) = torch.autograd.grad(self(x_in).sum(), x_in, create_graph=create_graph)
-        return g
+        r"""Reference :math:`\nabla_x E(x)` by autograd, (B, d) -> (B, d) (see :func:`autograd_grad`)."""
+        return autograd_grad(self, x)
 
     def zero_(self) -> EnergyMLP:
         """Make the energy identically zero (its output layer zeroed), so its gradient vanishes."""
@@ -117,6 +122,44 @@ class InvariantEnergyMLP(EnergyMLP):
 
     def _input_grad(self, x: Tensor, feature_grad: Tensor) -> Tensor:
         return 2.0 * x * (feature_grad @ self.membership.T)  # (B, m) -> (B, d)
+
+
+class ConvexKinetic(nn.Module):
+    r"""A convex kinetic energy that starts as the harmonic oscillator's :math:`\tfrac12|p|^2`.
+
+    .. math:: K(p) = \tfrac12 e^{a} |p|^2 + \sum_j c_j\, s(w_j^\top p + b_j), \qquad c_j = s(v_j) > 0,
+
+    with :math:`s` the softplus. Each ridge is convex (the softplus of an affine map, with a
+    positive weight) and the quadratic is strictly convex, so :math:`K` is strictly convex
+    (:math:`\nabla^2 K \succeq e^{a} I`) for every value of the parameters: the learned flow cannot
+    take the time-reversed (concave-:math:`K`) solution. It starts near :math:`\tfrac12|p|^2`
+    (:math:`a = 0`, :math:`v_j = -4`, so :math:`c_j \approx 0.018`). Gradient in closed form:
+    :math:`\nabla K = e^{a} p + W^\top (c \odot \sigma(W p + b))`.
+
+    Args:
+        dim: dimension ``d`` of p.
+        width: number of softplus ridges (the hidden layer's width).
+    """
+
+    def __init__(self, dim: int, width: int) -> None:
+        super().__init__()
+        self.ridges = nn.Linear(dim, width)
+        self.log_weights = nn.Parameter(torch.full((width,), -1.0))  # v: c = softplus(v)
+        self.log_scale = nn.Parameter(torch.zeros(()))  # a: the quadratic's curvature e^a
+
+    def forward(self, p: Tensor) -> Tensor:
+        """K(p): (B, d) -> (B,)."""
+        c = F.softplus(self.log_weights)
+        return 0.5 * self.log_scale.exp() * (p * p).sum(-1) + F.softplus(self.ridges(p)) @ c
+
+    def grad(self, p: Tensor) -> Tensor:
+        r"""Closed-form :math:`\nabla_p K`: (B, d) -> (B, d), differentiable in θ."""
+        c = F.softplus(self.log_weights)
+        return self.log_scale.exp() * p + (torch.sigmoid(self.ridges(p)) * c) @ self.ridges.weight
+
+    def grad_autograd(self, p: Tensor) -> Tensor:
+        r"""Reference :math:`\nabla_p K` by autograd (see :func:`autograd_grad`)."""
+        return autograd_grad(self, p)
 
 
 def relu_mlp(sizes: tuple[int, ...]) -> nn.Sequential:

@@ -49,7 +49,9 @@ def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
     the norms before clipping, (M,). Clipping scales run m's gradients by
     ``min(1, max_norm / (norm_m + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_`` does for one run.
     """
-    norms = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.flatten(1), dim=1) for g in grads]), dim=0)
+    norms = torch.linalg.vector_norm(
+        torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads]), dim=0
+    )
     if max_norm is not None:
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
         for g in grads:
@@ -101,32 +103,57 @@ class Stepper:
     @property
     def optimizer(self) -> torch.optim.Adam:
         """Adam over the weights, built on first use (the first one in a process imports
-        ``torch._dynamo``, seconds: a trainer can be built, and its flow drawn, before that)."""
+        ``torch._dynamo``, seconds: a trainer can be built, and its flow drawn, before that).
+        Its parameter group also holds ``base_lr``, the rate the schedule scales (so a checkpoint keeps it)."""
         if self._optimizer is None:
-            self._optimizer = torch.optim.Adam(self._parameters(), lr=self.lr)
+            base = self.base_lr
+            self._optimizer = torch.optim.Adam(self._parameters(), lr=base * self._lr_factor())
+            self._optimizer.param_groups[0]["base_lr"] = base
         return self._optimizer
 
     @property
-    def lr(self) -> float:
-        """The learning rate in force (from the next step on)."""
+    def base_lr(self) -> float:
+        """The learning rate the schedule scales (``config.lr`` unless :meth:`set_lr` changed it)."""
         if self._optimizer is not None:
-            return float(self._optimizer.param_groups[0]["lr"])
+            group = self._optimizer.param_groups[0]
+            return float(group.get("base_lr", group["lr"]))
         return self.config.lr if self._lr is None else self._lr
 
+    @property
+    def lr(self) -> float:
+        """The learning rate in force for the next step: :attr:`base_lr` times the schedule's factor."""
+        return self.base_lr * self._lr_factor()
+
+    def _lr_factor(self) -> float:
+        r"""The schedule's factor at this point of the run: a linear warm-up over ``warmup_steps``,
+        then, with ``lr_schedule="cosine"``, :math:`\tfrac12(1 + \cos \pi t)` where ``t`` is the
+        fraction of the run's budget spent (steps of ``max_steps`` or seconds of ``seconds``,
+        whichever is further along)."""
+        config = self.config
+        factor = min(1.0, (self.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        if config.lr_schedule == "cosine":
+            spent = self.step / config.max_steps
+            if config.seconds is not None:
+                spent = max(spent, self.seconds / config.seconds)
+            factor *= 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
+        return factor
+
     def set_lr(self, lr: float) -> None:
-        """Change the learning rate from the next step on."""
+        """Change the base learning rate from the next step on."""
         lr = check_float("lr", lr, positive=True)
         if self._optimizer is None:
             self._lr = lr
             return
         for group in self._optimizer.param_groups:
-            group["lr"] = lr
+            group["base_lr"] = lr
 
     def _train_step(self) -> dict[int, StepResult]:
         """One step of every run that has not stopped: run index -> its result."""
         active = [m for m, run in enumerate(self.runs) if not run.stopped]
         bound, constraint = self._terms(active)  # (M,), (M, G) or None
         lr = self.lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
         results: dict[int, StepResult] = {}
         constraints: dict[int, Tensor | None] = {}  # (G,) per constrained run
         losses = []

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from ehflow_core import FlowConfig, HamiltonianFlow
+from ehflow_core.nets import EnergyMLP
 
 # Tolerances per dtype for identities that hold exactly in exact arithmetic.
 TOL = {torch.float64: 1e-10, torch.float32: 1e-5}
@@ -21,8 +22,9 @@ def make_flow(seed: int = 0, **changes) -> HamiltonianFlow:
     flow = HamiltonianFlow(FlowConfig(**changes))
     with torch.no_grad():
         for h in flow.hamiltonians:
-            h.K.out.weight.mul_(5.0)
-            h.U.out.weight.mul_(5.0)
+            for energy in (h.K, h.U):
+                if isinstance(energy, EnergyMLP):  # a convex K is left as initialised
+                    energy.out.weight.mul_(5.0)
     return flow
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from ehflow_core import load_checkpoint
-from ehflow_core.cli import main
+from ehflow_core.cli import main, parse_args
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--hidden", "16", "16", "--batch", "64", "--eval-every", "10", "--eval-samples", "8"]
@@ -88,3 +88,23 @@ def test_reproduce_rejects_an_unknown_figure_and_generators_are_parsed_by_name(t
     assert code == 2 and "invalid choice: 'fig3'" in err
     code, _, err = cli(capsys, "train", "--generators", "L1_9", "--steps", "1", "--out", str(tmp_path / "o"))
     assert code == 2 and "'L1_9': axes are numbered 1..2 (the data have 2 columns), got 9" in err
+
+
+def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_win(tmp_path, capsys):
+    defaults = parse_args(["train"])
+    assert (defaults.objective, defaults.train_samples, defaults.batch, defaults.lr, defaults.lr_schedule) == (
+        "dreg", 8, 64, 3e-3, "cosine",
+    )  # fmt: skip
+    assert defaults.per_step_hamiltonians and defaults.kinetic == "mlp"
+    paper = parse_args(["train", "--paper"])
+    assert (paper.objective, paper.train_samples, paper.batch, paper.lr, paper.lr_schedule) == (
+        "elbo", 1, 256, 3e-4, "constant",
+    )  # fmt: skip
+    assert not paper.per_step_hamiltonians and paper.warmup_steps == 0
+    mixed = parse_args(["train", "--lr", "1e-3", "--paper", "--per-step-hamiltonians"])
+    assert mixed.lr == 1e-3 and mixed.per_step_hamiltonians and mixed.objective == "elbo"
+    assert not parse_args(["train", "--no-per-step-hamiltonians"]).per_step_hamiltonians
+    code, _, err = cli(capsys, "train", "--warmup-steps", "-3", "--out", str(tmp_path / "o"))
+    assert code == 2 and "expected an integer >= 0, got -3" in err
+    code, _, err = cli(capsys, "train", "--kinetic", "cubic", "--out", str(tmp_path / "o"))
+    assert code == 2 and "invalid choice: 'cubic'" in err

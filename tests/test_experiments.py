@@ -12,9 +12,7 @@ from ehflow_core.experiments import Fig2aSize, Fig2bSize, reproduce_fig2a, repro
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
-TINY_2A = Fig2aSize(
-    steps=200, kappas=(0.001,), n_train=100, seeds=1, eval_every=100, lr=3e-3, n_test=256, final_samples=16
-)
+TINY_2A = Fig2aSize(steps=200, kappas=(0.001,), n_train=100, seeds=1, eval_every=100, n_test=256, final_samples=16)
 
 
 @pytest.mark.slow
@@ -40,7 +38,7 @@ def test_fig2a_the_constraint_makes_the_flow_symmetric_in_both_regimes(tmp_path,
 
 @pytest.mark.slow
 def test_fig2b_learns_from_the_soft_uniform_base_and_reports_the_attractors(tmp_path):
-    size = Fig2bSize(steps=600, lr=1e-3, eval_every=300, n_test=256, final_samples=16)
+    size = Fig2bSize(steps=600, eval_every=300, n_test=256, final_samples=16)
     untrained = Trainer(
         TrainConfig(flow=TrainConfig().flow.replace(base="soft_uniform"), n_test=256),
         make_target("gaussians8"),

@@ -95,6 +95,27 @@ def test_per_step_hamiltonians_differ_and_are_addressable():
         flow.trajectory(q, q, n_steps=10)
 
 
+def test_convex_kinetic_energy_is_half_p_squared_plus_a_convex_function():
+    """Hess K ⪰ e^a I for any parameters (K − ½e^a|p|² is a positive sum of convex ridges), so K
+    is strictly convex; its closed-form gradient is autograd's; it starts near the harmonic ½|p|²."""
+    flow = make_flow(kinetic="convex")
+    K = flow.hamiltonians[0].K
+    p = randn(6, 2, seed=7)
+    untrained_gap = (flow.kinetic(p) - 0.5 * (p * p).sum(-1)).detach()
+    assert torch.allclose(untrained_gap, untrained_gap.mean(), atol=0.1)  # a near-constant offset
+    with torch.no_grad():
+        for param in K.parameters():
+            param.normal_(generator=torch.Generator().manual_seed(1))  # far from initialisation
+    assert torch.allclose(K.grad(p), K.grad_autograd(p), atol=1e-12)
+    for point in p:
+        hessian = torch.autograd.functional.hessian(lambda x: K(x.unsqueeze(0)).squeeze(0), point)
+        assert torch.linalg.eigvalsh(hessian).min() >= float(K.log_scale.detach().exp()) - 1e-10
+    with pytest.raises(ValueError, match=r"kinetic='convex' cannot be combined with invariant_blocks"):
+        FlowConfig(kinetic="convex", invariant_blocks=((0, 1),))
+    with pytest.raises(ValueError, match=r"kinetic must be one of 'mlp', 'convex'; got 'quadratic'"):
+        FlowConfig(kinetic="quadratic")
+
+
 def test_float32_default_and_float64_on_request():
     assert HamiltonianFlow(FlowConfig(hidden=(8,), encoder_hidden=(8,))).sample(3).dtype == torch.float32
     assert make_flow().sample(3).dtype == torch.float64

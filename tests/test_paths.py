@@ -63,7 +63,7 @@ def test_fast_and_reference_training_runs_agree():
 
 
 def test_fast_and_reference_paths_sample_the_same_points():
-    flow = make_flow(n_steps=4)
+    flow = make_flow(n_steps=4, shared_hamiltonian=True)  # the integrated flow (12 steps) needs one H
     draws = {}
     for mode in ("fast", "reference"):
         flow.use_grad_mode(mode)
@@ -88,7 +88,7 @@ def _members(**changes) -> list[TrainConfig]:
     return [base.replace(kappa=0.01), base.replace(kappa=0.1, seed=1), base.replace(kappa=None, n_train=50)]
 
 
-@pytest.mark.parametrize("grad_clip", [None, 0.5])  # 0.5 clips most steps: per-member norms
+@pytest.mark.parametrize("grad_clip", [None, 0.15])  # 0.15 clips most steps: per-member norms
 def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip):
     target = make_target("ring")
     configs = _members(grad_clip=grad_clip)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.settings import PRESETS, Settings
+from ehflow_core.training import TrainConfig
 
 
 def test_settings_map_to_the_core_configs():
@@ -15,13 +16,34 @@ def test_settings_map_to_the_core_configs():
     assert config.batch == 128 and config.n_train == 300 and config.seed == 4
     assert Settings(generator_on=False).train_config().kappa is None
     assert Settings(finite=False).train_config().n_train is None
-    soft = Settings(base="soft_uniform").flow_config()
+    soft = Settings(base="soft_uniform").train_config().flow
     assert (soft.base, soft.base_sigma, soft.base_beta) == ("soft_uniform", 3.0, 2.0)
+    defaults, library = Settings().train_config(), TrainConfig()
+    assert (defaults.objective, defaults.train_samples, defaults.flow.kinetic, defaults.flow.shared_hamiltonian) == (
+        library.objective, library.train_samples, library.flow.kinetic, library.flow.shared_hamiltonian,
+    )  # fmt: skip
+
+
+def test_the_paper_preset_trains_the_papers_configuration_and_other_presets_restore_the_defaults():
+    paper = Settings().with_preset("paper")
+    config = paper.train_config()
+    assert config == TrainConfig().as_paper().replace(
+        flow=config.flow, kappa=config.kappa, lr=config.lr, max_steps=config.max_steps, eval_every=50, n_test=512,
+        eval_samples=16,
+    )  # fmt: skip
+    assert config.objective == "elbo" and config.train_samples == 1 and config.batch == 256
+    assert config.lr == pytest.approx(3e-4, rel=0.06)
+    assert config.flow == TrainConfig().as_paper().flow
+    again = paper.with_preset("fig2a")
+    assert (again.log10_lr, again.batch) == (Settings().log10_lr, Settings().batch)
+    assert again.train_config().objective == TrainConfig().objective
 
 
 def test_presets_bring_their_target_base_and_generator():
     s = Settings().with_preset("fig2b")
     assert s.make_target().name == "gaussians8" and s.base == "soft_uniform" and not s.generator_on
+    assert s.train_config().flow.shared_hamiltonian  # the integrated flow needs one H
+    assert not Settings().train_config().flow.shared_hamiltonian  # the library's default elsewhere
     assert Settings().make_target().name == "ring" and Settings().kappa == pytest.approx(0.01)
     for name, preset in PRESETS.items():
         if preset.target != "upload":

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 
 import pytest
 import torch
@@ -31,14 +33,15 @@ def _comparable(record: Record) -> dict:
     return row
 
 
-def test_short_run_improves_test_elbo():
-    trainer = Trainer(small_config(max_steps=200), make_target("ring"))
-    before = trainer.evaluate()["test_elbo"]
+def test_short_run_improves_the_test_likelihood():
+    # a constant rate: a cosine decay over 200 steps spends half of this short run at a small rate
+    trainer = Trainer(small_config(max_steps=200, lr_schedule="constant"), make_target("ring"))
+    before = trainer.evaluate()["test_log_likelihood"]
     records = list(trainer.train())
-    after = records[-1].test_elbo
+    after = records[-1].test_log_likelihood
     assert len(records) == 200 and records[-1].step == 200
     assert after > before + 0.3, (before, after)
-    assert [r.step for r in records if r.test_elbo is not None] == [50, 100, 150, 200]
+    assert [r.step for r in records if r.test_log_likelihood is not None] == [50, 100, 150, 200]
 
 
 def test_multiplier_rises_while_violated_and_falls_once_it_holds():
@@ -123,8 +126,28 @@ def test_live_kappa_and_learning_rate():
         trainer.set_kappa(-1.0)
 
 
+def test_warm_up_then_cosine_decay_over_the_budget():
+    trainer = Trainer(small_config(max_steps=20, lr=1e-2, warmup_steps=4, lr_schedule="cosine"), make_target("ring"))
+    rates = []
+    for _ in trainer.train():
+        rates.append(trainer.optimizer.param_groups[0]["lr"])  # the rate the step just used
+    assert rates[:4] == pytest.approx([1e-2 * (s + 1) / 4 * 0.5 * (1 + math.cos(math.pi * s / 20)) for s in range(4)])
+    assert rates[10] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 10 / 20)))
+    assert all(a < b for a, b in zip(rates[:3], rates[1:4])) and all(a > b for a, b in zip(rates[3:], rates[4:]))
+    assert rates[-1] == pytest.approx(1e-2 * 0.5 * (1 + math.cos(math.pi * 19 / 20)))
+    assert trainer.lr == 0.0 and trainer.base_lr == 1e-2  # the budget is spent
+    trainer.set_lr(5e-3)
+    assert trainer.base_lr == 5e-3
+    timed = Trainer(small_config(max_steps=10**9, seconds=60.0, lr_schedule="cosine"), make_target("ring"))
+    timed.seconds = 45.0  # three quarters of the wall-time budget spent
+    assert timed.lr == pytest.approx(3e-3 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+
+
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
-    config = small_config(flow=SMALL.replace(dtype="float64"), kappa=0.01, max_steps=20, eval_every=10)
+    config = small_config(
+        flow=SMALL.replace(dtype="float64"), kappa=0.01, max_steps=20, eval_every=10, lr_schedule="cosine",
+        warmup_steps=3,
+    )  # fmt: skip
     target = make_target("ring")
     straight = Trainer(config, target)
     expected = [_comparable(r) for r in straight.train()]
@@ -140,6 +163,19 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     resumed = load_trainer(path)
     tail = [_comparable(r) for r in resumed.train()]
     assert head + tail == expected
+
+
+def test_a_checkpoint_from_before_the_schedule_and_kinetic_options_resumes_as_it_ran(tmp_path):
+    path = save_checkpoint(Trainer(small_config(max_steps=5), make_target("ring")), tmp_path / "new.pt")
+    state = read_checkpoint(path)
+    plain = json.loads(state["train_config"])
+    for key in ("lr_schedule", "warmup_steps"):
+        del plain[key]
+    del plain["flow"]["kinetic"]
+    torch.save({**state, "train_config": json.dumps(plain)}, tmp_path / "old.pt")
+    config = load_trainer(tmp_path / "old.pt").config
+    assert (config.lr_schedule, config.warmup_steps, config.flow.kinetic) == ("constant", 0, "mlp")
+    assert load_trainer(path).config.lr_schedule == "cosine"
 
 
 def test_bad_checkpoints_are_rejected(tmp_path):
@@ -176,6 +212,8 @@ def test_kappa_sweep_labels_and_lengths():
         ({"lr": float("nan")}, r"lr must be a finite number, got nan"),
         ({"n_train": 1}, r"n_train must be an integer >= 2, got 1"),
         ({"on_divergence": "panic"}, r"on_divergence must be one of 'stop', 'continue'; got 'panic'"),
+        ({"lr_schedule": "linear"}, r"lr_schedule must be one of 'constant', 'cosine'; got 'linear'"),
+        ({"warmup_steps": -1}, r"warmup_steps must be an integer >= 0, got -1"),
     ],
 )
 def test_bad_train_config(changes, message):
