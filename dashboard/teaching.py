@@ -21,9 +21,11 @@ def explain() -> None:
         st.markdown(
             "Each sub-step is a shear: the flow is exactly invertible (run it with −dt) and preserves "
             "volume, so the density is simply carried along. *Trajectories* panel: base samples after "
-            "one step, and the *integrated flow* run for many steps — they gather in the wells of U."
+            "one step, and after the whole flow. In the Figure 2B preset every step shares one "
+            "Hamiltonian, so the flow can run on for many steps (the *integrated flow*): samples gather "
+            "in the wells of U. The other presets learn a Hamiltonian per step, which learns faster."
         )
-    with st.expander("Learning: the ELBO and the importance-weighted likelihood"):
+    with st.expander("Learning: the ELBO and the importance-weighted bound L_K"):
         st.latex(
             r"\mathrm{ELBO}(q) = \mathbb{E}_{p \sim h(p\mid q)}"
             r"\left[\log \pi\big(T^{-1}(q, p)\big) - \log h(p \mid q)\right] \le \log p(q)"
@@ -32,8 +34,11 @@ def explain() -> None:
             r"L_K(q) = \log \frac{1}{K}\sum_{k=1}^{K} \frac{\pi(T^{-1}(q, p_k))}{h(p_k \mid q)} \;\uparrow\; \log p(q)"
         )
         st.markdown(
+            "The paper trains on the ELBO (K = 1). ehflow trains on L_8, with the doubly "
+            "reparameterised gradient for the encoder h(p | q): a tighter bound, so the flow learns "
+            "faster (the paper's own configuration is the preset \"the paper's exact configuration\"). "
             "*Density* panel: kernel density estimates of target samples and of model samples. "
-            "*Curves* panel: the test log-likelihood L_K (solid) and the training curve (dashed)."
+            "*Curves* panel: the test log-likelihood L_K (solid) and the bound being trained (dashed)."
         )
     with st.expander("Symmetry: the Poisson bracket and the constraint κ"):
         st.latex(
@@ -41,7 +46,7 @@ def explain() -> None:
             r" - \frac{\partial f}{\partial p_i}\frac{\partial g}{\partial q_i}, \qquad g = q_1 p_2 - q_2 p_1"
         )
         st.latex(
-            r"\min_{\theta}\max_{\lambda \ge 0}\; -\mathrm{ELBO}"
+            r"\min_{\theta}\max_{\lambda \ge 0}\; -L_K"
             r" + \lambda\left(\mathbb{E}_{\pi}[\{g, H\}^2] - \kappa\right)"
         )
         st.markdown(

@@ -144,7 +144,7 @@ class ConvexKinetic(nn.Module):
     def __init__(self, dim: int, width: int) -> None:
         super().__init__()
         self.ridges = nn.Linear(dim, width)
-        self.log_weights = nn.Parameter(torch.full((width,), -1.0))  # v: c = softplus(v)
+        self.log_weights = nn.Parameter(torch.full((width,), -4.0))  # v: c = softplus(v)
         self.log_scale = nn.Parameter(torch.zeros(()))  # a: the quadratic's curvature e^a
 
     def forward(self, p: Tensor) -> Tensor:

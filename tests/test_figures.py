@@ -80,13 +80,15 @@ def test_kde_integrates_to_about_one_and_peaks_at_the_data():
 
 
 def test_snapshot_shapes_and_energies_match_the_flow():
-    flow = make_flow()
+    flow = make_flow(shared_hamiltonian=True)  # one H: the integrated flow runs for integrated_steps
     config = SnapshotConfig(
         grid=20, n_samples=200, n_paths=30, integrated_steps=7, log_density=True, log_density_samples=4
     )
     snap = take_snapshot(flow, make_target("ring"), config)
     assert snap.target_kde.shape == snap.model_kde.shape == snap.potential.shape == snap.log_density.shape == (20, 20)
     assert snap.single_step.shape == (2, 30, 2) and snap.integrated.shape == (8, 30, 2)
+    per_step = take_snapshot(make_flow(shared_hamiltonian=False), make_target("ring"), config)
+    assert per_step.integrated.shape == (3, 30, 2)  # a H per step: the trained flow's 2 steps only
     # Grid layout [y, x]: U at row 3, column 5 is U(xs[5], xs[3]).
     point = torch.tensor([[snap.xs[5], snap.xs[3]]], dtype=torch.float64)
     with torch.no_grad():

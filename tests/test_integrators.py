@@ -91,7 +91,8 @@ def test_grad_U_is_reused_between_steps(n_steps):
     assert calls == {"U": n_steps + 1, "K": n_steps}
 
 
-def test_trajectory_matches_forward_flow_and_runs_longer(flow):
+def test_trajectory_matches_forward_flow_and_runs_longer():
+    flow = make_flow(shared_hamiltonian=True)  # one H, so the flow runs on past its trained steps
     q, p = randn(16, 2, seed=7), randn(16, 2, seed=8)
     with torch.no_grad():
         q_path, p_path = flow.trajectory(q, p)
