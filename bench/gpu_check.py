@@ -84,7 +84,7 @@ def main() -> int:
     speed = {}
     for batch in (256, 4096, 65536):
         speed[f"batch_{batch}"] = round(
-            steps_per_s(TrainConfig(flow=FlowConfig(device="cuda"), kappa=0.01, batch=batch)), 1
+            steps_per_s(TrainConfig(flow=FlowConfig(device="cuda"), kappa=0.01).as_paper().replace(batch=batch)), 1
         )
     checks["train_steps_per_s_paper_config_float32"] = speed
     checks["failures"] = failures

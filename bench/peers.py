@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from ehflow_core import FlowConfig, TrainConfig, Trainer
+from ehflow_core import TrainConfig, Trainer
 from ehflow_core.targets import Target, make_target
 
 BATCH = 256
@@ -88,8 +88,10 @@ class _Ours:
     """The Hamiltonian flow (paper configuration, optional SO(2) constraint) behind the same interface."""
 
     def __init__(self, kappa: float | None, target: Target, train_data: Tensor | None, seed: int, k: int) -> None:
-        config = TrainConfig(
-            flow=FlowConfig(), kappa=kappa, batch=BATCH, lr=LR, max_steps=10**9, eval_every=10**9, seed=seed
+        config = (
+            TrainConfig()
+            .as_paper()
+            .replace(kappa=kappa, batch=BATCH, lr=LR, max_steps=10**9, eval_every=10**9, seed=seed)
         )
         self.trainer = Trainer(config, target, train_data=train_data)
         self.steps = self.trainer.train()

@@ -45,7 +45,7 @@ SMOKE = Sizes(
     memory_steps=3, constraint_dims=(2, 4),
 )  # fmt: skip
 
-PAPER = TrainConfig(flow=FlowConfig(), kappa=0.01, batch=256, max_steps=10**9, eval_every=10**9)
+PAPER = TrainConfig().as_paper().replace(kappa=0.01, max_steps=10**9, eval_every=10**9)
 """The paper's configuration: d = 2, width 128, two leapfrog steps, batch 256, SO(2) on, float32."""
 
 

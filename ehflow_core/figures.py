@@ -243,20 +243,22 @@ def _series(records: Sequence[Record], field: str) -> tuple[list[int], list[floa
 
 
 def curves_spec(runs: Mapping[str, Sequence[Record]], title: str = "Log-likelihood across κ") -> Spec:
-    """Train (dashed) and test (solid) log-likelihood L_K against step, one colour per run."""
+    """Train (dashed) and test (solid) log-likelihood L_K against step, one colour per run; with
+    infinite data the dashed curve is the training batches' bound (smoothed), named so."""
     data = []
     for i, (label, records) in enumerate(runs.items()):
         color = COLORS[i % len(COLORS)]
         steps, test = _series(records, "test_log_likelihood")
         data.append(dict(type="scatter", x=steps, y=test, mode="lines", line=dict(color=color), name=f"{label} test"))
         steps, train = _series(records, "train_log_likelihood")
-        if not train:  # infinite data: the training batches' ELBO stands for the training curve
+        name = f"{label} train"
+        if not train:  # infinite data: the training batches' bound (ELBO or L_K) stands for the training curve
             steps, train = _series(records, "train_bound")
             steps, train = _smooth(steps, train)
+            name = f"{label} training bound"
         data.append(
-            dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"),
-                 name=f"{label} train")
-        )  # fmt: skip
+            dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"), name=name)
+        )
     layout = dict(
         title={"text": title}, xaxis={"title": {"text": "step"}},
         yaxis={"title": {"text": "log-likelihood (nats)"}}, **_LAYOUT,

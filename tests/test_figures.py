@@ -109,7 +109,8 @@ def test_figures_hold_one_trace_per_panel_and_run():
         for s in range(1, 11)
     ]  # fmt: skip
     curves = curves_figure({"a": records, "b": records})
-    assert [t.name for t in curves.data] == ["a test", "a train", "b test", "b train"]
+    # no train_log_likelihood (infinite data): the dashed curve is the training bound, and says so
+    assert [t.name for t in curves.data] == ["a test", "a training bound", "b test", "b training bound"]
     assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
     assert len(constraint_figure(records).data) == 2
 
