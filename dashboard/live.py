@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import bisect
 import logging
 import os
 import pickle
@@ -57,6 +58,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the worker stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
+CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run refreshes as cheaply as a short one
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
 # second OpenMP thread spinning while idle, taking CPU from the page.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -115,6 +117,7 @@ class _Worker:
             pass
 
     def close(self, timeout: float = 10.0) -> None:
+        """Ask the process to exit and wait for it (``timeout`` seconds, then kill it)."""
         self.send(Close())
         try:
             self.process.wait(timeout)
@@ -122,6 +125,11 @@ class _Worker:
             self.process.kill()
             self.process.wait()
         self.conn.close()
+
+    def close_soon(self) -> None:
+        """:meth:`close` without waiting: a thread of its own waits for the process, so whatever
+        thread drops a run (the server's event loop, when Streamlit frees a session) never blocks."""
+        threading.Thread(target=self.close, name="ehflow-close-worker", daemon=True).start()
 
 
 _spare: _Worker | None = None
@@ -223,11 +231,39 @@ def _notify(shared: _Shared) -> None:
             pass
 
 
+def thin(records: list[Record], cap: int) -> list[Record]:
+    """A curve's records, thinned to at most ``cap``: the newest half of ``cap`` kept as they
+    are, the older ones resampled evenly in step (evaluation records and the others each to a
+    quarter of ``cap``), so the history stays bounded however long the run, spans the whole run,
+    and the recent past stays detailed. The first record is always kept."""
+    if len(records) <= cap:
+        return records
+    split = len(records) - cap // 2
+    older, newer = records[:split], records[split:]
+    kept = {0}
+    for stream in (
+        [i for i, r in enumerate(older) if r.test_log_likelihood is not None],
+        [i for i, r in enumerate(older) if r.test_log_likelihood is None],
+    ):
+        n = cap // 4 - 1
+        if len(stream) <= n:
+            kept.update(stream)
+            continue
+        steps = [older[i].step for i in stream]
+        for k in range(n):  # the record at or after each of n evenly spaced steps
+            target = steps[0] + (steps[-1] - steps[0]) * k / (n - 1)
+            kept.add(stream[min(bisect.bisect_left(steps, target), len(stream) - 1)])
+    return [older[i] for i in sorted(kept)] + newer
+
+
 def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
     if update.generation != shared.generation or shared.state == "closed":
         return  # an update of the run before the last Reset, or one still in flight when the run was closed
     for name, records in update.records.items():
-        shared.curves.setdefault(name, []).extend(records)
+        curve = shared.curves.setdefault(name, [])
+        curve.extend(records)
+        if len(curve) > CURVE_CAP:
+            curve[:] = thin(curve, CURVE_CAP)
     shared.step, shared.step_by_run, shared.steps_per_s = update.step, update.step_by_run, update.steps_per_s
     shared.kappa, shared.lr = update.kappa, update.lr
     if update.snapshot is not None:
@@ -252,7 +288,7 @@ class LiveRun:
             target=_read, args=(self._worker.conn, self._shared, self._sent), name="ehflow-reader", daemon=True
         )
         self._reader.start()
-        self._finalizer = weakref.finalize(self, _Worker.close, self._worker)
+        self._finalizer = weakref.finalize(self, _Worker.close_soon, self._worker)
         # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
         self.token = secrets.token_urlsafe(16)
         self.feed_cache: tuple[int, str] | None = None  # the chart feed's figures, by version
@@ -353,10 +389,12 @@ class LiveRun:
         return reply.data
 
     def close(self) -> None:
-        """Stop the worker process and wait for it and for the reader thread."""
+        """Stop the worker process and wait for it and for the reader thread (the page's own
+        close; a run that is garbage collected closes without waiting)."""
         with self._shared.lock:
             self._shared.state, self._shared.busy = "closed", False
-        self._finalizer()
+        self._finalizer.detach()
+        self._worker.close()
         self._reader.join(10)
 
     # -- what the page reads -----------------------------------------------------------------------

@@ -14,8 +14,8 @@ learning rate change, else after ``FEED_WAIT`` seconds with the readouts alone. 
 drawn with ``Plotly.react``; when it differs from the drawn one only in its images (a map panel
 built with ``raster=True``) the chart swaps the images alone (``Plotly.relayout``), and an
 unchanged figure is not redrawn. Every request is also the page's heartbeat for its run and asks
-for the next snapshot. plotly.js is served from the app's own static folder (copied from the
-plotly wheel), so the page works offline.
+for the next snapshot. plotly.js is served by the server's own route from the installed plotly
+package (nothing is written into the source tree), so the page works offline.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ import asyncio
 import hashlib
 import importlib
 import json
-import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -34,7 +33,7 @@ import plotly
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from dashboard import live
@@ -42,8 +41,8 @@ from dashboard import live
 if TYPE_CHECKING:
     from ehflow_core.figures import Spec
 
-STATIC = Path(__file__).parent / "static"
-PLOTLY_JS = "plotly.min.js"
+PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+PLOTLY_SRC = "api/plotly.min.js"  # the route that serves it, relative to the page
 FEED = "api/live"
 FEED_WAIT = 0.5  # seconds a request waits for a new snapshot (under the worker's heartbeat timeout)
 # Never cached; not gzipped either (Streamlit's middleware would compress every answer, mostly
@@ -71,18 +70,9 @@ _component = st.components.v2.component(
 
 
 # -- the page's side -----------------------------------------------------------------------------
-def ensure_plotly_js() -> None:
-    """Copy plotly.min.js from the installed plotly package into the app's static folder."""
-    target = STATIC / PLOTLY_JS
-    source = Path(plotly.__file__).parent / "package_data" / PLOTLY_JS
-    if not target.exists() or target.stat().st_size != source.stat().st_size:
-        STATIC.mkdir(exist_ok=True)
-        shutil.copyfile(source, target)
-
-
 def preload_plotly() -> None:
     """Start loading plotly.js (3.5 MB) in the browser now, before the first chart needs it."""
-    _component(data={"preload": True, "src": f"app/static/{PLOTLY_JS}"}, key="plotly_preload", height=0)
+    _component(data={"preload": True, "src": PLOTLY_SRC}, key="plotly_preload", height=0)
 
 
 def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
@@ -93,7 +83,7 @@ def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
     """
     now = status(run)
     data = {
-        "token": run.token, "feed": FEED, "src": f"app/static/{PLOTLY_JS}", "layout": LAYOUT,
+        "token": run.token, "feed": FEED, "src": PLOTLY_SRC, "layout": LAYOUT,
         "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": now,
         "stamp": now["stamp"], "training": now["training"],
     }  # fmt: skip
@@ -110,8 +100,13 @@ def warm_imports() -> None:
 
 
 def routes() -> list[Route]:
-    """The server's extra route: each session's chart feed."""
-    return [Route(f"/{FEED}/{{token}}", feed, methods=["GET"])]
+    """The server's extra routes: each session's chart feed, and plotly.js."""
+    return [Route(f"/{FEED}/{{token}}", feed, methods=["GET"]), Route(f"/{PLOTLY_SRC}", plotly_js, methods=["GET"])]
+
+
+async def plotly_js(request: Request) -> Response:
+    """``GET /api/plotly.min.js``: the installed plotly package's plotly.js (cached by the browser for a day)."""
+    return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
 
 async def feed(request: Request) -> Response:

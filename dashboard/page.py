@@ -8,23 +8,29 @@ their own route, not by reruns) in ``dashboard.live_chart``.
 from __future__ import annotations
 
 import dataclasses
+import io
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from dashboard import teaching
 from dashboard.live import LiveRun
-from dashboard.live_chart import ensure_plotly_js, live_charts, preload_plotly
-from dashboard.settings import LIMITS, PRESET_FIELDS, PRESETS, Settings
+from dashboard.live_chart import live_charts, preload_plotly
+from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings
 from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataLimits, DataTarget, parse_csv
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 log = logging.getLogger("ehflow.dashboard")
 
 LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
+UPLOAD_MAX_BYTES = 4_000_000  # 50,000 rows of two numbers fit in ~2 MB (Streamlit itself stops at 5 MB)
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -106,7 +112,7 @@ def sidebar() -> Settings:
     )
     lo, hi = LIMITS["log10_lr"]
     sb.slider("log₁₀ learning rate", lo, hi, step=0.25, key="w_log10_lr", help="Adam's learning rate. Applies live.")
-    sb.select_slider("Batch size", [32, 64, 128, 256, 512, 1024], key="w_batch", help="Data points per training step.")
+    sb.select_slider("Batch size", BATCHES, key="w_batch", help="Data points per training step.")
     lo, hi = LIMITS["seed"]
     sb.number_input(
         "Seed", lo, hi, key="w_seed", help="Same seed, same initialisation and data: Reset reproduces a run."
@@ -118,18 +124,38 @@ def _upload(container) -> None:
     file = container.file_uploader("CSV of 2-D points (x,y per row)", type=["csv", "txt"], key="w_upload")
     if file is None:
         return
-    if st.session_state.get("upload_name") == (file.name, file.size):
+    key = (file.name, file.size)
+    if st.session_state.get("upload_name") == key:
+        return
+    rejected = st.session_state.get("upload_rejected")
+    if rejected is not None and rejected[0] == key:  # the same rejected file: say so again, parse nothing
+        container.error(rejected[1])
         return
     try:
-        points = parse_csv(file.getvalue().decode("utf-8", errors="replace"), file.name, UPLOAD_LIMITS)
+        points = _parse_upload(file)
     except ValueError as err:
-        container.error(f"Upload rejected, nothing changed: {err}")
+        message = f"Upload rejected, nothing changed: {err}"
+        st.session_state["upload_rejected"] = (key, message)
+        container.error(message)
         return
     st.session_state["uploaded"] = DataTarget(
         points, name=Path(file.name).stem, description=f"{len(points)} points from {file.name}"
     )
-    st.session_state["upload_name"] = (file.name, file.size)
+    st.session_state["upload_name"] = key
     container.success(f"Loaded {len(points)} points from {file.name}; press Reset to train on them.")
+
+
+def _parse_upload(file) -> Tensor:
+    """An uploaded file's points, read line by line (reading stops at the first bad row or the row limit)."""
+    if file.size > UPLOAD_MAX_BYTES:
+        raise ValueError(f"{file.name}: {file.size / 1e6:.1f} MB; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB")
+    file.seek(0)
+    lines = io.TextIOWrapper(file, encoding="utf-8", errors="replace")
+    try:
+        return parse_csv(lines, file.name, UPLOAD_LIMITS)
+    finally:
+        lines.detach()  # leave the upload open (a closed wrapper would close it)
+        file.seek(0)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -239,7 +265,6 @@ def downloads(run: LiveRun) -> None:
 
 def main() -> None:
     st.set_page_config(page_title="ehflow — equivariant Hamiltonian flows", layout="wide")
-    ensure_plotly_js()
     preload_plotly()
     _init_state()
     st.title("Equivariant Hamiltonian flows, live")

@@ -142,7 +142,11 @@ class Settings:
 
     @classmethod
     def from_query(cls, params: dict[str, Any]) -> tuple[Settings, list[str]]:
-        """Settings from URL parameters; each invalid value falls back to its default, with a notice."""
+        """Settings from URL parameters; each invalid value falls back to its default, with a notice.
+
+        Notices are Markdown in which every user-provided name and value is an inline code span
+        (:func:`code`), so a crafted link cannot put a link, an image or markup into the page.
+        """
         values: dict[str, Any] = {}
         notices: list[str] = []
         defaults = cls()
@@ -150,14 +154,19 @@ class Settings:
             if f.name not in params:
                 continue
             raw = params[f.name]
-            raw = raw[-1] if isinstance(raw, list) else raw
+            raw = raw[-1] if isinstance(raw, list) and raw else raw  # a repeated key: the last value
             try:
                 values[f.name] = _parse(f.name, str(raw), type(getattr(defaults, f.name)))
             except ValueError as err:
-                notices.append(f"URL parameter {f.name}={raw!r} ignored ({err}); using {getattr(defaults, f.name)!r}")
-        unknown = sorted(set(params) - {f.name for f in dataclasses.fields(cls)})
+                notices.append(
+                    f"URL parameter {code(f.name)}={code(str(raw))} ignored ({err}); "
+                    f"using {code(_format(getattr(defaults, f.name)))}"
+                )
+        unknown = sorted(set(map(str, params)) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
-            notices.append(f"unknown URL parameter(s) ignored: {', '.join(unknown)}")
+            shown = ", ".join(code(name) for name in unknown[:5])
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            notices.append(f"unknown URL parameter(s) ignored: {shown}{more}")
         settings = cls(**values)
         if "preset" in values and "base" not in values:  # a preset brings its own defaults
             settings = settings.with_preset(settings.preset)
@@ -185,7 +194,22 @@ def _format(value: Any) -> str:
     return str(value)
 
 
+def code(text: str, limit: int = 40) -> str:
+    """``text`` as a Markdown inline code span, safe to show whatever it holds: control characters
+    escaped (``repr``), backticks replaced, cut to ``limit`` characters."""
+    shown = repr(text)[1:-1].replace("`", "'")
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return f"`{shown}`"
+
+
+BATCHES = (32, 64, 128, 256, 512, 1024)  # the batch slider's values
+
+
 def _parse(name: str, raw: str, kind: type) -> Any:
+    """One URL value as a field of type ``kind``; ``ValueError`` (a plain-text reason) if it is not one."""
+    if len(raw) > 64:
+        raise ValueError(f"expected at most 64 characters, got {len(raw)}")
     if kind is bool:
         if raw not in ("0", "1", "true", "false"):
             raise ValueError("expected 0 or 1")
@@ -195,12 +219,18 @@ def _parse(name: str, raw: str, kind: type) -> Any:
         if raw not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return raw
-    value = kind(float(raw)) if kind is int else float(raw)
-    if isinstance(value, float) and not math.isfinite(value):
+    try:
+        number = float(raw)
+    except ValueError:
+        raise ValueError("expected a number") from None
+    if not math.isfinite(number):
         raise ValueError("expected a finite number")
-    if kind is int and float(raw) != int(float(raw)):
+    if kind is int and number != int(number):
         raise ValueError("expected an integer")
+    value = int(number) if kind is int else number
     lo, hi = LIMITS.get(name, (-math.inf, math.inf))
     if not lo <= value <= hi:
         raise ValueError(f"expected a value in [{lo}, {hi}]")
+    if name == "batch" and value not in BATCHES:
+        raise ValueError(f"expected one of {', '.join(map(str, BATCHES))}")
     return value

@@ -325,7 +325,8 @@ def main(argv: list[str] | None = None) -> None:
     # One intra-op thread: the process shares the cores with the server and the browser, and an
     # oversubscribed OpenMP pool (spinning threads) slowed training several-fold in our runs.
     torch.set_num_threads(1)
-    threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True).start()
+    warm = threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True)
+    warm.start()
     worker = Worker(conn)
     try:
         worker.loop()
@@ -338,6 +339,9 @@ def main(argv: list[str] | None = None) -> None:
             pass
     finally:
         conn.close()
+        # An orderly exit: a daemon thread still inside torch's native code when the interpreter
+        # shuts down aborts the process ("terminate called without an active exception").
+        warm.join()
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ exactly. In 3-D the normaliser is :math:`4\pi|x|^2`.
 
 from __future__ import annotations
 
+import io
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -331,34 +332,52 @@ def load_points(path: str | Path, limits: DataLimits = DataLimits()) -> Tensor:
         return validate_points(array.astype(np.float64), str(path), limits)
     if path.suffix.lower() not in (".csv", ".txt"):
         raise ValueError(f"{path}: expected a .csv or .npy file, got {path.suffix or 'no extension'!r}")
-    return parse_csv(path.read_text(errors="replace"), str(path), limits)
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        return parse_csv(lines, str(path), limits)
 
 
-def parse_csv(text: str, source: str = "data", limits: DataLimits = DataLimits()) -> Tensor:
-    """Parse comma-separated numeric rows (an optional non-numeric header is skipped)."""
+def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimits = DataLimits()) -> Tensor:
+    """Parse comma-separated numeric rows (an optional non-numeric header is skipped).
+
+    ``text``: the file's text, or an iterable of its lines (an open text file): lines are read one
+    at a time and reading stops at the first bad row or once ``limits.max_rows`` is exceeded, so a
+    huge or hostile file costs no more than the rows it is allowed. Error messages quote at most 40
+    characters of a cell or row.
+    """
+    lines = io.StringIO(text) if isinstance(text, str) else text
     rows: list[list[float]] = []
-    lines = [(i + 1, line.strip()) for i, line in enumerate(text.splitlines())]
-    lines = [(i, line) for i, line in lines if line and not line.startswith("#")]
-    for k, (line_no, line) in enumerate(lines):
+    first = True
+    for line_no, raw in enumerate(lines, 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
         cells = [c.strip() for c in line.split(",")]
         try:
-            rows.append([float(c) for c in cells])
+            row = [float(c) for c in cells]
         except ValueError:
-            if k == 0:  # a header row
+            if first:  # a header row
+                first = False
                 continue
             bad = next(c for c in cells if not _is_float(c))
-            raise ValueError(f"{source}: row {line_no}: {bad!r} is not a number") from None
-        if not all(math.isfinite(v) for v in rows[-1]):
-            raise ValueError(f"{source}: row {line_no}: holds a non-finite value: {line!r}")
-        if len(rows[-1]) != len(rows[0]):
+            raise ValueError(f"{source}: row {line_no}: {_short(bad)} is not a number") from None
+        first = False
+        if not all(math.isfinite(v) for v in row):
+            raise ValueError(f"{source}: row {line_no}: holds a non-finite value: {_short(line)}")
+        if rows and len(row) != len(rows[0]):
             raise ValueError(
-                f"{source}: row {line_no}: expected {len(rows[0])} columns like the first row, got {len(rows[-1])}"
+                f"{source}: row {line_no}: expected {len(rows[0])} columns like the first row, got {len(row)}"
             )
+        rows.append(row)
         if len(rows) > limits.max_rows:
             raise ValueError(f"{source}: more than {limits.max_rows} rows")
     if not rows:
         raise ValueError(f"{source}: no numeric rows found (the file is empty or holds only a header)")
     return validate_points(np.asarray(rows, dtype=np.float64), source, limits)
+
+
+def _short(text: str, limit: int = 40) -> str:
+    """``repr(text)``, cut to about ``limit`` characters (for error messages about user data)."""
+    return repr(text) if len(text) <= limit else repr(text[:limit]) + "…"
 
 
 def _is_float(cell: str) -> bool:

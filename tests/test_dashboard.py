@@ -9,6 +9,7 @@ import asyncio
 import gc
 import json
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -133,6 +134,28 @@ def test_a_dropped_session_ends_its_process():
     assert process.wait(timeout=30) == 0
     reader.join(10)
     assert not reader.is_alive()
+
+
+def test_dropping_a_run_does_not_wait_for_its_process(monkeypatch):
+    """Streamlit frees a session in whatever thread drops it (the event loop, in practice): the
+    finalizer hands the wait for the process to a thread of its own."""
+    started, release, finished = threading.Event(), threading.Event(), threading.Event()
+    real_close = live._Worker.close
+
+    def slow_close(self, timeout: float = 10.0) -> None:
+        started.set()
+        release.wait(30)
+        real_close(self, timeout)
+        finished.set()
+
+    monkeypatch.setattr(live._Worker, "close", slow_close)
+    run = _small_run()
+    process = run._worker.process
+    del run
+    gc.collect()  # the finalizer runs here, in this thread
+    assert started.wait(10) and not finished.is_set()  # closing, and we did not wait for it
+    release.set()
+    assert finished.wait(30) and process.wait(timeout=30) == 0
 
 
 def test_reset_starts_a_new_run_in_the_same_process():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from dashboard.settings import PRESETS, Settings
@@ -59,8 +61,42 @@ def test_query_round_trip_and_bad_values_fall_back_with_notices():
     bad, notices = Settings.from_query({"dt": "nan", "n_steps": "99", "preset": "nope", "finite": "maybe", "zzz": "1"})
     assert bad == Settings()
     assert len(notices) == 5
-    assert any("dt='nan'" in n for n in notices) and any("n_steps='99'" in n and "[1, 8]" in n for n in notices)
-    assert any("unknown URL parameter(s) ignored: zzz" in n for n in notices)
+    assert any("`dt`=`nan`" in n for n in notices) and any("`n_steps`=`99`" in n and "[1, 8]" in n for n in notices)
+    assert any("unknown URL parameter(s) ignored: `zzz`" in n for n in notices)
+
+
+HOSTILE = {
+    "batch": ["inf", "nan", "1e400", "-0", "48", "64.5", "9" * 500, ""],
+    "seed": ["1e400", "-1e400", "1e30", "3.5", "0x10", "１"],
+    "dt": ["inf", "-inf", "nan", "1e-400", "[a](http://x.example)", "<img src=x onerror=alert(1)>"],
+    "preset": ["fig2c", "![i](http://x.example/i.png)", "`code`", "\n# heading"],
+    "finite": ["yes", "2", ""],
+    "[link](https://evil.example)": ["1"],
+    "![img](https://evil.example/i.png)": ["1"],
+    "www.evil.example": ["1"],
+}
+
+
+@pytest.mark.parametrize(
+    "params", [{k: v} for k, values in HOSTILE.items() for v in values] + [{"batch": ["64", "128"]}, HOSTILE]
+)
+def test_hostile_url_values_fall_back_with_notices_that_render_no_markup(params):
+    settings, notices = Settings.from_query(params)
+    defaults = Settings()
+    for name, value in vars(settings).items():
+        if name not in params:
+            assert value == getattr(defaults, name)
+    for notice in notices:
+        outside_code = re.sub(r"`[^`]*`", "", notice)  # user text is only ever inside code spans
+        assert not re.search(r"\]\(|http|www\.|<|!\[|#", outside_code), notice
+    if params == {"batch": ["64", "128"]}:  # a repeated key: the last value wins
+        assert settings.batch == 128 and notices == []
+
+
+def test_a_batch_off_the_slider_is_rejected_with_a_notice_not_silently_replaced():
+    settings, notices = Settings.from_query({"batch": "48"})
+    assert settings.batch == Settings().batch
+    assert notices and "expected one of 32, 64, 128, 256, 512, 1024" in notices[0]
 
 
 def test_model_key_separates_live_from_model_settings():

@@ -10,7 +10,7 @@ import torch
 from scipy.stats import kstest, norm
 
 from ehflow_core import rotation_generator
-from ehflow_core.targets import TARGETS, DataTarget, load_points, make_target, parse_csv
+from ehflow_core.targets import TARGETS, DataLimits, DataTarget, load_points, make_target, parse_csv
 
 TWO_D = [name for name in TARGETS if make_target(name).dim == 2]
 
@@ -156,3 +156,44 @@ def test_too_many_rows_rejected():
 
     with pytest.raises(ValueError, match=r"upload: more than 50 rows"):
         parse_csv("1,2\n" * 60, "upload", DataLimits(max_rows=50))
+
+
+MALFORMED_CSV = {
+    "wrong columns": ("x,y\n1,2\n3,4,5\n", r"row 3: expected 2 columns like the first row, got 3"),
+    "nan": ("1,2\nnan,4\n", r"row 2: holds a non-finite value"),
+    "inf": ("1,2\n3,-inf\n", r"row 2: holds a non-finite value"),
+    "binary": ("\x00\x01\x02PK\x03\x04,\x00\n\xff\xfe,\x00\n", r"row 2: .* is not a number"),
+    "unicode": ("x,y\n" + "1,2\n３,４\n" * 10, ""),  # full-width digits: float() reads them
+    "empty": ("", r"no numeric rows found"),
+    "header only": ("x,y\n", r"no numeric rows found"),
+    "one column": ("\n".join(["1"] * 30), r"expected at least 2 columns"),
+    "huge cell": ("1,2\n" + "9" * 10 + "z" * 100_000 + ",1\n", r"row 2: '9999999999zzz.*…"),
+}
+
+
+@pytest.mark.parametrize("name", list(MALFORMED_CSV))
+def test_malformed_csv_is_rejected_with_a_short_message(name):
+    text, message = MALFORMED_CSV[name]
+    if name == "unicode":  # float() accepts full-width digits: the file is valid
+        assert parse_csv(text, "up.csv", DataLimits(min_rows=2, max_dim=2)).shape == (20, 2)
+        return
+    with pytest.raises(ValueError, match=message) as err:
+        parse_csv(text, "up.csv", DataLimits(min_rows=2, max_dim=2))
+    assert len(str(err.value)) < 200
+
+
+def test_csv_parsing_stops_reading_at_the_row_limit_and_at_the_first_bad_row():
+    read = []
+
+    def lines(bad_at: int | None = None):
+        for i in range(10**9):  # an endless file
+            read.append(i)
+            yield "oops,1\n" if i == bad_at else f"{i},1\n"
+
+    with pytest.raises(ValueError, match="more than 50 rows"):
+        parse_csv(lines(), "big.csv", DataLimits(max_rows=50))
+    assert len(read) == 51
+    read.clear()
+    with pytest.raises(ValueError, match="row 8: 'oops' is not a number"):
+        parse_csv(lines(bad_at=7), "bad.csv", DataLimits(max_rows=50))
+    assert len(read) == 8
