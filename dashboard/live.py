@@ -200,8 +200,9 @@ class _Shared:
         self.symmetry: dict[str, float] = {}
 
 
-def _read(conn: Connection, shared: _Shared, worker_sent: list[int]) -> None:
-    """The reader thread: fold the worker's messages into ``shared`` until the socket closes."""
+def _read(conn: Connection, shared: _Shared, worker_sent: list[int], process: subprocess.Popen) -> None:
+    """The reader thread: fold the worker's messages into ``shared`` until the socket closes (then
+    reap the process if it has exited, so a crashed worker is not left a zombie)."""
     try:
         while True:
             message = pickle.loads(conn.recv_bytes())
@@ -213,6 +214,10 @@ def _read(conn: Connection, shared: _Shared, worker_sent: list[int]) -> None:
                         _apply(shared, message, worker_sent[0])
                 _notify(shared)
     except (EOFError, OSError):
+        pass
+    try:
+        process.wait(5)  # a crashed worker: reaped at once; a closing one: its closer waits too
+    except subprocess.TimeoutExpired:
         pass
     with shared.lock:  # the process has gone: say so unless the run was closed on purpose
         if shared.state not in ("closed", "diverged"):
@@ -285,7 +290,10 @@ class LiveRun:
         self._sent = [0]  # seq of the last state-changing command (a list: the reader reads it)
         self._generation = 0
         self._reader = threading.Thread(
-            target=_read, args=(self._worker.conn, self._shared, self._sent), name="ehflow-reader", daemon=True
+            target=_read,
+            args=(self._worker.conn, self._shared, self._sent, self._worker.process),
+            name="ehflow-reader",
+            daemon=True,
         )
         self._reader.start()
         self._finalizer = weakref.finalize(self, _Worker.close_soon, self._worker)
