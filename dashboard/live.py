@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the worker stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
+CLOSE_SOON_TIMEOUT = 60.0  # seconds a dropped run's process has to exit before it is killed
 CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run refreshes as cheaply as a short one
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
 # second OpenMP thread spinning while idle, taking CPU from the page.
@@ -129,7 +130,9 @@ class _Worker:
     def close_soon(self) -> None:
         """:meth:`close` without waiting: a thread of its own waits for the process, so whatever
         thread drops a run (the server's event loop, when Streamlit frees a session) never blocks."""
-        threading.Thread(target=self.close, name="ehflow-close-worker", daemon=True).start()
+        # No one waits, so the process may take its time (it runs at a low priority: on a busy
+        # machine its last step and its exit can take many seconds).
+        threading.Thread(target=self.close, args=(CLOSE_SOON_TIMEOUT,), name="ehflow-close-worker", daemon=True).start()
 
 
 _spare: _Worker | None = None

@@ -339,9 +339,14 @@ def main(argv: list[str] | None = None) -> None:
             pass
     finally:
         conn.close()
-        # An orderly exit: a daemon thread still inside torch's native code when the interpreter
-        # shuts down aborts the process ("terminate called without an active exception").
-        warm.join()
+    # A daemon thread still inside torch's native code (the warm-up's import of torch._dynamo
+    # takes seconds on a busy machine) when the interpreter finalises aborts the process
+    # ("terminate called without an active exception", exit -6). So: give the warm-up a moment to
+    # finish, then leave without finalising the interpreter (nothing of ours is left to flush).
+    warm.join(2.0)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 if __name__ == "__main__":

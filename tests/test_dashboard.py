@@ -361,7 +361,7 @@ def test_bad_query_params_fall_back_with_a_notice():
     try:
         assert not at.exception
         notices = [w.value for w in at.warning]
-        assert len(notices) == 3 and any("dt='-3'" in n for n in notices)
+        assert len(notices) == 3 and any("`dt`=`-3`" in n for n in notices)
         assert at.session_state["run"].settings == Settings()
     finally:
         at.session_state["run"].close()
