@@ -12,7 +12,7 @@ from ehflow_core.experiments import Fig2aSize, Fig2bSize, reproduce_fig2a, repro
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
-TINY_2A = Fig2aSize(steps=200, kappas=(0.001,), n_train=100, seeds=1, eval_every=100, n_test=256, final_samples=16)
+TINY_2A = Fig2aSize(steps=100, kappas=(0.001,), n_train=100, seeds=1, eval_every=100, n_test=256, final_samples=16)
 
 
 @pytest.mark.slow

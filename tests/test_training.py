@@ -20,7 +20,7 @@ SMALL = FlowConfig(hidden=(32, 32), encoder_hidden=(32, 32))
 
 def small_config(**changes) -> TrainConfig:
     base = dict(
-        flow=SMALL, batch=128, lr=3e-3, max_steps=100, eval_every=50, n_test=256, eval_samples=16, constraint_batch=128
+        flow=SMALL, batch=64, lr=3e-3, max_steps=100, eval_every=50, n_test=256, eval_samples=16, constraint_batch=128
     )
     base.update(changes)
     return TrainConfig(**base)
