@@ -77,13 +77,10 @@ def run(target_name: str, setting: str, seconds: float, seed: int, kappa: float 
     target = make_target(target_name)
     entropy, entropy_se = target.entropy()
     changes = dict(SETTINGS[setting])
-    base = TrainConfig() if setting == "default" else TrainConfig().as_paper()
-    flow = base.flow.replace(
-        base="soft_uniform" if target_name == "gaussians8" else "normal", **changes.pop("flow", {})
-    )
-    config = base.replace(
-        flow=flow, kappa=kappa if target.generators() else None, max_steps=10**9, seconds=seconds, seed=seed,
-        eval_every=10**9, n_test=N_TEST, **changes,
+    flow = {"base": "soft_uniform" if target_name == "gaussians8" else "normal", **changes.pop("flow", {})}
+    config = TrainConfig.starting_from(
+        setting != "default", flow=flow, kappa=kappa if target.generators() else None, max_steps=10**9,
+        seconds=seconds, seed=seed, eval_every=10**9, n_test=N_TEST, **changes,
     )  # fmt: skip
     trainer = Trainer(config, target)
     for _ in trainer.train():  # evaluated once, at the end (on the fixed subsample): not scored

@@ -241,9 +241,10 @@ def _notify(shared: _Shared) -> None:
 
 def thin(records: list[Record], cap: int) -> list[Record]:
     """A curve's records, thinned to at most ``cap``: the newest half of ``cap`` kept as they
-    are, the older ones resampled evenly in step (evaluation records and the others each to a
-    quarter of ``cap``), so the history stays bounded however long the run, spans the whole run,
-    and the recent past stays detailed. The first record is always kept."""
+    are, the older ones resampled evenly in step (evaluation records and the others each to an
+    eighth of ``cap``, so a thinning frees about a quarter of ``cap`` and runs once per that many
+    new records, not on every update), so the history stays bounded however long the run, spans
+    the whole run, and the recent past stays detailed. The first record is always kept."""
     if len(records) <= cap:
         return records
     split = len(records) - cap // 2
@@ -253,7 +254,7 @@ def thin(records: list[Record], cap: int) -> list[Record]:
         [i for i, r in enumerate(older) if r.test_log_likelihood is not None],
         [i for i, r in enumerate(older) if r.test_log_likelihood is None],
     ):
-        n = cap // 4 - 1
+        n = cap // 8
         if len(stream) <= n:
             kept.update(stream)
             continue

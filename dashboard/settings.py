@@ -106,11 +106,11 @@ class Settings:
         """The run's configuration: the library's defaults, or the paper's for a paper preset; the
         sliders' values (step size, learning rate, batch, …) apply to either."""
         preset = PRESETS[self.preset]
-        config = TrainConfig().as_paper() if preset.paper else TrainConfig()
-        flow = config.flow.replace(dt=self.dt, n_steps=self.n_steps, base=self.base)
+        flow = {"dt": self.dt, "n_steps": self.n_steps, "base": self.base}
         if preset.shared_hamiltonian:
-            flow = flow.replace(shared_hamiltonian=True)
-        return config.replace(
+            flow["shared_hamiltonian"] = True
+        return TrainConfig.starting_from(
+            preset.paper,
             flow=flow,
             lr_schedule="constant",  # the run has no end: the learning rate is the slider's
             kappa=self.kappa,

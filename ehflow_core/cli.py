@@ -184,7 +184,7 @@ def _positive_int(text: str) -> int:
 
 def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     """The parser; ``paper``: train's defaults are the paper's configuration (``TrainConfig.as_paper``)."""
-    defaults = TrainConfig().as_paper() if paper else TrainConfig()
+    defaults = TrainConfig.starting_from(paper)
     parser = argparse.ArgumentParser(prog="python -m ehflow_core", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 

@@ -57,13 +57,6 @@ class Fig2bSize:
 FIG2B = {"quick": Fig2bSize(steps=600, eval_every=200), "full": Fig2bSize(steps=6000, eval_every=500)}
 
 
-def base_config(paper: bool, **changes: Any) -> TrainConfig:
-    """The library's default training configuration, or the paper's (``paper``), with ``changes``."""
-    config = TrainConfig().as_paper() if paper else TrainConfig()
-    flow = config.flow.replace(**changes.pop("flow", {}))
-    return config.replace(flow=flow, **changes)
-
-
 def _mean_sd(values: list[float]) -> dict[str, float]:
     return {
         "mean": statistics.fmean(values),
@@ -85,7 +78,7 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
     for regime, n_train in (("infinite", None), ("finite", size.n_train)):
         settings = [(kappa, seed) for kappa in (*size.kappas, None) for seed in range(size.seeds)]
         configs = [
-            base_config(
+            TrainConfig.starting_from(
                 paper, kappa=kappa, n_train=n_train, max_steps=size.steps, seed=seed, eval_every=size.eval_every,
                 n_test=size.n_test, eval_samples=32,
             )
@@ -176,7 +169,7 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0, paper: bool = Fal
 
     target = make_target("gaussians8")
     assert isinstance(target, GaussianMixture)
-    config = base_config(
+    config = TrainConfig.starting_from(
         paper, flow={"base": "soft_uniform", "shared_hamiltonian": True}, max_steps=size.steps,
         eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32,
     )  # fmt: skip

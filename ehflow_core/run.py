@@ -116,6 +116,13 @@ class TrainConfig(JsonConfig):
         return self.replace(flow=self.flow.replace(**PAPER_FLOW), **PAPER_TRAINING)
 
     @classmethod
+    def starting_from(cls, paper: bool = False, flow: dict[str, Any] | None = None, **changes: Any) -> TrainConfig:
+        """The library's defaults, or the paper's configuration (``paper``), with ``flow`` (changes
+        to the FlowConfig) and ``changes`` (to the TrainConfig) applied."""
+        config = cls().as_paper() if paper else cls()
+        return config.replace(flow=config.flow.replace(**(flow or {})), **changes)
+
+    @classmethod
     def _from_plain(cls, data: dict[str, Any]) -> dict[str, Any]:
         if isinstance(data.get("flow"), dict):
             data["flow"] = FlowConfig.from_dict(data["flow"])
