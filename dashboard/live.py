@@ -1,15 +1,24 @@
-"""A training run that lives in one browser session, trained in a process of its own.
+"""Sessions' training runs, hosted by a fixed pool of training processes.
 
-No Streamlit here. :class:`LiveRun` is the page's handle on a worker process
-(:mod:`dashboard.worker`): buttons and live settings become commands on a socket, and a reader
-thread folds the worker's updates (state, step counter, new curve records, snapshots) into a
-:class:`View` that the page and its live panel's feed copy out under a lock. The server process only
-draws; training never holds its GIL, so the controls stay responsive while a run trains.
+No Streamlit here. :class:`LiveRun` is the page's handle on its run; where the run lives (which
+process of the :class:`Pool`) is the pool's business, not the page's. Buttons and live settings
+become commands on that process's socket; one reader thread per process folds its updates
+(state, step counter, new curve records, snapshots) into each run's :class:`View`, which the page
+and its live panel's feed copy out under a lock. The server process only draws; training never
+holds its GIL, so the controls stay responsive while runs train.
 
-Lifetimes: Reset starts a new run in the same process (it is warm: no import, no start-up). The
-process exits when its run is closed, when the ``LiveRun`` is garbage collected (Streamlit dropped
-the session), or when the server dies (its end of the socket closes). Training stops by itself
-when no page view arrived for ``HEARTBEAT_TIMEOUT`` seconds (the tab was closed).
+The pool (``EHFLOW_WORKERS`` processes, default one per core) shares its processes' time fairly
+between the runs that train (:mod:`dashboard.worker`), and admits at most ``EHFLOW_MAX_RUNS``
+training runs at once (default four per process); a run over the limit waits in line, told its
+place, and starts when one ends.
+
+Lifetimes: Reset starts a new run in the same slot. A run is freed (its memory returned in its
+process) when the page closes it, when its session's tab has been gone ``FREE_AFTER`` seconds (the
+page passes ``session_alive``), or when the ``LiveRun`` is garbage collected (Streamlit dropped the
+session). Nothing here waits for a process on the caller's thread: frees are sent by the pool's
+housekeeping thread. Training pauses by itself when no page view arrived for
+``HEARTBEAT_TIMEOUT`` seconds. The processes exit when the server does (``close_pool``, at exit,
+or when their socket closes).
 """
 
 from __future__ import annotations
@@ -17,14 +26,17 @@ from __future__ import annotations
 import asyncio
 import atexit
 import bisect
+import itertools
 import logging
 import os
 import pickle
+import queue
 import secrets
 import socket
 import subprocess
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +50,8 @@ from .protocol import (
     CheckpointRequest,
     Close,
     Command,
+    Drop,
+    Freed,
     Pause,
     Play,
     SetLive,
@@ -56,20 +70,37 @@ if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page im
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[1]
-HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before the worker stops training
+HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before a run stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
-CLOSE_SOON_TIMEOUT = 60.0  # seconds a dropped run's process has to exit before it is killed
+CLOSE_TIMEOUT = 30.0  # seconds a process has to exit when the server stops (it may still be importing torch)
+FREE_AFTER = 10.0  # seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
+HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
+RUNS_PER_WORKER = 4  # the default admission limit, per process
 CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run refreshes as cheaply as a short one
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
 # second OpenMP thread spinning while idle, taking CPU from the page.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
+def _env_count(name: str, default: int) -> int:
+    """A positive integer from the environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{name} must be a positive integer (a number of processes or runs), got {text!r}")
+    return value
+
+
 @dataclass(frozen=True)
 class View:
     """What the page draws, copied out under the lock."""
 
-    state: str  # "starting", "ready", "training", "paused", "diverged", "stopped", "closed"
+    state: str  # "starting", "ready", "queued", "training", "paused", "diverged", "stopped", "closed"
     message: str | None
     step: int  # of the primary run
     steps_per_s: float
@@ -80,105 +111,12 @@ class View:
     step_by_run: dict[str, int] = field(default_factory=dict)  # label -> step, every run of the sweep
     kappa: float | None = None  # the κ and learning rate the primary trainer uses now
     lr: float | None = None
+    sharing: int = 0  # other runs training in the same process now
 
 
-# -- worker processes ------------------------------------------------------------------------------
-class _Worker:
-    """A worker process and the server's end of its socket."""
-
-    def __init__(self) -> None:
-        ours, theirs = socket.socketpair()
-        args = [sys.executable, "-m", "dashboard.worker"]
-        env = {**os.environ, **WORKER_ENV}
-        if os.name == "nt":  # no fd inheritance: the socket travels as a share blob on stdin
-            self.process = subprocess.Popen([*args, "-"], cwd=ROOT, env=env, stdin=subprocess.PIPE)
-            assert self.process.stdin is not None
-            self.process.stdin.write(theirs.share(self.process.pid))  # type: ignore[attr-defined]
-            self.process.stdin.close()
-        else:
-            fd = theirs.fileno()
-            self.process = subprocess.Popen([*args, str(fd)], cwd=ROOT, env=env, pass_fds=[fd])
-        theirs.close()
-        self.conn = Connection(ours.detach())
-        self.send_lock = threading.Lock()
-
-    @property
-    def alive(self) -> bool:
-        return self.process.poll() is None
-
-    def send(self, message: Command) -> None:
-        with self.send_lock:
-            self.send_unlocked(message)
-
-    def send_unlocked(self, message: Command) -> None:
-        """Send, the caller holding ``send_lock``."""
-        try:
-            self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
-        except OSError:  # the process is gone; the reader thread reports it
-            pass
-
-    def close(self, timeout: float = 10.0) -> None:
-        """Ask the process to exit and wait for it (``timeout`` seconds, then kill it)."""
-        self.send(Close())
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.conn.close()
-
-    def close_soon(self) -> None:
-        """:meth:`close` without waiting: a thread of its own waits for the process, so whatever
-        thread drops a run (the server's event loop, when Streamlit frees a session) never blocks."""
-        # No one waits, so the process may take its time (it runs at a low priority: on a busy
-        # machine its last step and its exit can take many seconds).
-        threading.Thread(target=self.close, args=(CLOSE_SOON_TIMEOUT,), name="ehflow-close-worker", daemon=True).start()
-
-
-_spare: _Worker | None = None
-_spare_lock = threading.Lock()
-_WORKERS: weakref.WeakSet[_Worker] = weakref.WeakSet()
-_RUNS: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # token -> run
-
-
-def prestart() -> None:
-    """Start the server's first worker now, before the page's own imports: it imports torch and
-    warms its optimiser in parallel, and the first session takes it. Later sessions start their
-    own (a spare kept warm at all times would cost a core for seconds whenever one is taken)."""
-    global _spare
-    with _spare_lock:
-        if _spare is None and not _WORKERS:
-            _spare = _new_worker()
-
-
-def _new_worker() -> _Worker:
-    worker = _Worker()
-    _WORKERS.add(worker)
-    return worker
-
-
-def _take_worker() -> _Worker:
-    global _spare
-    with _spare_lock:
-        worker, _spare = _spare, None
-    return worker if worker is not None and worker.alive else _new_worker()
-
-
-@atexit.register
-def _close_all() -> None:
-    """Close every worker before the interpreter exits."""
-    for worker in list(_WORKERS):
-        worker.close()
-
-
-def find_run(token: str) -> LiveRun | None:
-    """The live run with this token, or None (its session has ended)."""
-    return _RUNS.get(token)
-
-
-# -- the page's handle ---------------------------------------------------------------------------
+# -- a run's state on the server -------------------------------------------------------------------
 class _Shared:
-    """State written by the reader thread and read by the page, under ``lock``."""
+    """A run's state written by its process's reader thread and read by the page, under ``lock``."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
@@ -187,12 +125,13 @@ class _Shared:
         # Async waiters (the live panel's requests), woken on every message from the worker.
         self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.version = 0  # never reset: a chart's version names one picture across Resets
+        self.queued: str | None = None  # the waiting line's message while the run waits for a place
         self.reset(0, [])
 
     def reset(self, generation: int, labels: list[str]) -> None:
         self.generation = generation
         self.seq_seen = -1  # the last command the worker reported handling
-        self.state = "starting"
+        self.state = self.worker_state = "starting"  # shown / as the worker last reported it
         self.message: str | None = None
         self.busy = False
         self.step, self.step_by_run, self.steps_per_s = 0, {name: 0 for name in labels}, 0.0
@@ -202,31 +141,13 @@ class _Shared:
         self.curves: dict[str, list[Record]] = {name: [] for name in labels}
         self.symmetry: dict[str, float] = {}
 
-
-def _read(conn: Connection, shared: _Shared, worker_sent: list[int], process: subprocess.Popen) -> None:
-    """The reader thread: fold the worker's messages into ``shared`` until the socket closes (then
-    reap the process if it has exited, so a crashed worker is not left a zombie)."""
-    try:
-        while True:
-            message = pickle.loads(conn.recv_bytes())
-            with shared.lock:
-                match message:
-                    case CheckpointReply():
-                        shared.replies.append(message)
-                    case Update():
-                        _apply(shared, message, worker_sent[0])
-                _notify(shared)
-    except (EOFError, OSError):
-        pass
-    try:
-        process.wait(5)  # a crashed worker: reaped at once; a closing one: its closer waits too
-    except subprocess.TimeoutExpired:
-        pass
-    with shared.lock:  # the process has gone: say so unless the run was closed on purpose
-        if shared.state not in ("closed", "diverged"):
-            shared.state, shared.busy = "stopped", False
-            shared.message = shared.message or "The training process ended. Press Reset to start a new run."
-        _notify(shared)
+    def end(self, state: str, message: str | None) -> None:
+        """The run is over ("closed", or "stopped" with its process): drop what the page no
+        longer needs; the caller holds ``lock``."""
+        if self.state not in ("closed", "diverged"):
+            self.state, self.message = state, message or self.message
+        self.busy, self.queued = False, None
+        _notify(self)
 
 
 def _notify(shared: _Shared) -> None:
@@ -282,30 +203,332 @@ def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
         shared.symmetry = update.symmetry
     shared.seq_seen = update.seq
     if update.seq == sent_seq:  # the worker has seen every command: its state is current
-        shared.state, shared.message, shared.busy = update.state, update.message, update.busy
+        shared.worker_state, shared.busy = update.state, update.busy
+        if shared.queued is None:
+            shared.state, shared.message = update.state, update.message
 
 
+# -- the pool's processes --------------------------------------------------------------------------
+class _Worker:
+    """A training process, the server's end of its socket, and the thread that reads it."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        ours, theirs = socket.socketpair()
+        args = [sys.executable, "-m", "dashboard.worker"]
+        env = {**os.environ, **WORKER_ENV}
+        if os.name == "nt":  # no fd inheritance: the socket travels as a share blob on stdin
+            self.process = subprocess.Popen([*args, "-"], cwd=ROOT, env=env, stdin=subprocess.PIPE)
+            assert self.process.stdin is not None
+            self.process.stdin.write(theirs.share(self.process.pid))  # type: ignore[attr-defined]
+            self.process.stdin.close()
+        else:
+            fd = theirs.fileno()
+            self.process = subprocess.Popen([*args, str(fd)], cwd=ROOT, env=env, pass_fds=[fd])
+        theirs.close()
+        self.conn = Connection(ours.detach())
+        self.send_lock = threading.Lock()
+        # run id -> (its shared state, the seq counter of its commands); a run is hosted while here
+        self.runs: dict[str, tuple[_Shared, list[int]]] = {}
+        self.reader = threading.Thread(target=self._read, name=f"ehflow-reader-{self.process.pid}", daemon=True)
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def send(self, run_id: str, message: Command) -> None:
+        with self.send_lock:
+            self.send_unlocked(run_id, message)
+
+    def send_unlocked(self, run_id: str, message: Command) -> None:
+        """Send, the caller holding ``send_lock``."""
+        try:
+            self.conn.send_bytes(pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the process is gone; the reader thread reports it
+            pass
+
+    def _read(self) -> None:
+        """Fold the process's messages into its runs until the socket closes; then reap the
+        process (a crashed one is not left a zombie) and tell its runs why they stopped."""
+        try:
+            while True:
+                run_id, message = pickle.loads(self.conn.recv_bytes())
+                hosted = self.runs.get(run_id)
+                if hosted is None:
+                    continue
+                shared, sent = hosted
+                with shared.lock:
+                    match message:
+                        case Freed():
+                            self.runs.pop(run_id, None)
+                        case CheckpointReply():
+                            shared.replies.append(message)
+                        case Update():
+                            _apply(shared, message, sent[0])
+                    _notify(shared)
+                if isinstance(message, Update) and not message.busy:
+                    self.pool.finished(run_id, message.seq)
+        except (EOFError, OSError):
+            pass
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        code = self.process.poll()
+        reason = "The training process ended" + ("" if code is None else f" (exit code {code})")
+        for shared, _ in list(self.runs.values()):
+            with shared.lock:
+                shared.end("stopped", f"{reason}. Press Reset to start a new run.")
+        self.pool.worker_ended(self, list(self.runs))
+        self.runs.clear()
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> int:
+        """Ask the process to exit and wait for it (``timeout`` seconds, then kill it); its exit code."""
+        self.send("", Close())
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait()
+        self.reader.join(timeout)
+        self.conn.close()
+        return code
+
+
+class Pool:
+    """The training processes and the runs they host: placement, admission, freeing."""
+
+    def __init__(self, workers: int | None = None, max_training: int | None = None) -> None:
+        self.size = workers if workers is not None else _env_count("EHFLOW_WORKERS", os.cpu_count() or 1)
+        self.max_training = max_training or _env_count("EHFLOW_MAX_RUNS", RUNS_PER_WORKER * self.size)
+        self.lock = threading.Lock()
+        self.workers: list[_Worker] = []
+        self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
+        self.tokens: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # feed token -> run
+        self.training: dict[str, int | None] = {}  # run id -> seq of the command that took its place
+        self.waiting: list[str] = []  # run ids, first come first served
+        self.drops: queue.SimpleQueue[tuple[_Worker, str]] = queue.SimpleQueue()
+        self._ids = itertools.count(1)
+        self.closed = False
+        self._housekeeper = threading.Thread(target=self._housekeep, name="ehflow-pool", daemon=True)
+        self._housekeeper.start()
+
+    # -- processes -------------------------------------------------------------------------------
+    def prestart(self) -> None:
+        """Start the first process now: it imports torch and warms up while the server starts."""
+        with self.lock:
+            if not self.workers:
+                self.workers.append(_Worker(self))
+
+    def place(self) -> tuple[_Worker, str]:
+        """A process for a new run, and the run's id: a new process while the pool is not full
+        and every process hosts a run, else the one with the fewest training runs, then runs."""
+        with self.lock:
+            if self.closed:
+                raise OSError("the dashboard's server is shutting down")
+            self.workers = [w for w in self.workers if w.alive]
+            if len(self.workers) < self.size and all(w.runs for w in self.workers):
+                self.workers.append(_Worker(self))
+
+            def load(worker: _Worker) -> tuple[int, int]:
+                return sum(run_id in self.training for run_id in worker.runs), len(worker.runs)
+
+            return min(self.workers, key=load), f"r{next(self._ids)}"
+
+    def worker_ended(self, worker: _Worker, run_ids: list[str]) -> None:
+        """A process ended (the reader saw its socket close): its runs give up their places."""
+        with self.lock:
+            if worker in self.workers:
+                self.workers.remove(worker)
+        for run_id in run_ids:
+            self.release(run_id)
+
+    def sharing(self, run: LiveRun) -> int:
+        """Other runs training in ``run``'s process now."""
+        with self.lock:
+            return sum(other in self.training for other in run._worker.runs if other != run.id)
+
+    # -- admission -------------------------------------------------------------------------------
+    def admit(self, run: LiveRun) -> bool:
+        """A place to train for ``run`` (True), or a place in the waiting line (False)."""
+        with self.lock:
+            if run.id in self.training:
+                return True
+            if run.id not in self.waiting:
+                if len(self.training) < self.max_training:
+                    self.training[run.id] = None
+                    return True
+                self.waiting.append(run.id)
+            self._tell_waiting()
+            return False
+
+    def took(self, run_id: str, seq: int) -> None:
+        """The command numbered ``seq`` (Play or Step) went out on the run's place."""
+        with self.lock:
+            if run_id in self.training:
+                self.training[run_id] = seq
+
+    def finished(self, run_id: str, seq: int) -> None:
+        """The process reports the run idle after command ``seq``: a place it held is free."""
+        with self.lock:
+            held = self.training.get(run_id)
+            if held is None or seq < held:
+                return
+        self.release(run_id)
+
+    def release(self, run_id: str) -> None:
+        """``run_id`` gives up its place (or its place in line); the first waiting runs start."""
+        starting = []
+        with self.lock:
+            self.training.pop(run_id, None)
+            if run_id in self.waiting:
+                self.waiting.remove(run_id)
+            while self.waiting and len(self.training) < self.max_training:
+                run = self.runs.get(self.waiting.pop(0))
+                if run is not None:
+                    self.training[run.id] = None
+                    starting.append(run)
+            self._tell_waiting()
+        for run in starting:  # outside the lock: starting sends on the run's socket
+            run._begin()
+
+    def _tell_waiting(self) -> None:
+        """Tell each waiting run its place in line; the caller holds ``lock``."""
+        for ahead, run_id in enumerate(self.waiting):
+            run = self.runs.get(run_id)
+            if run is None:
+                continue
+            n = len(self.training) + ahead
+            shared = run._shared
+            with shared.lock:
+                shared.queued = shared.message = (
+                    f"The server is busy: {n} run{'s' if n != 1 else ''} ahead of yours "
+                    f"({self.max_training} train at once). Your run starts when one ends."
+                )
+                shared.state = "queued"
+                _notify(shared)
+
+    # -- freeing -----------------------------------------------------------------------------------
+    def register(self, run: LiveRun) -> None:
+        with self.lock:
+            self.runs[run.id] = run
+            self.tokens[run.token] = run
+
+    def find(self, token: str) -> LiveRun | None:
+        with self.lock:
+            return self.tokens.get(token)
+
+    def forget(self, worker: _Worker, run_id: str) -> None:
+        """Free ``run_id`` in its process, from the housekeeping thread (callable from anywhere,
+        a garbage collection included: it only queues)."""
+        self.drops.put((worker, run_id))
+
+    def _housekeep(self) -> None:
+        """Send the frees, and free the runs whose tabs have gone."""
+        while True:
+            try:
+                worker, run_id = self.drops.get(timeout=HOUSEKEEPING_EVERY)
+            except queue.Empty:
+                self._free_abandoned()
+                continue
+            self.release(run_id)
+            worker.send(run_id, Drop())
+
+    def _free_abandoned(self) -> None:
+        now = time.monotonic()
+        for run in list(self.runs.values()):
+            if run._session_alive is None or run.state == "closed":
+                continue
+            try:
+                alive = run._session_alive()
+            except Exception:  # the server is shutting down
+                continue
+            if alive:
+                run._gone_since = None
+            elif run._gone_since is None:
+                run._gone_since = now
+            elif now - run._gone_since >= FREE_AFTER:
+                run.free(f"This run was freed {FREE_AFTER:.0f} s after its page closed. Press Reset to start another.")
+
+    def close(self) -> None:
+        """Close every process (at exit, and on SIGTERM/SIGINT through it): all asked first, then waited for."""
+        with self.lock:
+            self.closed = True
+            workers, self.workers = list(self.workers), []
+        for worker in workers:
+            worker.send("", Close())
+        for worker in workers:
+            worker.close()
+
+    def stats(self) -> dict:
+        """Processes, runs, training and waiting runs, for the server's status route and benchmarks."""
+        with self.lock:
+            return {
+                "workers": [{"pid": w.process.pid, "runs": len(w.runs)} for w in self.workers],
+                "runs": sum(len(w.runs) for w in self.workers),
+                "training": len(self.training),
+                "waiting": len(self.waiting),
+                "max_training": self.max_training,
+            }
+
+
+_pool: Pool | None = None
+_pool_lock = threading.Lock()
+
+
+def pool() -> Pool:
+    """The server's pool (made on first use, sized from the environment)."""
+    global _pool
+    with _pool_lock:
+        if _pool is None or _pool.closed:
+            _pool = Pool()
+        return _pool
+
+
+def prestart() -> None:
+    """Start the pool's first process now, before the page's own imports: it imports torch and
+    warms its optimiser in parallel, and the first session's run goes there."""
+    pool().prestart()
+
+
+@atexit.register
+def close_pool() -> None:
+    """Close every training process (before the interpreter exits)."""
+    if _pool is not None:
+        _pool.close()
+
+
+def find_run(token: str) -> LiveRun | None:
+    """The live run with this feed token, or None (its session has ended, or it was freed)."""
+    return None if _pool is None else _pool.find(token)
+
+
+# -- the page's handle ---------------------------------------------------------------------------
 class LiveRun:
-    """One session's run (one trainer, or several κ in sweep mode) in its worker process."""
+    """One session's run (one trainer, or several κ in sweep mode), hosted by a process of the pool.
 
-    def __init__(self, settings: Settings, target: Target) -> None:
-        self._worker = _take_worker()
+    ``session_alive``: whether the session's page is still connected (the page passes Streamlit's
+    answer); once it has said no for ``FREE_AFTER`` seconds the run is freed and its feed answers
+    404. None: only ``close`` or garbage collection free the run.
+    """
+
+    def __init__(self, settings: Settings, target: Target, session_alive: Callable[[], bool] | None = None) -> None:
+        self._pool = pool()
+        self._worker, self.id = self._pool.place()
         self._shared = _Shared()
         self._sent = [0]  # seq of the last state-changing command (a list: the reader reads it)
         self._generation = 0
-        self._reader = threading.Thread(
-            target=_read,
-            args=(self._worker.conn, self._shared, self._sent, self._worker.process),
-            name="ehflow-reader",
-            daemon=True,
-        )
-        self._reader.start()
-        self._finalizer = weakref.finalize(self, _Worker.close_soon, self._worker)
+        self._session_alive = session_alive
+        self._gone_since: float | None = None
+        self._waiting_for: Callable[[int], Play | TrainSteps] | None = None  # the command a waiting run will send
+        self._worker.runs[self.id] = (self._shared, self._sent)
         # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
         self.token = secrets.token_urlsafe(16)
         self.feed_cache: tuple[int, str] | None = None  # the chart feed's figures, by version
         self.feed_lock = threading.Lock()  # one build of them at a time
-        _RUNS[self.token] = self
+        self._pool.register(self)
+        self._finalizer = weakref.finalize(self, self._pool.forget, self._worker, self.id)
         self.reset(settings, target)
 
     # -- control from the page ---------------------------------------------------------------------
@@ -314,12 +537,14 @@ class LiveRun:
         from ehflow_core.reporting import run_label  # torch: imported by the page by now, not at start-up
 
         settings.train_config()  # invalid settings raise here, in the page, not in the worker
+        self._pool.release(self.id)
         self.settings, self.target = settings, target
         self.primary_label = run_label(settings.kappa)
         labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweep else [self.primary_label]
         self._generation += 1
         with self._shared.lock:
             self._shared.reset(self._generation, labels)
+            self._shared.queued, self._waiting_for = None, None
         generation = self._generation
         self._command(lambda seq: Start(seq, generation, settings, target, HEARTBEAT_TIMEOUT))
         self._requested = (settings.kappa, settings.lr)  # the new run starts with them
@@ -329,9 +554,9 @@ class LiveRun:
         make: Callable[[int], Start | Play | Pause | TrainSteps],
         state: str | None = None,
         busy: bool | None = None,
-    ) -> None:
-        """Send a state-changing command, made with its number; ``state``/``busy`` show at once,
-        until the worker confirms."""
+    ) -> int:
+        """Send a state-changing command, made with its number (returned); ``state``/``busy``
+        show at once, until the worker confirms."""
         with self._worker.send_lock:  # commands leave in the order of their numbers
             with self._shared.lock:
                 self._sent[0] += 1
@@ -340,29 +565,56 @@ class LiveRun:
                     self._shared.state = state
                 if busy is not None:
                     self._shared.busy = busy
-            self._worker.send_unlocked(make(seq))
+            self._worker.send_unlocked(self.id, make(seq))
+        return seq
+
+    def _train(self, make: Callable[[int], Play | TrainSteps], state: str | None) -> None:
+        """Train (Play or Step) on a place of the pool's, or wait in line for one."""
+        if self._pool.admit(self):
+            self._pool.took(self.id, self._command(make, state=state, busy=True))
+        else:
+            self._waiting_for = make
+
+    def _begin(self) -> None:
+        """A place came free for this waiting run: send what it waited to do."""
+        make, self._waiting_for = self._waiting_for, None
+        with self._shared.lock:
+            self._shared.queued = None
+        if make is None or self.state in ("diverged", "stopped", "closed"):
+            self._pool.release(self.id)
+            return
+        self._pool.took(self.id, self._command(make, state="training" if make is Play else None, busy=True))
 
     def beat(self, want_snapshot: bool = False) -> None:
         """Called on every page view: the worker trains only while views keep coming.
 
         ``want_snapshot``: the page's live panel asks for the next snapshot.
         """
-        self._worker.send(Beat(want_snapshot))
+        self._worker.send(self.id, Beat(want_snapshot))
 
     def play(self) -> None:
-        if self.state in ("diverged", "stopped", "closed"):
+        if self.state in ("diverged", "stopped", "closed", "queued"):
             return
-        self._command(Play, state="training", busy=True)
+        self._train(Play, state="training")
 
     def pause(self) -> None:
-        self._command(Pause, state="paused" if self.state == "training" else None, busy=False)
+        """Pause training, or leave the waiting line."""
+        if self.state == "queued":
+            self._waiting_for = None
+            with self._shared.lock:
+                self._shared.queued = None
+                self._shared.state, self._shared.message = self._shared.worker_state, None
+                _notify(self._shared)
+        else:
+            self._command(Pause, state="paused" if self.state == "training" else None, busy=False)
+        self._pool.release(self.id)
 
     def step(self, n: int = 10) -> None:
         """Train ``n`` steps then pause (a no-op while busy, so a click delivered twice does not
         double the steps)."""
-        if self.busy or self.state in ("diverged", "stopped", "closed"):
+        if self.busy or self.state in ("diverged", "stopped", "closed", "queued"):
             return
-        self._command(lambda seq: TrainSteps(seq, n), busy=True)
+        self._train(lambda seq: TrainSteps(seq, n), state=None)
 
     def set_live(self, kappa: float | None, lr: float, wait: float = 0.0) -> None:
         """Apply a new κ (single-run mode) and learning rate from the worker's next step on.
@@ -374,7 +626,7 @@ class LiveRun:
         if (kappa, lr) == self._requested:
             return
         self._requested = (kappa, lr)
-        self._worker.send(SetLive(kappa, lr))
+        self._worker.send(self.id, SetLive(kappa, lr))
         if wait <= 0:
             return
         s = self._shared
@@ -389,7 +641,7 @@ class LiveRun:
         """The primary run's checkpoint (for the download button)."""
         with self._shared.lock:
             self._shared.replies.clear()
-        self._worker.send(CheckpointRequest())
+        self._worker.send(self.id, CheckpointRequest())
         with self._shared.lock:
             if not self._shared.changed.wait_for(lambda: self._shared.replies or not self.worker_alive, REPLY_TIMEOUT):
                 raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
@@ -400,14 +652,25 @@ class LiveRun:
             raise RuntimeError(f"the checkpoint failed: {reply.error}")
         return reply.data
 
-    def close(self) -> None:
-        """Stop the worker process and wait for it and for the reader thread (the page's own
-        close; a run that is garbage collected closes without waiting)."""
+    def free(self, reason: str | None = None) -> None:
+        """End the run without waiting: its place and its feed go now, its memory in its process
+        as soon as the process reads the request."""
         with self._shared.lock:
-            self._shared.state, self._shared.busy = "closed", False
+            self._shared.end("closed", reason)
+            self._shared.snapshot, self._shared.curves = None, {}  # the server's copy of its pictures and curves
+        self._waiting_for = None
+        self.feed_cache = None
         self._finalizer.detach()
-        self._worker.close()
-        self._reader.join(10)
+        with self._pool.lock:
+            self._pool.tokens.pop(self.token, None)
+        self._pool.forget(self._worker, self.id)
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
+        """:meth:`free`, then wait until the process reports the run gone (``timeout`` seconds)."""
+        self.free()
+        deadline = time.monotonic() + timeout
+        while self.hosted and time.monotonic() < deadline:
+            time.sleep(0.02)
 
     # -- what the page reads -----------------------------------------------------------------------
     @property
@@ -418,6 +681,11 @@ class LiveRun:
     def busy(self) -> bool:
         """Training, or working through requested steps."""
         return self._shared.busy
+
+    @property
+    def hosted(self) -> bool:
+        """Whether a process still holds this run (False once freed, or once its process ended)."""
+        return self.id in self._worker.runs
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once ``predicate()`` holds, checked after each message from the worker, or after
@@ -460,15 +728,17 @@ class LiveRun:
 
     @property
     def worker_alive(self) -> bool:
-        return self._worker.alive
+        """Whether the run can still train: its process runs and still hosts it."""
+        return self._worker.alive and self.hosted and self.state != "closed"
 
     @property
-    def threads_alive(self) -> bool:
-        """Whether the worker process or the reader thread still runs."""
-        return self.worker_alive or self._reader.is_alive()
+    def session_alive(self) -> bool:
+        """Whether the run's page is still connected (True when the page gave no way to ask)."""
+        return self._session_alive is None or self._session_alive()
 
     def view(self) -> View:
         s = self._shared
+        sharing = self._pool.sharing(self) if s.state == "training" else 0
         with s.lock:
             return View(
                 state=s.state,
@@ -482,4 +752,5 @@ class LiveRun:
                 step_by_run=dict(s.step_by_run),
                 kappa=s.kappa,
                 lr=s.lr,
+                sharing=sharing,
             )

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
 PLOTLY_SRC = "api/plotly.min.js"  # the route that serves it, relative to the page
 FEED = "api/live"
+POOL = "api/pool"
 FEED_WAIT = 0.5  # seconds a request waits for a new snapshot (under the worker's heartbeat timeout)
 # Never cached; not gzipped either (Streamlit's middleware would compress every answer, mostly
 # base64 PNG that does not shrink, on the event loop).
@@ -100,8 +101,19 @@ def warm_imports() -> None:
 
 
 def routes() -> list[Route]:
-    """The server's extra routes: each session's chart feed, and plotly.js."""
-    return [Route(f"/{FEED}/{{token}}", feed, methods=["GET"]), Route(f"/{PLOTLY_SRC}", plotly_js, methods=["GET"])]
+    """The server's extra routes: each session's chart feed, plotly.js, and the pool's load."""
+    return [
+        Route(f"/{FEED}/{{token}}", feed, methods=["GET"]),
+        Route(f"/{PLOTLY_SRC}", plotly_js, methods=["GET"]),
+        Route(f"/{POOL}", pool_status, methods=["GET"]),
+    ]
+
+
+async def pool_status(request: Request) -> Response:
+    """``GET /api/pool``: the training pool's load: processes, runs hosted, training, waiting, the limit."""
+    stats = live.pool().stats()
+    stats["workers"] = len(stats["workers"])  # counts only: no process ids to the world
+    return JSONResponse(stats, headers=_NO_STORE)
 
 
 async def plotly_js(request: Request) -> Response:
@@ -119,7 +131,7 @@ async def feed(request: Request) -> Response:
     no run (the session ended), 400 for a bad ``since``.
     """
     run = live.find_run(request.path_params["token"])
-    if run is None:
+    if run is None or not run.session_alive:  # a closed tab's run: nothing answers, nothing restarts
         return JSONResponse({"error": "no live run with this token (the session ended: reload the page)"}, 404)
     try:
         since = int(request.query_params.get("since", "-1"))
@@ -178,6 +190,9 @@ def status(run: live.LiveRun) -> dict:
     if view.lr is not None:
         kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
         caption = f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}"
+    if view.sharing:
+        others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
+        caption += f". This run shares its training process with {others}: its steps/s is its share."
     return {
         "stamp": time.monotonic(),
         "state": view.state,

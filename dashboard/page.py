@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -167,7 +168,7 @@ def _reset(settings: Settings) -> None:
         if run is not None and run.worker_alive:
             run.reset(settings, target)
         else:
-            st.session_state["run"] = LiveRun(settings, target)
+            st.session_state["run"] = LiveRun(settings, target, session_alive=_session_alive())
     except ValueError as err:
         st.session_state["run_error"] = str(err)
         return
@@ -175,6 +176,19 @@ def _reset(settings: Settings) -> None:
         st.session_state["run_error"] = f"Could not start the training process: {err}"
         return
     st.session_state.pop("run_error", None)
+
+
+def _session_alive() -> Callable[[], bool] | None:
+    """Whether this session's browser is still connected, as Streamlit's runtime knows it (None
+    where there is no runtime, as under AppTest): the pool frees the run of a closed tab with it."""
+    from streamlit.runtime import Runtime
+    from streamlit.runtime.scriptrunner import get_script_run_ctx
+
+    ctx = get_script_run_ctx()
+    if ctx is None or not Runtime.exists():
+        return None
+    runtime, session_id = Runtime.instance(), ctx.session_id
+    return lambda: runtime.is_active_session(session_id)
 
 
 def _set_training(on: bool) -> None:
@@ -203,7 +217,7 @@ def controls(settings: Settings) -> LiveRun | None:
     sb = st.sidebar
     sb.header("Run")
     c1, c2, c3 = sb.columns(3)
-    training = run is not None and run.state == "training"
+    training = run is not None and run.state in ("training", "queued")  # Pause also leaves the line
     c1.button(
         "Pause" if training else "Train", type="primary", use_container_width=True, disabled=run is None,
         on_click=_set_training, args=(not training,), help="Start or pause training; the panels update live.",

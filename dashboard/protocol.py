@@ -1,7 +1,9 @@
 """The messages between the server (:mod:`dashboard.live`) and a training process (:mod:`dashboard.worker`).
 
-Plain frozen dataclasses, pickled over one socket (plain ``pickle``: torch's multiprocessing
-reductions would send tensors as shared-memory handles). Each side dispatches with ``match``.
+Plain frozen dataclasses, pickled over one socket per process as pairs ``(run_id, message)``: a
+process hosts many runs, and the run id says whose message it is (plain ``pickle``: torch's
+multiprocessing reductions would send tensors as shared-memory handles). Each side dispatches
+with ``match``.
 
 Commands that change the run's state carry ``seq``, numbered by the server; every :class:`Update`
 echoes the last one the worker handled, so the server knows when a state it reads is older than a
@@ -73,11 +75,16 @@ class CheckpointRequest:
 
 
 @dataclass(frozen=True)
+class Drop:
+    """Free the run (its model, optimiser, data and records); the process answers :class:`Freed`."""
+
+
+@dataclass(frozen=True)
 class Close:
-    pass
+    """End the process (its run id is ignored)."""
 
 
-Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest | Close
+Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest | Drop | Close
 StateCommand = Start | Play | Pause | TrainSteps  # the commands numbered by ``seq``
 
 
@@ -107,4 +114,9 @@ class CheckpointReply:
     error: str | None = None
 
 
-Reply = Update | CheckpointReply
+@dataclass(frozen=True)
+class Freed:
+    """The run is gone from the process (the answer to :class:`Drop`)."""
+
+
+Reply = Update | CheckpointReply | Freed

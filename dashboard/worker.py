@@ -1,16 +1,24 @@
-"""The training process behind one dashboard session.
+"""A training process of the dashboard's pool: it hosts many sessions' runs and shares its time between them.
 
     python -m dashboard.worker FD        (started by :mod:`dashboard.live`, never by hand)
 
 Streamlit's server is one Python interpreter. A training thread inside it would share the GIL
-with the event loop and the page's reruns, so a session's run trains in a process of its own,
-which talks to the server over one socket with the messages of :mod:`dashboard.protocol`.
+with the event loop and the page's reruns, so runs train in a few processes of their own (the
+pool: one per core by default), each talking to the server over one socket. Every message on it
+is a pair ``(run_id, message)`` of :mod:`dashboard.protocol`: a process hosts one :class:`Slot` per
+run, made by the run's first :class:`~dashboard.protocol.Start` and freed by
+:class:`~dashboard.protocol.Drop`, so a run costs its model, optimiser, data and records (a few
+MB), not a Python+torch process.
 
-The worker trains only while heartbeats (:class:`~dashboard.protocol.Beat`, sent by each page
-view and each live-panel request) are fresh: a closed tab stops its training within
-``heartbeat_timeout`` seconds. A beat that wants a snapshot asks for the next one, so snapshots
-follow the page's pace. The process exits on :class:`~dashboard.protocol.Close` or when the
-server's end of the socket closes (the session was dropped, or the server died).
+Fair shares: the :class:`Host` loop gives the next turn (one training step, and the snapshot or
+readout due) to the active run that has used the least CPU time, as a fair-share scheduler
+does; a run that waited (paused, or no page looking) joins at the others' level, not below it.
+
+A run trains only while heartbeats (:class:`~dashboard.protocol.Beat`, sent by each page view and
+each live-panel request) are fresh: a closed tab stops its training within ``heartbeat_timeout``
+seconds. A beat that wants a snapshot asks for the next one, so snapshots follow the page's pace.
+One run's failure stops that run with its reason; the others train on. The process exits on
+:class:`~dashboard.protocol.Close` or when the server's end of the socket closes (the server died).
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.connection import Connection
 
 import torch
@@ -41,6 +49,8 @@ from .protocol import (
     CheckpointRequest,
     Close,
     Command,
+    Drop,
+    Freed,
     Pause,
     Play,
     Reply,
@@ -62,6 +72,7 @@ SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
 SNAPSHOT_UNASKED = 1.0
 SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
+WARM_UP_JOIN = 120.0  # seconds an exiting process waits for its warm-up thread (seconds, even when starved)
 
 
 def keep(record: Record) -> bool:
@@ -76,11 +87,16 @@ def warm_up() -> None:
     torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
-class Worker:
-    """One session's run (one trainer, or a batched ensemble in κ-sweep mode) and its loop."""
+class Slot:
+    """One run hosted by the process (one trainer, or a batched ensemble in κ-sweep mode) and its state.
 
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
+    ``post(run_id, reply)`` sends to the server. ``cpu`` (this run's CPU seconds: training,
+    snapshots, readouts) paces its snapshots; ``share`` is its place in the fair-share order.
+    """
+
+    def __init__(self, run_id: str, post: Callable[[str, Reply], None]) -> None:
+        self.run_id = run_id
+        self._post = post
         self.stepper: Trainer | EnsembleTrainer | None = None
         self.runs: dict[str, Run] = {}  # label -> run (one, or every κ of a sweep)
         self.rounds: Iterator[dict[str, Record]] | None = None
@@ -99,6 +115,15 @@ class Worker:
         self.records: dict[str, list[Record]] = {}  # kept records not yet sent
         self.last_record: Record | None = None
         self.next_update = 0.0
+        self.cpu = 0.0  # CPU seconds this run has used
+        self.share = 0.0  # the fair-share clock: CPU seconds, raised to the others' level on waking
+        self.was_active = False
+        # Snapshots and readouts get SNAPSHOT_SHARE of the run's own CPU time, however much the
+        # browser, the server and the other runs leave it: after each, training alone runs until
+        # ``cpu`` passes ``paid_until``. (Wall-time pacing would let a snapshot's waits throttle the
+        # refreshes, and a fixed rate would take up to half of a starved run's time from training.)
+        self.paid_until = 0.0
+        self.next_snapshot = self.next_symmetry = self.last_snapshot = 0.0  # wall clock
 
     @property
     def primary(self) -> Run:
@@ -115,7 +140,7 @@ class Worker:
 
     # -- messages ----------------------------------------------------------------------------------
     def post(self, message: Reply) -> None:
-        self.conn.send_bytes(pickle.dumps(message, pickle.HIGHEST_PROTOCOL))
+        self._post(self.run_id, message)
 
     def send(self, snapshot: Snapshot | None = None, symmetry: dict[str, float] | None = None) -> None:
         run = self.primary if self.runs else None
@@ -139,31 +164,26 @@ class Worker:
         self.records = {name: [] for name in self.runs}
         self.next_update = time.monotonic() + UPDATE_EVERY
 
-    def handle(self, message: Command) -> bool:
-        """Act on one command; False when the worker should exit."""
+    def handle(self, message: Command) -> None:
+        """Act on one command of this run (``Close`` and ``Drop`` are the host's)."""
         match message:
-            case Close():
-                return False
             case Beat(want_snapshot=want):
                 self.last_beat = time.monotonic()
                 self.wanted = self.wanted or want
-                return True
             case SetLive(kappa=kappa, lr=lr):
                 self.set_live(kappa, lr)
                 self.send()  # the page waits for this to show the new values
-                return True
             case CheckpointRequest():
                 self.post(self.checkpoint())
-                return True
             case Start() | Play() | Pause() | TrainSteps():
                 self.seq = message.seq
                 self.change_state(message)
                 self.send()
-                return True
-        raise TypeError(f"unknown command {message!r}")
+            case _:
+                raise TypeError(f"unknown command {message!r}")
 
     def change_state(self, command: Start | Play | Pause | TrainSteps) -> None:
-        ready = bool(self.runs) and self.state != "diverged"
+        ready = bool(self.runs) and self.state not in ("diverged", "stopped")
         match command:
             case Start():
                 try:
@@ -227,6 +247,12 @@ class Worker:
         if isinstance(self.stepper, Trainer):
             self.stepper.set_kappa(kappa)
 
+    def fail(self, err: Exception) -> None:
+        """Stop this run with the reason (the process and its other runs go on)."""
+        self.running, self.budget = False, 0
+        self.state, self.message = "stopped", f"Training stopped: {err}. Press Reset to start a new run."
+        self.send()
+
     # -- training ----------------------------------------------------------------------------------
     def train_round(self) -> bool:
         """One step of every run; False when a run diverged."""
@@ -263,54 +289,129 @@ class Worker:
         }
         self.send(symmetry=symmetry)
 
+    def turn(self) -> None:
+        """One turn: a training step, then the snapshot, readout or update that is due."""
+        began = time.thread_time()
+        ok = self.train_round()
+        if self.budget > 0:
+            self.budget -= 1
+            if self.budget == 0 or not ok:
+                if ok and not self.running:
+                    self.state = "paused"
+                self.take_snapshot()
+                self.measure_symmetry()
+        else:
+            now, trained = time.monotonic(), time.thread_time()
+            paced = self.cpu + trained - began >= self.paid_until
+            asked = self.wanted or now >= self.last_snapshot + SNAPSHOT_UNASKED
+            if not ok or (paced and now >= self.next_snapshot and asked):
+                self.wanted, self.last_snapshot, self.next_snapshot = False, now, now + SNAPSHOT_EVERY
+                self.take_snapshot()
+                self.pay(began, trained)
+                return
+            if paced and now >= self.next_symmetry:
+                self.measure_symmetry()
+                self.next_symmetry = time.monotonic() + SYMMETRY_EVERY
+                self.pay(began, trained)
+                return
+            if now >= self.next_update:
+                self.send()
+        self.charge(time.thread_time() - began)
+
+    def pay(self, began: float, extra_from: float) -> None:
+        """Charge the turn that began at ``began``; the work after ``extra_from`` (a snapshot or a
+        readout) buys training alone until the run's CPU time passes ``paid_until``."""
+        extra = time.thread_time() - extra_from
+        self.charge(time.thread_time() - began)
+        self.paid_until = self.cpu + extra * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
+
+    def charge(self, seconds: float) -> None:
+        self.cpu += seconds
+        self.share += seconds
+
+
+class Host:
+    """The process's runs (one :class:`Slot` per run id) and the loop that shares its time between them."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.slots: dict[str, Slot] = {}
+
+    def post(self, run_id: str, message: Reply) -> None:
+        self.conn.send_bytes(pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL))
+
+    def handle(self, run_id: str, message: Command) -> bool:
+        """Act on one command; False when the process should exit."""
+        match message:
+            case Close():
+                return False
+            case Drop():
+                self.slots.pop(run_id, None)
+                self.post(run_id, Freed())
+                return True
+            case Start():
+                slot = self.slots.setdefault(run_id, Slot(run_id, self.post))
+            case _:
+                slot = self.slots.get(run_id)
+                if slot is None:  # a message for a run already dropped
+                    return True
+        try:
+            slot.handle(message)
+        except OSError:
+            raise
+        except Exception as err:  # this run fails, not the process
+            log.exception("run %s failed on %s", run_id, type(message).__name__)
+            slot.fail(err)
+        return True
+
     def receive(self, timeout: float) -> bool:
-        """Handle every command that arrives within ``timeout``; False when the worker should exit."""
+        """Handle every command that arrives within ``timeout``; False when the process should exit."""
         try:
             while self.conn.poll(timeout):
-                if not self.handle(pickle.loads(self.conn.recv_bytes())):
+                if not self.handle(*pickle.loads(self.conn.recv_bytes())):
                     return False
                 timeout = 0.0
-        except (EOFError, OSError):  # the server closed its end: the session is gone
+        except (EOFError, OSError):  # the server closed its end: it is gone
             return False
         return True
 
+    def next_slot(self) -> Slot | None:
+        """The active run with the least CPU time on the fair-share clock. A run that just became
+        active joins at the level of the others (so waiting earns no burst that starves them)."""
+        active = [slot for slot in self.slots.values() if slot.active]
+        for slot in self.slots.values():
+            if not slot.active:
+                slot.was_active = False
+        if not active:
+            return None
+        running = [slot.share for slot in active if slot.was_active]
+        floor = min(running, default=0.0)
+        for slot in active:
+            if not slot.was_active:
+                slot.share, slot.was_active = max(slot.share, floor), True
+        return min(active, key=lambda slot: slot.share)
+
     def loop(self) -> None:
-        next_snapshot = next_symmetry = last_snapshot = 0.0  # wall clock
-        # Snapshots and symmetry readouts get SNAPSHOT_SHARE of this process's own CPU time,
-        # however much the browser and the server leave it: after each, training alone runs until
-        # this thread's CPU time passes ``paid_until``. (Wall-time pacing would let a snapshot's
-        # waits throttle the refreshes, and a fixed rate would take up to half of a starved
-        # process's time from training.)
-        paid_until = 0.0
-
-        def cpu_paid_until(since_cpu: float) -> float:
-            """The thread CPU time until which training alone runs, after work that began at ``since_cpu``."""
-            cost = time.thread_time() - since_cpu
-            return time.thread_time() + cost * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
-
-        while self.receive(0.0 if self.active else 0.2):
-            if not self.active:
+        while self.receive(0.0 if any(slot.active for slot in self.slots.values()) else 0.2):
+            slot = self.next_slot()
+            if slot is None:
                 continue
-            ok = self.train_round()
-            if self.budget > 0:
-                self.budget -= 1
-                if self.budget == 0 or not ok:
-                    if ok and not self.running:
-                        self.state = "paused"
-                    self.take_snapshot()
-                    self.measure_symmetry()
-                continue
-            now, cpu = time.monotonic(), time.thread_time()
-            paced = cpu >= paid_until
-            if not ok or (paced and now >= next_snapshot and (self.wanted or now >= last_snapshot + SNAPSHOT_UNASKED)):
-                self.wanted, last_snapshot, next_snapshot = False, now, now + SNAPSHOT_EVERY
-                self.take_snapshot()
-                paid_until = cpu_paid_until(cpu)
-            elif paced and now >= next_symmetry:
-                self.measure_symmetry()
-                paid_until, next_symmetry = cpu_paid_until(cpu), time.monotonic() + SYMMETRY_EVERY
-            elif now >= self.next_update:
-                self.send()
+            try:
+                slot.turn()
+            except OSError:
+                raise
+            except Exception as err:  # this run fails, not the process
+                log.exception("run %s failed", slot.run_id)
+                slot.fail(err)
+
+    def stop_all(self, reason: str) -> None:
+        """Tell every run why the process stops (best effort: the socket may be gone)."""
+        for slot in self.slots.values():
+            slot.running, slot.budget, slot.state, slot.message = False, 0, "stopped", reason
+            try:
+                slot.send()
+            except OSError:
+                return
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -327,23 +428,19 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(1)
     warm = threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True)
     warm.start()
-    worker = Worker(conn)
+    host = Host(conn)
     try:
-        worker.loop()
-    except Exception as err:  # tell the page why, then exit
+        host.loop()
+    except Exception as err:  # tell the pages why, then exit
         log.exception("training process failed")
-        worker.state, worker.message, worker.running, worker.budget = "stopped", f"Training stopped: {err}", False, 0
-        try:
-            worker.send()
-        except OSError:
-            pass
+        host.stop_all(f"Training stopped: the training process failed ({err}). Press Reset to start a new run.")
     finally:
         conn.close()
-    # A daemon thread still inside torch's native code (the warm-up's import of torch._dynamo
-    # takes seconds on a busy machine) when the interpreter finalises aborts the process
-    # ("terminate called without an active exception", exit -6). So: give the warm-up a moment to
-    # finish, then leave without finalising the interpreter (nothing of ours is left to flush).
-    warm.join(2.0)
+    # A thread still inside torch's native code (the warm-up's import of torch._dynamo takes
+    # seconds on a busy machine) when the interpreter finalises aborts the process ("terminate
+    # called without an active exception", exit -6). So: wait for the warm-up to finish, then
+    # leave without finalising the interpreter (nothing of ours is left to flush).
+    warm.join(WARM_UP_JOIN)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

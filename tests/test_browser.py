@@ -188,21 +188,44 @@ def _workers(server_pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the training process through /proc")
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the training processes through /proc")
 def test_a_training_process_that_dies_is_reported_and_the_buttons_follow(server, browser):
-    before = _workers(server.pid)
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(server.url)
     expect(_sidebar_button(page, "Train")).to_be_enabled()
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and not _workers(server.pid) - before:
-        page.wait_for_timeout(200)
-    (ours,) = _workers(server.pid) - before  # this page's session started its own process
     _sidebar_button(page, "Train").click()
     expect(_metric_value(page, "State")).to_have_text("training")
-    os.kill(ours, signal.SIGKILL)  # as the OS would (out of memory, say)
+    for pid in _workers(server.pid):  # the pool's processes, this page's among them
+        os.kill(pid, signal.SIGKILL)  # as the OS would (out of memory, say)
     expect(page.get_by_text("The training process ended")).to_be_visible()
     expect(_metric_value(page, "State")).to_have_text("stopped")
     # Nothing on the page was touched: the live panel asked the page to rerun, so Pause is Train again.
     expect(_sidebar_button(page, "Train")).to_be_visible()
     page.close()
+
+
+@pytest.mark.skipif(not Path("/proc").exists(), reason="finds the training processes through /proc")
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stopping_the_server_leaves_no_training_process(browser, stop):
+    with serve() as own:
+        page = browser.new_page(viewport={"width": 1400, "height": 1400})
+        page.goto(own.url)
+        expect(_sidebar_button(page, "Train")).to_be_enabled()
+        _sidebar_button(page, "Train").click()
+        expect(_metric_value(page, "State")).to_have_text("training")
+        workers = _workers(own.pid)
+        assert workers
+        own.process.send_signal(stop)
+        own.process.wait(timeout=60)
+        page.close()
+
+    def gone(pid: int) -> bool:
+        try:
+            return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not all(gone(pid) for pid in workers):
+        time.sleep(0.2)
+    assert all(gone(pid) for pid in workers), workers

@@ -1,6 +1,7 @@
-"""The dashboard's live run (its process, pause, step, heartbeat), its feed, and the page via AppTest.
+"""The dashboard's live runs (the pool's processes, pause, step, heartbeat, admission, freeing),
+its feed, and the page via AppTest.
 
-Each test starts a training process (seconds): the module is marked slow.
+Training processes take seconds to start: the module is marked slow.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ import asyncio
 import gc
 import json
 import os
-import threading
+import signal
 import time
 from pathlib import Path
 
@@ -67,7 +68,7 @@ def test_play_pause_step_and_close_leave_no_process_or_thread():
         assert run.view().snapshot is not None and run.view().version >= 1
     finally:
         run.close()
-    assert not run.threads_alive and run.view().state == "closed"
+    assert not run.hosted and run.view().state == "closed" and live.find_run(run.token) is None
 
 
 def _cpu_seconds(pid: int) -> float:
@@ -120,42 +121,39 @@ def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
         assert _wait(lambda: run.view().step > stopped_at)
     finally:
         run.close()
-    assert not run.threads_alive
+    assert not run.hosted
 
 
-def test_a_dropped_session_ends_its_process():
+def test_a_dropped_session_frees_its_run_and_keeps_the_process():
     run = _small_run()
-    process, reader = run._worker.process, run._reader
-    deadline = time.monotonic() + 60
-    while run.view().snapshot is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    worker, run_id = run._worker, run.id
+    assert _wait(lambda: run.view().snapshot is not None)
     del run  # Streamlit dropped the session and its state
     gc.collect()
-    assert process.wait(timeout=30) == 0
-    reader.join(10)
-    assert not reader.is_alive()
+    assert _wait(lambda: run_id not in worker.runs, timeout=30)  # the process confirmed it freed the run
+    assert worker.alive  # and stays, warm, for the next session
 
 
-def test_dropping_a_run_does_not_wait_for_its_process(monkeypatch):
-    """Streamlit frees a session in whatever thread drops it (the event loop, in practice): the
-    finalizer hands the wait for the process to a thread of its own."""
-    started, release, finished = threading.Event(), threading.Event(), threading.Event()
-    real_close = live._Worker.close
-
-    def slow_close(self, timeout: float = 10.0) -> None:
-        started.set()
-        release.wait(30)
-        real_close(self, timeout)
-        finished.set()
-
-    monkeypatch.setattr(live._Worker, "close", slow_close)
+@pytest.mark.skipif(not hasattr(signal, "SIGSTOP"), reason="stops the process with SIGSTOP")
+def test_freeing_a_run_never_waits_for_its_process():
+    """Streamlit frees a session in whatever thread drops it (the event loop, in practice), and the
+    pool frees closed tabs' runs: neither may wait on a process, even one that does not answer."""
     run = _small_run()
-    process = run._worker.process
-    del run
-    gc.collect()  # the finalizer runs here, in this thread
-    assert started.wait(10) and not finished.is_set()  # closing, and we did not wait for it
-    release.set()
-    assert finished.wait(30) and process.wait(timeout=30) == 0
+    other = _small_run()
+    assert _wait(lambda: run.state == "ready" and other.state == "ready")
+    worker = run._worker
+    os.kill(worker.process.pid, signal.SIGSTOP)  # a process that answers nothing
+    try:
+        began = time.perf_counter()
+        run.free("test")
+        del other
+        gc.collect()  # the finalizer runs here, in this thread
+        took = time.perf_counter() - began
+        assert took < 0.5, took
+        assert run.state == "closed" and live.find_run(run.token) is None
+    finally:
+        os.kill(worker.process.pid, signal.SIGCONT)
+    assert _wait(lambda: not run.hosted, timeout=30)
 
 
 def test_reset_starts_a_new_run_in_the_same_process():
@@ -281,8 +279,7 @@ def app():
     at = AppTest.from_file(APP, default_timeout=120)
     yield at
     run = at.session_state["run"] if "run" in at.session_state else None
-    if run is not None:  # its process may still be starting: end it now (closing gracefully is tested above)
-        run._worker.process.kill()
+    if run is not None:
         run.close()
 
 

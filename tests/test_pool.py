@@ -1,0 +1,183 @@
+"""The dashboard's training pool: many runs per process, fair shares, admission, freeing, shutdown.
+
+Training processes take seconds to start: the module is marked slow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from starlette.requests import Request
+
+from dashboard import live, live_chart
+from dashboard.live import LiveRun, Pool
+from dashboard.settings import Settings
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def patient_heartbeat(monkeypatch):
+    """Tests poll from Python, not from a page: a long heartbeat unless a test sets its own."""
+    monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 60.0)
+
+
+def _pool(monkeypatch, workers: int = 1, max_training: int = 8) -> Pool:
+    """A pool of its own for one test (closed by the test's finaliser)."""
+    made = Pool(workers=workers, max_training=max_training)
+    monkeypatch.setattr(live, "_pool", made)
+    return made
+
+
+@pytest.fixture
+def one_process(monkeypatch):
+    made = _pool(monkeypatch)
+    yield made
+    made.close()
+
+
+def _wait(predicate, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def _run(session_alive=None, **changes) -> LiveRun:
+    settings = Settings(batch=64, **changes)
+    return LiveRun(settings, settings.make_target(), session_alive=session_alive)
+
+
+def _losses(run: LiveRun) -> list[tuple[int, float, float]]:
+    return [(r.step, r.loss, r.train_bound) for r in run.view().curves[run.primary_label]]
+
+
+def test_runs_in_one_process_do_not_interfere(one_process):
+    alone = _run()
+    alone.step(30)
+    assert _wait(lambda: alone.view().step == 30 and not alone.busy)
+    expected = _losses(alone)
+    alone.close()
+    # Two runs with the same seed in the same process, their steps interleaved, and a third with
+    # another seed training beside them: each gives the records of a run alone.
+    a, b, c = _run(), _run(), _run(seed=7)
+    try:
+        assert a._worker is b._worker is c._worker
+        c.play()
+        a.step(30)
+        b.step(30)
+        assert _wait(lambda: not a.busy and not b.busy and a.view().step == b.view().step == 30)
+        assert _losses(a) == expected and _losses(b) == expected and len(expected) == 3  # steps 10, 20, 30
+        assert c.view().step > 0
+    finally:
+        for run in (a, b, c):
+            run.close()
+
+
+def test_training_runs_share_their_process_fairly(one_process):
+    runs = [_run(), _run(seed=3), _run(sweep=True)]  # a sweep's step costs more: shares are in CPU time
+    try:
+        assert _wait(lambda: all(r.state == "ready" for r in runs))
+        for run in runs:
+            run.play()
+        assert _wait(lambda: min(r.view().step for r in runs) >= 30, timeout=120)
+        time.sleep(3)
+        view = runs[0].view()
+        assert view.sharing == 2  # shown to the page: its steps/s is a share
+        firsts = [r.view().step for r in runs[:2]]
+        assert min(firsts) / max(firsts) > 0.5, firsts  # equal work, equal shares
+        assert all(r.view().state == "training" for r in runs)
+    finally:
+        for run in runs:
+            run.close()
+
+
+def test_admission_over_the_limit_waits_in_line_and_starts_when_a_place_frees(monkeypatch):
+    made = _pool(monkeypatch, workers=1, max_training=1)
+    first, second, third = _run(), _run(), _run()
+    try:
+        assert _wait(lambda: all(r.state == "ready" for r in (first, second, third)))
+        first.play()
+        second.play()
+        third.step(5)
+        assert second.state == third.state == "queued"
+        assert second.view().message.startswith("The server is busy: 1 run ahead of yours")
+        assert third.view().message.startswith("The server is busy: 2 runs ahead of yours")
+        time.sleep(0.5)
+        assert second.view().step == 0 and third.view().step == 0  # nothing trains while it waits
+        assert made.stats()["training"] == 1 and made.stats()["waiting"] == 2
+        first.pause()  # a place frees: the first in line starts, and the next moves up
+        assert _wait(lambda: second.view().state == "training" and second.view().step > 0)
+        assert _wait(lambda: third.view().message.startswith("The server is busy: 1 run ahead of yours"))
+        second.pause()
+        assert _wait(lambda: third.view().step == 5 and not third.busy)  # its Step ran, then its place freed
+        assert _wait(lambda: made.stats()["training"] == 0 and made.stats()["waiting"] == 0)
+        third.play()
+        third.pause()  # Pause while waiting or training: the place is given back either way
+        assert made.stats()["training"] == 0
+    finally:
+        for run in (first, second, third):
+            run.close()
+        made.close()
+
+
+def _feed(token: str) -> tuple[int, dict]:
+    scope = {
+        "type": "http", "method": "GET", "path": f"/api/live/{token}", "path_params": {"token": token},
+        "query_string": b"since=-1", "headers": [],
+    }  # fmt: skip
+    response = asyncio.run(live_chart.feed(Request(scope)))
+    return response.status_code, json.loads(response.body)
+
+
+def test_a_closed_sessions_run_is_freed_and_its_feed_answers_404(one_process, monkeypatch):
+    monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 0.5)
+    monkeypatch.setattr(live, "FREE_AFTER", 1.0)
+    connected = [True]
+    run = _run(session_alive=lambda: connected[0])
+    try:
+        run.play()
+        code, _ = _feed(run.token)
+        assert code == 200 and _wait(lambda: run.view().step > 0)
+        connected[0] = False  # the tab closed (Streamlit keeps the session for a while; we don't wait for it)
+        code, body = _feed(run.token)
+        assert code == 404 and "no live run" in body["error"]
+        time.sleep(1.0)
+        stopped = run.view().step
+        for _ in range(3):  # its feed's requests are no heartbeat: the run stays stopped
+            assert _feed(run.token)[0] == 404
+        time.sleep(0.3)
+        assert run.view().step == stopped or run.state == "closed"
+        assert _wait(lambda: run.state == "closed" and not run.hosted, timeout=15)  # freed in its process
+        assert "freed" in run.view().message and run.view().snapshot is None
+        assert live.find_run(run.token) is None and one_process.stats()["runs"] == 0
+    finally:
+        run.close()
+
+
+def test_a_process_that_closes_again_and_again_under_load_exits_cleanly():
+    """Closed while its warm-up thread is still importing (the race that once aborted it)."""
+    # Both cores busy, at the process's own low priority (a busier machine only makes it slower).
+    burner = "import os; os.nice(10)\nwhile True: pass"
+    burn = [subprocess.Popen([sys.executable, "-c", burner]) for _ in range(2)]
+    try:
+        codes = []
+        for delay in (0.0, 1.0, 3.0):
+            made = Pool(workers=1)
+            made.prestart()
+            time.sleep(delay)
+            (worker,) = made.workers
+            made.close()
+            codes.append(worker.process.returncode)
+        assert codes == [0, 0, 0]
+    finally:
+        for process in burn:
+            process.kill()
+            process.wait()
