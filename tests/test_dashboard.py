@@ -50,7 +50,7 @@ def _small_run(**changes) -> LiveRun:
     return LiveRun(settings, settings.make_target())
 
 
-def test_play_pause_step_and_close_leave_no_process_or_thread():
+def test_play_pause_step_and_close_free_the_run():
     run = _small_run()
     try:
         run.play()  # pressed before the worker finished starting: it trains once it has
@@ -127,7 +127,7 @@ def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
 def test_a_dropped_session_frees_its_run_and_keeps_the_process():
     run = _small_run()
     worker, run_id = run._worker, run.id
-    assert _wait(lambda: run.view().snapshot is not None)
+    assert _wait(lambda r=run: r.view().snapshot is not None)
     del run  # Streamlit dropped the session and its state
     gc.collect()
     assert _wait(lambda: run_id not in worker.runs, timeout=30)  # the process confirmed it freed the run
@@ -140,7 +140,7 @@ def test_freeing_a_run_never_waits_for_its_process():
     pool frees closed tabs' runs: neither may wait on a process, even one that does not answer."""
     run = _small_run()
     other = _small_run()
-    assert _wait(lambda: run.state == "ready" and other.state == "ready")
+    assert _wait(lambda o=other: run.state == "ready" and o.state == "ready")
     worker = run._worker
     os.kill(worker.process.pid, signal.SIGSTOP)  # a process that answers nothing
     try:
