@@ -8,30 +8,23 @@ their own route, not by reruns) in ``dashboard.live_chart``.
 from __future__ import annotations
 
 import dataclasses
-import io
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import streamlit as st
 
 from dashboard import teaching
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
-from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings
+from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, plain, read_upload, safe_name
 from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
 from ehflow_core.reporting import metrics_csv
-from ehflow_core.targets import DataLimits, DataTarget, parse_csv
-
-if TYPE_CHECKING:
-    from torch import Tensor
+from ehflow_core.targets import DataTarget
 
 log = logging.getLogger("ehflow.dashboard")
 
 LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / learning rate
-UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
-UPLOAD_MAX_BYTES = 4_000_000  # 50,000 rows of two numbers fit in ~2 MB (Streamlit itself stops at 5 MB)
 
 
 # -- settings ------------------------------------------------------------------------------------
@@ -133,30 +126,17 @@ def _upload(container) -> None:
         container.error(rejected[1])
         return
     try:
-        points = _parse_upload(file)
+        points = read_upload(file)
     except ValueError as err:
-        message = f"Upload rejected, nothing changed: {err}"
+        message = f"Upload rejected, nothing changed: {plain(str(err))}"
         st.session_state["upload_rejected"] = (key, message)
         container.error(message)
         return
     st.session_state["uploaded"] = DataTarget(
-        points, name=Path(file.name).stem, description=f"{len(points)} points from {file.name}"
+        points, name=safe_name(Path(file.name).stem), description=f"{len(points)} points from {safe_name(file.name)}"
     )
     st.session_state["upload_name"] = key
-    container.success(f"Loaded {len(points)} points from {file.name}; press Reset to train on them.")
-
-
-def _parse_upload(file) -> Tensor:
-    """An uploaded file's points, read line by line (reading stops at the first bad row or the row limit)."""
-    if file.size > UPLOAD_MAX_BYTES:
-        raise ValueError(f"{file.name}: {file.size / 1e6:.1f} MB; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB")
-    file.seek(0)
-    lines = io.TextIOWrapper(file, encoding="utf-8", errors="replace")
-    try:
-        return parse_csv(lines, file.name, UPLOAD_LIMITS)
-    finally:
-        lines.detach()  # leave the upload open (a closed wrapper would close it)
-        file.seek(0)
+    container.success(f"Loaded {len(points)} points from {plain(file.name)}; press Reset to train on them.")
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -6,13 +6,18 @@ Pure Python (no Streamlit): the mapping from settings to the core's configs is t
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
+import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ehflow_core.run import PAPER_TRAINING
-from ehflow_core.targets import DataTarget, Target, make_target
+from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 
 @dataclass(frozen=True)
@@ -203,6 +208,25 @@ def code(text: str, limit: int = 40) -> str:
     return f"`{shown}`"
 
 
+def plain(text: str, limit: int = 300) -> str:
+    """``text`` shown literally by Markdown (``st.error``, ``st.success``): every ASCII punctuation
+    character backslash-escaped (so no link, image, emphasis, colour, LaTeX or autolink forms),
+    control characters written as escapes, cut to ``limit`` characters."""
+    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    if len(shown) > limit:
+        shown = shown[: limit - 1] + "…"
+    return _PUNCTUATION.sub(r"\\\1", shown)
+
+
+_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def safe_name(text: str, limit: int = 40) -> str:
+    """A user's file name for labels and figure titles: letters, digits, ``._-`` and spaces only."""
+    kept = "".join(c if c.isalnum() or c in "._- " else "_" for c in text).strip() or "upload"
+    return kept[:limit]
+
+
 BATCHES = (32, 64, 128, 256, 512, 1024)  # the batch slider's values
 
 
@@ -234,3 +258,22 @@ def _parse(name: str, raw: str, kind: type) -> Any:
     if name == "batch" and value not in BATCHES:
         raise ValueError(f"expected one of {', '.join(map(str, BATCHES))}")
     return value
+
+
+UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
+UPLOAD_MAX_BYTES = 4_000_000  # 50,000 rows of two numbers fit in ~2 MB (Streamlit itself stops at 5 MB)
+
+
+def read_upload(file: BinaryIO) -> Tensor:
+    """An uploaded file's points (``file``: Streamlit's ``UploadedFile``, or any binary file with
+    ``name`` and ``size``), read line by line: reading stops at the first bad row or the row limit,
+    and a file over ``UPLOAD_MAX_BYTES`` is not read at all. ``ValueError`` says why not."""
+    if file.size > UPLOAD_MAX_BYTES:
+        raise ValueError(f"{file.name}: {file.size / 1e6:.1f} MB; at most {UPLOAD_MAX_BYTES / 1e6:.0f} MB")
+    file.seek(0)
+    lines = io.TextIOWrapper(file, encoding="utf-8", errors="replace")
+    try:
+        return parse_csv(lines, file.name, UPLOAD_LIMITS)
+    finally:
+        lines.detach()  # leave the upload open (a closed wrapper would close it)
+        file.seek(0)

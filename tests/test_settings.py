@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import re
 
 import pytest
+import torch
 
-from dashboard.settings import PRESETS, Settings
+from bench.classroom import HOSTILE_VALUES, ODD_KEYS, as_query_dict, fuzz_csvs, fuzz_queries
+from dashboard.settings import LIMITS, PRESETS, UPLOAD_MAX_BYTES, Settings, plain, read_upload, safe_name
 from ehflow_core.training import TrainConfig
 
 
@@ -91,6 +94,74 @@ def test_hostile_url_values_fall_back_with_notices_that_render_no_markup(params)
         assert not re.search(r"\]\(|http|www\.|<|!\[|#", outside_code), notice
     if params == {"batch": ["64", "128"]}:  # a repeated key: the last value wins
         assert settings.batch == 128 and notices == []
+
+
+def test_the_classroom_benchmarks_url_fuzz_falls_back_to_valid_settings_with_plain_notices():
+    """The 200 generated parameter sets ``bench.classroom`` sends to the live server."""
+    for pairs in fuzz_queries(200):
+        for params in (dict(pairs), as_query_dict(pairs)):  # Streamlit's last value; every value
+            settings, notices = Settings.from_query(params)
+            settings.train_config()  # whatever came in, the settings are valid
+            for name, (lo, hi) in LIMITS.items():
+                assert lo <= getattr(settings, name) <= hi, (pairs, name)
+            for notice in notices:
+                spans = re.findall(r"`[^`]*`", notice)
+                assert all(len(span) <= 42 for span in spans), notice  # names and values cut short
+                outside_code = re.sub(r"`[^`]*`", "", notice)
+                assert not re.search(r"\]\(|http|www\.|<|!\[|#|\$|:\w+\[", outside_code), (pairs, notice)
+
+
+def test_plain_text_shows_literally_in_markdown():
+    for text in [*HOSTILE_VALUES, *ODD_KEYS, "row 3: '[x](https://evil.example/)' is not a number"]:
+        shown = plain(text, limit=20_000)
+        # Every ASCII punctuation character is backslash-escaped (CommonMark: a literal), so no
+        # link, image, emphasis, colour or LaTeX can form; unescaping gives the text back.
+        assert not re.search(r"(?<!\\)[!-/:-@\[\]^_`{-~]", shown.replace("\\\\", "")), shown
+        if text.isprintable():
+            assert re.sub(r"\\(.)", r"\1", shown) == text
+    assert plain("a" * 500).endswith("…") and len(plain("a" * 500)) == 300
+    assert safe_name("<a href='javascript:alert(1)'>x</a>.csv") == "_a href__javascript_alert_1___x__a_.csv"
+
+
+class _Upload(io.BytesIO):
+    """An uploaded file as the page gets it: bytes with a name and a size; counts what is read."""
+
+    def __init__(self, name: str, content: bytes) -> None:
+        super().__init__(content)
+        self.name, self.size, self.bytes_read = name, len(content), 0
+
+    def readinto(self, buffer) -> int:
+        n = super().readinto(buffer)
+        self.bytes_read += n
+        return n
+
+    def read(self, size: int | None = -1) -> bytes:
+        data = super().read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def read1(self, size: int = -1) -> bytes:
+        data = super().read1(size)
+        self.bytes_read += len(data)
+        return data
+
+
+def test_the_classroom_benchmarks_csv_fuzz_is_read_or_rejected_with_a_reason():
+    """The malformed files ``bench.classroom`` uploads to the live server: each is read into
+    finite points within the limits or rejected with a short reason naming the file; a file over
+    the size limit is not read at all, and one with too many rows is read only to the limit."""
+    for name, content in fuzz_csvs(50):
+        upload = _Upload(name, content)
+        try:
+            points = read_upload(upload)
+        except ValueError as err:
+            assert str(err).startswith(f"{name}: ") and len(str(err)) < 300, str(err)
+            if len(content) > UPLOAD_MAX_BYTES:
+                assert upload.bytes_read == 0
+            elif name == "too_many_rows.csv":
+                assert upload.bytes_read < len(content)  # stopped at the limit, not at the end
+        else:
+            assert points.shape[1] == 2 and 20 <= len(points) <= 50_000 and torch.isfinite(points).all(), name
 
 
 def test_a_batch_off_the_slider_is_rejected_with_a_notice_not_silently_replaced():
