@@ -76,6 +76,7 @@ CLOSE_TIMEOUT = 30.0  # seconds a process has to exit when the server stops (it 
 FREE_AFTER = 10.0  # seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
 HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
 RUNS_PER_WORKER = 4  # the default admission limit, per process
+TURN = 120.0  # seconds a run trains while others wait before it gives its place to the first in line
 CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run refreshes as cheaply as a short one
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
 # second OpenMP thread spinning while idle, taking CPU from the page.
@@ -307,6 +308,7 @@ class Pool:
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
         self.tokens: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # feed token -> run
         self.training: dict[str, int | None] = {}  # run id -> seq of the command that took its place
+        self.since: dict[str, float] = {}  # run id -> when it took its place
         self.waiting: list[str] = []  # run ids, first come first served
         self.drops: queue.SimpleQueue[tuple[_Worker, str]] = queue.SimpleQueue()
         self._ids = itertools.count(1)
@@ -357,7 +359,7 @@ class Pool:
                 return True
             if run.id not in self.waiting:
                 if len(self.training) < self.max_training:
-                    self.training[run.id] = None
+                    self.training[run.id], self.since[run.id] = None, time.monotonic()
                     return True
                 self.waiting.append(run.id)
             self._tell_waiting()
@@ -377,21 +379,36 @@ class Pool:
                 return
         self.release(run_id)
 
-    def release(self, run_id: str) -> None:
-        """``run_id`` gives up its place (or its place in line); the first waiting runs start."""
+    def release(self, run_id: str, requeue: bool = False) -> None:
+        """``run_id`` gives up its place (or its place in line); the first waiting runs start.
+        ``requeue``: a run that gives up its place waits again, at the back of the line."""
         starting = []
         with self.lock:
-            self.training.pop(run_id, None)
             if run_id in self.waiting:
                 self.waiting.remove(run_id)
+            if self.training.pop(run_id, False) is not False and requeue:
+                self.waiting.append(run_id)
+            self.since.pop(run_id, None)
             while self.waiting and len(self.training) < self.max_training:
                 run = self.runs.get(self.waiting.pop(0))
                 if run is not None:
-                    self.training[run.id] = None
+                    self.training[run.id], self.since[run.id] = None, time.monotonic()
                     starting.append(run)
             self._tell_waiting()
         for run in starting:  # outside the lock: starting sends on the run's socket
             run._begin()
+
+    def rotate(self) -> None:
+        """While runs wait, a run that has trained ``TURN`` seconds on its place goes to the back
+        of the line (paused, to resume when its turn comes again), so a class takes turns."""
+        now = time.monotonic()
+        with self.lock:
+            if not self.waiting:
+                return
+            done = [self.runs.get(run_id) for run_id, since in self.since.items() if now - since >= TURN]
+        for run in done:
+            if run is not None:
+                run._yield_turn()
 
     def _tell_waiting(self) -> None:
         """Tell each waiting run its place in line; the caller holds ``lock``."""
@@ -404,7 +421,8 @@ class Pool:
             with shared.lock:
                 shared.queued = shared.message = (
                     f"The server is busy: {n} run{'s' if n != 1 else ''} ahead of yours "
-                    f"({self.max_training} train at once). Your run starts when one ends."
+                    f"({self.max_training} train at once, in turns of {TURN / 60:.0f} min while others wait). "
+                    "Yours starts when a place frees."
                 )
                 shared.state = "queued"
                 _notify(shared)
@@ -431,6 +449,7 @@ class Pool:
                 worker, run_id = self.drops.get(timeout=HOUSEKEEPING_EVERY)
             except queue.Empty:
                 self._free_abandoned()
+                self.rotate()
                 continue
             self.release(run_id)
             worker.send(run_id, Drop())
@@ -584,6 +603,14 @@ class LiveRun:
             self._pool.release(self.id)
             return
         self._pool.took(self.id, self._command(make, state="training" if make is Play else None, busy=True))
+
+    def _yield_turn(self) -> None:
+        """Its turn is over while others wait: pause, and wait at the back of the line to resume."""
+        if self.state != "training":  # a Step's few steps finish on their own
+            return
+        self._waiting_for = Play
+        self._command(Pause, busy=False)
+        self._pool.release(self.id, requeue=True)
 
     def beat(self, want_snapshot: bool = False) -> None:
         """Called on every page view: the worker trains only while views keep coming.

@@ -87,8 +87,8 @@ def test_training_runs_share_their_process_fairly(one_process):
         assert _wait(lambda: all(r.state == "ready" for r in runs))
         for run in runs:
             run.play()
-        assert _wait(lambda: min(r.view().step for r in runs) >= 30, timeout=120)
-        time.sleep(3)
+        assert _wait(lambda: min(r.view().step for r in runs) >= 5, timeout=120)
+        time.sleep(2)
         view = runs[0].view()
         assert view.sharing == 2  # shown to the page: its steps/s is a share
         firsts = [r.view().step for r in runs[:2]]
@@ -125,6 +125,29 @@ def test_admission_over_the_limit_waits_in_line_and_starts_when_a_place_frees(mo
     finally:
         for run in (first, second, third):
             run.close()
+        made.close()
+
+
+def test_while_runs_wait_training_runs_take_turns(monkeypatch):
+    made = _pool(monkeypatch, workers=1, max_training=1)
+    monkeypatch.setattr(live, "TURN", 1.0)
+    first, second = _run(), _run(seed=1)
+    try:
+        assert _wait(lambda: first.state == second.state == "ready")
+        first.play()
+        second.play()
+        assert second.state == "queued"
+        assert _wait(lambda: second.state == "training" and first.state == "queued", timeout=30)
+        paused_at = first.view().step
+        assert _wait(lambda: first.state == "training" and second.state == "queued", timeout=30)
+        assert _wait(lambda: first.view().step > paused_at)  # it resumed where it paused
+        assert made.stats()["training"] == 1 and made.stats()["waiting"] == 1
+        second.pause()  # leaves the line: nobody waits, so the first keeps training past its turn
+        time.sleep(2.5)
+        assert first.state == "training" and made.stats()["waiting"] == 0
+    finally:
+        first.close()
+        second.close()
         made.close()
 
 
