@@ -1,7 +1,7 @@
 """Classroom benchmark: one dashboard server, N students' tabs in a real browser, then a fuzz.
 
     python -m bench.classroom [--sizes 4,12,20] [--seconds 20] [--urls 200] [--csvs 50]
-                              [--out bench/results/classroom.json]
+                              [--out bench/results/classroom.json] [--merge]
 
 For each N: start the server (``streamlit run``, the pool at its defaults), open N tabs in one
 Debian Chromium (Playwright), press Train in each, hide all but two (as students' tabs often
@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--csvs", type=int, default=50, help="malformed CSV uploads (0: none)")
     parser.add_argument("--chromium", default=os.environ.get("EHFLOW_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument("--out", default="bench/results/classroom.json")
+    parser.add_argument("--merge", action="store_true", help="keep the rows of --out that this run does not measure")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     result: dict = {
@@ -377,6 +378,12 @@ def main(argv: list[str] | None = None) -> None:
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.merge and out.exists():
+        kept = json.loads(out.read_text())
+        if not sizes:
+            result["classroom"] = kept.get("classroom", [])
+        if not (args.urls or args.csvs) and "fuzz" in kept:
+            result["fuzz"] = kept["fuzz"]
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=args.chromium, args=CHROMIUM_ARGS)
         try:

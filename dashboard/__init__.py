@@ -4,19 +4,23 @@ Modules:
     app         the server entry: Streamlit's ``st.App`` with the page and one extra route
     page        the page script each browser session runs: sidebar, buttons, downloads, teaching text
     settings    the sidebar's settings as a frozen dataclass, to and from the URL, to core configs
-    live        ``LiveRun``: a session's handle on its training process (commands out, updates in)
-    protocol    the typed messages between the server and a training process
-    worker      the training process: a Trainer or a batched ensemble, snapshots, symmetry readouts
+    live        ``LiveRun``: a session's handle on its run; ``Pool``: the training processes, placement,
+                admission (a waiting line, turns), freeing the runs of closed tabs
+    protocol    the typed messages between the server and a training process (``(run_id, message)``)
+    worker      a training process: many runs (a Trainer or a batched ensemble each) in fair CPU
+                shares, snapshots, symmetry readouts
     live_chart  the live panel (``live_panel.js``, ``live_panel.css``) and its feed route
     server      start the server on a free local port (tests, benchmarks, scripted demos)
 
 From a click on Train to a redrawn chart::
 
-    browser (page)        Streamlit server (page.py, live.py, live_chart.py)    worker process
-    ──────────────        ─────────────────────────────────────────────────     ──────────────
-    click Train ────────▶ page rerun: LiveRun.play()
-                          ─ Play(seq) ───────────────────────────────────────▶  handle(): running
-                                                                                 train_round() …
+    browser (page)        Streamlit server (page.py, live.py, live_chart.py)    worker process (pool)
+    ──────────────        ─────────────────────────────────────────────────     ─────────────────────
+    click Train ────────▶ page rerun: LiveRun.play(): Pool.admit() (or wait in line)
+                          ─ (run_id, Play(seq)) ─────────────────────────────▶  Slot.handle(): running
+                                                                                 Host.loop(): the run
+                                                                                 with the least CPU
+                                                                                 takes a turn() …
     live panel (JS):                                                             (every step)
     GET /api/live/<token>?since=v ─▶ feed(): Beat(want_snapshot) ─────────────▶ wanted = True
                           feed waits on the run's event (no thread held)         take_snapshot()
@@ -28,5 +32,6 @@ From a click on Train to a redrawn chart::
                           prebuild(): the next version's figures, while the browser draws
 
 Every live-panel request is also the run's heartbeat: with no page looking for
-``live.HEARTBEAT_TIMEOUT`` seconds, the worker stops training (a closed tab costs nothing).
+``live.HEARTBEAT_TIMEOUT`` seconds, the worker stops training the run; once the tab's connection
+has been closed ``live.FREE_AFTER`` seconds, the pool frees it (a closed tab costs nothing).
 """

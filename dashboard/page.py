@@ -17,7 +17,7 @@ import streamlit as st
 from dashboard import teaching
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
-from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, plain, read_upload, safe_name
+from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
 from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataTarget
@@ -128,7 +128,7 @@ def _upload(container) -> None:
     try:
         points = read_upload(file)
     except ValueError as err:
-        message = f"Upload rejected, nothing changed: {plain(str(err))}"
+        message = f"Upload rejected, nothing changed: {code(str(err), limit=300)}"
         st.session_state["upload_rejected"] = (key, message)
         container.error(message)
         return
@@ -136,7 +136,7 @@ def _upload(container) -> None:
         points, name=safe_name(Path(file.name).stem), description=f"{len(points)} points from {safe_name(file.name)}"
     )
     st.session_state["upload_name"] = key
-    container.success(f"Loaded {len(points)} points from {plain(file.name)}; press Reset to train on them.")
+    container.success(f"Loaded {len(points)} points from {code(file.name)}; press Reset to train on them.")
 
 
 # -- the run -------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
-import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, BinaryIO
 
@@ -206,19 +205,6 @@ def code(text: str, limit: int = 40) -> str:
     if len(shown) > limit:
         shown = shown[: limit - 1] + "…"
     return f"`{shown}`"
-
-
-def plain(text: str, limit: int = 300) -> str:
-    """``text`` shown literally by Markdown (``st.error``, ``st.success``): every ASCII punctuation
-    character backslash-escaped (so no link, image, emphasis, colour, LaTeX or autolink forms),
-    control characters written as escapes, cut to ``limit`` characters."""
-    shown = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-    if len(shown) > limit:
-        shown = shown[: limit - 1] + "…"
-    return _PUNCTUATION.sub(r"\\\1", shown)
-
-
-_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
 
 
 def safe_name(text: str, limit: int = 40) -> str:
