@@ -330,11 +330,12 @@ class Pool:
             if self.closed:
                 raise OSError("the dashboard's server is shutting down")
             self.workers = [w for w in self.workers if w.alive]
-            if len(self.workers) < self.size and all(w.runs for w in self.workers):
+            if len(self.workers) < self.size and all(len(w.runs) for w in self.workers):
                 self.workers.append(_Worker(self))
 
             def load(worker: _Worker) -> tuple[int, int]:
-                return sum(run_id in self.training for run_id in worker.runs), len(worker.runs)
+                hosted = list(worker.runs)  # a copy: the reader thread removes freed runs
+                return sum(run_id in self.training for run_id in hosted), len(hosted)
 
             return min(self.workers, key=load), f"r{next(self._ids)}"
 
@@ -349,7 +350,7 @@ class Pool:
     def sharing(self, run: LiveRun) -> int:
         """Other runs training in ``run``'s process now."""
         with self.lock:
-            return sum(other in self.training for other in run._worker.runs if other != run.id)
+            return sum(other in self.training for other in list(run._worker.runs) if other != run.id)
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, run: LiveRun) -> bool:
