@@ -65,7 +65,7 @@ log = logging.getLogger("ehflow.dashboard.worker")
 # 80 trajectories show the attractors; each costs leapfrog steps in every snapshot.
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
-SNAPSHOT_EVERY = 0.25  # and no more often than this (seconds)
+SNAPSHOT_EVERY = 0.2  # and no more often than this (seconds)
 # A snapshot is taken when the page's live panel asks for one (each of its requests does), or,
 # with no panel asking (a page view without a browser, as in tests), at least this often
 # (seconds). Snapshots nobody draws would take CPU from training and from drawing.
