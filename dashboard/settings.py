@@ -9,7 +9,7 @@ import dataclasses
 import io
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from ehflow_core.run import PAPER_TRAINING
 from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
@@ -250,7 +250,7 @@ UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 UPLOAD_MAX_BYTES = 4_000_000  # 50,000 rows of two numbers fit in ~2 MB (Streamlit itself stops at 5 MB)
 
 
-def read_upload(file: BinaryIO) -> Tensor:
+def read_upload(file: Any) -> Tensor:
     """An uploaded file's points (``file``: Streamlit's ``UploadedFile``, or any binary file with
     ``name`` and ``size``), read line by line: reading stops at the first bad row or the row limit,
     and a file over ``UPLOAD_MAX_BYTES`` is not read at all. ``ValueError`` says why not."""

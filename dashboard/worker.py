@@ -350,11 +350,10 @@ class Host:
                 self.post(run_id, Freed())
                 return True
             case Start():
-                slot = self.slots.setdefault(run_id, Slot(run_id, self.post))
-            case _:
-                slot = self.slots.get(run_id)
-                if slot is None:  # a message for a run already dropped
-                    return True
+                self.slots.setdefault(run_id, Slot(run_id, self.post))
+        slot = self.slots.get(run_id)
+        if slot is None:  # a message for a run already dropped
+            return True
         try:
             slot.handle(message)
         except OSError:
