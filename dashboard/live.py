@@ -560,7 +560,7 @@ class LiveRun:
         self._pool.release(self.id)
         self.settings, self.target = settings, target
         self.primary_label = run_label(settings.kappa)
-        labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweep else [self.primary_label]
+        labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweeping else [self.primary_label]
         self._generation += 1
         with self._shared.lock:
             self._shared.reset(self._generation, labels)
@@ -660,7 +660,7 @@ class LiveRun:
         s = self._shared
 
         def applied() -> bool:
-            return s.lr == lr and (self.settings.sweep or s.kappa == kappa) or s.state in ("stopped", "closed")
+            return s.lr == lr and (self.settings.sweeping or s.kappa == kappa) or s.state in ("stopped", "closed")
 
         with s.lock:
             s.changed.wait_for(applied, wait)

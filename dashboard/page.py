@@ -85,10 +85,14 @@ def sidebar() -> Settings:
         disabled=not st.session_state["w_generator_on"],
         help="κ is the tolerated mean squared Poisson bracket {g, H}²: smaller κ, stricter symmetry. Applies live.",
     )  # fmt: skip
+    generator_on = st.session_state["w_generator_on"]
     sb.toggle(
         "κ sweep (κ/10, κ, 10κ and no constraint side by side)",
         key="w_sweep",
-        help="Trains four models at once and overlays their likelihood curves.",
+        disabled=not generator_on,
+        help="Trains four models at once and overlays their likelihood curves."
+        if generator_on
+        else "Needs the rotation generator: without a constraint every κ would train the same model.",
     )
     sb.header("Flow and optimiser")
     lo, hi = LIMITS["dt"]
@@ -189,13 +193,13 @@ def _step() -> None:
         run.step(10)
 
 
-def controls(settings: Settings) -> LiveRun | None:
+def controls(settings: Settings, sb) -> LiveRun | None:
+    """Train, Step and Reset in ``sb`` (the top of the sidebar: on a laptop's screen without
+    scrolling), and the run they drive."""
     run: LiveRun | None = st.session_state.get("run")
     if run is None and "run_error" not in st.session_state:
         _reset(settings)
         run = st.session_state.get("run")
-    sb = st.sidebar
-    sb.header("Run")
     c1, c2, c3 = sb.columns(3)
     training = run is not None and run.state in ("training", "queued")  # Pause also leaves the line
     c1.button(
@@ -249,10 +253,14 @@ def downloads(run: LiveRun) -> None:
             return f"No checkpoint: {err}. Press Reset to start a new run.".encode()
 
     alive = run.worker_alive
+    name, holds = "checkpoint.pt", "The model, its optimiser state and its configuration."
+    if run.settings.sweeping:  # the download holds one member of the sweep: say which
+        name = f"checkpoint_{safe_name(run.primary_label.replace('κ=', 'kappa_'))}.pt"
+        holds = f"The sweep's {run.primary_label} member (the slider's κ), with its optimiser state."
     st.sidebar.download_button("Metrics (CSV)", metrics, "metrics.csv", "text/csv", on_click="ignore")
     st.sidebar.download_button(
-        "Model (checkpoint)", checkpoint, "checkpoint.pt", on_click="ignore", disabled=not alive,
-        help=None if alive else "The training process has ended: press Reset to start a new run.",
+        "Model (checkpoint)", checkpoint, name, on_click="ignore", disabled=not alive,
+        help=holds if alive else "The training process has ended: press Reset to start a new run.",
     )  # fmt: skip
     st.sidebar.download_button("Figures (HTML)", figures_html, "figures.html", "text/html", on_click="ignore")
 
@@ -268,9 +276,10 @@ def main() -> None:
     )
     for notice in st.session_state.get("url_notices", []):
         st.warning(notice)
+    top = st.sidebar.container()  # the buttons, drawn once the settings below are known
     settings = sidebar()
     st.query_params.from_dict(settings.to_query())
-    run = controls(settings)
+    run = controls(settings, top)
     if run is None:
         return
     run.beat()  # the live panel's requests beat too; this one covers a page without them (tests)

@@ -92,11 +92,17 @@ class Settings:
     seed: int = 0
     sweep: bool = False  # κ-sweep mode: several κ and the baseline side by side
 
-    MODEL_FIELDS = ("preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweep")
+    MODEL_FIELDS = ("preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping")
 
     @property
     def kappa(self) -> float | None:
         return 10.0**self.log10_kappa if self.generator_on else None
+
+    @property
+    def sweeping(self) -> bool:
+        """κ-sweep mode in force: the toggle is on and there is a constraint to sweep (without a
+        generator every κ would train the same unconstrained model)."""
+        return self.sweep and self.generator_on
 
     @property
     def lr(self) -> float:

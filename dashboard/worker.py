@@ -223,7 +223,7 @@ class Slot:
         self.state, self.message = "starting", None
         config = settings.train_config()
         self.primary_label = run_label(settings.kappa)  # the slider's κ, also in sweep mode
-        if settings.sweep:  # every κ of the sweep trained as one batched model
+        if settings.sweeping:  # every κ of the sweep trained as one batched model
             kappas = settings.sweep_kappas()
             labels = [run_label(k) for k in kappas]
             ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels)

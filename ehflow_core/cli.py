@@ -1,5 +1,7 @@
 """Command line: ``python -m ehflow_core train …`` and ``python -m ehflow_core reproduce fig2a|fig2b``.
 
+Argument errors are one line (with where to find the usage); ``--help`` shows every default.
+
 Every run writes into ``--out DIR``: ``metrics.csv`` (one row per record), ``summary.json``,
 ``checkpoint.pt`` and figures (HTML always, PNG where Kaleido can render).
 """
@@ -13,7 +15,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -101,7 +103,7 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         kinetic=args.kinetic,
         invariant_blocks=_hard_blocks(generators, target.dim) if args.hard_symmetry else None,
         dtype=args.dtype,
-        device=args.device,
+        device=_device(args.device),
     )
     config = TrainConfig(
         flow=flow,
@@ -161,67 +163,115 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 # -- parser ----------------------------------------------------------------------------------------
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+class _Parser(argparse.ArgumentParser):
+    """An argument error is one line, the message and where the usage is, not the usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
+
+
+def _number(text: str, kind: type, minimum: float, strict: bool) -> Any:
+    what = "an integer" if kind is int else "a number"
+    bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}") from None
+    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}")
     return value
+
+
+def _positive_float(text: str) -> float:
+    return _number(text, float, 0, strict=True)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text}")
-    return value
+    return _number(text, int, 0, strict=False)
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
+    return _number(text, int, 1, strict=False)
+
+
+def _integer(text: str) -> int:
+    return _number(text, int, -math.inf, strict=False)
+
+
+def _device(requested: str) -> str:
+    """The device a run uses: ``auto`` is CUDA where present, else the CPU; CUDA asked for on a
+    machine without it is an error (not a silent fallback that the summary would misreport)."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.split(":")[0] == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"--device {requested}: CUDA is not available on this machine; "
+            "use --device cpu, or --device auto to use CUDA where it is present"
+        )
+    return requested
 
 
 def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     """The parser; ``paper``: train's defaults are the paper's configuration (``TrainConfig.as_paper``)."""
     defaults = TrainConfig.starting_from(paper)
-    parser = argparse.ArgumentParser(prog="python -m ehflow_core", description=__doc__.splitlines()[0])
+    parser = _Parser(
+        prog="python -m ehflow_core",
+        description="Train equivariant Hamiltonian flows and reproduce the paper's experiments.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
 
-    train = sub.add_parser("train", help="train one flow and write metrics, summary, checkpoint, figures")
+    train = sub.add_parser(
+        "train", help="train one flow and write metrics, summary, checkpoint, figures", formatter_class=formatter
+    )
     source = train.add_mutually_exclusive_group()
-    source.add_argument("--target", default="ring", help=f"built-in target: {', '.join(TARGETS)} (default ring)")
+    source.add_argument(
+        "--target", default="ring", help=f"built-in target: {', '.join(TARGETS)}, or gaussians (with --n-modes)"
+    )
     source.add_argument("--data", help="user data: a .csv or .npy file of points (n × d)")
     train.add_argument("--test-data", help="test points for --data (default: hold out --holdout of --data)")
-    train.add_argument("--holdout", type=float, default=0.2, help="share of --data held out as test set (default 0.2)")
-    train.add_argument("--n-modes", type=_positive_int, help="number of Gaussians for --target gaussians")
+    train.add_argument("--holdout", type=_positive_float, default=0.2, help="share of --data held out as test set")
+    train.add_argument("--n-modes", type=_positive_int, help="number of Gaussians for --target gaussians (8)")
     train.add_argument("--kappa", type=_positive_float, help="constraint precision κ (absent: unconstrained)")
     train.add_argument(
-        "--generators", help="'so', 'none' or e.g. 'L12,L34' or 'L1_12,P3' (1-based axes; default: the target's own)"
+        "--generators", help="'so', 'none' or e.g. 'L12,L34' or 'L1_12,P3' (1-based axes; absent: the target's own)"
     )
     train.add_argument("--hard-symmetry", action="store_true", help="K and U exactly invariant under the rotations")
     train.add_argument("--n-train", type=_positive_int, help="fixed training set size (absent: infinite data)")
     train.add_argument("--steps", type=_positive_int, default=TrainConfig.max_steps, help="training steps")
-    train.add_argument("--seconds", type=_positive_float, help="wall-clock budget (whichever ends first)")
-    train.add_argument("--dt", type=_positive_float, default=FlowConfig.dt)
+    train.add_argument(
+        "--seconds", type=_positive_float, help="wall-clock budget (whichever of it and --steps ends first)"
+    )
+    train.add_argument("--dt", type=_positive_float, default=FlowConfig.dt, help="leapfrog step size")
     train.add_argument("--n-steps", type=_positive_int, default=FlowConfig.n_steps, help="leapfrog steps")
     train.add_argument(
         "--per-step-hamiltonians", action=argparse.BooleanOptionalAction, default=not defaults.flow.shared_hamiltonian,
         help="a separate H_i per leapfrog step, or one H for all",
     )  # fmt: skip
     train.add_argument("--kinetic", choices=KINETICS, default=defaults.flow.kinetic, help="K(p): an MLP, or convex")
-    train.add_argument("--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden))
-    train.add_argument("--base", choices=BASES, default=FlowConfig.base)
-    train.add_argument("--base-sigma", type=_positive_float, default=FlowConfig.base_sigma)
-    train.add_argument("--base-beta", type=_positive_float, default=FlowConfig.base_beta)
-    train.add_argument("--lr", type=_positive_float, default=defaults.lr)
-    train.add_argument("--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule)
-    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps)
-    train.add_argument("--batch", type=_positive_int, default=defaults.batch)
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--eval-every", type=_positive_int, default=TrainConfig.eval_every)
-    train.add_argument("--eval-samples", type=_positive_int, default=TrainConfig.eval_samples, help="K of L_K")
-    train.add_argument("--grad-clip", type=_positive_float)
+    train.add_argument(
+        "--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="hidden widths of K, U"
+    )
+    train.add_argument("--base", choices=BASES, default=FlowConfig.base, help="base density of (q, p)")
+    train.add_argument(
+        "--base-sigma", type=_positive_float, default=FlowConfig.base_sigma, help="soft-uniform half-width"
+    )
+    train.add_argument(
+        "--base-beta", type=_positive_float, default=FlowConfig.base_beta, help="soft-uniform edge sharpness"
+    )
+    train.add_argument("--lr", type=_positive_float, default=defaults.lr, help="Adam's learning rate")
+    train.add_argument(
+        "--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
+        help="cosine: decays to 0 over --steps or --seconds",
+    )  # fmt: skip
+    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps, help="linear warm-up")
+    train.add_argument("--batch", type=_positive_int, default=defaults.batch, help="data points per step")
+    train.add_argument("--seed", type=_integer, default=0, help="initialisation, data and noise")
+    train.add_argument(
+        "--eval-every", type=_positive_int, default=TrainConfig.eval_every, help="steps between evaluations"
+    )
+    train.add_argument("--eval-samples", type=_positive_int, default=TrainConfig.eval_samples, help="K of the test L_K")
+    train.add_argument("--grad-clip", type=_positive_float, help="gradient norm clip (absent: none)")
     train.add_argument(
         "--objective", choices=OBJECTIVES, default=defaults.objective,
         help="training bound: elbo, iwae (L_K, K = --train-samples), dreg (L_K, DReG encoder gradient)",
@@ -229,21 +279,29 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     train.add_argument(
         "--train-samples", type=_positive_int, default=defaults.train_samples, help="K of the training bound"
     )
-    train.add_argument("--on-divergence", choices=("stop", "continue"), default="stop")
-    train.add_argument("--dtype", choices=tuple(DTYPES), default="float32")
-    train.add_argument("--device", default="cpu")
-    train.add_argument("--out", default="runs/train", help="output folder (default runs/train)")
+    train.add_argument(
+        "--on-divergence", choices=("stop", "continue"), default="stop", help="after a rejected step: stop, or go on"
+    )
+    train.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="floating-point precision")
+    train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (CUDA where present)")
+    train.add_argument("--out", default="runs/train", help="output folder")
     train.add_argument(
         "--paper", action="store_true",
         help="the paper's configuration (single-sample ELBO, batch 256, Adam 3e-4, one H with an MLP K); "
         "options given explicitly still apply",
     )  # fmt: skip
 
-    rep = sub.add_parser("reproduce", help="the paper's experiments: fig2a (SO(2) ring, κ sweep) or fig2b")
-    rep.add_argument("figure", choices=("fig2a", "fig2b"))
-    rep.add_argument("--quick", action="store_true", help="a size that runs in a few minutes on 2 CPU cores")
-    rep.add_argument("--seeds", type=_positive_int, help="number of seeds (default: 1 quick, 3 full)")
-    rep.add_argument("--out", help="output folder (default runs/<figure>)")
+    rep = sub.add_parser(
+        "reproduce", help="the paper's experiments: fig2a (SO(2) ring, κ sweep) or fig2b", formatter_class=formatter
+    )
+    rep.add_argument("figure", choices=("fig2a", "fig2b"), help="which experiment")
+    rep.add_argument(
+        "--quick", action="store_true",
+        help="a smoke run: tiny sizes and one seed, about a minute on 2 CPU cores; it shows the pipeline "
+        "works, its numbers are not the result",
+    )  # fmt: skip
+    rep.add_argument("--seeds", type=_positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
+    rep.add_argument("--out", help="output folder (absent: runs/<figure>)")
     rep.add_argument("--paper", action="store_true", help="train with the paper's configuration, not the defaults")
     return parser
 

@@ -337,7 +337,7 @@ def load_points(path: str | Path, limits: DataLimits = DataLimits()) -> Tensor:
 
 
 def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimits = DataLimits()) -> Tensor:
-    """Parse comma-separated numeric rows (an optional non-numeric header is skipped).
+    """Parse comma-separated numeric rows (an optional header of column names is skipped).
 
     ``text``: the file's text, or an iterable of its lines (an open text file): lines are read one
     at a time and reading stops at the first bad row or once ``limits.max_rows`` is exceeded, so a
@@ -347,6 +347,7 @@ def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimit
     lines = io.StringIO(text) if isinstance(text, str) else text
     rows: list[list[float]] = []
     first = True
+    header: int | None = None  # the header's column count
     for line_no, raw in enumerate(lines, 1):
         line = raw.strip()
         if not line or line.startswith("#"):
@@ -355,12 +356,18 @@ def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimit
         try:
             row = [float(c) for c in cells]
         except ValueError:
-            if first:  # a header row
-                first = False
+            if first:  # a header row: names, not garbage (a binary file's first line is no header)
+                if not all(c.isprintable() and "\ufffd" not in c and len(c) <= 64 for c in cells):
+                    raise ValueError(
+                        f"{source}: row {line_no}: {_short(line)} is neither numbers nor a header of column names"
+                    ) from None
+                first, header = False, len(cells)
                 continue
             bad = next(c for c in cells if not _is_float(c))
             raise ValueError(f"{source}: row {line_no}: {_short(bad)} is not a number") from None
         first = False
+        if header is not None and not rows and len(row) != header:
+            raise ValueError(f"{source}: row {line_no}: expected {header} columns like the header, got {len(row)}")
         if not all(math.isfinite(v) for v in row):
             raise ValueError(f"{source}: row {line_no}: holds a non-finite value: {_short(line)}")
         if rows and len(row) != len(rows[0]):

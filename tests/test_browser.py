@@ -117,6 +117,14 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     first.close()
 
 
+def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, browser):
+    page = browser.new_page(viewport={"width": 1366, "height": 768})
+    page.goto(server.url)
+    for name in ("Train", "Step", "Reset"):
+        expect(_sidebar_button(page, name)).to_be_in_viewport()
+    page.close()
+
+
 @pytest.mark.xfail(
     strict=False,
     reason="flaky since the defaults changed (one CI run of two, 2026-11-30): after Pause the density "

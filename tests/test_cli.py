@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ehflow_core import load_checkpoint
 from ehflow_core.cli import main, parse_args
@@ -80,7 +81,38 @@ def test_bad_data_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
     assert code == 2
     assert "bad.csv: row 3: 'oops' is not a number" in err and "Traceback" not in err
     code, _, err = cli(capsys, "train", "--dt", "-1", "--out", str(tmp_path / "o"))
-    assert code == 2 and "expected a finite number > 0, got -1" in err
+    assert code == 2 and "expected a number > 0, got '-1'" in err
+
+
+def test_argument_errors_are_one_line_that_names_the_value_and_points_to_the_help(tmp_path, capsys):
+    for argv, message in [
+        (["train", "--steps", "abc"], "argument --steps: expected an integer >= 1, got 'abc'"),
+        (["train", "--lr", "inf"], "argument --lr: expected a number > 0, got 'inf'"),
+        (["train", "--warmup-steps", "-2"], "argument --warmup-steps: expected an integer >= 0, got '-2'"),
+        (["train", "--seed", "1.5"], "argument --seed: expected an integer, got '1.5'"),
+    ]:
+        code, _, err = cli(capsys, *argv, "--out", str(tmp_path / "o"))
+        assert code == 2 and err.strip().count("\n") == 0, err  # one line, no usage block
+        assert message in err and "_int" not in err and "(usage: python -m ehflow_core train --help)" in err
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without CUDA")
+def test_cuda_asked_for_without_cuda_is_an_error_and_auto_runs_on_the_cpu(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--device", "cuda", "--steps", "1", "--out", str(tmp_path / "o"))
+    assert code == 2 and "--device cuda: CUDA is not available on this machine" in err
+    assert not (tmp_path / "o").exists()
+    out = tmp_path / "auto"
+    code, _, err = cli(capsys, "train", "--device", "auto", "--steps", "2", *SMALL, "--out", str(out))
+    assert code == 0, err
+    assert json.loads((out / "summary.json").read_text())["config"]["flow"]["device"] == "cpu"  # what ran
+
+
+def test_help_shows_defaults_without_markup(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["train", "--help"])
+    text = capsys.readouterr().out
+    assert "(default: 64)" in text and "(default: dreg)" in text and "gaussians (with --n-modes)" in text
+    assert "``" not in text
 
 
 def test_reproduce_rejects_an_unknown_figure_and_generators_are_parsed_by_name(tmp_path, capsys):

@@ -315,6 +315,14 @@ def test_widgets_map_to_configs_and_model_changes_apply_on_reset(app):
     assert app.query_params["log10_kappa"] == "-3" and app.query_params["dt"] == "1"
 
 
+def test_the_sweep_toggle_is_disabled_without_a_generator(app):
+    app.run()
+    assert not app.toggle(key="w_sweep").disabled
+    app.toggle(key="w_generator_on").set_value(False).run()
+    sweep = app.toggle(key="w_sweep")
+    assert sweep.disabled and "Needs the rotation generator" in sweep.help
+
+
 def test_presets_load(app):
     app.run()
     app.selectbox(key="w_preset").set_value("fig2b").run()

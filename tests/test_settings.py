@@ -168,6 +168,13 @@ def test_a_batch_off_the_slider_is_rejected_with_a_notice_not_silently_replaced(
     assert notices and "expected one of 32, 64, 128, 256, 512, 1024" in notices[0]
 
 
+def test_a_sweep_needs_a_generator():
+    """Without a constraint every κ of a sweep trains the same model: the sweep is off then."""
+    assert Settings(sweep=True).sweeping
+    off = Settings(sweep=True, generator_on=False)
+    assert not off.sweeping and off.model_key() == Settings(generator_on=False).model_key()
+
+
 def test_model_key_separates_live_from_model_settings():
     s = Settings()
     assert s.model_key() == Settings(log10_kappa=-4.0, log10_lr=-3.0, generator_on=False).model_key()

@@ -122,6 +122,8 @@ def test_csv_with_header_and_npy_load(tmp_path):
         ("1\n2\n3\n" * 10, r"bad.csv: expected at least 2 columns \(one per coordinate\), got 1"),
         ("1,2\n1,2,3\n", r"bad.csv: row 2: expected 2 columns like the first row, got 3"),
         ("1,2\n" * 3, r"bad.csv: expected at least 10 rows, got 3"),
+        ("\x00\x07,\x01\n" + "1,2\n" * 20, r"bad.csv: row 1: .* is neither numbers nor a header of column names"),
+        ("x,y,z\n" + "1,2\n" * 20, r"bad.csv: row 2: expected 3 columns like the header, got 2"),
     ],
 )
 def test_bad_csv_is_rejected_with_file_row_and_problem(tmp_path, content, message):
