@@ -137,6 +137,6 @@ def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_wi
     assert mixed.lr == 1e-3 and mixed.per_step_hamiltonians and mixed.objective == "elbo"
     assert not parse_args(["train", "--no-per-step-hamiltonians"]).per_step_hamiltonians
     code, _, err = cli(capsys, "train", "--warmup-steps", "-3", "--out", str(tmp_path / "o"))
-    assert code == 2 and "expected an integer >= 0, got -3" in err
+    assert code == 2 and "expected an integer >= 0, got '-3'" in err
     code, _, err = cli(capsys, "train", "--kinetic", "cubic", "--out", str(tmp_path / "o"))
     assert code == 2 and "invalid choice: 'cubic'" in err
