@@ -1,6 +1,8 @@
 """Refresh the README's dashboard screenshot: start the app, train a while, save assets/dashboard.png.
 
-python -m bench.screenshot [--seconds 60] [--preset fig2a]
+python -m bench.screenshot [--seconds 60] [--preset fig2a] [--size 1400x1700] [--out assets/dashboard.png]
+
+``--size 1366x768`` is a laptop's screen: what a class sees without scrolling.
 """
 
 from __future__ import annotations
@@ -16,12 +18,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--preset", default="fig2a")
+    parser.add_argument("--size", default="1400x1700", help="the browser's viewport, WIDTHxHEIGHT")
     parser.add_argument("--out", default=str(ROOT / "assets" / "dashboard.png"))
     args = parser.parse_args()
+    try:
+        width, height = (int(x) for x in args.size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--size: expected WIDTHxHEIGHT like 1366x768, got {args.size!r}")
     with serve() as server, sync_playwright() as p:
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1700})
+            page = browser.new_page(viewport={"width": width, "height": height})
             page.goto(f"{server.url}/?preset={args.preset}")
             train = page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Train", exact=True)
             train.wait_for(timeout=120_000)
