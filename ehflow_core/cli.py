@@ -297,7 +297,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     rep.add_argument("figure", choices=("fig2a", "fig2b"), help="which experiment")
     rep.add_argument(
         "--quick", action="store_true",
-        help="a smoke run: tiny sizes and one seed, about a minute on 2 CPU cores; it shows the pipeline "
+        help="a smoke run: tiny sizes and one seed, about 2 minutes on 2 CPU cores; it shows the pipeline "
         "works, its numbers are not the result",
     )  # fmt: skip
     rep.add_argument("--seeds", type=_positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
