@@ -39,12 +39,14 @@ def run_folder(label: str) -> str:
 
 def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] | None = None) -> Iterator[Record]:
     """Pass records through while drawing a one-line progress bar (at most 4 redraws a second) on
-    ``stream`` (default: standard error at the time of the call)."""
+    ``stream`` (default: standard error at the time of the call). Its speed is the average over
+    the call so far, evaluations included (what the remaining steps will take), and so is the ETA."""
     stream = sys.stderr if stream is None else stream
     last_draw = 0.0
     last_eval: Record | None = None
-    record = None
+    record = first = None
     for record in records:
+        first = first or record
         if record.test_log_likelihood is not None:
             last_eval = record
         if record.event:
@@ -52,19 +54,25 @@ def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[
         now = time.perf_counter()
         if now - last_draw > 0.25:
             last_draw = now
-            _draw(record, total, label, last_eval, stream)
+            _draw(record, first, total, label, last_eval, stream)
         yield record
-    if record is not None:
-        _draw(record, total, label, last_eval, stream)
+    if record is not None and first is not None:
+        _draw(record, first, total, label, last_eval, stream)
         stream.write("\n")
 
 
-def _draw(record: Record, total: int, label: str, last_eval: Record | None, stream: IO[str]) -> None:
+def _draw(record: Record, first: Record, total: int, label: str, last_eval: Record | None, stream: IO[str]) -> None:
     share = min(record.step / max(total, 1), 1.0)
     bar = "#" * int(24 * share) + "." * (24 - int(24 * share))
     test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
-    speed = f"{record.steps_per_s:5.0f} steps/s"
-    stream.write(f"\r{label} [{bar}] {record.step}/{total} {speed} bound {record.train_bound:.3f}{test} ")
+    if record.step > first.step and record.seconds > first.seconds:  # the average since the first record
+        average = (record.step - first.step) / (record.seconds - first.seconds)
+    else:
+        average = record.steps_per_s
+    left = max(total - record.step, 0) / max(average, 1e-9)
+    eta = f" ETA {int(left // 60)}:{int(left % 60):02d}" if left < 360_000 else ""
+    speed = f"{average:5.1f} steps/s"
+    stream.write(f"\r{label} [{bar}] {record.step}/{total} {speed}{eta} bound {record.train_bound:.3f}{test} ")
     stream.flush()
 
 
