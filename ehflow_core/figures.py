@@ -14,6 +14,7 @@ traces, which show values on hover. (Measured costs: the README's benchmark sect
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Callable, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
@@ -85,10 +86,11 @@ def _panels(titles: Sequence[str], square: bool = True) -> dict[str, Any]:
     layout: dict[str, Any] = {"annotations": []}
     for i, title in enumerate(titles):
         lo, suffix = i * (width + _SPACING), "" if i == 0 else str(i + 1)
-        layout[f"xaxis{suffix}"] = {"domain": [lo, lo + width], "anchor": f"y{suffix}"}
-        layout[f"yaxis{suffix}"] = {"domain": [0.0, 1.0], "anchor": f"x{suffix}"}
-        if square:
-            layout[f"yaxis{suffix}"].update(scaleanchor=f"x{suffix}", scaleratio=1)
+        layout[f"xaxis{suffix}"] = {"domain": [lo, lo + width], "anchor": f"y{suffix}", "automargin": True}
+        layout[f"yaxis{suffix}"] = {"domain": [0.0, 1.0], "anchor": f"x{suffix}", "automargin": True}
+        if square:  # the panel shrinks to its square, rather than an axis stretching past the picture
+            layout[f"yaxis{suffix}"].update(scaleanchor=f"x{suffix}", scaleratio=1, constrain="domain")
+            layout[f"xaxis{suffix}"].update(constrain="domain")
         layout["annotations"].append(
             dict(text=title, x=lo + width / 2, y=1.0, xref="paper", yref="paper", xanchor="center",
                  yanchor="bottom", showarrow=False, font=dict(size=14))
@@ -260,8 +262,8 @@ def curves_spec(runs: Mapping[str, Sequence[Record]], title: str = "Log-likeliho
             dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"), name=name)
         )
     layout = dict(
-        title={"text": title}, xaxis={"title": {"text": "step"}},
-        yaxis={"title": {"text": "log-likelihood (nats)"}}, **_LAYOUT,
+        title={"text": title}, xaxis={"title": {"text": "step"}, "automargin": True},
+        yaxis={"title": {"text": "log-likelihood (nats)"}, "automargin": True}, **_LAYOUT,
     )  # fmt: skip
     return {"data": data, "layout": layout}
 
@@ -276,22 +278,41 @@ def _smooth(steps: list[int], values: list[float]) -> tuple[list[int], list[floa
     return steps[window - 1 :], smooth.tolist()
 
 
+def _value_axis(values: Sequence[float]) -> dict[str, Any]:
+    """A y axis for positive values: logarithmic when they span a decade or more, labelled with
+    full values at 1, 2 and 5 per decade (at each decade alone when that would be more than 8
+    labels); linear (plotly's ticks) over a narrower range, where a log axis shows one label."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive or max(positive) / min(positive) < 10:
+        return {"type": "linear"}
+    lo, hi = min(positive), max(positive)
+    decades = range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)
+    ticks = [m * 10.0**k for k in decades for m in (1, 2, 5) if lo / 1.2 <= m * 10.0**k <= hi * 1.2]
+    if len(ticks) > 8:
+        ticks = [10.0**k for k in decades if lo / 1.2 <= 10.0**k <= hi * 1.2]
+    return {"type": "log", "tickvals": ticks, "ticktext": [f"{t:g}" for t in ticks]}
+
+
 def constraint_spec(records: Sequence[Record]) -> Spec:
     """Constraint values {g, H}² and multipliers λ over training, on log axes."""
     layout = _panels(["constraint E[{g, H}²]", "multiplier λ"], square=False)
-    # Log axes labelled at 1, 2 and 5 per decade ("D2"): plotly's default labels every digit within
-    # a decade, which is cluttered and slower to redraw in the live page.
-    for axis in ("yaxis", "yaxis2"):
-        layout[axis].update(type="log", dtick="D2")
     data = []
     names = sorted({k for r in records for k in r.constraint})
+    values: tuple[list[float], list[float]] = ([], [])  # each panel's values, for its axis
     for i, name in enumerate(names):
         color = COLORS[i % len(COLORS)]
         pts = [(r.step, r.constraint[name]) for r in records if name in r.constraint]
         lam = [(r.step, r.lam.get(name, 0.0)) for r in records]
-        for col, label, xy in ((1, name, pts), (2, f"λ {name}", lam)):
-            trace = dict(type="scatter", x=[p[0] for p in xy], y=[p[1] for p in xy], name=label, line=dict(color=color))
+        for col, label, xy, dash in ((1, name, pts, "solid"), (2, f"λ {name}", lam, "dash")):
+            trace = dict(
+                type="scatter", x=[p[0] for p in xy], y=[p[1] for p in xy], name=label,
+                line=dict(color=color, dash=dash),
+            )  # fmt: skip
             data.append(_in_panel(trace, col))
+            values[col - 1].extend(p[1] for p in xy)
+    kappas = [r.kappa for r in records if r.kappa is not None]
+    for axis, panel in (("yaxis", [*values[0], *kappas]), ("yaxis2", values[1])):
+        layout[axis].update(_value_axis(panel))
     kappas = sorted({r.kappa for r in records if r.kappa is not None})
     layout["shapes"] = [
         dict(

@@ -203,3 +203,24 @@ def test_raster_specs_draw_each_map_as_an_image_over_the_grid_cells():
     assert paths.shape == (TRAJECTORY_PIXELS, TRAJECTORY_PIXELS, 4)  # paths need pixels
     potential = energy_spec(snap, raster=True)["layout"]["images"][1]["source"]
     np.testing.assert_array_equal(_decode_png(potential), _decode_png(heatmap_png(snap.potential, "Cividis")))
+
+
+@pytest.mark.parametrize(
+    "values, kind, labels",
+    [
+        ([1.0, 1.4, 2.4], "linear", None),  # λ within a decade: plotly's own linear ticks
+        ([0.002, 0.01, 0.06], "log", ["0.002", "0.005", "0.01", "0.02", "0.05"]),
+        ([1e-5, 3.0], "log", ["1e-05", "0.0001", "0.001", "0.01", "0.1", "1"]),  # decades only past 8 labels
+    ],
+)
+def test_value_axes_have_several_full_labels_and_lambda_is_dashed(values, kind, labels):
+    records = [
+        Record(i, 0.1 * i, 10.0, -3.0, 3.0, 1.0, {"L_12": v}, {"L_12": v}, 0.01) for i, v in enumerate(values, 1)
+    ]
+    spec = constraint_spec(records)
+    lam_axis = spec["layout"]["yaxis2"]
+    assert lam_axis["type"] == kind
+    if labels is not None:
+        assert lam_axis["ticktext"] == labels and len(labels) >= 2
+    dashes = [trace["line"]["dash"] for trace in spec["data"]]
+    assert dashes == ["solid", "dash"]  # E[{g,H}²] and λ tell apart in the legend
