@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import wait_until
 from starlette.requests import Request
 from streamlit.testing.v1 import AppTest
 
@@ -36,15 +37,6 @@ def patient_heartbeat(monkeypatch):
     monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 60.0)
 
 
-def _wait(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def _small_run(**changes) -> LiveRun:
     settings = Settings(batch=64, **changes)
     return LiveRun(settings, settings.make_target())
@@ -54,15 +46,15 @@ def test_play_pause_step_and_close_free_the_run():
     run = _small_run()
     try:
         run.play()  # pressed before the worker finished starting: it trains once it has
-        assert _wait(lambda: run.view().step >= 5)
+        assert wait_until(lambda: run.view().step >= 5)
         run.pause()
-        assert _wait(lambda: run.confirmed and run.view().state == "paused" and not run.busy)
+        assert wait_until(lambda: run.confirmed and run.view().state == "paused" and not run.busy)
         paused_at = run.view().step
         time.sleep(0.5)
         assert run.view().step == paused_at and run.view().state == "paused"
         run.step(7)
         run.step(7)  # a click delivered twice while busy: ignored
-        assert _wait(lambda: run.view().step == paused_at + 7 and not run.busy)
+        assert wait_until(lambda: run.view().step == paused_at + 7 and not run.busy)
         time.sleep(0.3)
         assert run.view().step == paused_at + 7
         assert run.view().snapshot is not None and run.view().version >= 1
@@ -79,11 +71,11 @@ def _cpu_seconds(pid: int) -> float:
 def test_training_runs_in_its_own_process():
     run = _small_run()
     try:
-        assert _wait(lambda: run.state == "ready")
+        assert wait_until(lambda: run.state == "ready")
         worker = run._worker.process.pid
         ours, theirs, step = sum(os.times()[:2]), _cpu_seconds(worker), run.view().step
         run.play()
-        assert _wait(lambda: run.view().step >= step + 20)
+        assert wait_until(lambda: run.view().step >= step + 20)
         run.pause()
         ours, theirs = sum(os.times()[:2]) - ours, _cpu_seconds(worker) - theirs
         assert theirs > 0.2 and ours < theirs, (ours, theirs)  # the steps were computed over there
@@ -95,9 +87,9 @@ def test_live_kappa_and_learning_rate_reach_the_running_trainer():
     run = _small_run()
     try:
         run.play()
-        assert _wait(lambda: run.view().kappa == pytest.approx(0.01))
+        assert wait_until(lambda: run.view().kappa == pytest.approx(0.01))
         run.set_live(0.5, 1e-3)
-        assert _wait(lambda: run.view().kappa == 0.5 and run.view().lr == 1e-3)  # as the trainer reports them
+        assert wait_until(lambda: run.view().kappa == 0.5 and run.view().lr == 1e-3)  # as the trainer reports them
     finally:
         run.close()
 
@@ -107,18 +99,18 @@ def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
     run = _small_run()
     try:
         run.play()
-        assert _wait(lambda: run.view().step > 0)
+        assert wait_until(lambda: run.view().step > 0)
 
         def settled() -> bool:  # no page looked: the tab is gone, so training stops
             before = run.view().step
             time.sleep(0.6)
             return run.view().step == before
 
-        assert _wait(settled, timeout=30)
+        assert wait_until(settled, timeout=30)
         stopped_at = run.view().step
         assert run.worker_alive  # the model is kept, in case the page was only slow
         run.beat()  # a page view after all: training resumes
-        assert _wait(lambda: run.view().step > stopped_at)
+        assert wait_until(lambda: run.view().step > stopped_at)
     finally:
         run.close()
     assert not run.hosted
@@ -127,10 +119,10 @@ def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
 def test_a_dropped_session_frees_its_run_and_keeps_the_process():
     run = _small_run()
     worker, run_id = run._worker, run.id
-    assert _wait(lambda r=run: r.view().snapshot is not None)
+    assert wait_until(lambda r=run: r.view().snapshot is not None)
     del run  # Streamlit dropped the session and its state
     gc.collect()
-    assert _wait(lambda: run_id not in worker.runs, timeout=30)  # the process confirmed it freed the run
+    assert wait_until(lambda: run_id not in worker.runs, timeout=30)  # the process confirmed it freed the run
     assert worker.alive  # and stays, warm, for the next session
 
 
@@ -140,7 +132,7 @@ def test_freeing_a_run_never_waits_for_its_process():
     pool frees closed tabs' runs: neither may wait on a process, even one that does not answer."""
     run = _small_run()
     other = _small_run()
-    assert _wait(lambda o=other: run.state == "ready" and o.state == "ready")
+    assert wait_until(lambda o=other: run.state == "ready" and o.state == "ready")
     worker = run._worker
     os.kill(worker.process.pid, signal.SIGSTOP)  # a process that answers nothing
     try:
@@ -153,7 +145,7 @@ def test_freeing_a_run_never_waits_for_its_process():
         assert run.state == "closed" and live.find_run(run.token) is None
     finally:
         os.kill(worker.process.pid, signal.SIGCONT)
-    assert _wait(lambda: not run.hosted, timeout=30)
+    assert wait_until(lambda: not run.hosted, timeout=30)
 
 
 def test_reset_starts_a_new_run_in_the_same_process():
@@ -161,17 +153,17 @@ def test_reset_starts_a_new_run_in_the_same_process():
     try:
         pid = run._worker.process.pid
         run.step(5)
-        assert _wait(lambda: run.view().step == 5 and not run.busy)
+        assert wait_until(lambda: run.view().step == 5 and not run.busy)
         first = run.view().snapshot
         run.reset(Settings(batch=64), Settings().make_target())
         assert run.view().step == 0 and run.view().curves == {"κ=0.01": []}
-        assert _wait(lambda: run.state == "ready")
+        assert wait_until(lambda: run.state == "ready")
         assert run._worker.process.pid == pid
         assert run.view().step == 0
         # Same seed, same start: the untrained model's picture is the first run's before training.
         again = _small_run()
         try:
-            assert _wait(lambda: again.view().snapshot is not None)
+            assert wait_until(lambda: again.view().snapshot is not None)
             np.testing.assert_allclose(run.view().snapshot.potential, again.view().snapshot.potential)
             assert not np.allclose(first.potential, run.view().snapshot.potential)  # 5 steps moved U
         finally:
@@ -186,12 +178,12 @@ def test_sweep_mode_trains_every_kappa_and_the_baseline():
         assert list(run.view().curves) == ["κ=0.001", "κ=0.01", "κ=0.1", "none"]
         assert run.primary_label == "κ=0.01"
         run.step(3)
-        assert _wait(lambda: set(run.view().step_by_run.values()) == {3} and not run.busy)
+        assert wait_until(lambda: set(run.view().step_by_run.values()) == {3} and not run.busy)
         assert run.view().kappa == pytest.approx(0.01)
         # The sweep is one batched ensemble: a live learning rate reaches its shared optimiser.
         run.set_live(0.01, 1e-3)
         run.step(2)
-        assert _wait(lambda: set(run.view().step_by_run.values()) == {5} and run.view().lr == 1e-3)
+        assert wait_until(lambda: set(run.view().step_by_run.values()) == {5} and run.view().lr == 1e-3)
         # The download of a sweep's run carries its slice of the ensemble's Adam state: it resumes.
         state = read_checkpoint(run.checkpoint_bytes())
         assert json.loads(state["train_config"])["kappa"] == pytest.approx(0.01) and state["step"] == 5
@@ -205,7 +197,7 @@ def test_divergence_shows_a_message_and_keeps_finite_weights():
     run = _small_run(dt=1e20)  # far beyond the slider: the loss overflows at once
     try:
         run.play()
-        assert _wait(lambda: run.view().state == "diverged")
+        assert wait_until(lambda: run.view().state == "diverged")
         assert "too large" in run.view().message and "Reset" in run.view().message
         state = read_checkpoint(run.checkpoint_bytes())  # the model as the worker keeps it
         assert all(torch.isfinite(p).all() for p in state["model"].values())
@@ -230,7 +222,7 @@ def _feed(token: str, since: str = "-1") -> tuple[int, dict]:
 def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
     run = _small_run()
     try:
-        assert _wait(lambda: run.state == "ready" and run.version > 0)
+        assert wait_until(lambda: run.state == "ready" and run.version > 0)
         code, body = _feed(run.token)
         assert code == 200 and body["version"] == run.version
         assert set(body["charts"]) == {"density", "energies", "trajectories", "curves", "constraint"}
@@ -261,7 +253,7 @@ def test_the_feed_sends_each_snapshot_once_with_every_panel_and_the_readouts():
 def test_the_feed_says_why_a_panel_is_missing_and_rejects_bad_requests():
     run = _small_run(generator_on=False)
     try:
-        assert _wait(lambda: run.state == "ready" and run.version > 0)
+        assert wait_until(lambda: run.state == "ready" and run.version > 0)
         code, body = _feed(run.token)
         assert code == 200 and body["charts"]["constraint"] == {"note": live_chart.NO_CONSTRAINT}
         assert "κ = none (no constraint)" in body["status"]["caption"]
@@ -295,7 +287,7 @@ def test_app_runs_without_exception_and_shows_the_default_experiment(app):
     assert not app.exception and not app.error
     run = app.session_state["run"]
     assert run.target.name == "ring" and run.settings == Settings()
-    assert _wait(lambda: run.state == "ready")  # the worker process has built the model
+    assert wait_until(lambda: run.state == "ready")  # the worker process has built the model
     app.run()
     assert [b.label for b in app.sidebar.button] == ["Train", "Step", "Reset"]
     assert _readouts(app)["state"] == "ready"
@@ -336,7 +328,7 @@ def test_train_and_pause_from_the_page(app):
     app.sidebar.button[0].click().run()  # Train
     run = app.session_state["run"]
     assert run.view().state == "training" and app.sidebar.button[0].label == "Pause"
-    assert _wait(lambda: run.view().step > 3)
+    assert wait_until(lambda: run.view().step > 3)
     app.run()
     readouts = _readouts(app)
     assert readouts["state"] == "training" and int(readouts["step"].replace(",", "")) > 3
@@ -347,16 +339,16 @@ def test_train_and_pause_from_the_page(app):
 def test_a_training_process_that_died_leaves_the_page_up_and_reset_starts_another(app):
     app.run()
     run = app.session_state["run"]
-    assert _wait(lambda: run.state == "ready")
+    assert wait_until(lambda: run.state == "ready")
     run._worker.process.kill()  # as the OS would (out of memory, say)
-    assert _wait(lambda: not run.worker_alive)
+    assert wait_until(lambda: not run.worker_alive)
     app.run()
     assert not app.exception
     model = next(b for b in app.get("download_button") if b.proto.label == "Model (checkpoint)")
     assert model.proto.disabled  # no checkpoint to fetch from a dead process
     app.sidebar.button[2].click().run()  # Reset: a new process
     new = app.session_state["run"]
-    assert new is not run and _wait(lambda: new.state == "ready") and not app.exception
+    assert new is not run and wait_until(lambda: new.state == "ready") and not app.exception
 
 
 def test_bad_query_params_fall_back_with_a_notice():

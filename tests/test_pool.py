@@ -12,6 +12,7 @@ import sys
 import time
 
 import pytest
+from conftest import wait_until
 from starlette.requests import Request
 
 from dashboard import live, live_chart
@@ -39,17 +40,8 @@ def shared_pool():
 def one_process(shared_pool, monkeypatch):
     """The module's pool as the server's, with no run left over from another test."""
     monkeypatch.setattr(live, "_pool", shared_pool)
-    assert _wait(lambda: shared_pool.stats()["runs"] == 0, timeout=30)
+    assert wait_until(lambda: shared_pool.stats()["runs"] == 0, timeout=30)
     yield shared_pool
-
-
-def _wait(predicate, timeout=60.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def _run(session_alive=None, **changes) -> LiveRun:
@@ -64,7 +56,7 @@ def _losses(run: LiveRun) -> list[tuple[int, float, float]]:
 def test_runs_in_one_process_do_not_interfere(one_process):
     alone = _run()
     alone.step(20)
-    assert _wait(lambda: alone.view().step == 20 and not alone.busy)
+    assert wait_until(lambda: alone.view().step == 20 and not alone.busy)
     expected = _losses(alone)
     alone.close()
     # Two runs with the same seed in the same process, their steps interleaved, and a third with
@@ -75,7 +67,7 @@ def test_runs_in_one_process_do_not_interfere(one_process):
         c.play()
         a.step(20)
         b.step(20)
-        assert _wait(lambda: not a.busy and not b.busy and a.view().step == b.view().step == 20)
+        assert wait_until(lambda: not a.busy and not b.busy and a.view().step == b.view().step == 20)
         assert _losses(a) == expected and _losses(b) == expected and len(expected) == 2  # steps 10, 20
         assert c.view().step > 0
     finally:
@@ -86,10 +78,10 @@ def test_runs_in_one_process_do_not_interfere(one_process):
 def test_training_runs_share_their_process_fairly(one_process):
     runs = [_run(), _run(seed=3), _run(sweep=True)]  # a sweep's step costs more: shares are in CPU time
     try:
-        assert _wait(lambda: all(r.state == "ready" for r in runs))
+        assert wait_until(lambda: all(r.state == "ready" for r in runs))
         for run in runs:
             run.play()
-        assert _wait(lambda: min(r.view().step for r in runs) >= 5, timeout=120)
+        assert wait_until(lambda: min(r.view().step for r in runs) >= 5, timeout=120)
         time.sleep(2)
         view = runs[0].view()
         assert view.sharing == 2  # shown to the page: its steps/s is a share
@@ -106,7 +98,7 @@ def test_admission_over_the_limit_waits_in_line_and_starts_when_a_place_frees(on
     monkeypatch.setattr(made, "max_training", 1)
     first, second, third = _run(), _run(), _run()
     try:
-        assert _wait(lambda: all(r.state == "ready" for r in (first, second, third)))
+        assert wait_until(lambda: all(r.state == "ready" for r in (first, second, third)))
         first.play()
         second.play()
         third.step(5)
@@ -117,11 +109,11 @@ def test_admission_over_the_limit_waits_in_line_and_starts_when_a_place_frees(on
         assert second.view().step == 0 and third.view().step == 0  # nothing trains while it waits
         assert made.stats()["training"] == 1 and made.stats()["waiting"] == 2
         first.pause()  # a place frees: the first in line starts, and the next moves up
-        assert _wait(lambda: second.view().state == "training" and second.view().step > 0)
-        assert _wait(lambda: third.view().message.startswith("The server is busy: 1 run ahead of yours"))
+        assert wait_until(lambda: second.view().state == "training" and second.view().step > 0)
+        assert wait_until(lambda: third.view().message.startswith("The server is busy: 1 run ahead of yours"))
         second.pause()
-        assert _wait(lambda: third.view().step == 5 and not third.busy)  # its Step ran, then its place freed
-        assert _wait(lambda: made.stats()["training"] == 0 and made.stats()["waiting"] == 0)
+        assert wait_until(lambda: third.view().step == 5 and not third.busy)  # its Step ran, then its place freed
+        assert wait_until(lambda: made.stats()["training"] == 0 and made.stats()["waiting"] == 0)
         third.play()
         third.pause()  # Pause while waiting or training: the place is given back either way
         assert made.stats()["training"] == 0
@@ -136,14 +128,14 @@ def test_while_runs_wait_training_runs_take_turns(one_process, monkeypatch):
     monkeypatch.setattr(live, "TURN", 1.0)
     first, second = _run(), _run(seed=1)
     try:
-        assert _wait(lambda: first.state == second.state == "ready")
+        assert wait_until(lambda: first.state == second.state == "ready")
         first.play()
         second.play()
         assert second.state == "queued"
-        assert _wait(lambda: second.state == "training" and first.state == "queued", timeout=30)
+        assert wait_until(lambda: second.state == "training" and first.state == "queued", timeout=30)
         paused_at = first.view().step
-        assert _wait(lambda: first.state == "training" and second.state == "queued", timeout=30)
-        assert _wait(lambda: first.view().step > paused_at)  # it resumed where it paused
+        assert wait_until(lambda: first.state == "training" and second.state == "queued", timeout=30)
+        assert wait_until(lambda: first.view().step > paused_at)  # it resumed where it paused
         assert made.stats()["training"] == 1 and made.stats()["waiting"] == 1
         second.pause()  # leaves the line: nobody waits, so the first keeps training past its turn
         time.sleep(2.5)
@@ -170,7 +162,7 @@ def test_a_closed_sessions_run_is_freed_and_its_feed_answers_404(one_process, mo
     try:
         run.play()
         code, _ = _feed(run.token)
-        assert code == 200 and _wait(lambda: run.view().step > 0)
+        assert code == 200 and wait_until(lambda: run.view().step > 0)
         connected[0] = False  # the tab closed (Streamlit keeps the session for a while; we don't wait for it)
         code, body = _feed(run.token)
         assert code == 404 and "no live run" in body["error"]
@@ -180,7 +172,7 @@ def test_a_closed_sessions_run_is_freed_and_its_feed_answers_404(one_process, mo
             assert _feed(run.token)[0] == 404
         time.sleep(0.3)
         assert run.view().step == stopped or run.state == "closed"
-        assert _wait(lambda: run.state == "closed" and not run.hosted, timeout=15)  # freed in its process
+        assert wait_until(lambda: run.state == "closed" and not run.hosted, timeout=15)  # freed in its process
         assert "freed" in run.view().message and run.view().snapshot is None
         assert live.find_run(run.token) is None and one_process.stats()["runs"] == 0
     finally:
