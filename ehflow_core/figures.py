@@ -212,7 +212,9 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Base samples moved by one leapfrog step, and by the integrated flow, over a map of U
     (``raster``: each panel two pictures, U under the paths: :func:`_u_picture`, :func:`trajectory_png`)."""
     steps = snapshot.integrated.shape[0] - 1
-    layout = _panels(["single leapfrog step", f"integrated flow ({steps} steps)"])
+    # A H per step has no integrated flow: the panel then shows the trained steps, and says so.
+    flow_title = f"integrated flow ({steps} steps)" if snapshot.integrable else f"the trained flow ({steps} steps)"
+    layout = _panels(["single leapfrog step", flow_title])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
     u_picture = _u_picture(snapshot.potential) if raster else ""

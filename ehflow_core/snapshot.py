@@ -50,10 +50,11 @@ class Snapshot:
     kinetic: np.ndarray  # (n, n) K(p) over the p-plane
     potential: np.ndarray  # (n, n) U(q) over the q-plane
     single_step: np.ndarray  # (2, P, 2) q before and after one leapfrog step
-    integrated: np.ndarray  # (T + 1, P, 2) q along the integrated flow
+    integrated: np.ndarray  # (T + 1, P, 2) q along the integrated flow (its trained steps: see ``integrable``)
     model_samples: np.ndarray  # (N, 2)
     target_samples: np.ndarray  # (N, 2)
     log_density: np.ndarray | None  # (n, n) L_K of the model, if asked for
+    integrable: bool = True  # one H for all steps, integrated on; False: ``integrated`` is the trained steps
 
 
 def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -122,6 +123,7 @@ def take_snapshot(
         model_samples=model,
         target_samples=truth,
         log_density=log_density,
+        integrable=flow.config.shared_hamiltonian,
     )
 
 

@@ -89,6 +89,8 @@ def test_snapshot_shapes_and_energies_match_the_flow():
     assert snap.single_step.shape == (2, 30, 2) and snap.integrated.shape == (8, 30, 2)
     per_step = take_snapshot(make_flow(shared_hamiltonian=False), make_target("ring"), config)
     assert per_step.integrated.shape == (3, 30, 2)  # a H per step: the trained flow's 2 steps only
+    titles = [[a["text"] for a in trajectory_spec(s)["layout"]["annotations"]][1] for s in (snap, per_step)]
+    assert titles == ["integrated flow (7 steps)", "the trained flow (2 steps)"]  # each panel says which
     # Grid layout [y, x]: U at row 3, column 5 is U(xs[5], xs[3]).
     point = torch.tensor([[snap.xs[5], snap.xs[3]]], dtype=torch.float64)
     with torch.no_grad():
