@@ -172,6 +172,9 @@ def energy_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
 # The trajectory panels' style, shared by the traces and the picture drawn for raster=True.
 _U_OPACITY, _PATH_OPACITY, _START, _START_SIZE, _END_SIZE = 0.45, 0.5, "#999", 3, 4
 TRAJECTORY_PIXELS = 400  # side of the raster picture of a trajectory panel
+# A long integrated flow is drawn as its attractors show: where each path ends, with a trail of its
+# last TRAIL steps fading out (80 whole 30-step paths were a tangle).
+TRAIL = 8
 
 
 def _path_traces(paths: np.ndarray, color: str, name: str) -> list[dict[str, Any]]:
@@ -196,14 +199,22 @@ def _u_picture(potential: np.ndarray) -> str:
 def trajectory_png(paths: np.ndarray, xs: np.ndarray, size: int = TRAJECTORY_PIXELS) -> str:
     """The paths (T + 1, P, 2) of one trajectory panel as a transparent picture over the grid xs × xs,
     drawn as the traces of :func:`trajectory_spec` draw them: thin lines at opacity ½, grey start
-    and coloured end points. The browser lays it over the picture of U (:func:`_u_picture`)."""
+    and coloured end points; past ``TRAIL`` steps, the end points with fading trails of their last
+    ``TRAIL`` steps. The browser lays it over the picture of U (:func:`_u_picture`)."""
     half = float(xs[1] - xs[0]) / 2
     lo, hi = float(xs[0]) - half, float(xs[-1]) + half
     image = np.zeros((size, size, 4), dtype=np.uint8)
     image[..., :3] = rgb(COLORS[0])
-    image[..., 3] = np.rint(255 * np.minimum(1.0, _PATH_OPACITY * line_coverage(paths, lo, hi, size)))
     opaque = np.uint8(255)
-    paint(image, np.append(rgb(_START), opaque), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
+    if len(paths) > TRAIL + 1:  # a trail: segment k from the end at opacity ∝ (TRAIL − k) / TRAIL
+        alpha = np.zeros((size, size))
+        for k in range(TRAIL):
+            segment = paths[len(paths) - k - 2 : len(paths) - k]
+            alpha = np.maximum(alpha, (TRAIL - k) / TRAIL * line_coverage(segment, lo, hi, size))
+        image[..., 3] = np.rint(255 * np.minimum(1.0, alpha))
+    else:
+        image[..., 3] = np.rint(255 * np.minimum(1.0, _PATH_OPACITY * line_coverage(paths, lo, hi, size)))
+        paint(image, np.append(rgb(_START), opaque), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
     paint(image, np.append(rgb(COLORS[0]), opaque), dot_pixels(paths[-1], lo, hi, size, _END_SIZE))
     return png_data_uri(image, level=1)
 
@@ -214,6 +225,8 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     steps = snapshot.integrated.shape[0] - 1
     # A H per step has no integrated flow: the panel then shows the trained steps, and says so.
     flow_title = f"integrated flow ({steps} steps)" if snapshot.integrable else f"the trained flow ({steps} steps)"
+    if steps > TRAIL:
+        flow_title += f": where each path ends, its last {TRAIL} steps fading"
     layout = _panels(["single leapfrog step", flow_title])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
@@ -230,11 +243,17 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
         # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser on
         # every redraw, which capped the dashboard's refresh rate.
         background = _heatmap(snapshot.xs, snapshot.potential, _GREYS, "U(q)", opacity=_U_OPACITY)
-        start = dict(
-            type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
-            marker=dict(color=_START, size=_START_SIZE), name="base sample",
-        )  # fmt: skip
-        data += [_in_panel(t, col) for t in (background, start, *_path_traces(paths, COLORS[0], "path"))]
+        traces = [background]
+        if len(paths) > TRAIL + 1:  # the attractor view: each path's last TRAIL steps and its end
+            paths = paths[-(TRAIL + 1) :]
+        else:
+            traces.append(
+                dict(
+                    type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
+                    marker=dict(color=_START, size=_START_SIZE), name="base sample",
+                )
+            )  # fmt: skip
+        data += [_in_panel(t, col) for t in (*traces, *_path_traces(paths, COLORS[0], "path"))]
     layout.update(title={"text": "Leapfrog trajectories and attractors"}, showlegend=False, **_LAYOUT)
     if images:
         layout["images"] = images

@@ -226,3 +226,23 @@ def test_value_axes_have_several_full_labels_and_lambda_is_dashed(values, kind, 
         assert lam_axis["ticktext"] == labels and len(labels) >= 2
     dashes = [trace["line"]["dash"] for trace in spec["data"]]
     assert dashes == ["solid", "dash"]  # E[{g,H}²] and λ tell apart in the legend
+
+
+def test_a_long_flow_is_drawn_as_end_points_with_fading_trails():
+    """The attractor view: of a 30-step path only its last TRAIL steps are drawn, fading towards
+    the past, and its end; a short flow is drawn whole."""
+    from ehflow_core.figures import TRAIL, trajectory_png
+
+    xs = np.linspace(-4, 4, 41)
+    t = np.arange(31, dtype=np.float64)
+    paths = np.stack([-3.0 + 0.2 * t, np.zeros_like(t)], axis=1)[:, None, :]  # (31, 1, 2): x from -3 to 3
+    alpha = _decode_png(trajectory_png(paths, xs, size=200))[..., 3].astype(float)
+    column = lambda x: int(round((x + 4.1) / 8.2 * 200))  # noqa: E731  (pixel column of x)
+    row = column(0.0)
+    assert alpha[row - 3 : row + 4, column(-2.5) : column(1.0)].max() == 0  # steps before the trail: not drawn
+    trail_start = -3.0 + 0.2 * (30 - TRAIL)
+    faded, fresh = alpha[row, column(trail_start + 0.2)], alpha[row, column(2.8)]
+    assert 0 < faded < fresh  # the trail fades towards the past
+    assert alpha[row, column(3.0)] == 255  # the end point
+    whole = _decode_png(trajectory_png(paths[:5], xs, size=200))[..., 3]
+    assert whole[row, column(-2.9)] > 0  # a flow of few steps: drawn from its start
