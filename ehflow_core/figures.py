@@ -199,8 +199,8 @@ def _u_picture(potential: np.ndarray) -> str:
 def trajectory_png(paths: np.ndarray, xs: np.ndarray, size: int = TRAJECTORY_PIXELS) -> str:
     """The paths (T + 1, P, 2) of one trajectory panel as a transparent picture over the grid xs × xs,
     drawn as the traces of :func:`trajectory_spec` draw them: thin lines at opacity ½, grey start
-    and coloured end points; past ``TRAIL`` steps, the end points with fading trails of their last
-    ``TRAIL`` steps. The browser lays it over the picture of U (:func:`_u_picture`)."""
+    and coloured end points; past ``TRAIL`` steps, only the last ``TRAIL`` steps of each path, fading
+    towards the past. The browser lays it over the picture of U (:func:`_u_picture`)."""
     half = float(xs[1] - xs[0]) / 2
     lo, hi = float(xs[0]) - half, float(xs[-1]) + half
     image = np.zeros((size, size, 4), dtype=np.uint8)
@@ -214,7 +214,8 @@ def trajectory_png(paths: np.ndarray, xs: np.ndarray, size: int = TRAJECTORY_PIX
         image[..., 3] = np.rint(255 * np.minimum(1.0, alpha))
     else:
         image[..., 3] = np.rint(255 * np.minimum(1.0, _PATH_OPACITY * line_coverage(paths, lo, hi, size)))
-        paint(image, np.append(rgb(_START), opaque), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
+    # Where the paths began (grey; also what is left to see while the flow still sends them out of view).
+    paint(image, np.append(rgb(_START), opaque), dot_pixels(paths[0], lo, hi, size, _START_SIZE))
     paint(image, np.append(rgb(COLORS[0]), opaque), dot_pixels(paths[-1], lo, hi, size, _END_SIZE))
     return png_data_uri(image, level=1)
 
@@ -226,7 +227,7 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     # A H per step has no integrated flow: the panel then shows the trained steps, and says so.
     flow_title = f"integrated flow ({steps} steps)" if snapshot.integrable else f"the trained flow ({steps} steps)"
     if steps > TRAIL:
-        flow_title += f": where each path ends, its last {TRAIL} steps fading"
+        flow_title += f": the last {TRAIL}, fading"
     layout = _panels(["single leapfrog step", flow_title])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
@@ -243,17 +244,12 @@ def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
         # U as a faint heatmap, not filled contours: plotly.js traces contours in the browser on
         # every redraw, which capped the dashboard's refresh rate.
         background = _heatmap(snapshot.xs, snapshot.potential, _GREYS, "U(q)", opacity=_U_OPACITY)
-        traces = [background]
-        if len(paths) > TRAIL + 1:  # the attractor view: each path's last TRAIL steps and its end
-            paths = paths[-(TRAIL + 1) :]
-        else:
-            traces.append(
-                dict(
-                    type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
-                    marker=dict(color=_START, size=_START_SIZE), name="base sample",
-                )
-            )  # fmt: skip
-        data += [_in_panel(t, col) for t in (*traces, *_path_traces(paths, COLORS[0], "path"))]
+        start = dict(
+            type="scatter", x=paths[0, :, 0], y=paths[0, :, 1], mode="markers",
+            marker=dict(color=_START, size=_START_SIZE), name="base sample",
+        )  # fmt: skip
+        shown = paths[-(TRAIL + 1) :]  # the attractor view: each path's last TRAIL steps and its end
+        data += [_in_panel(t, col) for t in (background, start, *_path_traces(shown, COLORS[0], "path"))]
     layout.update(title={"text": "Leapfrog trajectories and attractors"}, showlegend=False, **_LAYOUT)
     if images:
         layout["images"] = images

@@ -230,7 +230,7 @@ def test_value_axes_have_several_full_labels_and_lambda_is_dashed(values, kind, 
 
 def test_a_long_flow_is_drawn_as_end_points_with_fading_trails():
     """The attractor view: of a 30-step path only its last TRAIL steps are drawn, fading towards
-    the past, and its end; a short flow is drawn whole."""
+    the past, its end and where it began; a short flow is drawn whole."""
     from ehflow_core.figures import TRAIL, trajectory_png
 
     xs = np.linspace(-4, 4, 41)
@@ -240,6 +240,7 @@ def test_a_long_flow_is_drawn_as_end_points_with_fading_trails():
     column = lambda x: int(round((x + 4.1) / 8.2 * 200))  # noqa: E731  (pixel column of x)
     row = column(0.0)
     assert alpha[row - 3 : row + 4, column(-2.5) : column(1.0)].max() == 0  # steps before the trail: not drawn
+    assert alpha[row, column(-3.0)] == 255  # the start, as a dot
     trail_start = -3.0 + 0.2 * (30 - TRAIL)
     faded, fresh = alpha[row, column(trail_start + 0.2)], alpha[row, column(2.8)]
     assert 0 < faded < fresh  # the trail fades towards the past
