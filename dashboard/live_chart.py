@@ -253,3 +253,46 @@ def frame(spec: Spec) -> str:
 
 def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def figures_document(view: live.View, primary: str, constrained: bool) -> str:
+    """The run's figures as one self-contained HTML page (the Figures download), laid out like the
+    live panel: its rows (``LAYOUT``), each figure at the panel's height and the row's width, with
+    plotly traces (values on hover) instead of the live panel's pictures."""
+    from ehflow_core.figures import (
+        constraint_figure,
+        curves_figure,
+        density_figure,
+        energy_figure,
+        trajectory_figure,
+    )
+
+    snap = view.snapshot
+    if snap is None:
+        raise ValueError("figures need a snapshot: the run has not drawn its model yet")
+    figures = {
+        "density": density_figure(snap),
+        "energies": energy_figure(snap),
+        "trajectories": trajectory_figure(snap),
+        "curves": curves_figure(view.curves, title=CURVES_TITLE),
+    }
+    if constrained:
+        figures["constraint"] = constraint_figure(view.curves[primary])
+    rows, first = [], True
+    for row in LAYOUT:
+        cells = []
+        for key, height in row:
+            if key not in figures:
+                continue
+            figures[key].update_layout(height=height, autosize=True)
+            html = figures[key].to_html(
+                include_plotlyjs=first, full_html=False, default_width="100%", default_height=f"{height}px",
+                config={"responsive": True, "displayModeBar": False},
+            )  # fmt: skip
+            cells.append(f"<div>{html}</div>")
+            first = False
+        if cells:
+            grid = f"display:grid;grid-template-columns:repeat({len(cells)},minmax(0,1fr));gap:16px;margin-bottom:16px"
+            rows.append(f"<div style='{grid}'>{''.join(cells)}</div>")
+    head = "<meta charset='utf-8'><title>ehflow: figures</title>"
+    return f"<!doctype html><html><head>{head}</head><body style='margin:16px'>{''.join(rows)}</body></html>"

@@ -16,9 +16,8 @@ import streamlit as st
 
 from dashboard import teaching
 from dashboard.live import LiveRun
-from dashboard.live_chart import live_charts, preload_plotly
+from dashboard.live_chart import figures_document, live_charts, preload_plotly
 from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
-from ehflow_core.figures import curves_figure, density_figure, energy_figure, trajectory_figure
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataTarget
 
@@ -239,11 +238,7 @@ def downloads(run: LiveRun) -> None:
         view = run.view()
         if view.snapshot is None:  # the run is still starting
             return b"<html><body>No figures yet: the run is still starting.</body></html>"
-        parts = [density_figure(view.snapshot), energy_figure(view.snapshot), trajectory_figure(view.snapshot)]
-        parts.append(curves_figure(view.curves))
-        html = [parts[0].to_html(include_plotlyjs=True, full_html=False)]
-        html += [p.to_html(include_plotlyjs=False, full_html=False) for p in parts[1:]]
-        return ("<html><head><meta charset='utf-8'></head><body>" + "".join(html) + "</body></html>").encode()
+        return figures_document(view, run.primary_label, run.settings.generator_on).encode()
 
     def checkpoint() -> bytes:
         try:
