@@ -1,7 +1,8 @@
 """Quality at a fixed wall-clock budget: test NLL − the target's entropy, for training settings side by side.
 
     python -m bench.quality [--targets ring,gaussians8] [--settings default,paper,nsf,realnvp]
-                            [--seconds 30] [--seeds 3] [--kappa K] [--merge] [--out bench/results/quality.json]
+                            [--seconds 30] [--seeds 3] [--kappa K] [--n-train N] [--merge]
+                            [--out bench/results/quality.json]
 
 Each run trains from scratch for ``--seconds`` of wall time on 2 torch threads (no evaluation
 while training), then scores the model once: importance-weighted test log-likelihood L_K
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import platform
 import statistics
 import time
@@ -50,37 +52,56 @@ N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
 
 
-def run_peer(target_name: str, kind: str, seconds: float, seed: int) -> dict[str, Any]:
-    """A zuko flow trained for ``seconds`` on fresh batches; scored on the same test points as ours."""
+def _data(target, seed: int, n_train: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The training set (``n_train`` points, or None: fresh batches) and the test points, drawn as a
+    ``Trainer`` draws them (one generator, the training set first), so peers see the same points."""
+    data_rng = torch.Generator().manual_seed(seed + 1_000_003)
+    train = None if n_train is None else target.sample(n_train, data_rng, dtype=torch.float64)
+    return train, target.sample(N_TEST, data_rng, dtype=torch.float64)
+
+
+def run_peer(target_name: str, kind: str, seconds: float, seed: int, n_train: int | None = None) -> dict[str, Any]:
+    """A zuko flow trained for ``seconds`` (of training time); scored on the same test points as
+    ours. With a finite training set, also its best test NLL, checked after every second of
+    training: early stopping on the test set itself, an optimistic score for the peer."""
     from bench.peers import _Peer
 
     target = make_target(target_name)
     entropy, entropy_se = target.entropy()
-    peer = _Peer(kind, target, None, seed)
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds:
+    train, test = (x if x is None else x.to(torch.get_default_dtype()) for x in _data(target, seed, n_train))
+    assert test is not None
+    peer = _Peer(kind, target, train, seed)
+    steps, trained, best, next_check = 0, 0.0, math.inf, 1.0
+    while trained < seconds:
+        began = time.perf_counter()
         peer.step()
+        trained += time.perf_counter() - began
         steps += 1
-    spent = time.perf_counter() - start
-    test = target.sample(N_TEST, torch.Generator().manual_seed(seed + 10_000))
+        if n_train is not None and trained >= next_check:
+            best, next_check = min(best, -peer.log_likelihood(test)), next_check + 1.0
     nll = -peer.log_likelihood(test)
-    return {
+    row = {
         "target": target_name, "setting": kind, "config": {"zuko": kind}, "seed": seed, "kappa": None,
-        "budget_s": seconds, "steps": steps, "seconds": round(spent, 1), "K": None, "test_nll": nll, "entropy": entropy,
-        "entropy_stderr": entropy_se, "gap_nats": nll - entropy,
+        "n_train": n_train, "budget_s": seconds, "steps": steps, "seconds": round(trained, 1), "K": None,
+        "test_nll": nll, "entropy": entropy, "entropy_stderr": entropy_se, "gap_nats": nll - entropy,
     }  # fmt: skip
+    if n_train is not None:
+        row["best_gap_nats"] = min(best, nll) - entropy
+    return row
 
 
-def run(target_name: str, setting: str, seconds: float, seed: int, kappa: float | None, k: int) -> dict[str, Any]:
+def run(
+    target_name: str, setting: str, seconds: float, seed: int, kappa: float | None, k: int, n_train: int | None = None
+) -> dict[str, Any]:
     if setting in PEERS:
-        return run_peer(target_name, setting, seconds, seed)
+        return run_peer(target_name, setting, seconds, seed, n_train)
     target = make_target(target_name)
     entropy, entropy_se = target.entropy()
     changes = dict(SETTINGS[setting])
     flow = {"base": "soft_uniform" if target_name == "gaussians8" else "normal", **changes.pop("flow", {})}
     config = TrainConfig.starting_from(
         setting != "default", flow=flow, kappa=kappa if target.generators() else None, max_steps=10**9,
-        seconds=seconds, seed=seed, eval_every=10**9, n_test=N_TEST, **changes,
+        seconds=seconds, seed=seed, eval_every=10**9, n_test=N_TEST, n_train=n_train, **changes,
     )  # fmt: skip
     trainer = Trainer(config, target)
     for _ in trainer.train():  # evaluated once, at the end (on the fixed subsample): not scored
@@ -90,7 +111,8 @@ def run(target_name: str, setting: str, seconds: float, seed: int, kappa: float 
         test_ll = float(trainer.flow.log_likelihood(trainer.test_data, k, rng).mean())
     row = {
         "target": target_name, "setting": setting, "config": config.to_dict(), "seed": seed,
-        "kappa": config.kappa, "budget_s": seconds, "steps": trainer.step, "seconds": round(trainer.seconds, 1), "K": k,
+        "kappa": config.kappa, "n_train": n_train, "budget_s": seconds, "steps": trainer.step,
+        "seconds": round(trainer.seconds, 1), "K": k,
         "test_nll": -test_ll, "entropy": entropy, "entropy_stderr": entropy_se, "gap_nats": -test_ll - entropy,
     }  # fmt: skip
     gens = [g for g in target.generators() if g.has_action]
@@ -102,17 +124,27 @@ def run(target_name: str, setting: str, seconds: float, seed: int, kappa: float 
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Mean ± sd of the gap over seeds, with the steps each setting made, as Markdown."""
-    lines = ["| target | setting | seeds | steps | test NLL − entropy (nats) |", "|---|---|---|---|---|"]
-    groups: dict[tuple[str, str, float | None, float], list[dict[str, Any]]] = {}
+    lines = [
+        "| target | setting | seeds | steps | test NLL − entropy (nats) | best, early-stopped on the test set |",
+        "|---|---|---|---|---|---|",
+    ]
+    groups: dict[tuple[str, str, float | None, float, int | None], list[dict[str, Any]]] = {}
     for r in rows:
-        groups.setdefault((r["target"], r["setting"], r["kappa"], r["budget_s"]), []).append(r)
-    for (target, setting, kappa, budget), group in groups.items():
-        gaps = [r["gap_nats"] for r in group]
-        sd = statistics.stdev(gaps) if len(gaps) > 1 else 0.0
+        groups.setdefault((r["target"], r["setting"], r["kappa"], r["budget_s"], r.get("n_train")), []).append(r)
+
+    def mean_sd(values: list[float]) -> str:
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+
+    for (target, setting, kappa, budget, n_train), group in groups.items():
         steps = statistics.fmean(r["steps"] for r in group)
         name = setting + ("" if kappa is None else f", κ={kappa:g}")
-        gap = f"{statistics.fmean(gaps):.3f} ± {sd:.3f}"
-        lines.append(f"| {target}, {budget:.0f} s | {name} | {len(group)} | {steps:.0f} | {gap} |")
+        data = "" if n_train is None else f", {n_train} points"
+        best = [r["best_gap_nats"] for r in group if "best_gap_nats" in r]
+        lines.append(
+            f"| {target}{data}, {budget:.0f} s | {name} | {len(group)} | {steps:.0f} "
+            f"| {mean_sd([r['gap_nats'] for r in group])} | {mean_sd(best) if best else '—'} |"
+        )
     return "\n".join(lines)
 
 
@@ -126,6 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--kappa", type=float, help="κ for targets with a generator (absent: unconstrained)")
     parser.add_argument("--k", type=int, default=256, help="K of the final test L_K")
+    parser.add_argument("--n-train", type=int, help="a fixed training set of N points (absent: fresh batches)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results/quality.json")
     parser.add_argument("--merge", action="store_true", help="add the rows to those already in --out")
@@ -140,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     for target in args.targets.split(","):
         for setting in args.settings.split(","):
             for seed in range(args.seeds):
-                rows.append(run(target, setting, args.seconds, seed, args.kappa, args.k))
+                rows.append(run(target, setting, args.seconds, seed, args.kappa, args.k, args.n_train))
                 r = rows[-1]
                 print(
                     f"[quality] {target} {setting} seed {seed}: {r['steps']} steps, gap {r['gap_nats']:.3f}", flush=True
