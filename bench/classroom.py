@@ -40,9 +40,9 @@ from pathlib import Path
 
 from dashboard.server import CHROMIUM_ARGS, serve
 
-from .dashboard import _rss_mb
+from .dashboard import CHARTS_JS, _rss_mb, process_tree
 
-CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
+# Hides or shows a page as a browser does for a background tab (``document.hidden``).
 SET_HIDDEN = """hidden => {
     Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
     document.dispatchEvent(new Event("visibilitychange"));
@@ -170,21 +170,6 @@ class HealthProbe:
         return {"n": len(ms), "p50_ms": round(ms[len(ms) // 2], 1), "p99_ms": round(ms[int(0.99 * (len(ms) - 1))], 1)}
 
 
-def _processes(pid: int) -> int:
-    """``pid`` and its descendants."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            children.setdefault(int(stat.read_text().rsplit(")", 1)[1].split()[1]), []).append(int(stat.parent.name))
-        except OSError:
-            continue
-    count, todo = 0, [pid]
-    while todo:
-        count += 1
-        todo += children.get(todo.pop(), [])
-    return count
-
-
 def _pool(url: str) -> dict:
     return json.loads(urllib.request.urlopen(f"{url}/api/pool", timeout=10).read())
 
@@ -227,7 +212,7 @@ def classroom(browser, n: int, seconds: float) -> dict:
         time.sleep(seconds)
         end = [(_step(p), _metric(p, "State"), time.perf_counter()) for p in pages]
         rss = _rss_mb(server.pid)
-        processes = _processes(server.pid)
+        processes = len(process_tree(server.pid))
         pool = _pool(server.url)
         rates = [
             (s1 - s0) / (t1 - t0)

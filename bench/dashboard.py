@@ -26,8 +26,8 @@ from dashboard.server import CHROMIUM_ARGS, serve
 CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
 
 
-def _rss_mb(pid: int) -> float:
-    """Resident memory of ``pid`` and its descendants (the server and its training processes)."""
+def process_tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the server and its training processes), from /proc."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -35,10 +35,18 @@ def _rss_mb(pid: int) -> float:
         except OSError:  # the process ended meanwhile
             continue
         children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    total, todo = 0.0, [pid]
+    tree, todo = [], [pid]
     while todo:
         p = todo.pop()
+        tree.append(p)
         todo += children.get(p, [])
+    return tree
+
+
+def _rss_mb(pid: int) -> float:
+    """Resident memory of ``pid`` and its descendants (the server and its training processes)."""
+    total = 0.0
+    for p in process_tree(pid):
         try:
             for line in Path(f"/proc/{p}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):

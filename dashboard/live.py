@@ -126,7 +126,7 @@ class _Shared:
         # Async waiters (the live panel's requests), woken on every message from the worker.
         self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self.version = 0  # never reset: a chart's version names one picture across Resets
-        self.queued: str | None = None  # the waiting line's message while the run waits for a place
+        self.waiting = False  # in the pool's line for a place to train (its message says where)
         self.reset(0, [])
 
     def reset(self, generation: int, labels: list[str]) -> None:
@@ -143,11 +143,12 @@ class _Shared:
         self.symmetry: dict[str, float] = {}
 
     def end(self, state: str, message: str | None) -> None:
-        """The run is over ("closed", or "stopped" with its process): drop what the page no
-        longer needs; the caller holds ``lock``."""
+        """The run is over ("closed", or "stopped" with its process): not busy, out of the line,
+        with ``state`` and ``message`` unless it was already closed or diverged; the caller holds
+        ``lock``."""
         if self.state not in ("closed", "diverged"):
             self.state, self.message = state, message or self.message
-        self.busy, self.queued = False, None
+        self.busy, self.waiting = False, False
         _notify(self)
 
 
@@ -205,7 +206,7 @@ def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
     shared.seq_seen = update.seq
     if update.seq == sent_seq:  # the worker has seen every command: its state is current
         shared.worker_state, shared.busy = update.state, update.busy
-        if shared.queued is None:
+        if not shared.waiting:
             shared.state, shared.message = update.state, update.message
 
 
@@ -287,6 +288,10 @@ class _Worker:
     def close(self, timeout: float = CLOSE_TIMEOUT) -> int:
         """Ask the process to exit and wait for it (``timeout`` seconds, then kill it); its exit code."""
         self.send("", Close())
+        return self.wait_closed(timeout)
+
+    def wait_closed(self, timeout: float = CLOSE_TIMEOUT) -> int:
+        """Wait for the process, asked to exit, to do so (``timeout`` seconds, then kill it); its exit code."""
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -295,6 +300,14 @@ class _Worker:
         self.reader.join(timeout)
         self.conn.close()
         return code
+
+
+@dataclass
+class _Place:
+    """A run's place to train: since when, and the number of the command (Play or Step) sent on it."""
+
+    seq: int | None = None
+    since: float = field(default_factory=time.monotonic)
 
 
 class Pool:
@@ -307,8 +320,7 @@ class Pool:
         self.workers: list[_Worker] = []
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
         self.tokens: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # feed token -> run
-        self.training: dict[str, int | None] = {}  # run id -> seq of the command that took its place
-        self.since: dict[str, float] = {}  # run id -> when it took its place
+        self.training: dict[str, _Place] = {}  # run id -> its place to train
         self.waiting: list[str] = []  # run ids, first come first served
         self.drops: queue.SimpleQueue[tuple[_Worker, str]] = queue.SimpleQueue()
         self._ids = itertools.count(1)
@@ -360,7 +372,7 @@ class Pool:
                 return True
             if run.id not in self.waiting:
                 if len(self.training) < self.max_training:
-                    self.training[run.id], self.since[run.id] = None, time.monotonic()
+                    self.training[run.id] = _Place()
                     return True
                 self.waiting.append(run.id)
             self._tell_waiting()
@@ -370,13 +382,13 @@ class Pool:
         """The command numbered ``seq`` (Play or Step) went out on the run's place."""
         with self.lock:
             if run_id in self.training:
-                self.training[run_id] = seq
+                self.training[run_id].seq = seq
 
     def finished(self, run_id: str, seq: int) -> None:
         """The process reports the run idle after command ``seq``: a place it held is free."""
         with self.lock:
-            held = self.training.get(run_id)
-            if held is None or seq < held:
+            place = self.training.get(run_id)
+            if place is None or place.seq is None or seq < place.seq:
                 return
         self.release(run_id)
 
@@ -387,13 +399,12 @@ class Pool:
         with self.lock:
             if run_id in self.waiting:
                 self.waiting.remove(run_id)
-            if self.training.pop(run_id, False) is not False and requeue:
+            if self.training.pop(run_id, None) is not None and requeue:
                 self.waiting.append(run_id)
-            self.since.pop(run_id, None)
             while self.waiting and len(self.training) < self.max_training:
                 run = self.runs.get(self.waiting.pop(0))
                 if run is not None:
-                    self.training[run.id], self.since[run.id] = None, time.monotonic()
+                    self.training[run.id] = _Place()
                     starting.append(run)
             self._tell_waiting()
         for run in starting:  # outside the lock: starting sends on the run's socket
@@ -406,7 +417,7 @@ class Pool:
         with self.lock:
             if not self.waiting:
                 return
-            done = [self.runs.get(run_id) for run_id, since in self.since.items() if now - since >= TURN]
+            done = [self.runs.get(run_id) for run_id, place in self.training.items() if now - place.since >= TURN]
         for run in done:
             if run is not None:
                 run._yield_turn()
@@ -420,12 +431,12 @@ class Pool:
             n = len(self.training) + ahead
             shared = run._shared
             with shared.lock:
-                shared.queued = shared.message = (
+                shared.waiting, shared.state = True, "queued"
+                shared.message = (
                     f"The server is busy: {n} run{'s' if n != 1 else ''} ahead of yours "
                     f"({self.max_training} train at once, in turns of {TURN / 60:.0f} min while others wait). "
                     "Yours starts when a place frees."
                 )
-                shared.state = "queued"
                 _notify(shared)
 
     # -- freeing -----------------------------------------------------------------------------------
@@ -438,22 +449,32 @@ class Pool:
         with self.lock:
             return self.tokens.get(token)
 
+    def unlist(self, token: str) -> None:
+        """The run's feed answers no more (at once; its memory goes with :meth:`forget`)."""
+        with self.lock:
+            self.tokens.pop(token, None)
+
     def forget(self, worker: _Worker, run_id: str) -> None:
         """Free ``run_id`` in its process, from the housekeeping thread (callable from anywhere,
         a garbage collection included: it only queues)."""
         self.drops.put((worker, run_id))
 
     def _housekeep(self) -> None:
-        """Send the frees, and free the runs whose tabs have gone."""
+        """Send the frees as they come, and every ``HOUSEKEEPING_EVERY`` seconds free the runs
+        whose tabs have gone and rotate the turns (a steady stream of frees does not put it off)."""
+        due = time.monotonic()
         while True:
             try:
-                worker, run_id = self.drops.get(timeout=HOUSEKEEPING_EVERY)
+                worker, run_id = self.drops.get(timeout=max(0.0, due - time.monotonic()))
             except queue.Empty:
+                pass
+            else:
+                self.release(run_id)
+                worker.send(run_id, Drop())
+            if time.monotonic() >= due:
                 self._free_abandoned()
                 self.rotate()
-                continue
-            self.release(run_id)
-            worker.send(run_id, Drop())
+                due = time.monotonic() + HOUSEKEEPING_EVERY
 
     def _free_abandoned(self) -> None:
         now = time.monotonic()
@@ -479,7 +500,7 @@ class Pool:
         for worker in workers:
             worker.send("", Close())
         for worker in workers:
-            worker.close()
+            worker.wait_closed()
 
     def stats(self) -> dict:
         """Processes, runs, training and waiting runs, for the server's status route and benchmarks."""
@@ -564,7 +585,7 @@ class LiveRun:
         self._generation += 1
         with self._shared.lock:
             self._shared.reset(self._generation, labels)
-            self._shared.queued, self._waiting_for = None, None
+            self._shared.waiting, self._waiting_for = False, None
         generation = self._generation
         self._command(lambda seq: Start(seq, generation, settings, target, HEARTBEAT_TIMEOUT))
         self._requested = (settings.kappa, settings.lr)  # the new run starts with them
@@ -599,7 +620,7 @@ class LiveRun:
         """A place came free for this waiting run: send what it waited to do."""
         make, self._waiting_for = self._waiting_for, None
         with self._shared.lock:
-            self._shared.queued = None
+            self._shared.waiting = False
         if make is None or self.state in ("diverged", "stopped", "closed"):
             self._pool.release(self.id)
             return
@@ -630,7 +651,7 @@ class LiveRun:
         if self.state == "queued":
             self._waiting_for = None
             with self._shared.lock:
-                self._shared.queued = None
+                self._shared.waiting = False
                 self._shared.state, self._shared.message = self._shared.worker_state, None
                 _notify(self._shared)
         else:
@@ -689,8 +710,7 @@ class LiveRun:
         self._waiting_for = None
         self.feed_cache = None
         self._finalizer.detach()
-        with self._pool.lock:
-            self._pool.tokens.pop(self.token, None)
+        self._pool.unlist(self.token)
         self._pool.forget(self._worker, self.id)
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:

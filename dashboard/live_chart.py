@@ -52,6 +52,7 @@ _NO_STORE = {"Cache-Control": "no-store", "Content-Encoding": "identity"}
 _background: set[asyncio.Task] = set()  # prebuilds; the event loop keeps only weak references
 # The panels, row by row: (key, height in pixels); a row of one spans the page.
 LAYOUT = [[("density", 380), ("energies", 380)], [("trajectories", 420)], [("curves", 380), ("constraint", 380)]]
+HEIGHTS = {key: height for row in LAYOUT for key, height in row}
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
 CURVES_TITLE = "Train (dashed) and test log-likelihood"
 METRICS = [("state", "State"), ("step", "Step"), ("steps_per_s", "Steps / s"), ("test_ll", "Test log-likelihood")]
@@ -214,27 +215,37 @@ def figures_json(run: live.LiveRun) -> tuple[int, str]:
         return cached
 
 
-def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
-    """Each panel's ``{"figure", "frame", "hash"}`` for ``view``: ``hash`` names the figure,
-    ``frame`` all of it but its pictures. The constraint panel (of the ``primary`` run) is a
-    ``{"note"}`` instead unless the run is ``constrained``."""
-    from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
+def panel_specs(view: live.View, primary: str, constrained: bool, raster: bool) -> dict[str, Spec]:
+    """Each panel's figure spec for ``view`` at its panel's height (the constraint panel, of the
+    ``primary`` run, only if the run is ``constrained``); ``raster``: the maps as pictures (the
+    live panel), else as plotly traces with values on hover (the download)."""
+    from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, trajectory_spec
 
     snap = view.snapshot
     if snap is None:
         raise ValueError("charts need a snapshot: the run has not drawn its model yet")
     specs = {
-        "density": density_spec(snap, raster=True),
-        "energies": energy_spec(snap, raster=True),
-        "trajectories": trajectory_spec(snap, raster=True),
+        "density": density_spec(snap, raster=raster),
+        "energies": energy_spec(snap, raster=raster),
+        "trajectories": trajectory_spec(snap, raster=raster),
         "curves": curves_spec(view.curves, title=CURVES_TITLE),
     }
     if constrained:
         specs["constraint"] = constraint_spec(view.curves[primary])
-    heights = {key: height for row in LAYOUT for key, height in row}
-    out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
     for key, spec in specs.items():
-        spec["layout"] = {**spec["layout"], "height": heights[key], "autosize": False}
+        spec["layout"] = {**spec["layout"], "height": HEIGHTS[key]}
+    return specs
+
+
+def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
+    """Each panel's ``{"figure", "frame", "hash"}`` for ``view``: ``hash`` names the figure,
+    ``frame`` all of it but its pictures. The constraint panel (of the ``primary`` run) is a
+    ``{"note"}`` instead unless the run is ``constrained``."""
+    from ehflow_core.figures import spec_json
+
+    out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
+    for key, spec in panel_specs(view, primary, constrained, raster=True).items():
+        spec["layout"]["autosize"] = False
         text = spec_json(spec)
         out[key] = {"figure": json.loads(text), "frame": frame(spec), "hash": _digest(text)}
     return out
@@ -259,33 +270,16 @@ def figures_document(view: live.View, primary: str, constrained: bool) -> str:
     """The run's figures as one self-contained HTML page (the Figures download), laid out like the
     live panel: its rows (``LAYOUT``), each figure at the panel's height and the row's width, with
     plotly traces (values on hover) instead of the live panel's pictures."""
-    from ehflow_core.figures import (
-        constraint_figure,
-        curves_figure,
-        density_figure,
-        energy_figure,
-        trajectory_figure,
-    )
+    from ehflow_core.figures import as_figure
 
-    snap = view.snapshot
-    if snap is None:
-        raise ValueError("figures need a snapshot: the run has not drawn its model yet")
-    figures = {
-        "density": density_figure(snap),
-        "energies": energy_figure(snap),
-        "trajectories": trajectory_figure(snap),
-        "curves": curves_figure(view.curves, title=CURVES_TITLE),
-    }
-    if constrained:
-        figures["constraint"] = constraint_figure(view.curves[primary])
+    specs = panel_specs(view, primary, constrained, raster=False)
     rows, first = [], True
     for row in LAYOUT:
         cells = []
         for key, height in row:
-            if key not in figures:
+            if key not in specs:
                 continue
-            figures[key].update_layout(height=height, autosize=True)
-            html = figures[key].to_html(
+            html = as_figure(specs[key]).to_html(
                 include_plotlyjs=first, full_html=False, default_width="100%", default_height=f"{height}px",
                 config={"responsive": True, "displayModeBar": False},
             )  # fmt: skip

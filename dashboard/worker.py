@@ -377,9 +377,11 @@ class Host:
     def next_slot(self) -> Slot | None:
         """The active run with the least CPU time on the fair-share clock. A run that just became
         active joins at the level of the others (so waiting earns no burst that starves them)."""
-        active = [slot for slot in self.slots.values() if slot.active]
+        active = []
         for slot in self.slots.values():
-            if not slot.active:
+            if slot.active:
+                active.append(slot)
+            else:
                 slot.was_active = False
         if not active:
             return None
@@ -391,7 +393,9 @@ class Host:
         return min(active, key=lambda slot: slot.share)
 
     def loop(self) -> None:
-        while self.receive(0.0 if any(slot.active for slot in self.slots.values()) else 0.2):
+        slot: Slot | None = None
+        # Idle (no run active at the last look): wait for a command; a run only becomes active by one.
+        while self.receive(0.0 if slot is not None else 0.2):
             slot = self.next_slot()
             if slot is None:
                 continue

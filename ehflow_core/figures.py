@@ -66,14 +66,19 @@ def spec_json(spec: Spec) -> str:
     return pio.to_json(_typed_arrays(spec), validate=False)
 
 
+def as_figure(spec: Spec) -> go.Figure:
+    """A figure spec as a validated ``go.Figure`` with the project's template."""
+    fig = go.Figure(spec)
+    fig.update_layout(template=TEMPLATE)
+    return fig
+
+
 def _as_figure(build: Callable[..., Spec]) -> Callable[..., go.Figure]:
     """``*_figure`` from ``*_spec``: the same figure as a validated ``go.Figure``."""
 
     @wraps(build)
     def figure(*args: Any, **kwargs: Any) -> go.Figure:
-        fig = go.Figure(build(*args, **kwargs))
-        fig.update_layout(template=TEMPLATE)
-        return fig
+        return as_figure(build(*args, **kwargs))
 
     figure.__doc__ = f"{build.__doc__}\n\nReturned as a ``go.Figure`` (see :func:`{build.__name__}`)."
     return figure

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
+from bench.classroom import SET_HIDDEN
 from dashboard.server import CHROMIUM_ARGS, serve
 
 CHROMIUM = os.environ.get("EHFLOW_CHROMIUM", "/usr/bin/chromium")
@@ -157,12 +158,6 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     assert not errors
 
 
-_SET_HIDDEN = """hidden => {
-    Object.defineProperty(document, "hidden", {configurable: true, get: () => hidden});
-    document.dispatchEvent(new Event("visibilitychange"));
-}"""
-
-
 def test_a_hidden_tab_draws_nothing_keeps_training_and_catches_up_when_shown(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(server.url)
@@ -171,14 +166,14 @@ def test_a_hidden_tab_draws_nothing_keeps_training_and_catches_up_when_shown(ser
     expect(_metric_value(page, "State")).to_have_text("training")
     versions = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.version || 0))"
     page.wait_for_function(f"{versions}.every(v => v > 0)")
-    page.evaluate(_SET_HIDDEN, True)  # as when the user switches to another tab
+    page.evaluate(SET_HIDDEN, True)  # as when the user switches to another tab
     page.wait_for_timeout(1000)  # a drawing under way when the tab hid may finish
     hidden_versions, hidden_step = page.evaluate(versions), int(_metric(page, "Step").replace(",", ""))
     page.wait_for_timeout(3000)
     assert page.evaluate(versions) == hidden_versions  # nothing drawn while hidden
     assert int(_metric(page, "Step").replace(",", "")) > hidden_step + 10  # the readouts and the training go on
     assert _metric(page, "State") == "training"
-    page.evaluate(_SET_HIDDEN, False)
+    page.evaluate(SET_HIDDEN, False)
     page.wait_for_function(f"{versions}.every(v => v > {max(hidden_versions)})", timeout=10_000)  # caught up
     _sidebar_button(page, "Pause").click()
     page.close()
