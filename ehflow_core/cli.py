@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -21,7 +22,7 @@ import torch
 
 from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
-from .reporting import progress, write_run
+from .reporting import FINAL_EVAL_SAMPLES, progress, write_run
 from .run import LR_SCHEDULES
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target
@@ -125,7 +126,11 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     )
     trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
     records = list(progress(trainer.train(), config.max_steps, label=target.name))
+    began = time.perf_counter()
+    n_test = len(trainer.test_data)
+    print(f"final evaluation (L_{FINAL_EVAL_SAMPLES} on {n_test:,} test points) and figures…", file=sys.stderr)
     summary, _ = write_run(trainer, records, Path(args.out))
+    print(f"final evaluation done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
     _print_summary(summary, Path(args.out))
     return summary
 

@@ -9,12 +9,12 @@ import csv
 import io
 import json
 import sys
-import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import torch
+from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .evaluation import equivariance_error, invariance_error
@@ -38,42 +38,58 @@ def run_folder(label: str) -> str:
 
 
 def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] | None = None) -> Iterator[Record]:
-    """Pass records through while drawing a one-line progress bar (at most 4 redraws a second) on
-    ``stream`` (default: standard error at the time of the call). Its speed is the average over
-    the call so far, evaluations included (what the remaining steps will take), and so is the ETA."""
-    stream = sys.stderr if stream is None else stream
-    last_draw = 0.0
+    """Pass records through while a tqdm bar on ``stream`` (default: standard error at the time of
+    the call) shows the steps done, the average speed and the ETA, the training bound and the last
+    test L_K, and evaluation as its own phase: the share of the wall time spent evaluating.
+
+    The speed is the average over the call so far, evaluations included (what the remaining steps
+    will take), computed from the records' own clock, and so is the ETA. A divergence is written
+    on a line of its own above the bar.
+    """
+    bar = _Bar(
+        total=total,
+        desc=label,
+        file=sys.stderr if stream is None else stream,
+        mininterval=0.25,
+        dynamic_ncols=True,
+        bar_format="{desc} {percentage:3.0f}%|{bar}| {n}/{total} {status}",
+    )
+    first: Record | None = None
     last_eval: Record | None = None
-    record = first = None
-    for record in records:
-        first = first or record
-        if record.test_log_likelihood is not None:
-            last_eval = record
-        if record.event:
-            stream.write(f"\n{label} {record.message}\n")
-        now = time.perf_counter()
-        if now - last_draw > 0.25:
-            last_draw = now
-            _draw(record, first, total, label, last_eval, stream)
-        yield record
-    if record is not None and first is not None:
-        _draw(record, first, total, label, last_eval, stream)
-        stream.write("\n")
+    evaluating = 0.0  # seconds spent evaluating so far
+    with bar:
+        for record in records:
+            first = first or record
+            if record.eval_seconds is not None:
+                last_eval, evaluating = record, evaluating + record.eval_seconds
+            if record.event:
+                bar.write(f"{label} {record.message}")
+            bar.status = _status(record, first, total, last_eval, evaluating)
+            bar.update(record.step - bar.n)
+            yield record
 
 
-def _draw(record: Record, first: Record, total: int, label: str, last_eval: Record | None, stream: IO[str]) -> None:
-    share = min(record.step / max(total, 1), 1.0)
-    bar = "#" * int(24 * share) + "." * (24 - int(24 * share))
-    test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
+class _Bar(tqdm):
+    """tqdm with a ``{status}`` field of our own (tqdm's postfix would start with a comma)."""
+
+    status = ""
+
+    @property
+    def format_dict(self) -> dict[str, Any]:
+        return {**super().format_dict, "status": self.status}
+
+
+def _status(record: Record, first: Record, total: int, last_eval: Record | None, evaluating: float) -> str:
+    """The bar's right-hand side: average steps/s, ETA, bound, test L_K and the evaluation phase."""
     if record.step > first.step and record.seconds > first.seconds:  # the average since the first record
         average = (record.step - first.step) / (record.seconds - first.seconds)
     else:
         average = record.steps_per_s
     left = max(total - record.step, 0) / max(average, 1e-9)
     eta = f" ETA {int(left // 60)}:{int(left % 60):02d}" if left < 360_000 else ""
-    speed = f"{average:5.1f} steps/s"
-    stream.write(f"\r{label} [{bar}] {record.step}/{total} {speed}{eta} bound {record.train_bound:.3f}{test} ")
-    stream.flush()
+    test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
+    share = f" · evaluation {100 * evaluating / record.seconds:.0f}% of the time" if record.seconds > 0 else ""
+    return f"{average:5.1f} steps/s{eta} bound {record.train_bound:.3f}{test}{share}"
 
 
 # -- outputs ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
@@ -145,6 +146,7 @@ class Record:
     test_elbo: float | None = None  # mean ELBO on the test set
     test_log_likelihood: float | None = None  # mean L_K on the test set
     train_log_likelihood: float | None = None  # mean L_K on (up to n_test points of) the training data
+    eval_seconds: float | None = None  # wall time this step's evaluation took (counted in the next step's seconds)
     event: str | None = None  # "diverged" when this step was rejected
     message: str | None = None  # what happened and the likely cause
 
@@ -388,10 +390,12 @@ class Run:
             self.stopped = cfg.on_divergence == "stop" or self._consecutive_divergences >= cfg.max_divergences
             return record
         if self.step % cfg.eval_every == 0 or last:
+            began = time.perf_counter()
             if not record.constraint:  # unconstrained: measured on evaluation steps only
                 record.constraint = self.measure_constraints()
             for key, value in self.evaluate().items():
                 setattr(record, key, value)
+            record.eval_seconds = time.perf_counter() - began
         return record
 
     # -- evaluation ----------------------------------------------------------------------------

@@ -30,6 +30,7 @@ def _comparable(record: Record) -> dict:
     row = dataclasses.asdict(record)
     row.pop("seconds")
     row.pop("steps_per_s")
+    row.pop("eval_seconds")
     return row
 
 
