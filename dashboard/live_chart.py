@@ -39,6 +39,7 @@ from starlette.routing import Route
 from dashboard import live
 
 if TYPE_CHECKING:
+    from dashboard.settings import Settings
     from ehflow_core.figures import Spec
 
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -210,15 +211,16 @@ def figures_json(run: live.LiveRun) -> tuple[int, str]:
         view = run.view()
         cached = run.feed_cache
         if cached is None or cached[0] != view.version:
-            charts_ = {} if view.snapshot is None else charts(view, run.primary_label, run.settings.generator_on)
+            charts_ = {} if view.snapshot is None else charts(view, run.primary_label, run.settings)
             cached = run.feed_cache = (view.version, json.dumps(charts_))
         return cached
 
 
-def panel_specs(view: live.View, primary: str, constrained: bool, raster: bool) -> dict[str, Spec]:
+def panel_specs(view: live.View, primary: str, settings: Settings, raster: bool) -> dict[str, Spec]:
     """Each panel's figure spec for ``view`` at its panel's height (the constraint panel, of the
-    ``primary`` run, only if the run is ``constrained``); ``raster``: the maps as pictures (the
-    live panel), else as plotly traces with values on hover (the download)."""
+    ``primary`` run, only if ``settings`` has a constraint; the curves named for the estimators
+    of its training configuration); ``raster``: the maps as pictures (the live panel), else as
+    plotly traces with values on hover (the download)."""
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, trajectory_spec
 
     snap = view.snapshot
@@ -228,23 +230,23 @@ def panel_specs(view: live.View, primary: str, constrained: bool, raster: bool) 
         "density": density_spec(snap, raster=raster),
         "energies": energy_spec(snap, raster=raster),
         "trajectories": trajectory_spec(snap, raster=raster),
-        "curves": curves_spec(view.curves, title=CURVES_TITLE),
+        "curves": curves_spec(view.curves, title=CURVES_TITLE, **settings.train_config().estimators),
     }
-    if constrained:
+    if settings.generator_on:
         specs["constraint"] = constraint_spec(view.curves[primary])
     for key, spec in specs.items():
         spec["layout"] = {**spec["layout"], "height": HEIGHTS[key]}
     return specs
 
 
-def charts(view: live.View, primary: str, constrained: bool) -> dict[str, dict]:
+def charts(view: live.View, primary: str, settings: Settings) -> dict[str, dict]:
     """Each panel's ``{"figure", "frame", "hash"}`` for ``view``: ``hash`` names the figure,
     ``frame`` all of it but its pictures. The constraint panel (of the ``primary`` run) is a
-    ``{"note"}`` instead unless the run is ``constrained``."""
+    ``{"note"}`` instead unless ``settings`` has a constraint."""
     from ehflow_core.figures import spec_json
 
     out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
-    for key, spec in panel_specs(view, primary, constrained, raster=True).items():
+    for key, spec in panel_specs(view, primary, settings, raster=True).items():
         spec["layout"]["autosize"] = False
         text = spec_json(spec)
         out[key] = {"figure": json.loads(text), "frame": frame(spec), "hash": _digest(text)}
@@ -266,13 +268,13 @@ def _digest(text: str) -> str:
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
-def figures_document(view: live.View, primary: str, constrained: bool) -> str:
+def figures_document(view: live.View, primary: str, settings: Settings) -> str:
     """The run's figures as one self-contained HTML page (the Figures download), laid out like the
     live panel: its rows (``LAYOUT``), each figure at the panel's height and the row's width, with
     plotly traces (values on hover) instead of the live panel's pictures."""
     from ehflow_core.figures import as_figure
 
-    specs = panel_specs(view, primary, constrained, raster=False)
+    specs = panel_specs(view, primary, settings, raster=False)
     rows, first = [], True
     for row in LAYOUT:
         cells = []

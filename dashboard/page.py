@@ -238,7 +238,7 @@ def downloads(run: LiveRun) -> None:
         view = run.view()
         if view.snapshot is None:  # the run is still starting
             return b"<html><body>No figures yet: the run is still starting.</body></html>"
-        return figures_document(view, run.primary_label, run.settings.generator_on).encode()
+        return figures_document(view, run.primary_label, run.settings).encode()
 
     def checkpoint() -> bytes:
         try:

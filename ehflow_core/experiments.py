@@ -123,7 +123,8 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
             if "train_log_likelihood" in finals:
                 gaps = [a - b for a, b in zip(finals["train_log_likelihood"], finals["test_log_likelihood"])]
                 row["train_minus_test"] = _mean_sd(gaps)
-        write_figure(curves_figure(curves, title=f"Figure 2A, {regime} data: L_K across κ"), out / f"fig2a_{regime}")
+        title = f"Figure 2A, {regime} data: L_K across κ"
+        write_figure(curves_figure(curves, title=title, **configs[0].estimators), out / f"fig2a_{regime}")
         results["regimes"][regime] = table
     (out / "summary.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(fig2a_markdown(results))

@@ -266,20 +266,32 @@ def _series(records: Sequence[Record], field: str) -> tuple[list[int], list[floa
     return [p[0] for p in pairs], [p[1] for p in pairs]
 
 
-def curves_spec(runs: Mapping[str, Sequence[Record]], title: str = "Log-likelihood across κ") -> Spec:
-    """Train (dashed) and test (solid) log-likelihood L_K against step, one colour per run; with
-    infinite data the dashed curve is the training batches' bound (smoothed), named so."""
+def curves_spec(
+    runs: Mapping[str, Sequence[Record]],
+    title: str = "Log-likelihood across κ",
+    bound: str = "bound",
+    k: int | None = None,
+) -> Spec:
+    """Train (dashed) and test (solid) log-likelihood against step, one colour per run.
+
+    Each curve is named for its estimator (``TrainConfig.estimators`` gives ``bound`` and ``k``):
+    with finite data both are L_k, on (a fixed subsample of) the training points and the test
+    points, like for like; with infinite data every batch is fresh, so the dashed curve is the
+    training batches' ``bound`` (ELBO or L_K, smoothed), named "train L_8 (batches)".
+    """
+    estimator = f" L_{k}" if k else ""
     data = []
     for i, (label, records) in enumerate(runs.items()):
         color = COLORS[i % len(COLORS)]
         steps, test = _series(records, "test_log_likelihood")
-        data.append(dict(type="scatter", x=steps, y=test, mode="lines", line=dict(color=color), name=f"{label} test"))
+        test_name = f"{label} test{estimator}"
+        data.append(dict(type="scatter", x=steps, y=test, mode="lines", line=dict(color=color), name=test_name))
         steps, train = _series(records, "train_log_likelihood")
-        name = f"{label} train"
-        if not train:  # infinite data: the training batches' bound (ELBO or L_K) stands for the training curve
+        name = f"{label} train{estimator}"
+        if not train:  # infinite data: the training batches' bound stands for the training curve
             steps, train = _series(records, "train_bound")
             steps, train = _smooth(steps, train)
-            name = f"{label} training bound"
+            name = f"{label} train {bound} (batches)"
         data.append(
             dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"), name=name)
         )

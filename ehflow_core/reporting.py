@@ -183,7 +183,9 @@ def write_run(
     files += write_figure(density_figure(snap), out / "density")
     files += write_figure(energy_figure(snap), out / "energies")
     files += write_figure(trajectory_figure(snap), out / "trajectories")
-    files += write_figure(curves_figure({"run": records}, title="Log-likelihood"), out / "curves")
+    files += write_figure(
+        curves_figure({"run": records}, title="Log-likelihood", **trainer.config.estimators), out / "curves"
+    )
     if trainer.generators:
         files += write_figure(constraint_figure(records), out / "constraint")
     summary["figures"] = [f.name for f in files]

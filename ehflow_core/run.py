@@ -110,6 +110,12 @@ class TrainConfig(JsonConfig):
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("grad_mode", self.grad_mode, GRAD_MODES)
 
+    @property
+    def estimators(self) -> dict[str, Any]:
+        """What the curves show, for their names (:func:`~ehflow_core.figures.curves_spec`): the
+        training bound on the batches (``"ELBO"`` or ``"L_8"``) and K of the evaluations' L_K."""
+        return {"bound": "ELBO" if self.objective == "elbo" else f"L_{self.train_samples}", "k": self.eval_samples}
+
     def as_paper(self) -> TrainConfig:
         """This configuration with the paper's training choices (:data:`PAPER_TRAINING`,
         :data:`PAPER_FLOW`): the single-sample ELBO, batch 256, Adam at a constant 3e-4, one

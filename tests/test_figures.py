@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import io
 import json
 
@@ -37,7 +38,7 @@ from ehflow_core.snapshot import (
     take_snapshot,
 )
 from ehflow_core.targets import make_target
-from ehflow_core.training import Record
+from ehflow_core.training import Record, TrainConfig
 
 
 def test_potential_minima_finds_the_wells_of_a_known_potential():
@@ -110,11 +111,21 @@ def test_figures_hold_one_trace_per_panel_and_run():
                test_log_likelihood=-2.9 if s % 2 == 0 else None)
         for s in range(1, 11)
     ]  # fmt: skip
-    curves = curves_figure({"a": records, "b": records})
-    # no train_log_likelihood (infinite data): the dashed curve is the training bound, and says so
-    assert [t.name for t in curves.data] == ["a test", "a training bound", "b test", "b training bound"]
+    curves = curves_figure({"a": records, "b": records}, **TrainConfig().estimators)
+    # no train_log_likelihood (infinite data): the dashed curve is the batches' training bound, and says so
+    assert [t.name for t in curves.data] == [
+        "a test L_32",
+        "a train L_8 (batches)",
+        "b test L_32",
+        "b train L_8 (batches)",
+    ]
     assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
     assert len(constraint_figure(records).data) == 2
+    paper = curves_figure({"a": records}, **TrainConfig().as_paper().estimators)
+    assert [t.name for t in paper.data] == ["a test L_32", "a train ELBO (batches)"]
+    # finite data: the same estimator on training and test points, like for like
+    finite = [dataclasses.replace(r, train_log_likelihood=r.test_log_likelihood) for r in records]
+    assert [t.name for t in curves_figure({"a": finite}, k=16).data] == ["a test L_16", "a train L_16"]
 
 
 def test_specs_are_valid_plotly_and_json_the_browser_can_read():
