@@ -9,8 +9,18 @@ import pytest
 import torch
 
 from bench.classroom import HOSTILE_VALUES, ODD_KEYS, as_query_dict, fuzz_csvs, fuzz_queries
-from dashboard.settings import LIMITS, PRESETS, UPLOAD_MAX_BYTES, Settings, code, read_upload, safe_name
-from ehflow_core.training import TrainConfig
+from dashboard.settings import (
+    DEFAULT_LOG10_LR,
+    LIMITS,
+    PRESETS,
+    UPLOAD_MAX_BYTES,
+    Settings,
+    code,
+    read_upload,
+    safe_name,
+)
+from ehflow_core.targets import DataTarget, make_target
+from ehflow_core.training import TrainConfig, Trainer
 
 
 def test_settings_map_to_the_core_configs():
@@ -55,6 +65,38 @@ def test_presets_bring_their_target_base_and_generator():
             assert Settings().with_preset(name).make_target().dim == 2
     with pytest.raises(ValueError, match="upload a CSV file"):
         Settings().with_preset("upload").make_target()
+
+
+def test_each_preset_brings_its_learning_rate_and_a_reset_to_another_preset_replaces_it():
+    assert Settings().log10_lr == DEFAULT_LOG10_LR and 10**DEFAULT_LOG10_LR == pytest.approx(TrainConfig().lr, rel=0.06)
+    for name, preset in PRESETS.items():
+        chosen = Settings(log10_lr=-4.0).with_preset(name)
+        assert chosen.log10_lr == preset.log10_lr and chosen.train_config().lr == pytest.approx(10**preset.log10_lr)
+    assert PRESETS["two_rings"].log10_lr == PRESETS["grid9"].log10_lr == -3.0 and PRESETS["fig2b"].log10_lr == -2.5
+
+
+PRESET_STEPS = 40  # training steps in the test below
+PRESET_MARGIN = 0.05  # nats the test log-likelihood must rise by in PRESET_STEPS steps
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(PRESETS))
+def test_each_preset_learns_with_its_own_settings(name):
+    """A preset's own configuration (objective, batch, learning rate, base, one or many H, its
+    constraint) raises the test log-likelihood by PRESET_MARGIN in PRESET_STEPS steps. Tiny sizes:
+    K and U of width 32, L_8 on 256 test points; the upload preset gets 2,000 points of the ring."""
+    settings = Settings().with_preset(name)
+    ring_points = make_target("ring").sample(2000, torch.Generator().manual_seed(5))
+    target = settings.make_target(DataTarget(ring_points, name="upload") if name == "upload" else None)
+    config = settings.train_config().replace(n_test=256, eval_points=256, eval_samples=8)
+    config = config.replace(flow=config.flow.replace(hidden=(32, 32)))
+    generators = [g for g in target.generators() if g.has_action] if settings.generator_on else []
+    trainer = Trainer(config, target, generators)
+    before = trainer.evaluate()["test_log_likelihood"]
+    records = list(trainer.train(more_steps=PRESET_STEPS))
+    assert len(records) == PRESET_STEPS and all(r.event is None for r in records)
+    after = trainer.evaluate()["test_log_likelihood"]
+    assert after > before + PRESET_MARGIN, (name, before, after)
 
 
 def test_query_round_trip_and_bad_values_fall_back_with_notices():
