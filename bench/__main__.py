@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--threads must be >= 1, got {args.threads}")
     torch.set_num_threads(args.threads)
     sizes = speed.SMOKE if args.smoke else speed.FULL
-    peer_sizes = peers.peer_sizes(1.0 if args.smoke else args.peer_seconds, smoke=args.smoke)
+    peer_sizes = peers.peer_sizes(0.25 if args.smoke else args.peer_seconds, smoke=args.smoke)
     result = run(sections, sizes, peer_sizes, args.threads)
     out = Path(args.out)
     if args.merge and out.exists():  # keep the sections not re-run; each section records when it ran
