@@ -14,7 +14,7 @@ import math
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +24,7 @@ from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .reporting import FINAL_EVAL_SAMPLES, progress, write_run
 from .run import LR_SCHEDULES
+from .sweep import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target
 from .training import OBJECTIVES, TrainConfig, Trainer
@@ -308,7 +309,65 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=_positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
     rep.add_argument("--out", help="output folder (absent: runs/<figure>)")
     rep.add_argument("--paper", action="store_true", help="train with the paper's configuration, not the defaults")
+
+    sweep = sub.add_parser(
+        "sweep", formatter_class=formatter,
+        help="a grid of runs (targets × κ × seeds × data sizes × dt, leapfrog steps, lr), here or on a Ray cluster",
+        description="Train every combination of the lists (comma-separated; 'none' in --kappa: unconstrained, "
+        "in --n-train: infinite data), resumably: running the same sweep again skips finished runs and resumes "
+        "the others from their last checkpoint. Writes results.csv, table.md and table.json into --out.",
+    )  # fmt: skip
+    sweep.add_argument("--spec", help="a .toml or .json file with these options' names (flags given here win)")
+    sweep.add_argument("--target", type=_list(str), help=f"built-in targets: {', '.join(TARGETS)} (default: ring)")
+    sweep.add_argument("--kappa", type=_list(_positive_float, none=True), help="κ values, or none (default: none)")
+    sweep.add_argument("--seeds", type=_list(_non_negative_int), help="seeds (default: 0)")
+    sweep.add_argument("--n-train", type=_list(_positive_int, none=True), help="training-set sizes, or none")
+    sweep.add_argument("--dt", type=_list(_positive_float), help=f"leapfrog step sizes (default: {FlowConfig.dt})")
+    sweep.add_argument("--n-steps", type=_list(_positive_int), help=f"leapfrog steps (default: {FlowConfig.n_steps})")
+    sweep.add_argument("--lr", type=_list(_positive_float), help=f"learning rates (default: {TrainConfig.lr})")
+    sweep.add_argument("--steps", type=_positive_int, help="training steps per run (default: 2000)")
+    sweep.add_argument("--eval-every", type=_positive_int, help="steps between evaluations (default: 200)")
+    sweep.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default: 500)")
+    sweep.add_argument("--paper", action="store_true", default=None, help="the paper's training configuration")
+    sweep.add_argument("--out", default="runs/sweep", help="output folder")
+    sweep.add_argument("--backend", choices=BACKENDS, default="local", help="this machine's processes, or Ray")
+    sweep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")
+    sweep.add_argument("--workers", type=_positive_int, help="runs at once here (default: the core count)")
     return parser
+
+
+def _list(kind: Callable[[str], Any], none: bool = False) -> Callable[[str], list[Any]]:
+    """An argparse type: comma-separated values of ``kind`` (and ``none`` for None, if allowed)."""
+
+    def parse(text: str) -> list[Any]:
+        items = [item.strip() for item in text.split(",")]
+        if not any(items):
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        return [None if none and item.lower() == "none" else kind(item) for item in items]
+
+    return parse
+
+
+def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``sweep``: the grid from --spec and the flags, on the chosen backend; prints the table."""
+    from .sweep import SweepSpec, make_backend, run_sweep
+
+    data = SweepSpec.from_file(args.spec).to_mapping() if args.spec else {}
+    for key in ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr", "steps", "eval_every",
+                "checkpoint_every", "paper"):  # fmt: skip
+        if getattr(args, key) is not None:
+            data[key] = getattr(args, key)
+    spec = SweepSpec.from_mapping(data, source="sweep")
+    if args.address is not None and args.backend != "ray":
+        raise ValueError("--address is for --backend ray")
+    out = Path(args.out)
+    backend = make_backend(args.backend, args.address, args.workers)
+    print(f"sweep: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/", file=sys.stderr)
+    rows = run_sweep(spec, out, backend)
+    print((out / "table.md").read_text())
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed", "unfinished")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; wrote {out}/results.csv, table.md, table.json")
+    return rows
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -326,6 +385,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             run_train(args)
+        elif args.command == "sweep":
+            run_sweep_command(args)
         else:
             out = Path(args.out or f"runs/{args.figure}")
             reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=out, paper=args.paper)

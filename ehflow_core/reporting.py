@@ -46,7 +46,7 @@ def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[
     will take), computed from the records' own clock, and so is the ETA. A divergence is written
     on a line of its own above the bar.
     """
-    bar = _Bar(
+    bar = StatusBar(
         total=total,
         desc=label,
         file=sys.stderr if stream is None else stream,
@@ -69,8 +69,8 @@ def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[
             yield record
 
 
-class _Bar(tqdm):
-    """tqdm with a ``{status}`` field of our own (tqdm's postfix would start with a comma)."""
+class StatusBar(tqdm):
+    """tqdm with a ``{status}`` field of our own for ``bar_format`` (tqdm's postfix starts with a comma)."""
 
     status = ""
 

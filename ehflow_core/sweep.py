@@ -1,0 +1,587 @@
+"""Sweeps: a grid of runs (targets × κ × seeds × data sizes × step size, leapfrog steps and
+learning rate), trained on this machine or on a Ray cluster, resumable, with a results table.
+
+The unit of work is a *segment*: :func:`train_segment` trains one run from its last checkpoint
+(bytes) up to a step and returns the new checkpoint and the segment's records. The driver
+(:func:`run_sweep`) writes every segment's result into the run's folder before it asks for the
+next one, so workers need no shared file system, a worker that dies costs at most one segment
+(``checkpoint_every`` steps) of its run, and running the same sweep again skips finished runs and
+resumes unfinished ones from their last checkpoint. A run's folder is named by a hash of its full
+configuration (:attr:`RunSpec.key`).
+
+Backends (:func:`make_backend`): ``"local"``, a pool of processes on this machine (one run per
+process, one torch thread each); ``"ray"``, Ray tasks on a cluster (``address``), or on a local
+Ray instance started for the sweep. Both run the same :func:`train_segment` with one torch
+thread, so a sweep's records are the same on either (CPU, float64: exactly).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import io
+import json
+import math
+import os
+import socket
+import statistics
+import sys
+import time
+import tomllib
+from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from ._checks import check_choice, check_int
+from .run import Record, TrainConfig
+
+BACKENDS = ("local", "ray")
+STATUSES = ("finished", "diverged", "failed")  # a run's outcome; "failed": its task failed after retries
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: its grid point and the sweep's fixed settings."""
+
+    target: str
+    kappa: float | None
+    seed: int
+    n_train: int | None
+    dt: float
+    n_steps: int
+    lr: float
+    steps: int
+    eval_every: int
+    paper: bool = False
+
+    def config(self) -> TrainConfig:
+        """The run's training configuration (validated: a bad value raises ``ValueError``)."""
+        return TrainConfig.starting_from(
+            self.paper, flow={"dt": self.dt, "n_steps": self.n_steps}, kappa=self.kappa, n_train=self.n_train,
+            lr=self.lr, max_steps=self.steps, seed=self.seed, eval_every=self.eval_every,
+        )  # fmt: skip
+
+    @property
+    def key(self) -> str:
+        """A hash of the full configuration and target: the run's folder name (same run, same name)."""
+        text = json.dumps({"target": self.target, "config": self.config().to_dict()}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
+    def setting(self) -> dict[str, Any]:
+        """Everything but the seed: runs with the same setting are aggregated over seeds."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if k != "seed"}
+
+
+# -- the grid --------------------------------------------------------------------------------------
+_DEFAULTS = TrainConfig()
+GRID_KEYS = ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
+FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper")  # single values
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """A grid of runs: every combination of the lists (``None`` in ``kappa``: unconstrained; in
+    ``n_train``: infinite data), each trained for ``steps`` steps, checkpointed every
+    ``checkpoint_every`` steps. The keys are the command line's (``sweep --help``)."""
+
+    target: tuple[str, ...] = ("ring",)
+    kappa: tuple[float | None, ...] = (None,)
+    seeds: tuple[int, ...] = (0,)
+    n_train: tuple[int | None, ...] = (None,)
+    dt: tuple[float, ...] = (_DEFAULTS.flow.dt,)
+    n_steps: tuple[int, ...] = (_DEFAULTS.flow.n_steps,)
+    lr: tuple[float, ...] = (_DEFAULTS.lr,)
+    steps: int = 2000
+    eval_every: int = 200
+    checkpoint_every: int = 500
+    paper: bool = False
+    _runs: tuple[RunSpec, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        from .targets import TARGETS
+
+        for name in GRID_KEYS:
+            values = tuple(getattr(self, name))
+            if not values:
+                raise ValueError(f"{name}: the grid is empty (give at least one value)")
+            object.__setattr__(self, name, values)
+        for name in self.target:
+            check_choice("target", name, tuple(TARGETS))
+        check_int("steps", self.steps, minimum=1)
+        check_int("eval_every", self.eval_every, minimum=1)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=1)
+        runs = tuple(
+            RunSpec(target, kappa, seed, n_train, dt, n_steps, lr, self.steps, self.eval_every, self.paper)
+            for target in self.target for n_train in self.n_train for dt in self.dt for n_steps in self.n_steps
+            for lr in self.lr for kappa in self.kappa for seed in self.seeds
+        )  # fmt: skip
+        for run in runs:
+            run.config()  # every value checked by TrainConfig, by name
+        object.__setattr__(self, "_runs", runs)
+
+    @property
+    def runs(self) -> tuple[RunSpec, ...]:
+        return self._runs
+
+    def to_mapping(self) -> dict[str, Any]:
+        """The spec as a plain table (lists for the grid): :meth:`from_mapping`'s inverse."""
+        return {k: list(getattr(self, k)) if k in GRID_KEYS else getattr(self, k) for k in GRID_KEYS + FIXED_KEYS}
+
+    @classmethod
+    def from_mapping(cls, data: dict[str, Any], source: str = "spec") -> SweepSpec:
+        """A spec from a TOML/JSON table with the command line's names (``target``, ``kappa``,
+        ``seeds``, ``n_train``, ``dt``, ``n_steps``, ``lr``: a value or a list, ``"none"`` for
+        None; ``steps``, ``eval_every``, ``checkpoint_every``, ``paper``: one value each)."""
+        unknown = sorted(set(data) - set(GRID_KEYS) - set(FIXED_KEYS))
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(GRID_KEYS + FIXED_KEYS)}")
+        values: dict[str, Any] = {}
+        for key, value in data.items():
+            if key in GRID_KEYS:
+                items = value if isinstance(value, list) else [value]
+                values[key] = tuple(None if isinstance(v, str) and v.lower() == "none" else v for v in items)
+            else:
+                values[key] = value
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from None
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> SweepSpec:
+        """A spec from a ``.toml`` or ``.json`` file (see :meth:`from_mapping`)."""
+        path = Path(path)
+        if not path.is_file():
+            raise ValueError(f"spec file {str(path)!r} does not exist")
+        try:
+            if path.suffix == ".toml":
+                data = tomllib.loads(path.read_text())
+            elif path.suffix == ".json":
+                data = json.loads(path.read_text())
+            else:
+                raise ValueError(f"expected a .toml or .json file, got {path.suffix or 'no suffix'!r}")
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(f"spec file {str(path)!r} is not valid {path.suffix[1:].upper()}: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"spec file {str(path)!r}: expected a table of keys, got {type(data).__name__}")
+        return cls.from_mapping(data, source=f"spec file {str(path)!r}")
+
+
+# -- the unit of work ------------------------------------------------------------------------------
+@dataclass
+class Segment:
+    """What one segment of a run sends back to the driver."""
+
+    checkpoint: bytes  # the run's state after the segment (load_trainer resumes it exactly)
+    records: list[Record]  # one per step of the segment
+    step: int  # steps done in all
+    status: str | None  # None: more steps to go; else one of STATUSES
+    message: str | None = None  # why a run diverged or failed
+    summary: dict[str, Any] | None = None  # the run's summary, when it ended
+    node: str = ""  # where the segment ran (host name, or Ray node IP)
+
+
+def train_segment(run: RunSpec, checkpoint: bytes | None, until: int, threads: int = 1) -> Segment:
+    """Train ``run`` from ``checkpoint`` (None: from scratch) up to step ``until`` on ``threads``
+    torch threads; when the run ends (its last step, or a divergence that stops it), with its
+    summary (:func:`~ehflow_core.reporting.summarise`)."""
+    import torch
+
+    from .checkpoint import checkpoint_bytes, load_trainer
+    from .reporting import summarise
+    from .targets import make_target
+    from .training import Trainer
+
+    torch.set_num_threads(threads)
+    target = make_target(run.target)
+    trainer = load_trainer(checkpoint, target) if checkpoint else Trainer(run.config(), target)
+    records = list(trainer.train(more_steps=max(until - trainer.step, 0)))
+    diverged = next((r for r in records if r.event == "diverged"), None)
+    status = None
+    if trainer.stopped and diverged is not None:
+        status = "diverged"
+    elif trainer.step >= run.steps:
+        status = "finished"
+    summary = summarise(trainer, records) if status else None
+    return Segment(
+        checkpoint_bytes(trainer), records, trainer.step, status, diverged.message if diverged else None, summary,
+        _node_name(),
+    )  # fmt: skip
+
+
+def _node_name() -> str:
+    try:
+        import ray
+
+        if ray.is_initialized():
+            return str(ray.util.get_node_ip_address())
+    except ImportError:
+        pass
+    return socket.gethostname()
+
+
+# -- backends --------------------------------------------------------------------------------------
+class LocalBackend:
+    """Segments on a pool of processes on this machine: ``workers`` runs at once (default: the
+    core count), each on one torch thread."""
+
+    name = "local"
+
+    def __init__(self, workers: int | None = None) -> None:
+        import multiprocessing
+
+        self.capacity = check_int("workers", workers if workers is not None else os.cpu_count() or 1, minimum=1)
+        self.pool = ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"))
+        self.pending: dict[Future, str] = {}
+
+    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
+        self.pending[self.pool.submit(train_segment, run, checkpoint, until)] = key
+
+    def next_done(self) -> tuple[str, Segment | BaseException]:
+        done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+        future = done.pop()
+        key = self.pending.pop(future)
+        error = future.exception()
+        return key, error if error is not None else future.result()
+
+    def close(self) -> None:
+        for future in self.pending:
+            future.cancel()
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RayBackend:
+    """Segments as Ray tasks (one CPU each; Ray retries a task whose worker or node died up to
+    ``retries`` times). ``address``: ``"auto"``, ``"host:port"`` or ``"ray://host:port"`` of a
+    running cluster; None starts a local Ray instance for the sweep (``num_cpus``: its CPUs)."""
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, retries: int = 3) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--backend ray needs Ray: pip install 'ray==2.60.0'") from None
+        if address not in (None, "auto"):
+            _check_reachable(address)
+        self.ray = ray
+        self.started = not ray.is_initialized()
+        if self.started:
+            try:
+                ray.init(
+                    address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+                    log_to_driver=False, logging_level="ERROR",
+                )  # fmt: skip
+            except (ConnectionError, RuntimeError, ValueError) as err:
+                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+                raise ValueError(f"cannot connect to a Ray cluster at {address!r}: {first}") from None
+        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
+        self.task = ray.remote(num_cpus=1, max_retries=retries)(train_segment)
+        self.pending: dict[Any, str] = {}
+
+    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
+        self.pending[self.task.remote(run, checkpoint, until)] = key
+
+    def next_done(self) -> tuple[str, Segment | BaseException]:
+        ready, _ = self.ray.wait(list(self.pending), num_returns=1)
+        key = self.pending.pop(ready[0])
+        try:
+            return key, self.ray.get(ready[0])
+        except Exception as err:  # the task failed after its retries: the run is recorded as failed
+            return key, err
+
+    def close(self) -> None:
+        for ref in self.pending:
+            self.ray.cancel(ref, force=True)
+        self.pending.clear()
+        if self.started:
+            self.ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast, in one line, when nothing listens at ``address`` (instead of Ray's long retries)."""
+    hostport = address.removeprefix("ray://")
+    host, _, port = hostport.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"--address: expected 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=3).close()
+    except OSError as err:
+        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {err.strerror or err}") from None
+
+
+def make_backend(name: str, address: str | None = None, workers: int | None = None) -> LocalBackend | RayBackend:
+    """The backend called ``name`` (``"local"`` or ``"ray"``); ``address`` is Ray's only."""
+    check_choice("backend", name, BACKENDS)
+    if name == "local":
+        if address is not None:
+            raise ValueError("--address is for --backend ray")
+        return LocalBackend(workers)
+    return RayBackend(address, num_cpus=workers)
+
+
+# -- the driver ------------------------------------------------------------------------------------
+RESULT_COLUMNS = (
+    "key", "target", "kappa", "seed", "n_train", "dt", "n_steps", "lr", "status", "steps", "test_log_likelihood",
+    "gap_nats", "train_log_likelihood", "constraint", "seconds", "node", "message",
+)  # fmt: skip
+METRICS = ("test_log_likelihood", "gap_nats", "train_log_likelihood", "constraint")  # aggregated over seeds
+
+
+def run_sweep(
+    spec: SweepSpec,
+    out: str | Path,
+    backend: LocalBackend | RayBackend,
+    stream: IO[str] | None = sys.stderr,
+) -> list[dict[str, Any]]:
+    """Run every run of ``spec`` not finished yet in ``out`` on ``backend``; write each run's
+    folder (``runs/<key>/``: config, metrics, checkpoint, summary), ``results.csv`` (a row a
+    run), ``table.md`` and ``table.json`` (mean ± sd and a 95 % interval over seeds per setting).
+    Returns the rows. Ctrl-C stops it, leaving everything written so far: run it again to resume.
+    """
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    (out / "spec.json").write_text(json.dumps(spec.to_mapping(), indent=2))
+    runs = {run.key: run for run in spec.runs}
+    queued = [key for key, run in runs.items() if _state(out, key)["status"] is None]
+    for key in queued:
+        folder = out / "runs" / key
+        folder.mkdir(exist_ok=True)
+        (folder / "config.json").write_text(
+            json.dumps({"run": dataclasses.asdict(runs[key]), "config": runs[key].config().to_dict()}, indent=2)
+        )
+    status = _Progress(len(runs), len(runs) - len(queued), stream)
+    try:
+        waiting = list(queued)
+        while waiting or backend.pending:
+            while waiting and len(backend.pending) < backend.capacity:
+                key = waiting.pop(0)
+                checkpoint, step = _checkpoint(out, key)
+                backend.submit(key, runs[key], checkpoint, min(step + spec.checkpoint_every, runs[key].steps))
+                status.started(key)
+            key, result = backend.next_done()
+            if isinstance(result, BaseException):
+                _write_outcome(out, key, "failed", f"{type(result).__name__}: {str(result).splitlines()[0][:300]}")
+                status.ended(key, "failed")
+                continue
+            _write_segment(out, key, result)
+            status.segment(key, result)
+            if result.status is None:
+                waiting.insert(0, key)  # the run's next segment, ahead of runs not started
+            else:
+                status.ended(key, result.status)
+    finally:
+        backend.close()
+        status.close()
+    rows = [_row(out, run) for run in spec.runs]
+    write_results(out, rows)
+    return rows
+
+
+def _state(out: Path, key: str) -> dict[str, Any]:
+    path = out / "runs" / key / "outcome.json"
+    return json.loads(path.read_text()) if path.exists() else {"status": None}
+
+
+def _checkpoint(out: Path, key: str) -> tuple[bytes | None, int]:
+    """The run's last checkpoint and its step (None, 0: not started). Records past the checkpoint
+    (a segment written halfway when the driver stopped) are dropped, so they are not counted twice."""
+    path = out / "runs" / key / "checkpoint.pt"
+    if not path.exists():
+        return None, 0
+    data = path.read_bytes()
+    from .checkpoint import read_checkpoint
+
+    step = int(read_checkpoint(data)["step"])
+    metrics = out / "runs" / key / "metrics.csv"
+    if metrics.exists():
+        rows = list(csv.DictReader(io.StringIO(metrics.read_text())))
+        kept = [r for r in rows if int(r["step"]) <= step]
+        if len(kept) < len(rows):
+            _write_csv(metrics, kept, list(rows[0]))
+    return data, step
+
+
+def _write_segment(out: Path, key: str, segment: Segment) -> None:
+    """Append the segment's records, then replace the checkpoint (atomically), then the outcome."""
+    folder = out / "runs" / key
+    rows = [r.to_row() for r in segment.records]
+    metrics = folder / "metrics.csv"
+    if rows:
+        old = list(csv.DictReader(io.StringIO(metrics.read_text()))) if metrics.exists() else []
+        columns = list(dict.fromkeys([*(old[0] if old else {}), *rows[0]]))
+        _write_csv(metrics, [*old, *rows], columns)
+    tmp = folder / "checkpoint.pt.tmp"
+    tmp.write_bytes(segment.checkpoint)
+    tmp.replace(folder / "checkpoint.pt")
+    (folder / "node.txt").write_text(segment.node)
+    if segment.status is not None:
+        (folder / "summary.json").write_text(json.dumps(segment.summary, indent=2))
+        _write_outcome(out, key, segment.status, segment.message)
+
+
+def _write_outcome(out: Path, key: str, status: str, message: str | None) -> None:
+    (out / "runs" / key / "outcome.json").write_text(json.dumps({"status": status, "message": message}))
+
+
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(buffer.getvalue())
+    tmp.replace(path)
+
+
+def _row(out: Path, run: RunSpec) -> dict[str, Any]:
+    folder = out / "runs" / run.key
+    outcome = _state(out, run.key)
+    summary_path = folder / "summary.json"
+    summary = (json.loads(summary_path.read_text()) if summary_path.exists() else None) or {}
+    constraint = summary.get("constraint") or {}
+    node = (folder / "node.txt").read_text() if (folder / "node.txt").exists() else ""
+    row: dict[str, Any] = {**dataclasses.asdict(run), "key": run.key, "node": node}
+    row.update(
+        status=outcome["status"] or "unfinished",
+        steps=summary.get("steps", _checkpoint_step(folder)),
+        constraint=sum(constraint.values()) if constraint else None,
+        message=outcome.get("message"),
+    )
+    for name in ("test_log_likelihood", "gap_nats", "train_log_likelihood", "seconds"):
+        row[name] = summary.get(name)
+    return row
+
+
+def _checkpoint_step(folder: Path) -> int:
+    path = folder / "checkpoint.pt"
+    if not path.exists():
+        return 0
+    from .checkpoint import read_checkpoint
+
+    return int(read_checkpoint(path.read_bytes())["step"])
+
+
+def write_results(out: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """``results.csv`` (a row a run), and ``table.json`` and ``table.md``: each setting's metrics
+    over its finished seeds (:func:`aggregate`)."""
+    _write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    table = aggregate(rows)
+    (out / "table.json").write_text(json.dumps(table, indent=2))
+    (out / "table.md").write_text(table_markdown(table))
+
+
+SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")
+
+
+def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One entry per setting (the rows but their seed): the count of runs, finished and not, and
+    each metric's mean, sd and 95 % interval (Student's t) over the finished seeds."""
+    from scipy import stats
+
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for row in rows:
+        groups.setdefault(tuple(row[c] for c in SETTING_COLUMNS), []).append(row)
+    table = []
+    for setting, members in groups.items():
+        done = [r for r in members if r["status"] == "finished"]
+        entry: dict[str, Any] = dict(zip(SETTING_COLUMNS, setting))
+        entry.update(runs=len(members), finished=len(done), seeds=[r["seed"] for r in done])
+        for metric in METRICS:
+            values = [float(r[metric]) for r in done if r[metric] not in (None, "")]
+            if not values:
+                continue
+            mean = statistics.fmean(values)
+            sd = statistics.stdev(values) if len(values) > 1 else None
+            half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values)) if sd is not None else None
+            entry[metric] = {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half] if half is not None else None}
+        table.append(entry)
+    return table
+
+
+def table_markdown(table: Sequence[dict[str, Any]]) -> str:
+    """The aggregated table as Markdown: mean ± sd [95 % interval] over the finished seeds."""
+    head = "| target | n_train | dt | leapfrog steps | lr | κ | finished / runs | test L_256 | gap (nats) | E[{g,H}²] |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
+    for e in table:
+        cells = [
+            e["target"], _none(e["n_train"], "∞"), f"{e['dt']:g}", str(e["n_steps"]), f"{e['lr']:g}",
+            _none(e["kappa"], "none"), f"{e['finished']} / {e['runs']}",
+            *(_stat(e.get(m)) for m in ("test_log_likelihood", "gap_nats", "constraint")),
+        ]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _none(value: Any, shown: str) -> str:
+    return shown if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _stat(stat: dict[str, Any] | None) -> str:
+    if not stat:
+        return "—"
+    if stat["sd"] is None:
+        return f"{stat['mean']:.4g} (one seed)"
+    low, high = stat["ci95"]
+    return f"{stat['mean']:.4g} ± {stat['sd']:.2g} [{low:.4g}, {high:.4g}]"
+
+
+# -- progress --------------------------------------------------------------------------------------
+class _Progress:
+    """One line for the whole sweep: runs done, running and queued, the ETA, and where runs run."""
+
+    def __init__(self, total: int, done: int, stream: IO[str] | None) -> None:
+        from .reporting import StatusBar
+
+        self.bar = None if stream is None else StatusBar(
+            total=total, initial=done, file=stream, unit="run", mininterval=0.5, dynamic_ncols=True,
+            bar_format="sweep {n}/{total} runs done |{bar}| {status}",
+        )  # fmt: skip
+        self.total, self.done, self.skipped = total, done, done
+        self.running: dict[str, str] = {}  # key -> node
+        self.outcomes: dict[str, int] = {}
+        self.began = time.perf_counter()
+
+    def started(self, key: str) -> None:
+        self.running.setdefault(key, "…")
+
+    def segment(self, key: str, result: Segment) -> None:
+        self.running[key] = result.node
+        self._draw()
+
+    def ended(self, key: str, outcome: str) -> None:
+        self.running.pop(key, None)
+        self.done += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+        self._draw()
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def _draw(self) -> None:
+        if self.bar is None:
+            return
+        queued = self.total - self.done - len(self.running)
+        finished_now = self.done - self.skipped
+        elapsed = time.perf_counter() - self.began
+        eta = ""
+        if finished_now:
+            left = elapsed / finished_now * (self.total - self.done)
+            eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
+        nodes: dict[str, int] = {}
+        for node in self.running.values():
+            nodes[node] = nodes.get(node, 0) + 1
+        where = ", ".join(f"{n}: {c}" for n, c in sorted(nodes.items()))
+        outcomes = ", ".join(f"{k} {v}" for k, v in sorted(self.outcomes.items()))
+        self.bar.status = (
+            f"{len(self.running)} running{f' ({where})' if where else ''}, {queued} queued{eta}"
+            f"{f'; {outcomes}' if outcomes else ''}"
+        )
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
