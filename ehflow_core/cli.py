@@ -329,6 +329,10 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     sweep.add_argument("--eval-every", type=_positive_int, help="steps between evaluations (default: 200)")
     sweep.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default: 500)")
     sweep.add_argument("--paper", action="store_true", default=None, help="the paper's training configuration")
+    sweep.add_argument("--n-test", type=_positive_int, help=f"test points per run (default: {TrainConfig.n_test})")
+    sweep.add_argument(
+        "--final-samples", type=_positive_int, help=f"K of the final test L_K (default: {FINAL_EVAL_SAMPLES})"
+    )
     sweep.add_argument("--out", default="runs/sweep", help="output folder")
     sweep.add_argument("--backend", choices=BACKENDS, default="local", help="this machine's processes, or Ray")
     sweep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")
@@ -350,11 +354,10 @@ def _list(kind: Callable[[str], Any], none: bool = False) -> Callable[[str], lis
 
 def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``sweep``: the grid from --spec and the flags, on the chosen backend; prints the table."""
-    from .sweep import SweepSpec, make_backend, run_sweep
+    from .sweep import FIXED_KEYS, GRID_KEYS, SweepSpec, make_backend, run_sweep
 
     data = SweepSpec.from_file(args.spec).to_mapping() if args.spec else {}
-    for key in ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr", "steps", "eval_every",
-                "checkpoint_every", "paper"):  # fmt: skip
+    for key in GRID_KEYS + FIXED_KEYS:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     spec = SweepSpec.from_mapping(data, source="sweep")

@@ -30,15 +30,17 @@ import sys
 import time
 import tomllib
 from collections.abc import Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
 from ._checks import check_choice, check_int
+from .reporting import FINAL_EVAL_SAMPLES
 from .run import Record, TrainConfig
 
 BACKENDS = ("local", "ray")
+_DEFAULTS = TrainConfig()
 STATUSES = ("finished", "diverged", "failed")  # a run's outcome; "failed": its task failed after retries
 
 
@@ -56,18 +58,21 @@ class RunSpec:
     steps: int
     eval_every: int
     paper: bool = False
+    n_test: int = _DEFAULTS.n_test  # test points, drawn once per run
+    final_samples: int = FINAL_EVAL_SAMPLES  # K of the summary's test L_K
 
     def config(self) -> TrainConfig:
         """The run's training configuration (validated: a bad value raises ``ValueError``)."""
         return TrainConfig.starting_from(
             self.paper, flow={"dt": self.dt, "n_steps": self.n_steps}, kappa=self.kappa, n_train=self.n_train,
-            lr=self.lr, max_steps=self.steps, seed=self.seed, eval_every=self.eval_every,
+            lr=self.lr, max_steps=self.steps, seed=self.seed, eval_every=self.eval_every, n_test=self.n_test,
         )  # fmt: skip
 
     @property
     def key(self) -> str:
         """A hash of the full configuration and target: the run's folder name (same run, same name)."""
-        text = json.dumps({"target": self.target, "config": self.config().to_dict()}, sort_keys=True)
+        full = {"target": self.target, "config": self.config().to_dict(), "final_samples": self.final_samples}
+        text = json.dumps(full, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
@@ -77,9 +82,8 @@ class RunSpec:
 
 
 # -- the grid --------------------------------------------------------------------------------------
-_DEFAULTS = TrainConfig()
 GRID_KEYS = ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
-FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper")  # single values
+FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper", "n_test", "final_samples")  # single values
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,8 @@ class SweepSpec:
     eval_every: int = 200
     checkpoint_every: int = 500
     paper: bool = False
+    n_test: int = _DEFAULTS.n_test
+    final_samples: int = FINAL_EVAL_SAMPLES
     _runs: tuple[RunSpec, ...] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -114,8 +120,12 @@ class SweepSpec:
         check_int("steps", self.steps, minimum=1)
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
+        check_int("final_samples", self.final_samples, minimum=1)
         runs = tuple(
-            RunSpec(target, kappa, seed, n_train, dt, n_steps, lr, self.steps, self.eval_every, self.paper)
+            RunSpec(
+                target, kappa, seed, n_train, dt, n_steps, lr, self.steps, self.eval_every, self.paper, self.n_test,
+                self.final_samples,
+            )
             for target in self.target for n_train in self.n_train for dt in self.dt for n_steps in self.n_steps
             for lr in self.lr for kappa in self.kappa for seed in self.seeds
         )  # fmt: skip
@@ -196,38 +206,38 @@ def train_segment(run: RunSpec, checkpoint: bytes | None, until: int, threads: i
     from .targets import make_target
     from .training import Trainer
 
-    torch.set_num_threads(threads)
-    target = make_target(run.target)
-    trainer = load_trainer(checkpoint, target) if checkpoint else Trainer(run.config(), target)
-    records = list(trainer.train(more_steps=max(until - trainer.step, 0)))
-    diverged = next((r for r in records if r.event == "diverged"), None)
-    status = None
-    if trainer.stopped and diverged is not None:
-        status = "diverged"
-    elif trainer.step >= run.steps:
-        status = "finished"
-    summary = summarise(trainer, records) if status else None
-    return Segment(
-        checkpoint_bytes(trainer), records, trainer.step, status, diverged.message if diverged else None, summary,
-        _node_name(),
-    )  # fmt: skip
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)  # the same on every backend: sums, and so records, do not depend on where
+    try:
+        target = make_target(run.target)
+        trainer = load_trainer(checkpoint, target) if checkpoint else Trainer(run.config(), target)
+        records = list(trainer.train(more_steps=max(until - trainer.step, 0)))
+        diverged = next((r for r in records if r.event == "diverged"), None)
+        status = None
+        if trainer.stopped and diverged is not None:
+            status = "diverged"
+        elif trainer.step >= run.steps:
+            status = "finished"
+        summary = summarise(trainer, records, run.final_samples) if status else None
+    finally:
+        torch.set_num_threads(previous)
+    message = diverged.message if diverged else None
+    return Segment(checkpoint_bytes(trainer), records, trainer.step, status, message, summary, _node_name())
 
 
 def _node_name() -> str:
-    try:
-        import ray
-
-        if ray.is_initialized():
-            return str(ray.util.get_node_ip_address())
-    except ImportError:
-        pass
+    """Where this process runs: the Ray node's IP and the start of its id (nodes of a test cluster
+    share an IP), or the host name outside Ray."""
+    ray = sys.modules.get("ray")  # only a Ray worker has it imported
+    if ray is not None and ray.is_initialized():
+        return f"{ray.util.get_node_ip_address()}/{ray.get_runtime_context().get_node_id()[:6]}"
     return socket.gethostname()
 
 
 # -- backends --------------------------------------------------------------------------------------
 class LocalBackend:
-    """Segments on a pool of processes on this machine: ``workers`` runs at once (default: the
-    core count), each on one torch thread."""
+    """Segments on this machine: ``workers`` runs at once (default: the core count) in a pool of
+    processes, each on one torch thread; with one worker, in this process, one after another."""
 
     name = "local"
 
@@ -235,13 +245,21 @@ class LocalBackend:
         import multiprocessing
 
         self.capacity = check_int("workers", workers if workers is not None else os.cpu_count() or 1, minimum=1)
-        self.pool = ProcessPoolExecutor(self.capacity, mp_context=multiprocessing.get_context("spawn"))
-        self.pending: dict[Future, str] = {}
+        context = multiprocessing.get_context("spawn")  # torch in a forked child can deadlock
+        self.pool = ProcessPoolExecutor(self.capacity, mp_context=context) if self.capacity > 1 else None
+        self.pending: dict[Any, str] = {}  # a future (or, in this process, the job) -> its run's key
 
     def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
-        self.pending[self.pool.submit(train_segment, run, checkpoint, until)] = key
+        job = (run, checkpoint, until)
+        self.pending[self.pool.submit(train_segment, *job) if self.pool else job] = key
 
     def next_done(self) -> tuple[str, Segment | BaseException]:
+        if self.pool is None:  # one job at a time, run here when its result is asked for
+            job, key = self.pending.popitem()
+            try:
+                return key, train_segment(*job)
+            except Exception as err:
+                return key, err
         done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
         future = done.pop()
         key = self.pending.pop(future)
@@ -249,9 +267,9 @@ class LocalBackend:
         return key, error if error is not None else future.result()
 
     def close(self) -> None:
-        for future in self.pending:
-            future.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        self.pending.clear()
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayBackend:

@@ -1,0 +1,252 @@
+"""Sweeps (``ehflow_core.sweep``): the grid, the local and Ray backends, resuming, failures.
+
+The Ray tests start a local Ray instance (~5 s) once, and a two-node cluster once: the module is
+marked slow.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import signal
+import threading
+import time
+
+import pytest
+
+from ehflow_core.cli import main
+from ehflow_core.sweep import LocalBackend, RayBackend, RunSpec, SweepSpec, make_backend, run_sweep
+
+pytestmark = pytest.mark.slow
+
+# 2 κ × 2 seeds, in 3 segments each (checkpoints at 5 and 10 steps); an evaluation at step 6 and 12.
+GRID = dict(kappa=(0.01, None), seeds=(0, 1), steps=12, eval_every=6, checkpoint_every=5, n_test=128, final_samples=8)
+VOLATILE = ("seconds", "steps_per_s", "eval_seconds")  # wall-clock columns
+
+
+def _records(out, spec: SweepSpec) -> dict[str, list[dict[str, str]]]:
+    """Each run's metrics rows, by run key, without the wall-clock columns."""
+    runs = {}
+    for run in spec.runs:
+        rows = list(csv.DictReader(io.StringIO((out / "runs" / run.key / "metrics.csv").read_text())))
+        runs[run.key] = [{k: v for k, v in row.items() if k not in VOLATILE} for row in rows]
+    return runs
+
+
+@pytest.fixture(scope="module")
+def local_sweep(tmp_path_factory):
+    """The grid on the local backend, uninterrupted: the reference every other run is compared with."""
+    spec = SweepSpec(**GRID)
+    out = tmp_path_factory.mktemp("local")
+    rows = run_sweep(spec, out, LocalBackend(workers=2), stream=None)
+    return spec, out, rows
+
+
+# -- the grid and its files ------------------------------------------------------------------------
+def test_the_grid_is_every_combination_and_a_runs_folder_is_its_configs_hash():
+    spec = SweepSpec(target=("ring", "two_moons"), kappa=(0.01, None), seeds=(0, 1, 2), n_train=(200, None))
+    assert len(spec.runs) == 2 * 2 * 3 * 2
+    assert len({run.key for run in spec.runs}) == len(spec.runs)
+    again = SweepSpec(target=("two_moons", "ring"), kappa=(None, 0.01), seeds=(2, 1, 0), n_train=(None, 200))
+    assert {run.key for run in again.runs} == {run.key for run in spec.runs}  # order does not matter
+    run = spec.runs[0]
+    assert RunSpec(**{**run.__dict__, "seed": 7}).key != run.key
+    assert SweepSpec.from_mapping(spec.to_mapping()) == spec
+
+
+def test_a_sweep_writes_each_run_and_a_table_over_seeds(local_sweep):
+    spec, out, rows = local_sweep
+    assert [r["status"] for r in rows] == ["finished"] * 4 and all(r["steps"] == 12 for r in rows)
+    for run in spec.runs:
+        folder = out / "runs" / run.key
+        assert {"config.json", "metrics.csv", "checkpoint.pt", "summary.json", "outcome.json"} <= {
+            f.name for f in folder.iterdir()
+        }
+        assert [int(r["step"]) for r in _records(out, spec)[run.key]] == list(range(1, 13))  # each step once
+    results = list(csv.DictReader(io.StringIO((out / "results.csv").read_text())))
+    assert len(results) == 4 and {"target", "kappa", "seed", "n_train", "status", "steps", "test_log_likelihood",
+                                   "gap_nats"} <= set(results[0])  # fmt: skip
+    table = json.loads((out / "table.json").read_text())
+    assert len(table) == 2 and all(e["finished"] == 2 and e["seeds"] == [0, 1] for e in table)
+    for entry in table:
+        values = [float(r["gap_nats"]) for r in results if (r["kappa"] or None) == _csv(entry["kappa"])]
+        stat = entry["gap_nats"]
+        assert stat["mean"] == pytest.approx(sum(values) / 2)
+        low, high = stat["ci95"]
+        assert low < stat["mean"] < high  # t(1)'s interval is wide: 12.7 sd / √2 each side
+        assert high - stat["mean"] == pytest.approx(12.706 * stat["sd"] / 2**0.5, rel=1e-3)
+    assert "| ring | ∞ | 0.5 | 2 | 0.003 | none | 2 / 2 |" in (out / "table.md").read_text()
+
+
+def _csv(kappa):
+    return None if kappa is None else str(kappa)
+
+
+def test_running_a_finished_sweep_again_trains_nothing(local_sweep):
+    spec, out, rows = local_sweep
+
+    class NoWork:
+        name, capacity, pending = "none", 1, {}
+
+        def submit(self, *args):
+            raise AssertionError("a finished run was trained again")
+
+        def close(self):
+            pass
+
+    assert run_sweep(spec, out, NoWork(), stream=None) == rows
+
+
+def test_a_stopped_sweep_resumes_from_its_checkpoints_with_the_same_records(local_sweep, tmp_path):
+    """Ctrl-C after a few segments: run again, and every run ends with the uninterrupted records."""
+    spec, reference, _ = local_sweep
+
+    class StopAfter(LocalBackend):
+        segments = 0
+
+        def next_done(self):
+            StopAfter.segments += 1
+            if StopAfter.segments == 4:
+                raise KeyboardInterrupt
+            return super().next_done()
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, tmp_path, StopAfter(workers=1), stream=None)
+    started = [run for run in spec.runs if (tmp_path / "runs" / run.key / "checkpoint.pt").exists()]
+    assert started and not (tmp_path / "results.csv").exists()
+    rows = run_sweep(spec, tmp_path, LocalBackend(workers=1), stream=None)  # in this process: the same records
+    assert [r["status"] for r in rows] == ["finished"] * 4
+    assert _records(tmp_path, spec) == _records(reference, spec)
+
+
+def test_a_diverging_run_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path):
+    spec = SweepSpec(dt=(0.5, 1e20), steps=4, eval_every=4, checkpoint_every=4, n_test=128, final_samples=8)
+    rows = run_sweep(spec, tmp_path, LocalBackend(workers=1), stream=None)
+    by_dt = {r["dt"]: r for r in rows}
+    assert by_dt[0.5]["status"] == "finished"
+    assert by_dt[1e20]["status"] == "diverged" and "too large" in by_dt[1e20]["message"]
+    assert "1 / 1" in (tmp_path / "table.md").read_text()
+
+
+# -- bad input -------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"kapa": [0.1]}, r"unknown key\(s\) \['kapa'\]"),
+        ({"seeds": []}, "seeds: the grid is empty"),
+        ({"kappa": [-1.0]}, "kappa must be a finite number > 0, got -1.0"),
+        ({"target": ["moon"]}, "target must be one of"),
+        ({"steps": 0}, "steps must be an integer >= 1"),
+    ],
+)
+def test_a_bad_spec_is_refused_by_name(data, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSpec.from_mapping(data, source="spec file 'x.toml'")
+
+
+def test_spec_files_in_toml_and_json_and_bad_ones(tmp_path):
+    toml = tmp_path / "s.toml"
+    toml.write_text('target = "ring"\nkappa = [0.01, "none"]\nseeds = [0, 1]\nsteps = 50\n')
+    spec = SweepSpec.from_file(toml)
+    assert spec.kappa == (0.01, None) and spec.seeds == (0, 1) and spec.steps == 50 and len(spec.runs) == 4
+    (tmp_path / "s.json").write_text(json.dumps(spec.to_mapping()))
+    assert SweepSpec.from_file(tmp_path / "s.json") == spec
+    with pytest.raises(ValueError, match="does not exist"):
+        SweepSpec.from_file(tmp_path / "missing.toml")
+    (tmp_path / "bad.toml").write_text("kappa = [0.01,\n")
+    with pytest.raises(ValueError, match="is not valid TOML"):
+        SweepSpec.from_file(tmp_path / "bad.toml")
+    (tmp_path / "s.yaml").write_text("kappa: 1")
+    with pytest.raises(ValueError, match="expected a .toml or .json file"):
+        SweepSpec.from_file(tmp_path / "s.yaml")
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--kappa", "0.1,abc"], "argument --kappa: expected a number > 0, got 'abc'"),
+        (["--seeds", ","], "argument --seeds: expected a comma-separated list"),
+        (["--address", "auto"], "--address is for --backend ray"),
+        (["--backend", "ray", "--address", "127.0.0.1:1"], "cannot reach a Ray cluster at '127.0.0.1:1'"),
+        (["--backend", "ray", "--address", "nowhere"], "expected 'auto', 'host:port' or 'ray://host:port'"),
+        (["--spec", "missing.toml"], "spec file 'missing.toml' does not exist"),
+    ],
+)
+def test_the_sweep_command_answers_bad_input_in_one_line(argv, message, capsys, tmp_path):
+    started = time.perf_counter()
+    code = 2
+    try:
+        code = main(["sweep", *argv, "--out", str(tmp_path / "o")])
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    assert time.perf_counter() - started < 30  # fails fast: no retries against a dead address
+
+
+# -- Ray -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def ray_instance():
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_gives_the_local_backends_records(local_sweep, ray_instance, tmp_path):
+    spec, reference, local_rows = local_sweep
+    backend = make_backend("ray")
+    assert isinstance(backend, RayBackend) and backend.capacity == 2 and not backend.started
+    rows = run_sweep(spec, tmp_path, backend, stream=None)
+    assert _records(tmp_path, spec) == _records(reference, spec)
+    same = ("test_log_likelihood", "gap_nats", "constraint", "status", "steps")
+    assert [{k: r[k] for k in same} for r in rows] == [{k: r[k] for k in same} for r in local_rows]
+
+
+def test_killing_a_ray_worker_mid_run_costs_one_segment_and_the_sweep_completes(local_sweep, ray_instance, tmp_path):
+    spec, reference, _ = local_sweep
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        """SIGKILL the first Ray worker seen running a segment (its process title names the task)."""
+        deadline = time.monotonic() + 60
+        while not killed and time.monotonic() < deadline:
+            for pid in filter(str.isdigit, os.listdir("/proc")):
+                try:
+                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
+                except OSError:
+                    continue
+                if cmdline.startswith(b"ray::train_segment"):
+                    os.kill(int(pid), signal.SIGKILL)
+                    killed.append(int(pid))
+                    return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    rows = run_sweep(spec, tmp_path, make_backend("ray"), stream=None)
+    killer.join()
+    assert killed, "no Ray worker was seen running a segment"
+    assert [r["status"] for r in rows] == ["finished"] * 4
+    assert _records(tmp_path, spec) == _records(reference, spec)  # the retried segment started from its checkpoint
+
+
+def test_a_two_node_cluster_runs_the_sweep_on_both_nodes(tmp_path):
+    ray = pytest.importorskip("ray")
+    from ray.cluster_utils import Cluster
+
+    if ray.is_initialized():
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    try:
+        cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        spec = SweepSpec(seeds=(0, 1, 2, 3), steps=10, eval_every=10, checkpoint_every=5, n_test=128, final_samples=8)
+        rows = run_sweep(spec, tmp_path, make_backend("ray", cluster.address), stream=None)
+        assert [r["status"] for r in rows] == ["finished"] * 4
+        assert len({r["node"] for r in rows}) == 2, [r["node"] for r in rows]
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
