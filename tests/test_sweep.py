@@ -9,13 +9,12 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import signal
 import threading
 import time
 
 import pytest
 
+from bench.sweep import kill_first_worker
 from ehflow_core.cli import main
 from ehflow_core.sweep import LocalBackend, RayBackend, RunSpec, SweepSpec, make_backend, run_sweep
 
@@ -208,23 +207,7 @@ def test_ray_gives_the_local_backends_records(local_sweep, ray_instance, tmp_pat
 def test_killing_a_ray_worker_mid_run_costs_one_segment_and_the_sweep_completes(local_sweep, ray_instance, tmp_path):
     spec, reference, _ = local_sweep
     killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        """SIGKILL the first Ray worker seen running a segment (its process title names the task)."""
-        deadline = time.monotonic() + 60
-        while not killed and time.monotonic() < deadline:
-            for pid in filter(str.isdigit, os.listdir("/proc")):
-                try:
-                    cmdline = open(f"/proc/{pid}/cmdline", "rb").read()
-                except OSError:
-                    continue
-                if cmdline.startswith(b"ray::train_segment"):
-                    os.kill(int(pid), signal.SIGKILL)
-                    killed.append(int(pid))
-                    return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_one_worker)
+    killer = threading.Thread(target=kill_first_worker, args=(killed, 60))
     killer.start()
     rows = run_sweep(spec, tmp_path, make_backend("ray"), stream=None)
     killer.join()

@@ -1,0 +1,134 @@
+"""The sweep's backends: the local pool against Ray, scale-out on a simulated cluster, a killed worker.
+
+    python -m bench.sweep [--steps 60] [--seeds 3] [--out bench/results/sweep.json]
+
+A Figure 2A-shaped grid (κ ∈ {0.01, none} × {200 points, infinite data} × seeds; ``--steps`` steps a
+run, checkpoints every half run, 512 test points, L_32 at the end), timed:
+
+- **local vs Ray on this machine**: the local backend (2 processes) against Ray on a local
+  instance of 2 CPUs; Ray's overhead is its wall time over the local one's, minus 1 (its start is
+  timed apart);
+- **scale-out**: ``ray.cluster_utils.Cluster`` with 1 and 2 nodes of 1 CPU each, on this machine:
+  runs/hour against nodes (a machine with 2 cores cannot show more than 2 nodes' worth);
+- **fault tolerance**: the Ray sweep again while the first Ray worker seen running a segment is
+  SIGKILLed: the sweep must complete, and its extra wall time is the lost segment.
+
+Rows go to ``--out`` (JSON) and a table to standard output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from ehflow_core.sweep import LocalBackend, RayBackend, SweepSpec, run_sweep
+
+
+def grid(steps: int, seeds: int) -> SweepSpec:
+    return SweepSpec(
+        kappa=(0.01, None), n_train=(200, None), seeds=tuple(range(seeds)), steps=steps, eval_every=steps,
+        checkpoint_every=max(1, steps // 2), n_test=512, final_samples=32,
+    )  # fmt: skip
+
+
+def timed_sweep(spec: SweepSpec, backend: Any) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as out:
+        began = time.perf_counter()
+        rows = run_sweep(spec, Path(out), backend, stream=None)
+        seconds = time.perf_counter() - began
+    statuses = [r["status"] for r in rows]
+    return {
+        "seconds": seconds, "runs": len(rows), "finished": statuses.count("finished"),
+        "runs_per_hour": 3600 * len(rows) / seconds, "nodes": sorted({r["node"] for r in rows}),
+    }  # fmt: skip
+
+
+def kill_first_worker(killed: list[int], deadline_s: float = 120) -> None:
+    """SIGKILL the first Ray worker process seen running a segment (its title names the task)."""
+    deadline = time.monotonic() + deadline_s
+    while not killed and time.monotonic() < deadline:
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if title.startswith(b"ray::train_segment"):
+                os.kill(int(pid), signal.SIGKILL)
+                killed.append(int(pid))
+                return
+        time.sleep(0.05)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=60, help="training steps a run")
+    parser.add_argument("--seeds", type=int, default=3, help="seeds per setting")
+    parser.add_argument("--out", default="bench/results/sweep.json")
+    args = parser.parse_args(argv)
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    spec = grid(args.steps, args.seeds)
+    result: dict[str, Any] = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count()}
+    result["grid"] = {"runs": len(spec.runs), "steps": spec.steps, "checkpoint_every": spec.checkpoint_every}
+    result["local"] = timed_sweep(spec, LocalBackend(workers=2))
+    print(f"local, 2 processes: {result['local']['seconds']:.1f} s", flush=True)
+
+    began = time.perf_counter()
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    result["ray_start_seconds"] = time.perf_counter() - began
+    result["ray"] = timed_sweep(spec, RayBackend())
+    result["ray_overhead"] = result["ray"]["seconds"] / result["local"]["seconds"] - 1
+    print(f"Ray, local instance of 2 CPUs: {result['ray']['seconds']:.1f} s", flush=True)
+
+    killed: list[int] = []
+    killer = threading.Thread(target=kill_first_worker, args=(killed,))
+    killer.start()
+    result["ray_killed_worker"] = {**timed_sweep(spec, RayBackend()), "killed": len(killed)}
+    killer.join()
+    print(f"Ray with a worker killed: {result['ray_killed_worker']['seconds']:.1f} s", flush=True)
+    ray.shutdown()
+
+    result["cluster"] = {}
+    for nodes in (1, 2):
+        cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+        for _ in range(nodes - 1):
+            cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        try:
+            result["cluster"][str(nodes)] = timed_sweep(spec, RayBackend(cluster.address))
+        finally:
+            ray.shutdown()
+            cluster.shutdown()
+        print(f"cluster of {nodes} node(s): {result['cluster'][str(nodes)]['seconds']:.1f} s", flush=True)
+    one, two = (result["cluster"][k]["runs_per_hour"] for k in ("1", "2"))
+    result["scaling_2_nodes"] = two / one
+
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(
+        f"| backend | wall time (s) | runs/hour |\n|---|---|---|\n"
+        f"| local, 2 processes | {result['local']['seconds']:.1f} | {result['local']['runs_per_hour']:.0f} |\n"
+        f"| Ray, local instance, 2 CPUs (start {result['ray_start_seconds']:.1f} s apart) | "
+        f"{result['ray']['seconds']:.1f} | {result['ray']['runs_per_hour']:.0f} |\n"
+        f"| Ray, one worker SIGKILLed mid-run | {result['ray_killed_worker']['seconds']:.1f} | "
+        f"{result['ray_killed_worker']['runs_per_hour']:.0f} |\n"
+        f"| Ray cluster, 1 node × 1 CPU | {result['cluster']['1']['seconds']:.1f} | {one:.0f} |\n"
+        f"| Ray cluster, 2 nodes × 1 CPU | {result['cluster']['2']['seconds']:.1f} | {two:.0f} |\n"
+        f"Ray's overhead over local: {100 * result['ray_overhead']:+.0f} %; 2 nodes / 1 node: {two / one:.2f}×; "
+        f"wrote {args.out}"
+    )
+
+
+if __name__ == "__main__":
+    main()
