@@ -22,6 +22,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import math
 import os
 import socket
@@ -292,7 +293,7 @@ class RayBackend:
             try:
                 ray.init(
                     address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                    log_to_driver=False, logging_level="ERROR",
+                    log_to_driver=False, logging_level=logging.ERROR,
                 )  # fmt: skip
             except (ConnectionError, RuntimeError, ValueError) as err:
                 first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
