@@ -366,7 +366,11 @@ def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     out = Path(args.out)
     backend = make_backend(args.backend, args.address, args.workers)
     print(f"sweep: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/", file=sys.stderr)
-    rows = run_sweep(spec, out, backend)
+    try:
+        rows = run_sweep(spec, out, backend)
+    except KeyboardInterrupt:
+        print(f"\nsweep stopped: what finished is in {out}/; run the same command again to resume", file=sys.stderr)
+        raise
     print((out / "table.md").read_text())
     counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed", "unfinished")}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; wrote {out}/results.csv, table.md, table.json")

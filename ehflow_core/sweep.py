@@ -43,6 +43,7 @@ from .run import Record, TrainConfig
 BACKENDS = ("local", "ray")
 _DEFAULTS = TrainConfig()
 STATUSES = ("finished", "diverged", "failed")  # a run's outcome; "failed": its task failed after retries
+FINAL = ("finished", "diverged")  # outcomes a sweep run again keeps (a failed run is tried again)
 
 
 @dataclass(frozen=True)
@@ -261,16 +262,25 @@ class LocalBackend:
                 return key, train_segment(*job)
             except Exception as err:
                 return key, err
-        done, _ = wait(list(self.pending), return_when=FIRST_COMPLETED)
+        done: set = set()
+        while not done:  # in slices, so that Ctrl-C reaches this thread
+            done, _ = wait(list(self.pending), timeout=0.5, return_when=FIRST_COMPLETED)
         future = done.pop()
         key = self.pending.pop(future)
         error = future.exception()
         return key, error if error is not None else future.result()
 
     def close(self) -> None:
+        """Stop the pool; segments still running (the sweep was interrupted) are killed, not
+        waited for: their runs resume from their last checkpoint."""
+        interrupted = bool(self.pending)
         self.pending.clear()
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
+        if self.pool is None:
+            return
+        if interrupted:
+            for process in list(getattr(self.pool, "_processes", {}).values()):  # no public way before 3.14
+                process.terminate()
+        self.pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 class RayBackend:
@@ -366,7 +376,7 @@ def run_sweep(
     (out / "runs").mkdir(parents=True, exist_ok=True)
     (out / "spec.json").write_text(json.dumps(spec.to_mapping(), indent=2))
     runs = {run.key: run for run in spec.runs}
-    queued = [key for key, run in runs.items() if _state(out, key)["status"] is None]
+    queued = [key for key in runs if _state(out, key)["status"] not in FINAL]  # failed runs are tried again
     for key in queued:
         folder = out / "runs" / key
         folder.mkdir(exist_ok=True)
@@ -384,7 +394,8 @@ def run_sweep(
                 status.started(key)
             key, result = backend.next_done()
             if isinstance(result, BaseException):
-                _write_outcome(out, key, "failed", f"{type(result).__name__}: {str(result).splitlines()[0][:300]}")
+                first = (str(result).strip().splitlines() or [""])[0][:300]
+                _write_outcome(out, key, "failed", f"{type(result).__name__}: {first}")
                 status.ended(key, "failed")
                 continue
             _write_segment(out, key, result)
