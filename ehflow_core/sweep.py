@@ -577,7 +577,9 @@ class _Progress:
         self.began = time.perf_counter()
 
     def started(self, key: str) -> None:
-        self.running.setdefault(key, "…")
+        if key not in self.running:
+            self.running[key] = "…"  # its node is known once its first segment is back
+            self._draw()
 
     def segment(self, key: str, result: Segment) -> None:
         self.running[key] = result.node
