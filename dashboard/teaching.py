@@ -38,7 +38,9 @@ def explain() -> None:
             "reparameterised gradient for the encoder h(p | q): a tighter bound, so the flow learns "
             "faster (the paper's own configuration is the preset \"the paper's exact configuration\"). "
             "*Density* panel: kernel density estimates of target samples and of model samples. "
-            "*Curves* panel: the test log-likelihood L_K (solid) and the bound being trained (dashed)."
+            "*Curves* panel: the test log-likelihood L_K (solid); dashed, with finite data the same L_K on "
+            "the training points (their gap is over-fitting), with infinite data the bound trained on each "
+            "batch. The legend names each estimator."
         )
     with st.expander("Symmetry: the Poisson bracket and the constraint κ"):
         st.latex(

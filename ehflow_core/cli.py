@@ -361,8 +361,6 @@ def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     spec = SweepSpec.from_mapping(data, source="sweep")
-    if args.address is not None and args.backend != "ray":
-        raise ValueError("--address is for --backend ray")
     out = Path(args.out)
     backend = make_backend(args.backend, args.address, args.workers)
     print(f"sweep: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/", file=sys.stderr)
