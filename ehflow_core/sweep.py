@@ -408,7 +408,7 @@ def run_sweep(
         backend.close()
         status.close()
     rows = [_row(out, run) for run in spec.runs]
-    write_results(out, rows)
+    write_results(out, rows, spec.runs)
     return rows
 
 
@@ -496,13 +496,52 @@ def _checkpoint_step(folder: Path) -> int:
     return int(read_checkpoint(path.read_bytes())["step"])
 
 
-def write_results(out: Path, rows: Sequence[dict[str, Any]]) -> None:
-    """``results.csv`` (a row a run), and ``table.json`` and ``table.md``: each setting's metrics
-    over its finished seeds (:func:`aggregate`)."""
+def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec] = ()) -> None:
+    """``results.csv`` (a row a run), ``table.json`` and ``table.md`` (each setting's metrics over
+    its finished seeds, :func:`aggregate`), and, for ``runs``, Figure 2A-style curves."""
     _write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     table = aggregate(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2))
     (out / "table.md").write_text(table_markdown(table))
+    if runs:
+        write_curves(out, rows, runs)
+
+
+def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec]) -> list[Path]:
+    """For each setting but κ (target, data size, dt, leapfrog steps, lr), the train and test
+    curves of every κ, from its first finished seed: ``curves/<setting>.html`` (``.`` written ``p``)."""
+    from types import SimpleNamespace
+
+    from .figures import curves_figure, write_figure
+    from .reporting import run_label
+
+    by_key = {run.key: run for run in runs}
+    groups: dict[tuple, dict[str, list[Any]]] = {}
+    for row in sorted((r for r in rows if r["status"] == "finished"), key=lambda r: r["seed"]):
+        run = by_key[row["key"]]
+        curves = groups.setdefault((run.target, run.n_train, run.dt, run.n_steps, run.lr), {})
+        label = run_label(run.kappa)
+        if label not in curves:
+            metrics = (out / "runs" / run.key / "metrics.csv").read_text()
+            curves[label] = [SimpleNamespace(**_parsed(r)) for r in csv.DictReader(io.StringIO(metrics))]
+    written = []
+    (out / "curves").mkdir(exist_ok=True)
+    for (target, n_train, dt, n_steps, lr), curves in groups.items():
+        data = "infinite data" if n_train is None else f"{n_train} points"
+        name = f"{target}_{'inf' if n_train is None else n_train}_dt{dt:g}_steps{n_steps}_lr{lr:g}".replace(".", "p")
+        estimators = next(r for r in runs if r.target == target).config().estimators
+        title = f"{target}, {data}, dt {dt:g}, {n_steps} leapfrog steps, lr {lr:g}: L_K across κ"
+        written += write_figure(curves_figure(curves, title=title, **estimators), out / "curves" / name)
+    return written
+
+
+def _parsed(row: dict[str, str]) -> dict[str, Any]:
+    """A metrics row's fields for the curves: numbers, or None where empty."""
+    fields = ("step", "train_bound", "test_log_likelihood", "train_log_likelihood")
+    parsed: dict[str, Any] = {f: float(row[f]) if row.get(f) else None for f in fields}
+    parsed["step"] = int(row["step"])
+    parsed["event"] = row.get("event") or None
+    return parsed
 
 
 SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")
