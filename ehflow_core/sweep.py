@@ -42,8 +42,9 @@ from .run import Record, TrainConfig
 
 BACKENDS = ("local", "ray")
 _DEFAULTS = TrainConfig()
-STATUSES = ("finished", "diverged", "failed")  # a run's outcome; "failed": its task failed after retries
-FINAL = ("finished", "diverged")  # outcomes a sweep run again keeps (a failed run is tried again)
+# A run's outcome: "finished", "diverged" or "failed" (its task failed after Ray's retries). A sweep
+# run again keeps the FINAL ones and tries a failed run again.
+FINAL = ("finished", "diverged")
 
 
 @dataclass(frozen=True)
@@ -77,13 +78,9 @@ class RunSpec:
         text = json.dumps(full, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    @property
-    def setting(self) -> dict[str, Any]:
-        """Everything but the seed: runs with the same setting are aggregated over seeds."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if k != "seed"}
-
 
 # -- the grid --------------------------------------------------------------------------------------
+_UNSET = object()
 GRID_KEYS = ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
 FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper", "n_test", "final_samples")  # single values
 
@@ -116,7 +113,12 @@ class SweepSpec:
             values = tuple(getattr(self, name))
             if not values:
                 raise ValueError(f"{name}: the grid is empty (give at least one value)")
+            twice = next((v for i, v in enumerate(values) if v in values[:i]), _UNSET)
+            if twice is not _UNSET:
+                raise ValueError(f"{name}: {twice!r} is given twice")
             object.__setattr__(self, name, values)
+        if not isinstance(self.paper, bool):
+            raise TypeError(f"paper must be true or false, got {self.paper!r}")
         for name in self.target:
             check_choice("target", name, tuple(TARGETS))
         check_int("steps", self.steps, minimum=1)
@@ -191,7 +193,7 @@ class Segment:
     checkpoint: bytes  # the run's state after the segment (load_trainer resumes it exactly)
     records: list[Record]  # one per step of the segment
     step: int  # steps done in all
-    status: str | None  # None: more steps to go; else one of STATUSES
+    status: str | None  # None: more steps to go; else "finished" or "diverged"
     message: str | None = None  # why a run diverged or failed
     summary: dict[str, Any] | None = None  # the run's summary, when it ended
     node: str = ""  # where the segment ran (host name, or Ray node IP)

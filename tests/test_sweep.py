@@ -140,6 +140,8 @@ def test_a_diverging_run_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_p
         ({"kappa": [-1.0]}, "kappa must be a finite number > 0, got -1.0"),
         ({"target": ["moon"]}, "target must be one of"),
         ({"steps": 0}, "steps must be an integer >= 1"),
+        ({"seeds": [0, 1, 0]}, "seeds: 0 is given twice"),
+        ({"paper": "yes"}, "paper must be true or false, got 'yes'"),
     ],
 )
 def test_a_bad_spec_is_refused_by_name(data, message):
