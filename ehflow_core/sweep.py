@@ -426,9 +426,7 @@ def _checkpoint(out: Path, key: str) -> tuple[bytes | None, int]:
     if not path.exists():
         return None, 0
     data = path.read_bytes()
-    from .checkpoint import read_checkpoint
-
-    step = int(read_checkpoint(data)["step"])
+    step = _checkpoint_step(data)
     metrics = out / "runs" / key / "metrics.csv"
     if metrics.exists():
         rows = list(csv.DictReader(io.StringIO(metrics.read_text())))
@@ -480,7 +478,7 @@ def _row(out: Path, run: RunSpec) -> dict[str, Any]:
     row: dict[str, Any] = {**dataclasses.asdict(run), "key": run.key, "node": node}
     row.update(
         status=outcome["status"] or "unfinished",
-        steps=summary.get("steps", _checkpoint_step(folder)),
+        steps=summary["steps"] if "steps" in summary else _steps_done(folder),
         constraint=sum(constraint.values()) if constraint else None,
         message=outcome.get("message"),
     )
@@ -489,13 +487,16 @@ def _row(out: Path, run: RunSpec) -> dict[str, Any]:
     return row
 
 
-def _checkpoint_step(folder: Path) -> int:
+def _steps_done(folder: Path) -> int:
+    """An unfinished run's steps: its last checkpoint's (0 before the first)."""
     path = folder / "checkpoint.pt"
-    if not path.exists():
-        return 0
+    return _checkpoint_step(path.read_bytes()) if path.exists() else 0
+
+
+def _checkpoint_step(data: bytes) -> int:
     from .checkpoint import read_checkpoint
 
-    return int(read_checkpoint(path.read_bytes())["step"])
+    return int(read_checkpoint(data)["step"])
 
 
 def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec] = ()) -> None:
