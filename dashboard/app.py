@@ -11,6 +11,8 @@ both are ready, or nearly, when the first browser connects.
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from pathlib import Path
 
@@ -18,7 +20,11 @@ import streamlit as st
 
 from dashboard import live, live_chart  # both light: no torch at import
 
-live.prestart()
+try:
+    live.prestart()
+except ValueError as err:  # a bad EHFLOW_WORKERS, EHFLOW_MAX_RUNS or EHFLOW_RAY_ADDRESS: say which, and stop
+    print(f"ehflow dashboard: {err}", file=sys.stderr, flush=True)
+    os._exit(2)
 threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=True).start()
 
 app = st.App(Path(__file__).with_name("page.py"), routes=live_chart.routes())

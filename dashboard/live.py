@@ -73,6 +73,7 @@ ROOT = Path(__file__).resolve().parents[1]
 HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before a run stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 CLOSE_TIMEOUT = 30.0  # seconds a process has to exit when the server stops (it may still be importing torch)
+ACTOR_START_TIMEOUT = 120.0  # seconds a Ray actor may take to start (placed, torch imported)
 FREE_AFTER = 10.0  # seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
 HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
 RUNS_PER_WORKER = 4  # the default admission limit, per process
@@ -113,6 +114,7 @@ class View:
     kappa: float | None = None  # the κ and learning rate the primary trainer uses now
     lr: float | None = None
     sharing: int = 0  # other runs training in the same process now
+    host: str = ""  # where the run trains, on a Ray cluster ("ray actor on <node>"); "" on this machine
 
 
 # -- a run's state on the server -------------------------------------------------------------------
@@ -210,12 +212,80 @@ def _apply(shared: _Shared, update: Update, sent_seq: int) -> None:
             shared.state, shared.message = update.state, update.message
 
 
-# -- the pool's processes --------------------------------------------------------------------------
-class _Worker:
-    """A training process, the server's end of its socket, and the thread that reads it."""
+# -- the pool's hosts -------------------------------------------------------------------------------
+class _Host:
+    """The server's end of a training host: the runs it hosts, sending commands to it in order,
+    and folding its messages into its runs (a host's reader thread calls :meth:`_fold`)."""
+
+    name = ""  # for the pool's stats: the process id, or the Ray actor's node
 
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
+        self.send_lock = threading.Lock()
+        # run id -> (its shared state, the seq counter of its commands); a run is hosted while here
+        self.runs: dict[str, tuple[_Shared, list[int]]] = {}
+
+    @property
+    def alive(self) -> bool:
+        raise NotImplementedError
+
+    def _transmit(self, data: bytes) -> None:
+        """Send one pickled ``(run_id, message)``, the caller holding ``send_lock``."""
+        raise NotImplementedError
+
+    def wait_closed(self, timeout: float = CLOSE_TIMEOUT) -> int:
+        """Wait for the host, asked to exit, to do so (``timeout`` seconds, then kill it); its exit code."""
+        raise NotImplementedError
+
+    def send(self, run_id: str, message: Command) -> None:
+        with self.send_lock:
+            self.send_unlocked(run_id, message)
+
+    def send_unlocked(self, run_id: str, message: Command) -> None:
+        """Send, the caller holding ``send_lock``."""
+        try:
+            self._transmit(pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the host is gone; the reader thread reports it
+            pass
+
+    def close(self, timeout: float = CLOSE_TIMEOUT) -> int:
+        """Ask the host to exit and wait for it (``timeout`` seconds, then kill it); its exit code."""
+        self.send("", Close())
+        return self.wait_closed(timeout)
+
+    def _fold(self, data: bytes) -> None:
+        """One message from the host, into its run."""
+        run_id, message = pickle.loads(data)
+        hosted = self.runs.get(run_id)
+        if hosted is None:
+            return
+        shared, sent = hosted
+        with shared.lock:
+            match message:
+                case Freed():
+                    self.runs.pop(run_id, None)
+                case CheckpointReply():
+                    shared.replies.append(message)
+                case Update():
+                    _apply(shared, message, sent[0])
+            _notify(shared)
+        if isinstance(message, Update) and not message.busy:
+            self.pool.finished(run_id, message.seq)
+
+    def _ended(self, reason: str) -> None:
+        """The host is gone: its runs stop, with ``reason``, and give up their places."""
+        for shared, _ in list(self.runs.values()):
+            with shared.lock:
+                shared.end("stopped", f"{reason}. Press Reset to start a new run.")
+        self.pool.worker_ended(self, list(self.runs))
+        self.runs.clear()
+
+
+class _Worker(_Host):
+    """A training process of this machine, the server's end of its socket, and the thread that reads it."""
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
         ours, theirs = socket.socketpair()
         args = [sys.executable, "-m", "dashboard.worker"]
         env = {**os.environ, **WORKER_ENV}
@@ -228,10 +298,8 @@ class _Worker:
             fd = theirs.fileno()
             self.process = subprocess.Popen([*args, str(fd)], cwd=ROOT, env=env, pass_fds=[fd])
         theirs.close()
+        self.name = f"pid {self.process.pid}"
         self.conn = Connection(ours.detach())
-        self.send_lock = threading.Lock()
-        # run id -> (its shared state, the seq counter of its commands); a run is hosted while here
-        self.runs: dict[str, tuple[_Shared, list[int]]] = {}
         self.reader = threading.Thread(target=self._read, name=f"ehflow-reader-{self.process.pid}", daemon=True)
         self.reader.start()
 
@@ -239,38 +307,15 @@ class _Worker:
     def alive(self) -> bool:
         return self.process.poll() is None
 
-    def send(self, run_id: str, message: Command) -> None:
-        with self.send_lock:
-            self.send_unlocked(run_id, message)
-
-    def send_unlocked(self, run_id: str, message: Command) -> None:
-        """Send, the caller holding ``send_lock``."""
-        try:
-            self.conn.send_bytes(pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL))
-        except OSError:  # the process is gone; the reader thread reports it
-            pass
+    def _transmit(self, data: bytes) -> None:
+        self.conn.send_bytes(data)
 
     def _read(self) -> None:
         """Fold the process's messages into its runs until the socket closes; then reap the
         process (a crashed one is not left a zombie) and tell its runs why they stopped."""
         try:
             while True:
-                run_id, message = pickle.loads(self.conn.recv_bytes())
-                hosted = self.runs.get(run_id)
-                if hosted is None:
-                    continue
-                shared, sent = hosted
-                with shared.lock:
-                    match message:
-                        case Freed():
-                            self.runs.pop(run_id, None)
-                        case CheckpointReply():
-                            shared.replies.append(message)
-                        case Update():
-                            _apply(shared, message, sent[0])
-                    _notify(shared)
-                if isinstance(message, Update) and not message.busy:
-                    self.pool.finished(run_id, message.seq)
+                self._fold(self.conn.recv_bytes())
         except (EOFError, OSError):
             pass
         try:
@@ -278,20 +323,9 @@ class _Worker:
         except subprocess.TimeoutExpired:
             pass
         code = self.process.poll()
-        reason = "The training process ended" + ("" if code is None else f" (exit code {code})")
-        for shared, _ in list(self.runs.values()):
-            with shared.lock:
-                shared.end("stopped", f"{reason}. Press Reset to start a new run.")
-        self.pool.worker_ended(self, list(self.runs))
-        self.runs.clear()
-
-    def close(self, timeout: float = CLOSE_TIMEOUT) -> int:
-        """Ask the process to exit and wait for it (``timeout`` seconds, then kill it); its exit code."""
-        self.send("", Close())
-        return self.wait_closed(timeout)
+        self._ended("The training process ended" + ("" if code is None else f" (exit code {code})"))
 
     def wait_closed(self, timeout: float = CLOSE_TIMEOUT) -> int:
-        """Wait for the process, asked to exit, to do so (``timeout`` seconds, then kill it); its exit code."""
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -300,6 +334,64 @@ class _Worker:
         self.reader.join(timeout)
         self.conn.close()
         return code
+
+
+class _RayWorker(_Host):
+    """A :class:`~dashboard.worker.ActorHost` on the Ray cluster (``EHFLOW_RAY_ADDRESS``), and the
+    thread that long-polls its messages. Not restarted by Ray: a dead actor's runs report "stopped"
+    with the reason, as a dead process's do, and the pool starts another for the next run."""
+
+    POLL = 0.5  # seconds a collect waits for the actor's first message
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(pool)
+        self.ray = pool.ray
+        self.actor = pool.actor_class.remote()
+        self.number = 0  # of the last command sent (the actor puts them back in order)
+        self.done = threading.Event()
+        self.name = "ray actor (starting)"
+        self.reader = threading.Thread(target=self._read, name="ehflow-ray-reader", daemon=True)
+        self.reader.start()
+
+    @property
+    def alive(self) -> bool:
+        return not self.done.is_set()
+
+    def _transmit(self, data: bytes) -> None:
+        self.number += 1
+        try:
+            self.actor.deliver.remote(self.number, data)
+        except Exception as err:  # Ray has shut down (the server is exiting)
+            raise OSError(str(err)) from err
+
+    def _read(self) -> None:
+        reason = "The training actor ended"
+        try:
+            try:
+                node = self.ray.get(self.actor.node.remote(), timeout=ACTOR_START_TIMEOUT)
+            except self.ray.exceptions.GetTimeoutError:
+                raise RuntimeError(f"no free CPU for it on the cluster within {ACTOR_START_TIMEOUT:.0f} s") from None
+            self.name = f"ray actor on {node}"
+            while (batch := self.ray.get(self.actor.collect.remote(self.POLL))) is not None:
+                for data in batch:
+                    self._fold(data)
+        except Exception as err:  # the actor, its node or the connection to the cluster died
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            reason = f"The training actor on the Ray cluster died ({first})"
+        self.done.set()
+        try:
+            self.ray.kill(self.actor)
+        except Exception:  # already gone, or Ray has shut down
+            pass
+        self._ended(reason)
+
+    def wait_closed(self, timeout: float = CLOSE_TIMEOUT) -> int:
+        self.reader.join(timeout)
+        if self.reader.is_alive():  # it did not stop in time: kill it (the reader then ends)
+            self.ray.kill(self.actor)
+            self.reader.join(timeout)
+            return 1
+        return 0
 
 
 @dataclass
@@ -311,18 +403,38 @@ class _Place:
 
 
 class Pool:
-    """The training processes and the runs they host: placement, admission, freeing."""
+    """The training hosts and the runs they host: placement, admission, freeing.
 
-    def __init__(self, workers: int | None = None, max_training: int | None = None) -> None:
-        self.size = workers if workers is not None else _env_count("EHFLOW_WORKERS", os.cpu_count() or 1)
+    Hosts are processes of this machine, or, with ``ray_address`` (default: the environment's
+    ``EHFLOW_RAY_ADDRESS``; ``"auto"``, ``"host:port"`` or ``"ray://host:port"``), Ray actors on
+    that cluster, one CPU each, by default as many as it has CPUs. Without an address Ray is
+    neither imported nor started.
+    """
+
+    def __init__(
+        self, workers: int | None = None, max_training: int | None = None, ray_address: str | None = None
+    ) -> None:
+        address = ray_address or os.environ.get("EHFLOW_RAY_ADDRESS", "").strip() or None
+        self.backend = "local" if address is None else "ray"
+        self.host_class: type[_Host] = _Worker
+        cpus = os.cpu_count() or 1
+        if address is not None:
+            from dashboard.worker import ActorHost
+            from ehflow_core.sweep import connect_ray
+
+            self.ray, _ = connect_ray(address, setting="EHFLOW_RAY_ADDRESS")
+            self.actor_class = self.ray.remote(num_cpus=1, max_concurrency=4)(ActorHost)
+            self.host_class = _RayWorker
+            cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        self.size = workers if workers is not None else _env_count("EHFLOW_WORKERS", cpus)
         self.max_training = max_training or _env_count("EHFLOW_MAX_RUNS", RUNS_PER_WORKER * self.size)
         self.lock = threading.Lock()
-        self.workers: list[_Worker] = []
+        self.workers: list[_Host] = []
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
         self.tokens: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # feed token -> run
         self.training: dict[str, _Place] = {}  # run id -> its place to train
         self.waiting: list[str] = []  # run ids, first come first served
-        self.drops: queue.SimpleQueue[tuple[_Worker, str]] = queue.SimpleQueue()
+        self.drops: queue.SimpleQueue[tuple[_Host, str]] = queue.SimpleQueue()
         self._ids = itertools.count(1)
         self.closed = False
         self._housekeeper = threading.Thread(target=self._housekeep, name="ehflow-pool", daemon=True)
@@ -333,9 +445,9 @@ class Pool:
         """Start the first process now: it imports torch and warms up while the server starts."""
         with self.lock:
             if not self.workers:
-                self.workers.append(_Worker(self))
+                self.workers.append(self.host_class(self))
 
-    def place(self) -> tuple[_Worker, str]:
+    def place(self) -> tuple[_Host, str]:
         """A process for a new run, and the run's id: a new process while the pool is not full
         and every process hosts a run, else the one with the fewest training runs, then runs."""
         with self.lock:
@@ -343,15 +455,15 @@ class Pool:
                 raise OSError("the dashboard's server is shutting down")
             self.workers = [w for w in self.workers if w.alive]
             if len(self.workers) < self.size and all(len(w.runs) for w in self.workers):
-                self.workers.append(_Worker(self))
+                self.workers.append(self.host_class(self))
 
-            def load(worker: _Worker) -> tuple[int, int]:
+            def load(worker: _Host) -> tuple[int, int]:
                 hosted = list(worker.runs)  # a copy: the reader thread removes freed runs
                 return sum(run_id in self.training for run_id in hosted), len(hosted)
 
             return min(self.workers, key=load), f"r{next(self._ids)}"
 
-    def worker_ended(self, worker: _Worker, run_ids: list[str]) -> None:
+    def worker_ended(self, worker: _Host, run_ids: list[str]) -> None:
         """A process ended (the reader saw its socket close): its runs give up their places."""
         with self.lock:
             if worker in self.workers:
@@ -454,7 +566,7 @@ class Pool:
         with self.lock:
             self.tokens.pop(token, None)
 
-    def forget(self, worker: _Worker, run_id: str) -> None:
+    def forget(self, worker: _Host, run_id: str) -> None:
         """Free ``run_id`` in its process, from the housekeeping thread (callable from anywhere,
         a garbage collection included: it only queues)."""
         self.drops.put((worker, run_id))
@@ -506,7 +618,8 @@ class Pool:
         """Processes, runs, training and waiting runs, for the server's status route and benchmarks."""
         with self.lock:
             return {
-                "workers": [{"pid": w.process.pid, "runs": len(w.runs)} for w in self.workers],
+                "backend": self.backend,
+                "workers": [{"host": w.name, "runs": len(w.runs)} for w in self.workers],
                 "runs": sum(len(w.runs) for w in self.workers),
                 "training": len(self.training),
                 "waiting": len(self.waiting),
@@ -801,4 +914,5 @@ class LiveRun:
                 kappa=s.kappa,
                 lr=s.lr,
                 sharing=sharing,
+                host=self._worker.name if self._pool.backend == "ray" else "",
             )

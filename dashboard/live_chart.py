@@ -195,6 +195,8 @@ def status(run: live.LiveRun) -> dict:
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
         caption += f". This run shares its training process with {others}: its steps/s is its share."
+    if view.host:
+        caption += f". It trains on the Ray cluster, in a {view.host}."
     return {
         "stamp": time.monotonic(),
         "state": view.state,

@@ -9,6 +9,7 @@ scripted demo. ``CHROMIUM_ARGS`` are the flags those open Debian's headless Chro
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -43,15 +44,17 @@ def _free_port() -> int:
 
 
 @contextmanager
-def serve(start_timeout: float = 120.0, quiet: bool = True) -> Iterator[Server]:
+def serve(start_timeout: float = 120.0, quiet: bool = True, env: dict[str, str] | None = None) -> Iterator[Server]:
     """The dashboard's server, healthy (``/_stcore/health`` answers ``ok``) before this yields;
-    terminated (killed after 30 s) on exit. Raises ``RuntimeError`` when it exits early or does
-    not answer within ``start_timeout`` seconds."""
+    terminated (killed after 30 s) on exit. ``env``: variables to set for it (``EHFLOW_WORKERS``,
+    ``EHFLOW_RAY_ADDRESS``, ...). Raises ``RuntimeError`` when it exits early or does not answer
+    within ``start_timeout`` seconds."""
     port = _free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "dashboard/app.py", "--server.port", str(port),
          "--server.address", "127.0.0.1", "--server.headless", "true"],
-        cwd=ROOT, stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.STDOUT if quiet else None,
+        cwd=ROOT, env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL if quiet else None, stderr=subprocess.STDOUT if quiet else None,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

@@ -2,6 +2,9 @@
 
     python -m dashboard.worker FD        (started by :mod:`dashboard.live`, never by hand)
 
+or, with ``EHFLOW_RAY_ADDRESS`` set, an :class:`ActorHost`: the same :class:`Host` in a Ray actor
+on the cluster, its socket replaced by method calls.
+
 Streamlit's server is one Python interpreter. A training thread inside it would share the GIL
 with the event loop and the page's reruns, so runs train in a few processes of their own (the
 pool: one per core by default), each talking to the server over one socket. Every message on it
@@ -26,6 +29,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import queue
 import socket
 import sys
 import threading
@@ -333,7 +337,7 @@ class Slot:
 class Host:
     """The process's runs (one :class:`Slot` per run id) and the loop that shares its time between them."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection | Mailbox) -> None:
         self.conn = conn
         self.slots: dict[str, Slot] = {}
 
@@ -415,6 +419,94 @@ class Host:
                 slot.send()
             except OSError:
                 return
+
+
+class Mailbox:
+    """The three methods of a :class:`~multiprocessing.connection.Connection` that :class:`Host`
+    uses, over two queues: ``inbox`` (commands, filled by :meth:`ActorHost.deliver`) and ``outbox``
+    (replies, emptied by :meth:`ActorHost.collect`)."""
+
+    def __init__(self) -> None:
+        self.inbox: queue.Queue[bytes] = queue.Queue()
+        self.outbox: queue.Queue[bytes | None] = queue.Queue()  # None: the host has stopped
+        self._held: bytes | None = None
+
+    def poll(self, timeout: float) -> bool:
+        if self._held is None:
+            try:
+                self._held = self.inbox.get(timeout=timeout)
+            except queue.Empty:
+                return False
+        return True
+
+    def recv_bytes(self) -> bytes:
+        self.poll(3600.0)
+        data, self._held = self._held, None
+        assert data is not None
+        return data
+
+    def send_bytes(self, data: bytes) -> None:
+        self.outbox.put(data)
+
+
+class ActorHost:
+    """A :class:`Host` in a Ray actor (made by :mod:`dashboard.live` with ``num_cpus=1`` and a few
+    threads, when ``EHFLOW_RAY_ADDRESS`` is set): the server delivers each command, numbered, by
+    :meth:`deliver` (Ray may run two calls out of order: they are put back in order here), and
+    long-polls the replies with :meth:`collect`. The messages are the socket's, pickled the same way."""
+
+    def __init__(self) -> None:
+        torch.set_num_threads(1)
+        self.mailbox = Mailbox()
+        self.lock = threading.Lock()
+        self.expected = 1  # the number of the next command to hand to the host
+        self.early: dict[int, bytes] = {}  # commands that arrived before an earlier one
+        self.stopped = False
+        threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True).start()
+        self.loop = threading.Thread(target=self._loop, name="ehflow-host", daemon=True)
+        self.loop.start()
+
+    def _loop(self) -> None:
+        host = Host(self.mailbox)
+        try:
+            host.loop()
+        except Exception as err:
+            log.exception("training actor failed")
+            host.stop_all(f"Training stopped: the training actor failed ({err}). Press Reset to start a new run.")
+        finally:
+            self.mailbox.outbox.put(None)
+
+    def deliver(self, number: int, data: bytes) -> None:
+        """Command number ``number`` (1, 2, ...), handed to the host once every earlier one has been."""
+        with self.lock:
+            self.early[number] = data
+            while self.expected in self.early:
+                self.mailbox.inbox.put(self.early.pop(self.expected))
+                self.expected += 1
+
+    def collect(self, timeout: float) -> list[bytes] | None:
+        """The replies waiting, after waiting up to ``timeout`` seconds for the first; None once
+        the host has stopped (a Close) and every reply has been collected."""
+        box = self.mailbox.outbox
+        batch: list[bytes] = []
+        wait = timeout
+        while not self.stopped:
+            try:
+                item = box.get(timeout=wait) if wait > 0 else box.get_nowait()
+            except queue.Empty:
+                return batch
+            if item is None:
+                self.stopped = True
+            else:
+                batch.append(item)
+                wait = 0.0
+        return batch or None
+
+    def node(self) -> str:
+        """Where this actor runs (the Ray node's IP and the start of its id)."""
+        from ehflow_core.sweep import node_name
+
+        return node_name()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -226,10 +226,10 @@ def train_segment(run: RunSpec, checkpoint: bytes | None, until: int, threads: i
     finally:
         torch.set_num_threads(previous)
     message = diverged.message if diverged else None
-    return Segment(checkpoint_bytes(trainer), records, trainer.step, status, message, summary, _node_name())
+    return Segment(checkpoint_bytes(trainer), records, trainer.step, status, message, summary, node_name())
 
 
-def _node_name() -> str:
+def node_name() -> str:
     """Where this process runs: the Ray node's IP and the start of its id (nodes of a test cluster
     share an IP), or the host name outside Ray."""
     ray = sys.modules.get("ray")  # only a Ray worker has it imported
@@ -293,25 +293,9 @@ class RayBackend:
     name = "ray"
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None, retries: int = 3) -> None:
-        try:
-            import ray
-        except ImportError:
-            raise ValueError("--backend ray needs Ray: pip install 'ray==2.60.0'") from None
-        if address not in (None, "auto"):
-            _check_reachable(address)
-        self.ray = ray
-        self.started = not ray.is_initialized()
-        if self.started:
-            try:
-                ray.init(
-                    address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
-                    log_to_driver=False, logging_level=logging.ERROR,
-                )  # fmt: skip
-            except (ConnectionError, RuntimeError, ValueError) as err:
-                first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-                raise ValueError(f"cannot connect to a Ray cluster at {address!r}: {first}") from None
-        self.capacity = max(1, int(ray.cluster_resources().get("CPU", 1)))
-        self.task = ray.remote(num_cpus=1, max_retries=retries)(train_segment)
+        self.ray, self.started = connect_ray(address, num_cpus)
+        self.capacity = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
+        self.task = self.ray.remote(num_cpus=1, max_retries=retries)(train_segment)
         self.pending: dict[Any, str] = {}
 
     def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
@@ -333,16 +317,40 @@ class RayBackend:
             self.ray.shutdown()
 
 
-def _check_reachable(address: str) -> None:
+def connect_ray(address: str | None, num_cpus: int | None = None, setting: str = "--address") -> tuple[Any, bool]:
+    """Ray, connected to the cluster at ``address`` (``"auto"``, ``"host:port"`` or
+    ``"ray://host:port"``), or to a local instance started now (``address`` None; ``num_cpus``: its
+    CPUs); and whether this call started the connection. An address that is malformed or where
+    nothing listens fails fast with a one-line ``ValueError`` naming ``setting``."""
+    try:
+        import ray
+    except ImportError:
+        raise ValueError(f"{setting} needs Ray: pip install 'ray==2.60.0'") from None
+    if address not in (None, "auto"):
+        _check_reachable(address, setting)
+    if ray.is_initialized():
+        return ray, False
+    try:
+        ray.init(
+            address=address, num_cpus=num_cpus if address is None else None, include_dashboard=False,
+            log_to_driver=False, logging_level=logging.ERROR,
+        )  # fmt: skip
+    except (ConnectionError, RuntimeError, ValueError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{setting}: cannot connect to a Ray cluster at {address!r}: {first}") from None
+    return ray, True
+
+
+def _check_reachable(address: str, setting: str) -> None:
     """Fail fast, in one line, when nothing listens at ``address`` (instead of Ray's long retries)."""
     hostport = address.removeprefix("ray://")
     host, _, port = hostport.rpartition(":")
     if not host or not port.isdigit():
-        raise ValueError(f"--address: expected 'auto', 'host:port' or 'ray://host:port', got {address!r}")
+        raise ValueError(f"{setting}: expected 'auto', 'host:port' or 'ray://host:port', got {address!r}")
     try:
         socket.create_connection((host, int(port)), timeout=3).close()
     except OSError as err:
-        raise ValueError(f"cannot reach a Ray cluster at {address!r}: {err.strerror or err}") from None
+        raise ValueError(f"{setting}: cannot reach a Ray cluster at {address!r}: {err.strerror or err}") from None
 
 
 def make_backend(name: str, address: str | None = None, workers: int | None = None) -> LocalBackend | RayBackend:
