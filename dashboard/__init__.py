@@ -4,11 +4,12 @@ Modules:
     app         the server entry: Streamlit's ``st.App`` with the page and one extra route
     page        the page script each browser session runs: sidebar, buttons, downloads, teaching text
     settings    the sidebar's settings as a frozen dataclass, to and from the URL, to core configs
-    live        ``LiveRun``: a session's handle on its run; ``Pool``: the training processes, placement,
-                admission (a waiting line, turns), freeing the runs of closed tabs
+    live        ``LiveRun``: a session's handle on its run; ``Pool``: the training hosts (processes of
+                this machine, or Ray actors with ``EHFLOW_RAY_ADDRESS``), placement, admission (a
+                waiting line, turns), freeing the runs of closed tabs
     protocol    the typed messages between the server and a training process (``(run_id, message)``)
     worker      a training process: many runs (a Trainer or a batched ensemble each) in fair CPU
-                shares, snapshots, symmetry readouts
+                shares, snapshots, symmetry readouts; ``ActorHost``, the same in a Ray actor
     live_chart  the live panel (``live_panel.js``, ``live_panel.css``) and its feed route
     server      start the server on a free local port (tests, benchmarks, scripted demos)
 
