@@ -309,6 +309,13 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     rep.add_argument("--seeds", type=_positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
     rep.add_argument("--out", help="output folder (absent: runs/<figure>)")
     rep.add_argument("--paper", action="store_true", help="train with the paper's configuration, not the defaults")
+    rep.add_argument(
+        "--backend", choices=BACKENDS,
+        help="fig2a: train each run as a run of a resumable sweep on this machine's processes (local) or on Ray, "
+        "with the sweep's tables (absent: one batched ensemble per regime, here)",
+    )  # fmt: skip
+    rep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")
+    rep.add_argument("--workers", type=_positive_int, help="local: runs at once (default: the core count)")
 
     sweep = sub.add_parser(
         "sweep", formatter_class=formatter,
@@ -394,7 +401,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_sweep_command(args)
         else:
             out = Path(args.out or f"runs/{args.figure}")
-            reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=out, paper=args.paper)
+            backend = None
+            if args.backend is not None:
+                from .sweep import make_backend
+
+                backend = make_backend(args.backend, args.address, args.workers)
+            elif args.address is not None or args.workers is not None:
+                raise ValueError("--address and --workers are for --backend local|ray")
+            reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=out, paper=args.paper, backend=backend)
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -23,6 +23,7 @@ import numpy as np
 from .ensemble import EnsembleTrainer
 from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
+from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_sweep
 from .targets import GaussianMixture, make_target
 from .training import Record, TrainConfig, Trainer
 
@@ -194,8 +195,25 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0, paper: bool = Fal
     return summary
 
 
-def reproduce(figure: str, quick: bool, seeds: int | None, out: Path, paper: bool = False) -> dict[str, Any]:
-    """Entry point of ``python -m ehflow_core reproduce``."""
+def fig2a_sweep(size: Fig2aSize, paper: bool = False) -> SweepSpec:
+    """Figure 2A's runs as a sweep: every κ and the unconstrained run, infinite data and
+    ``size.n_train`` points, ``size.seeds`` seeds; the same configurations as the batched path."""
+    return SweepSpec(
+        target=("ring",), kappa=(*size.kappas, None), seeds=tuple(range(size.seeds)), n_train=(None, size.n_train),
+        steps=size.steps, eval_every=size.eval_every, paper=paper, n_test=size.n_test, final_samples=size.final_samples,
+    )  # fmt: skip
+
+
+def reproduce(
+    figure: str, quick: bool, seeds: int | None, out: Path, paper: bool = False, backend: Backend | None = None
+) -> dict[str, Any]:
+    """Entry point of ``python -m ehflow_core reproduce``. ``backend`` (Figure 2A only): train
+    each run as a run of a sweep there (resumable, :func:`~ehflow_core.sweep.run_sweep`) instead of
+    one batched ensemble per regime on this machine; the table is then the sweep's, with each κ
+    paired against the unconstrained run of the same seed."""
+    if backend is not None and figure != "fig2a":
+        backend.close()
+        raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {figure}")
     out.mkdir(parents=True, exist_ok=True)
     mode = "quick" if quick else "full"
     if quick:
@@ -204,5 +222,11 @@ def reproduce(figure: str, quick: bool, seeds: int | None, out: Path, paper: boo
         size = FIG2A[mode]
         if seeds is not None:
             size = Fig2aSize(**{**asdict(size), "seeds": seeds})
+        if backend is not None:
+            spec = fig2a_sweep(size, paper)
+            print(f"fig2a: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/")
+            rows = run_sweep(spec, out, backend)
+            print((out / "table.md").read_text())
+            return {"rows": rows, "paired": paired_with_unconstrained(rows)}
         return reproduce_fig2a(size, out, paper)
     return reproduce_fig2b(FIG2B[mode], out, paper=paper)

@@ -353,7 +353,10 @@ def _check_reachable(address: str, setting: str) -> None:
         raise ValueError(f"{setting}: cannot reach a Ray cluster at {address!r}: {err.strerror or err}") from None
 
 
-def make_backend(name: str, address: str | None = None, workers: int | None = None) -> LocalBackend | RayBackend:
+Backend = LocalBackend | RayBackend
+
+
+def make_backend(name: str, address: str | None = None, workers: int | None = None) -> Backend:
     """The backend called ``name`` (``"local"`` or ``"ray"``); ``address`` is Ray's only."""
     check_choice("backend", name, BACKENDS)
     if name == "local":
@@ -374,7 +377,7 @@ METRICS = ("test_log_likelihood", "gap_nats", "train_log_likelihood", "constrain
 def run_sweep(
     spec: SweepSpec,
     out: str | Path,
-    backend: LocalBackend | RayBackend,
+    backend: Backend,
     stream: IO[str] | None = sys.stderr,
 ) -> list[dict[str, Any]]:
     """Run every run of ``spec`` not finished yet in ``out`` on ``backend``; write each run's
@@ -509,11 +512,14 @@ def _checkpoint_step(data: bytes) -> int:
 
 def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec] = ()) -> None:
     """``results.csv`` (a row a run), ``table.json`` and ``table.md`` (each setting's metrics over
-    its finished seeds, :func:`aggregate`), and, for ``runs``, Figure 2A-style curves."""
+    its finished seeds, :func:`aggregate`), ``paired.json`` (and a second table in ``table.md``:
+    each κ against its unconstrained twin, :func:`paired_with_unconstrained`), and, for ``runs``,
+    Figure 2A-style curves."""
     _write_csv(out / "results.csv", rows, RESULT_COLUMNS)
-    table = aggregate(rows)
+    table, paired = aggregate(rows), paired_with_unconstrained(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2))
-    (out / "table.md").write_text(table_markdown(table))
+    (out / "paired.json").write_text(json.dumps(paired, indent=2))
+    (out / "table.md").write_text(table_markdown(table, paired))
     if runs:
         write_curves(out, rows, runs)
 
@@ -558,11 +564,21 @@ def _parsed(row: dict[str, str]) -> dict[str, Any]:
 SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")
 
 
+def _interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sd and the 95 % interval of the mean (Student's t); sd and interval None for one value."""
+    from scipy import stats
+
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return {"mean": mean, "sd": None, "ci95": None}
+    sd = statistics.stdev(values)
+    half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values))
+    return {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half]}
+
+
 def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """One entry per setting (the rows but their seed): the count of runs, finished and not, and
     each metric's mean, sd and 95 % interval (Student's t) over the finished seeds."""
-    from scipy import stats
-
     groups: dict[tuple, list[dict[str, Any]]] = {}
     for row in rows:
         groups.setdefault(tuple(row[c] for c in SETTING_COLUMNS), []).append(row)
@@ -573,28 +589,69 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         entry.update(runs=len(members), finished=len(done), seeds=[r["seed"] for r in done])
         for metric in METRICS:
             values = [float(r[metric]) for r in done if r[metric] not in (None, "")]
-            if not values:
-                continue
-            mean = statistics.fmean(values)
-            sd = statistics.stdev(values) if len(values) > 1 else None
-            half = float(stats.t.ppf(0.975, len(values) - 1)) * sd / math.sqrt(len(values)) if sd is not None else None
-            entry[metric] = {"mean": mean, "sd": sd, "ci95": [mean - half, mean + half] if half is not None else None}
+            if values:
+                entry[metric] = _interval(values)
         table.append(entry)
     return table
 
 
-def table_markdown(table: Sequence[dict[str, Any]]) -> str:
-    """The aggregated table as Markdown: mean ± sd [95 % interval] over the finished seeds."""
+def paired_with_unconstrained(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """For each constrained setting whose unconstrained twin (the same setting with κ none) is in
+    the sweep: the test log-likelihood of the constrained run minus the unconstrained one's, seed
+    by seed (the seeds both finished), as mean, sd and 95 % interval. Positive: the constraint
+    helped. Pairing removes the spread the seeds share (the same data, the same start)."""
+    finished = {
+        (tuple(r[c] for c in SETTING_COLUMNS), r["seed"]): float(r["test_log_likelihood"])
+        for r in rows
+        if r["status"] == "finished" and r["test_log_likelihood"] not in (None, "")
+    }
+    table = []
+    for setting in dict.fromkeys(setting for setting, _ in finished):  # in order, once each
+        if setting[-1] is None:
+            continue
+        twin = (*setting[:-1], None)
+        seeds = sorted(seed for (s, seed) in finished if s == setting and (twin, seed) in finished)
+        if not seeds:
+            continue
+        diffs = [finished[(setting, seed)] - finished[(twin, seed)] for seed in seeds]
+        table.append({**dict(zip(SETTING_COLUMNS, setting)), "seeds": seeds, "test_ll_minus_none": _interval(diffs)})
+    return table
+
+
+def table_markdown(table: Sequence[dict[str, Any]], paired: Sequence[dict[str, Any]] = ()) -> str:
+    """The aggregated table as Markdown: mean ± sd [95 % interval] over the finished seeds; then,
+    when given, the paired differences against the unconstrained runs."""
     head = "| target | n_train | dt | leapfrog steps | lr | κ | finished / runs | test L_256 | gap (nats) | E[{g,H}²] |"
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for e in table:
         cells = [
-            e["target"], _none(e["n_train"], "∞"), f"{e['dt']:g}", str(e["n_steps"]), f"{e['lr']:g}",
-            _none(e["kappa"], "none"), f"{e['finished']} / {e['runs']}",
+            *_setting_cells(e), _none(e["kappa"], "none"), f"{e['finished']} / {e['runs']}",
             *(_stat(e.get(m)) for m in ("test_log_likelihood", "gap_nats", "constraint")),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
+    if paired:
+        head = "| target | n_train | dt | leapfrog steps | lr | κ | seeds | test L_256: κ − none (paired) |"
+        lines += ["", "Against the unconstrained run of the same setting and seed (positive: the constraint helped):"]
+        lines += ["", head, "|---" * (head.count("|") - 1) + "|"]
+        for e in paired:
+            cells = [
+                *_setting_cells(e),
+                _none(e["kappa"], "none"),
+                str(len(e["seeds"])),
+                _stat(e["test_ll_minus_none"]),
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _setting_cells(entry: dict[str, Any]) -> list[str]:
+    return [
+        entry["target"],
+        _none(entry["n_train"], "∞"),
+        f"{entry['dt']:g}",
+        str(entry["n_steps"]),
+        f"{entry['lr']:g}",
+    ]
 
 
 def _none(value: Any, shown: str) -> str:

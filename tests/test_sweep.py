@@ -15,8 +15,18 @@ import time
 import pytest
 
 from bench.sweep import kill_first_worker
+from ehflow_core import experiments
 from ehflow_core.cli import main
-from ehflow_core.sweep import LocalBackend, RayBackend, RunSpec, SweepSpec, make_backend, run_sweep
+from ehflow_core.experiments import Fig2aSize
+from ehflow_core.sweep import (
+    LocalBackend,
+    RayBackend,
+    RunSpec,
+    SweepSpec,
+    make_backend,
+    paired_with_unconstrained,
+    run_sweep,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +130,46 @@ def test_a_stopped_sweep_resumes_from_its_checkpoints_with_the_same_records(loca
     rows = run_sweep(spec, tmp_path, LocalBackend(workers=1), stream=None)  # in this process: the same records
     assert [r["status"] for r in rows] == ["finished"] * 4
     assert _records(tmp_path, spec) == _records(reference, spec)
+
+
+def test_reproduce_fig2a_on_a_backend_is_a_sweep_with_each_kappa_paired_against_none(tmp_path, monkeypatch, capsys):
+    tiny = Fig2aSize(steps=10, kappas=(0.01,), n_train=100, seeds=2, eval_every=10, n_test=128, final_samples=8)
+    monkeypatch.setitem(experiments.FIG2A, "quick", tiny)
+    argv = ["reproduce", "fig2a", "--quick", "--backend", "local", "--workers", "2", "--out", str(tmp_path)]
+    assert main(argv) == 0
+    rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
+    assert len(rows) == 8 and {r["status"] for r in rows} == {"finished"}  # 2 κ × 2 regimes × 2 seeds
+    test_ll = {(r["n_train"], r["kappa"], int(r["seed"])): float(r["test_log_likelihood"]) for r in rows}
+    paired = json.loads((tmp_path / "paired.json").read_text())
+    assert sorted((e["n_train"] or 0, e["kappa"], tuple(e["seeds"])) for e in paired) == [
+        (0, 0.01, (0, 1)),
+        (100, 0.01, (0, 1)),
+    ]
+    for entry in paired:
+        n = "" if entry["n_train"] is None else str(entry["n_train"])
+        diffs = [test_ll[(n, "0.01", seed)] - test_ll[(n, "", seed)] for seed in (0, 1)]
+        assert entry["test_ll_minus_none"]["mean"] == pytest.approx(sum(diffs) / 2)
+    assert "Against the unconstrained run of the same setting and seed" in capsys.readouterr().out
+    # A seed whose unconstrained twin did not finish is left out of the pairing.
+    parsed = run_sweep(experiments.fig2a_sweep(tiny), tmp_path, LocalBackend(workers=1), stream=None)  # trains nothing
+    for row in parsed:
+        if row["kappa"] is None and row["seed"] == 1:
+            row["status"] = "failed"
+    assert {tuple(e["seeds"]) for e in paired_with_unconstrained(parsed)} == {(0,)}
+    assert all(e["test_ll_minus_none"]["sd"] is None for e in paired_with_unconstrained(parsed))
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["reproduce", "fig2b", "--backend", "local"], "--backend: only fig2a is a sweep"),
+        (["reproduce", "fig2a", "--address", "auto"], "--address and --workers are for --backend local|ray"),
+    ],
+)
+def test_reproduce_refuses_a_backend_it_cannot_use_in_one_line(argv, message, capsys, tmp_path):
+    assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
 
 
 def test_a_diverging_run_is_recorded_with_its_reason_and_the_sweep_goes_on(tmp_path):
