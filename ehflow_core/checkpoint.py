@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import Tensor
 
 from .flow import HamiltonianFlow
 from .targets import Target, make_target
@@ -121,12 +122,19 @@ def load_checkpoint(path: str | Path | bytes) -> HamiltonianFlow:
     return flow.eval()
 
 
-def load_trainer(path: str | Path | bytes, target: Target | None = None) -> Trainer:
-    """Resume training from a checkpoint (``target`` defaults to the built-in target it names)."""
+def load_trainer(
+    path: str | Path | bytes,
+    target: Target | None = None,
+    train_data: Tensor | None = None,
+    test_data: Tensor | None = None,
+) -> Trainer:
+    """Resume training from a checkpoint (``target`` defaults to the built-in target it names;
+    ``train_data`` and ``test_data``: a user-data run's sets, as it was started with)."""
     state = read_checkpoint(path)
     name = str(path) if not isinstance(path, bytes) else "checkpoint bytes"
     config, flow = _flow_from_state(state, name)
-    trainer = Trainer(config, target if target is not None else make_target(state["target"]))
+    target = target if target is not None else make_target(state["target"])
+    trainer = Trainer(config, target, train_data=train_data, test_data=test_data)
     trainer.flow.load_state_dict(flow.state_dict())
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.log_lam = state["log_lam"].clone()

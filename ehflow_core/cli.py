@@ -26,7 +26,7 @@ from .reporting import FINAL_EVAL_SAMPLES, progress, write_run
 from .run import LR_SCHEDULES
 from .sweep import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
-from .targets import TARGETS, DataTarget, Target, load_points, make_target
+from .targets import TARGETS, DataTarget, Target, load_points, make_target, split_points
 from .training import OBJECTIVES, TrainConfig, Trainer
 
 log = logging.getLogger("ehflow_core")
@@ -79,10 +79,8 @@ def _data_target(args: argparse.Namespace) -> tuple[Target, torch.Tensor, torch.
             raise ValueError(f"{args.test_data}: has {test.shape[1]} columns, but {args.data} has {points.shape[1]}")
         train = points
     else:
-        n_test = max(1, int(round(args.holdout * len(points))))
-        perm = torch.randperm(len(points), generator=torch.Generator().manual_seed(args.seed))
-        test, train = points[perm[:n_test]], points[perm[n_test:]]
-        log.info("holding out %d of %d points (%.0f%%) as the test set", n_test, len(points), 100 * args.holdout)
+        train, test = split_points(points, args.holdout, args.seed)
+        log.info("holding out %d of %d points (%.0f%%) as the test set", len(test), len(points), 100 * args.holdout)
     return DataTarget(train, name=Path(args.data).stem, description=f"points from {args.data}"), train, test
 
 
@@ -326,6 +324,11 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     )  # fmt: skip
     sweep.add_argument("--spec", help="a .toml or .json file with these options' names (flags given here win)")
     sweep.add_argument("--target", type=_list(str), help=f"built-in targets: {', '.join(TARGETS)} (default: ring)")
+    sweep.add_argument(
+        "--data", type=_list(str),
+        help="data files (.csv or .npy), swept like targets (without --target: the files alone); each run holds "
+        "out --holdout of the file, drawn by its seed, as its test set; the driver reads them, workers need not",
+    )  # fmt: skip
     sweep.add_argument("--kappa", type=_list(_positive_float, none=True), help="κ values, or none (default: none)")
     sweep.add_argument("--seeds", type=_list(_non_negative_int), help="seeds (default: 0)")
     sweep.add_argument("--n-train", type=_list(_positive_int, none=True), help="training-set sizes, or none")
@@ -340,6 +343,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     sweep.add_argument(
         "--final-samples", type=_positive_int, help=f"K of the final test L_K (default: {FINAL_EVAL_SAMPLES})"
     )
+    sweep.add_argument("--holdout", type=_positive_float, help="share of a data file held out as test set (0.2)")
     sweep.add_argument("--out", default="runs/sweep", help="output folder")
     sweep.add_argument("--backend", choices=BACKENDS, default="local", help="this machine's processes, or Ray")
     sweep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")

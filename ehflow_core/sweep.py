@@ -25,6 +25,7 @@ import json
 import logging
 import math
 import os
+import re
 import socket
 import statistics
 import sys
@@ -63,35 +64,51 @@ class RunSpec:
     paper: bool = False
     n_test: int = _DEFAULTS.n_test  # test points, drawn once per run
     final_samples: int = FINAL_EVAL_SAMPLES  # K of the summary's test L_K
+    # A run on a data file: ``target`` is the file's path as given, its points travel with each
+    # segment (the driver reads the file), and the seed's random ``holdout`` share is the test set.
+    data_sha256: str | None = None  # of the file's points (an edited file makes new runs)
+    dim: int = 2
+    holdout: float = 0.2
 
     def config(self) -> TrainConfig:
         """The run's training configuration (validated: a bad value raises ``ValueError``)."""
         return TrainConfig.starting_from(
-            self.paper, flow={"dt": self.dt, "n_steps": self.n_steps}, kappa=self.kappa, n_train=self.n_train,
-            lr=self.lr, max_steps=self.steps, seed=self.seed, eval_every=self.eval_every, n_test=self.n_test,
+            self.paper, flow={"dt": self.dt, "n_steps": self.n_steps, "dim": self.dim}, kappa=self.kappa,
+            n_train=self.n_train, lr=self.lr, max_steps=self.steps, seed=self.seed, eval_every=self.eval_every,
+            n_test=self.n_test,
         )  # fmt: skip
 
     @property
     def key(self) -> str:
         """A hash of the full configuration and target: the run's folder name (same run, same name)."""
         full = {"target": self.target, "config": self.config().to_dict(), "final_samples": self.final_samples}
+        if self.data_sha256 is not None:
+            full.update(data_sha256=self.data_sha256, holdout=self.holdout)
         text = json.dumps(full, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # -- the grid --------------------------------------------------------------------------------------
 _UNSET = object()
-GRID_KEYS = ("target", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
-FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper", "n_test", "final_samples")  # single values
+GRID_KEYS = ("target", "data", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
+FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper", "n_test", "final_samples", "holdout")  # one value
 
 
 @dataclass(frozen=True)
 class SweepSpec:
     """A grid of runs: every combination of the lists (``None`` in ``kappa``: unconstrained; in
     ``n_train``: infinite data), each trained for ``steps`` steps, checkpointed every
-    ``checkpoint_every`` steps. The keys are the command line's (``sweep --help``)."""
+    ``checkpoint_every`` steps. The keys are the command line's (``sweep --help``).
+
+    ``data``: data files (``.csv`` or ``.npy``, read now: a missing or bad file is a ``ValueError``
+    here, on the driver), swept like the built-in ``target`` names; each run holds out a random
+    ``holdout`` share of the file (by its seed) as its test set and trains on the rest, so its
+    ``n_train`` must be None. :meth:`from_mapping` (the command line, spec files) drops the default
+    target when only data files are given.
+    """
 
     target: tuple[str, ...] = ("ring",)
+    data: tuple[str, ...] = ()
     kappa: tuple[float | None, ...] = (None,)
     seeds: tuple[int, ...] = (0,)
     n_train: tuple[int | None, ...] = (None,)
@@ -104,19 +121,23 @@ class SweepSpec:
     paper: bool = False
     n_test: int = _DEFAULTS.n_test
     final_samples: int = FINAL_EVAL_SAMPLES
+    holdout: float = 0.2
     _runs: tuple[RunSpec, ...] = field(init=False, repr=False, compare=False)
+    _points: dict[str, Any] = field(init=False, repr=False, compare=False)  # data file -> its points (numpy)
 
     def __post_init__(self) -> None:
         from .targets import TARGETS
 
         for name in GRID_KEYS:
             values = tuple(getattr(self, name))
-            if not values:
+            if not values and name not in ("target", "data"):
                 raise ValueError(f"{name}: the grid is empty (give at least one value)")
             twice = next((v for i, v in enumerate(values) if v in values[:i]), _UNSET)
             if twice is not _UNSET:
                 raise ValueError(f"{name}: {twice!r} is given twice")
             object.__setattr__(self, name, values)
+        if not self.target and not self.data:
+            raise ValueError("target: the grid is empty (give at least one target or data file)")
         if not isinstance(self.paper, bool):
             raise TypeError(f"paper must be true or false, got {self.paper!r}")
         for name in self.target:
@@ -125,17 +146,48 @@ class SweepSpec:
         check_int("eval_every", self.eval_every, minimum=1)
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
         check_int("final_samples", self.final_samples, minimum=1)
+        sources = [(name, None, 2) for name in self.target] + self._read_data()
         runs = tuple(
             RunSpec(
                 target, kappa, seed, n_train, dt, n_steps, lr, self.steps, self.eval_every, self.paper, self.n_test,
-                self.final_samples,
+                self.final_samples, sha, dim, self.holdout,
             )
-            for target in self.target for n_train in self.n_train for dt in self.dt for n_steps in self.n_steps
+            for target, sha, dim in sources for n_train in self.n_train for dt in self.dt for n_steps in self.n_steps
             for lr in self.lr for kappa in self.kappa for seed in self.seeds
         )  # fmt: skip
         for run in runs:
             run.config()  # every value checked by TrainConfig, by name
         object.__setattr__(self, "_runs", runs)
+
+    def _read_data(self) -> list[tuple[str, str, int]]:
+        """Read and check every data file (kept for :meth:`points`): (path, hash of its points, dim)."""
+        import numpy as np
+
+        from .targets import load_points, split_points
+
+        points: dict[str, Any] = {}
+        sources = []
+        if self.data and any(n is not None for n in self.n_train):
+            raise ValueError("n_train: a data file's training set is its own rows (less the held-out share); "
+                             "give n_train none (or leave it out) when sweeping over data files")  # fmt: skip
+        for path in self.data:
+            if not isinstance(path, str):
+                raise TypeError(f"data: expected file paths, got {path!r}")
+            try:
+                rows = load_points(path)
+                split_points(rows, self.holdout, 0)  # the holdout is a share that leaves training points
+            except ValueError as err:
+                raise ValueError(f"data: {err}") from None
+            array = np.ascontiguousarray(rows.numpy())
+            points[path] = array
+            digest = hashlib.sha256(str(array.shape).encode() + array.tobytes()).hexdigest()
+            sources.append((path, digest, array.shape[1]))
+        object.__setattr__(self, "_points", points)
+        return sources
+
+    def points(self, run: RunSpec) -> Any:
+        """The points of ``run``'s data file (a numpy array), or None for a built-in target."""
+        return self._points.get(run.target) if run.data_sha256 is not None else None
 
     @property
     def runs(self) -> tuple[RunSpec, ...]:
@@ -147,9 +199,11 @@ class SweepSpec:
 
     @classmethod
     def from_mapping(cls, data: dict[str, Any], source: str = "spec") -> SweepSpec:
-        """A spec from a TOML/JSON table with the command line's names (``target``, ``kappa``,
-        ``seeds``, ``n_train``, ``dt``, ``n_steps``, ``lr``: a value or a list, ``"none"`` for
-        None; ``steps``, ``eval_every``, ``checkpoint_every``, ``paper``: one value each)."""
+        """A spec from a TOML/JSON table with the command line's names (``target``, ``data``,
+        ``kappa``, ``seeds``, ``n_train``, ``dt``, ``n_steps``, ``lr``: a value or a list,
+        ``"none"`` for None; ``steps``, ``eval_every``, ``checkpoint_every``, ``paper``,
+        ``n_test``, ``final_samples``, ``holdout``: one value each). Data files without a
+        ``target`` sweep the files alone."""
         unknown = sorted(set(data) - set(GRID_KEYS) - set(FIXED_KEYS))
         if unknown:
             raise ValueError(f"{source}: unknown key(s) {unknown}; known: {sorted(GRID_KEYS + FIXED_KEYS)}")
@@ -160,6 +214,8 @@ class SweepSpec:
                 values[key] = tuple(None if isinstance(v, str) and v.lower() == "none" else v for v in items)
             else:
                 values[key] = value
+        if values.get("data") and "target" not in values:
+            values["target"] = ()
         try:
             return cls(**values)
         except (TypeError, ValueError) as err:
@@ -199,22 +255,34 @@ class Segment:
     node: str = ""  # where the segment ran (host name, or Ray node IP)
 
 
-def train_segment(run: RunSpec, checkpoint: bytes | None, until: int, threads: int = 1) -> Segment:
+def train_segment(run: RunSpec, checkpoint: bytes | None, until: int, points: Any = None, threads: int = 1) -> Segment:
     """Train ``run`` from ``checkpoint`` (None: from scratch) up to step ``until`` on ``threads``
     torch threads; when the run ends (its last step, or a divergence that stops it), with its
-    summary (:func:`~ehflow_core.reporting.summarise`)."""
+    summary (:func:`~ehflow_core.reporting.summarise`). ``points``: a data-file run's points (the
+    driver sends them: workers need not see the file)."""
     import torch
 
     from .checkpoint import checkpoint_bytes, load_trainer
     from .reporting import summarise
-    from .targets import make_target
+    from .targets import DataTarget, make_target, split_points
     from .training import Trainer
 
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)  # the same on every backend: sums, and so records, do not depend on where
     try:
-        target = make_target(run.target)
-        trainer = load_trainer(checkpoint, target) if checkpoint else Trainer(run.config(), target)
+        data: dict[str, Any] = {}
+        if run.data_sha256 is None:
+            target = make_target(run.target)
+        elif points is None:
+            raise ValueError(f"{run.target}: a data-file run needs its points")
+        else:
+            train, test = split_points(torch.as_tensor(points), run.holdout, run.seed)
+            target = DataTarget(train, name=Path(run.target).stem, description=f"points from {run.target}")
+            data = {"train_data": train, "test_data": test}
+        if checkpoint:
+            trainer = load_trainer(checkpoint, target, **data)
+        else:
+            trainer = Trainer(run.config(), target, **data)
         records = list(trainer.train(more_steps=max(until - trainer.step, 0)))
         diverged = next((r for r in records if r.event == "diverged"), None)
         status = None
@@ -253,8 +321,8 @@ class LocalBackend:
         self.pool = ProcessPoolExecutor(self.capacity, mp_context=context) if self.capacity > 1 else None
         self.pending: dict[Any, str] = {}  # a future (or, in this process, the job) -> its run's key
 
-    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
-        job = (run, checkpoint, until)
+    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int, points: Any = None) -> None:
+        job = (run, checkpoint, until, points)
         self.pending[self.pool.submit(train_segment, *job) if self.pool else job] = key
 
     def next_done(self) -> tuple[str, Segment | BaseException]:
@@ -297,9 +365,15 @@ class RayBackend:
         self.capacity = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         self.task = self.ray.remote(num_cpus=1, max_retries=retries)(train_segment)
         self.pending: dict[Any, str] = {}
+        self.stored: dict[int, Any] = {}  # id of a data file's points -> their object ref
 
-    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int) -> None:
-        self.pending[self.task.remote(run, checkpoint, until)] = key
+    def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int, points: Any = None) -> None:
+        if points is not None:  # in Ray's object store once, not once per segment
+            ref = self.stored.get(id(points))
+            if ref is None:
+                ref = self.stored[id(points)] = self.ray.put(points)
+            points = ref
+        self.pending[self.task.remote(run, checkpoint, until, points)] = key
 
     def next_done(self) -> tuple[str, Segment | BaseException]:
         ready, _ = self.ray.wait(list(self.pending), num_returns=1)
@@ -403,7 +477,8 @@ def run_sweep(
             while waiting and len(backend.pending) < backend.capacity:
                 key = waiting.pop(0)
                 checkpoint, step = _checkpoint(out, key)
-                backend.submit(key, runs[key], checkpoint, min(step + spec.checkpoint_every, runs[key].steps))
+                until = min(step + spec.checkpoint_every, runs[key].steps)
+                backend.submit(key, runs[key], checkpoint, until, spec.points(runs[key]))
                 status.started(key)
             key, result = backend.next_done()
             if isinstance(result, BaseException):
@@ -545,7 +620,8 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
     (out / "curves").mkdir(exist_ok=True)
     for (target, n_train, dt, n_steps, lr), curves in groups.items():
         data = "infinite data" if n_train is None else f"{n_train} points"
-        name = f"{target}_{'inf' if n_train is None else n_train}_dt{dt:g}_steps{n_steps}_lr{lr:g}".replace(".", "p")
+        source = re.sub(r"[^A-Za-z0-9_-]+", "_", target)  # a data file's path: one safe name
+        name = f"{source}_{'inf' if n_train is None else n_train}_dt{dt:g}_steps{n_steps}_lr{lr:g}".replace(".", "p")
         estimators = next(r for r in runs if r.target == target).config().estimators
         title = f"{target}, {data}, dt {dt:g}, {n_steps} leapfrog steps, lr {lr:g}: L_K across κ"
         written += write_figure(curves_figure(curves, title=title, **estimators), out / "curves" / name)

@@ -315,6 +315,16 @@ class DataLimits:
     max_dim: int = 16
 
 
+def split_points(points: Tensor, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
+    """``(train, test)``: a random ``holdout`` share of ``points`` (at least one row) held out as the
+    test set, the same for the same ``seed``."""
+    n_test = max(1, int(round(holdout * len(points))))
+    if not 0 < holdout < 1 or n_test >= len(points):
+        raise ValueError(f"holdout: expected a share in (0, 1) that leaves training points, got {holdout!r}")
+    perm = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))
+    return points[perm[n_test:]], points[perm[:n_test]]
+
+
 def load_points(path: str | Path, limits: DataLimits = DataLimits()) -> Tensor:
     """Load an (n, d) array of points from a ``.csv`` (optional header row) or ``.npy`` file.
 

@@ -13,6 +13,7 @@ import threading
 import time
 
 import pytest
+import torch
 
 from bench.sweep import kill_first_worker
 from ehflow_core import experiments
@@ -168,6 +169,47 @@ def test_reproduce_fig2a_on_a_backend_is_a_sweep_with_each_kappa_paired_against_
 )
 def test_reproduce_refuses_a_backend_it_cannot_use_in_one_line(argv, message, capsys, tmp_path):
     assert main([*argv, "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_a_sweep_over_a_data_file_sends_its_points_with_the_runs(tmp_path):
+    import numpy as np
+
+    from ehflow_core.targets import make_target
+
+    points = make_target("two_moons").sample(300, torch.Generator().manual_seed(0), dtype=torch.float64).numpy()
+    data = tmp_path / "moons.csv"
+    np.savetxt(data, points, delimiter=",", header="x,y", comments="")
+    spec = SweepSpec.from_mapping({"data": [str(data)], "kappa": [0.01, "none"], "steps": 6, "eval_every": 3,
+                                   "checkpoint_every": 3, "final_samples": 8, "holdout": 0.25})  # fmt: skip
+    assert [run.target for run in spec.runs] == [str(data)] * 2  # the files alone: no default target
+    data.rename(tmp_path / "elsewhere.csv")  # read once, on the driver: the workers never open it
+    rows = run_sweep(spec, tmp_path / "out", LocalBackend(workers=2), stream=None)
+    assert [r["status"] for r in rows] == ["finished"] * 2
+    assert all(r["gap_nats"] is None and np.isfinite(r["test_log_likelihood"]) for r in rows)  # no exact density
+    summary = json.loads((tmp_path / "out" / "runs" / spec.runs[0].key / "summary.json").read_text())
+    assert summary["n_test"] == 75  # a quarter of the file held out as the test set
+    # The same file is the same runs; other points are other runs (their folder is new).
+    (tmp_path / "elsewhere.csv").rename(data)
+    assert [r.key for r in SweepSpec.from_mapping(spec.to_mapping()).runs] == [r.key for r in spec.runs]
+    np.savetxt(data, points[:200], delimiter=",")
+    assert not {r.key for r in SweepSpec.from_mapping(spec.to_mapping()).runs} & {r.key for r in spec.runs}
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--data", "missing.csv"], "data: missing.csv: no such file"),
+        (["--data", "{data}", "--n-train", "100"], "n_train: a data file's training set is its own rows"),
+        (["--data", "{data}", "--holdout", "1.5"], "holdout: expected a share in (0, 1)"),
+    ],
+)
+def test_a_sweep_refuses_a_bad_data_file_on_the_driver_in_one_line(argv, message, capsys, tmp_path):
+    data = tmp_path / "points.csv"
+    data.write_text("\n".join(f"{i % 7},{i % 5}" for i in range(50)))
+    argv = [a.replace("{data}", str(data)) for a in argv]
+    assert main(["sweep", *argv, "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
 
