@@ -11,7 +11,10 @@ run, checkpoints every half run, 512 test points, L_32 at the end), timed:
 - **scale-out**: ``ray.cluster_utils.Cluster`` with 1 and 2 nodes of 1 CPU each, on this machine:
   runs/hour against nodes (a machine with 2 cores cannot show more than 2 nodes' worth);
 - **fault tolerance**: the Ray sweep again while the first Ray worker seen running a segment is
-  SIGKILLed: the sweep must complete, and its extra wall time is the lost segment.
+  SIGKILLed: the sweep must complete, and its extra wall time is the lost segment;
+- **batching** (``--only batching`` runs this alone): a step of one run against a step of a
+  batched ensemble of M runs (``EnsembleTrainer``), both on one torch thread, as a sweep worker
+  trains: whether a worker would gain by training several runs as one batched model.
 
 Rows go to ``--out`` (JSON) and a table to standard output.
 """
@@ -68,12 +71,52 @@ def kill_first_worker(killed: list[int], deadline_s: float = 120) -> None:
         time.sleep(0.05)
 
 
+def batching(sizes: tuple[int, ...] = (2, 4, 6, 12), steps: int = 60) -> dict[str, Any]:
+    """Seconds per step of one run and of batched ensembles of ``sizes`` runs (κ 0.01 and none ×
+    seeds), on one torch thread, the library's defaults on the ring; ``runs_per_run_time`` above 1
+    means the ensemble trains more runs per second than one run alone."""
+    import torch
+
+    from ehflow_core.ensemble import EnsembleTrainer
+    from ehflow_core.run import TrainConfig
+    from ehflow_core.targets import make_target
+    from ehflow_core.training import Trainer
+
+    torch.set_num_threads(1)
+    target, config = make_target("ring"), TrainConfig(eval_every=10**6)
+
+    def per_step(stepper: Any) -> float:
+        steps_ = stepper.train(more_steps=steps + 10)
+        for _ in range(10):  # warm-up
+            next(steps_)
+        began = time.perf_counter()
+        for _ in range(steps):
+            next(steps_)
+        return (time.perf_counter() - began) / steps
+
+    one = per_step(Trainer(config, target))
+    result: dict[str, Any] = {"one_run_seconds_per_step": one, "ensembles": {}}
+    for m in sizes:
+        configs = [config.replace(kappa=k, seed=s) for s in range(m // 2) for k in (0.01, None)]
+        seconds = per_step(EnsembleTrainer(configs, target))
+        result["ensembles"][str(m)] = {"seconds_per_step": seconds, "runs_per_run_time": m * one / seconds}
+        print(f"batched ensemble of {m}: {seconds / one:.2f}× a run's step, {m * one / seconds:.2f} runs per run-time")
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps a run")
     parser.add_argument("--seeds", type=int, default=3, help="seeds per setting")
     parser.add_argument("--out", default="bench/results/sweep.json")
+    parser.add_argument("--only", choices=("batching",), help="run this section alone (the file's others are kept)")
     args = parser.parse_args(argv)
+    if args.only == "batching":
+        out = Path(args.out)
+        kept = json.loads(out.read_text()) if out.exists() else {}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({**kept, "batching": batching()}, indent=2))
+        return
 
     import ray
     from ray.cluster_utils import Cluster
@@ -113,6 +156,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cluster of {nodes} node(s): {result['cluster'][str(nodes)]['seconds']:.1f} s", flush=True)
     one, two = (result["cluster"][k]["runs_per_hour"] for k in ("1", "2"))
     result["scaling_2_nodes"] = two / one
+    result["batching"] = batching()
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2))
