@@ -219,11 +219,20 @@ print(json.dumps({{"rss_before_training_mb": before, "peak_rss_mb": status("VmHW
 def memory(sizes: Sizes, threads: int) -> dict[str, Any]:
     """Peak resident memory while training, in a fresh process (batch 256 and 4096): the peak is
     reset after start-up, so it is training's own high-water mark over the model's set-up."""
+    probes = {  # at once: each measures its own process's memory, not time
+        f"batch_{batch}": subprocess.Popen(
+            [sys.executable, "-c", _MEMORY_PROBE.format(threads=threads, batch=batch, steps=sizes.memory_steps)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for batch in (256, 4096)
+    }
     out = {}
-    for batch in (256, 4096):
-        code = _MEMORY_PROBE.format(threads=threads, batch=batch, steps=sizes.memory_steps)
-        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-        out[f"batch_{batch}"] = json.loads(done.stdout.strip().splitlines()[-1])
+    for name, probe in probes.items():
+        stdout, _ = probe.communicate()
+        if probe.returncode != 0:
+            raise RuntimeError(f"the memory probe ({name}) failed with exit code {probe.returncode}")
+        out[name] = json.loads(stdout.strip().splitlines()[-1])
     return out
 
 

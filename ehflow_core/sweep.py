@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -322,14 +323,14 @@ class LocalBackend:
         self.pending: dict[Any, str] = {}  # a future (or, in this process, the job) -> its run's key
 
     def submit(self, key: str, run: RunSpec, checkpoint: bytes | None, until: int, points: Any = None) -> None:
-        job = (run, checkpoint, until, points)
-        self.pending[self.pool.submit(train_segment, *job) if self.pool else job] = key
+        job = functools.partial(train_segment, run, checkpoint, until, points)  # hashable, by identity
+        self.pending[self.pool.submit(job) if self.pool else job] = key
 
     def next_done(self) -> tuple[str, Segment | BaseException]:
         if self.pool is None:  # one job at a time, run here when its result is asked for
             job, key = self.pending.popitem()
             try:
-                return key, train_segment(*job)
+                return key, job()
             except Exception as err:
                 return key, err
         done: set = set()

@@ -47,3 +47,28 @@ def wait_until(predicate, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.05)
     return False
+
+
+def start_local_ray():
+    """Ray, connected to a local instance of 2 CPUs (this process its driver), started now unless
+    one is running (~6 s): one instance serves the session's Ray tests, but a test that needs a
+    cluster of its own (``test_sweep.py``) shuts it down, and the next user starts it again."""
+    import ray  # in requirements-dev.txt: a missing Ray fails, it does not skip
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    return ray
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Shuts the session's local Ray instance down at the end (see :func:`start_local_ray`)."""
+    yield
+    import ray
+
+    ray.shutdown()
+
+
+@pytest.fixture
+def local_ray(ray_session):
+    return start_local_ray()

@@ -1,7 +1,8 @@
 """The dashboard's runs on a Ray cluster (``EHFLOW_RAY_ADDRESS``): the same run handle, the same
 records, a dead actor reported, bad addresses refused, and no Ray at all without an address.
 
-A local Ray instance (~6 s) starts once for the module: it is marked slow. The browser test of
+The session's local Ray instance (``conftest.start_local_ray``, ~6 s to start) hosts the actors: the module is
+marked slow. The browser test of
 the dashboard on Ray is in ``test_browser.py``.
 """
 
@@ -13,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import start_local_ray, wait_until
 
 from dashboard import live, live_chart
 from dashboard.live import LiveRun, Pool
@@ -29,17 +30,12 @@ def patient_heartbeat(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def ray_pool():
-    """A pool of Ray actors on a local two-CPU Ray instance (this process is its driver)."""
-    import ray  # in requirements-dev.txt: a missing Ray fails, it does not skip
-
-    if ray.is_initialized():
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+def ray_pool(ray_session):
+    """A pool of Ray actors on the session's local two-CPU Ray instance (this process is its driver)."""
+    start_local_ray()
     made = Pool(ray_address="auto")
     yield made
     made.close()
-    ray.shutdown()
 
 
 @pytest.fixture
@@ -81,14 +77,12 @@ def test_a_run_on_ray_gives_the_local_pools_records_and_a_checkpoint(on_ray, mon
         local_pool.close()
 
 
-def test_a_dead_actor_stops_its_runs_with_the_reason_and_the_next_run_gets_a_new_one(on_ray):
-    import ray
-
+def test_a_dead_actor_stops_its_runs_with_the_reason_and_the_next_run_gets_a_new_one(on_ray, local_ray):
     run = _run()
     run.play()
     assert wait_until(lambda: run.view().step > 0, timeout=120)
     (host,) = [w for w in on_ray.workers if run.id in w.runs]
-    ray.kill(host.actor)  # as a node's loss would
+    local_ray.kill(host.actor)  # as a node's loss would
     assert wait_until(lambda: run.state == "stopped", timeout=30)
     assert "The training actor on the Ray cluster died" in (run.view().message or "")
     assert not run.worker_alive and on_ray.stats()["training"] == 0

@@ -1,7 +1,7 @@
 """Sweeps (``ehflow_core.sweep``): the grid, the local and Ray backends, resuming, failures.
 
-The Ray tests start a local Ray instance (~5 s) once, and a two-node cluster once: the module is
-marked slow.
+The Ray tests use the session's local Ray instance (``local_ray``) and start a two-node cluster
+once: the module is marked slow.
 """
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def test_a_stopped_sweep_resumes_from_its_checkpoints_with_the_same_records(loca
 def test_reproduce_fig2a_on_a_backend_is_a_sweep_with_each_kappa_paired_against_none(tmp_path, monkeypatch, capsys):
     tiny = Fig2aSize(steps=10, kappas=(0.01,), n_train=100, seeds=2, eval_every=10, n_test=128, final_samples=8)
     monkeypatch.setitem(experiments.FIG2A, "quick", tiny)
-    argv = ["reproduce", "fig2a", "--quick", "--backend", "local", "--workers", "2", "--out", str(tmp_path)]
+    argv = ["reproduce", "fig2a", "--quick", "--backend", "local", "--workers", "1", "--out", str(tmp_path)]
     assert main(argv) == 0
     rows = list(csv.DictReader(io.StringIO((tmp_path / "results.csv").read_text())))
     assert len(rows) == 8 and {r["status"] for r in rows} == {"finished"}  # 2 κ × 2 regimes × 2 seeds
@@ -185,7 +185,7 @@ def test_a_sweep_over_a_data_file_sends_its_points_with_the_runs(tmp_path):
                                    "checkpoint_every": 3, "final_samples": 8, "holdout": 0.25})  # fmt: skip
     assert [run.target for run in spec.runs] == [str(data)] * 2  # the files alone: no default target
     data.rename(tmp_path / "elsewhere.csv")  # read once, on the driver: the workers never open it
-    rows = run_sweep(spec, tmp_path / "out", LocalBackend(workers=2), stream=None)
+    rows = run_sweep(spec, tmp_path / "out", LocalBackend(workers=1), stream=None)
     assert [r["status"] for r in rows] == ["finished"] * 2
     assert all(r["gap_nats"] is None and np.isfinite(r["test_log_likelihood"]) for r in rows)  # no exact density
     summary = json.loads((tmp_path / "out" / "runs" / spec.runs[0].key / "summary.json").read_text())
@@ -282,16 +282,7 @@ def test_the_sweep_command_answers_bad_input_in_one_line(argv, message, capsys, 
 
 
 # -- Ray -------------------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def ray_instance():
-    import ray  # in requirements-dev.txt: a missing Ray fails, it does not skip
-
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-    yield ray
-    ray.shutdown()
-
-
-def test_ray_gives_the_local_backends_records(local_sweep, ray_instance, tmp_path):
+def test_ray_gives_the_local_backends_records(local_sweep, local_ray, tmp_path):
     spec, reference, local_rows = local_sweep
     backend = make_backend("ray")
     assert isinstance(backend, RayBackend) and backend.capacity == 2 and not backend.started
@@ -301,7 +292,7 @@ def test_ray_gives_the_local_backends_records(local_sweep, ray_instance, tmp_pat
     assert [{k: r[k] for k in same} for r in rows] == [{k: r[k] for k in same} for r in local_rows]
 
 
-def test_killing_a_ray_worker_mid_run_costs_one_segment_and_the_sweep_completes(local_sweep, ray_instance, tmp_path):
+def test_killing_a_ray_worker_mid_run_costs_one_segment_and_the_sweep_completes(local_sweep, local_ray, tmp_path):
     spec, reference, _ = local_sweep
     killed: list[int] = []
     killer = threading.Thread(target=kill_first_worker, args=(killed, 60))
