@@ -14,8 +14,8 @@ learning rate change, else after ``FEED_WAIT`` seconds with the readouts alone. 
 drawn with ``Plotly.react``; when it differs from the drawn one only in its images (a map panel
 built with ``raster=True``) the chart swaps the images alone (``Plotly.relayout``), and an
 unchanged figure is not redrawn. Every request is also the page's heartbeat for its run and asks
-for the next snapshot. plotly.js is served by the server's own route from the installed plotly
-package (nothing is written into the source tree), so the page works offline.
+for the next snapshot. plotly.js (its "basic" bundle, vendored in ``dashboard/vendor/``) is served
+by the server's own route (nothing is written into the source tree), so the page works offline.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import plotly
 import streamlit as st
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -42,7 +41,10 @@ if TYPE_CHECKING:
     from dashboard.settings import Settings
     from ehflow_core.figures import Spec
 
-PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+# plotly.js's "basic" bundle (scatter, bar, pie, and the layout's images and shapes: all the live
+# panel draws), a quarter of the size of the full bundle plotly.py ships, so the browser has less
+# to parse before the first chart (docs/dashboard.md). MIT licensed, vendored with its licence.
+PLOTLY_JS = Path(__file__).with_name("vendor") / "plotly-basic.min.js"
 PLOTLY_SRC = "api/plotly.min.js"  # the route that serves it, relative to the page
 FEED = "api/live"
 POOL = "api/pool"
@@ -74,7 +76,7 @@ _component = st.components.v2.component(
 
 # -- the page's side -----------------------------------------------------------------------------
 def preload_plotly() -> None:
-    """Start loading plotly.js (3.5 MB) in the browser now, before the first chart needs it."""
+    """Start loading plotly.js (1.2 MB) in the browser now, before the first chart needs it."""
     _component(data={"preload": True, "src": PLOTLY_SRC}, key="plotly_preload", height=0)
 
 
@@ -119,7 +121,7 @@ async def pool_status(request: Request) -> Response:
 
 
 async def plotly_js(request: Request) -> Response:
-    """``GET /api/plotly.min.js``: the installed plotly package's plotly.js (cached by the browser for a day)."""
+    """``GET /api/plotly.min.js``: the vendored plotly.js basic bundle (cached by the browser for a day)."""
     return FileResponse(PLOTLY_JS, media_type="text/javascript", headers={"Cache-Control": "public, max-age=86400"})
 
 
