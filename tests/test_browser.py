@@ -64,6 +64,19 @@ def _metric(page: Page, label: str) -> str:
     return _metric_value(page, label).inner_text()
 
 
+def _training_page(browser, url: str) -> Page:
+    """A new tab on the dashboard, its run training (Train pressed, the state says so)."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(url)
+    expect(_sidebar_button(page, "Train")).to_be_enabled()
+    _sidebar_button(page, "Train").click()
+    expect(_metric_value(page, "State")).to_have_text("training")
+    return page
+
+
+VERSIONS = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.version || 0))"
+
+
 def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     first = browser.new_page(viewport={"width": 1400, "height": 2300})
     first.goto(server.url)
@@ -159,22 +172,17 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
 
 
 def test_a_hidden_tab_draws_nothing_keeps_training_and_catches_up_when_shown(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
-    page.goto(server.url)
-    expect(_sidebar_button(page, "Train")).to_be_enabled()
-    _sidebar_button(page, "Train").click()
-    expect(_metric_value(page, "State")).to_have_text("training")
-    versions = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.version || 0))"
-    page.wait_for_function(f"{versions}.every(v => v > 0)")
+    page = _training_page(browser, server.url)
+    page.wait_for_function(f"{VERSIONS}.every(v => v > 0)")
     page.evaluate(SET_HIDDEN, True)  # as when the user switches to another tab
     page.wait_for_timeout(1000)  # a drawing under way when the tab hid may finish
-    hidden_versions, hidden_step = page.evaluate(versions), int(_metric(page, "Step").replace(",", ""))
+    hidden_versions, hidden_step = page.evaluate(VERSIONS), int(_metric(page, "Step").replace(",", ""))
     page.wait_for_timeout(3000)
-    assert page.evaluate(versions) == hidden_versions  # nothing drawn while hidden
+    assert page.evaluate(VERSIONS) == hidden_versions  # nothing drawn while hidden
     assert int(_metric(page, "Step").replace(",", "")) > hidden_step + 10  # the readouts and the training go on
     assert _metric(page, "State") == "training"
     page.evaluate(SET_HIDDEN, False)
-    page.wait_for_function(f"{versions}.every(v => v > {max(hidden_versions)})", timeout=10_000)  # caught up
+    page.wait_for_function(f"{VERSIONS}.every(v => v > {max(hidden_versions)})", timeout=10_000)  # caught up
     _sidebar_button(page, "Pause").click()
     page.close()
 
@@ -198,11 +206,7 @@ def test_closed_tabs_runs_are_freed_soon_and_the_server_answers_meanwhile(server
     without blocking the event loop (the health check answers all along)."""
     pages = []
     for _ in range(2):
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.goto(server.url)
-        _sidebar_button(page, "Train").click()
-        expect(_metric_value(page, "State")).to_have_text("training")
-        pages.append(page)
+        pages.append(_training_page(browser, server.url))
     assert _pool(server.url)["training"] >= 2
     for page in pages:
         page.close()
@@ -227,11 +231,7 @@ def _pool(url: str) -> dict:
 
 @pytest.mark.skipif(not Path("/proc").exists(), reason="finds the training processes through /proc")
 def test_a_training_process_that_dies_is_reported_and_the_buttons_follow(server, browser):
-    page = browser.new_page(viewport={"width": 1400, "height": 1400})
-    page.goto(server.url)
-    expect(_sidebar_button(page, "Train")).to_be_enabled()
-    _sidebar_button(page, "Train").click()
-    expect(_metric_value(page, "State")).to_have_text("training")
+    page = _training_page(browser, server.url)
     for pid in _workers(server.pid):  # the pool's processes, this page's among them
         os.kill(pid, signal.SIGKILL)  # as the OS would (out of memory, say)
     expect(page.get_by_text("The training process ended")).to_be_visible()
@@ -278,13 +278,8 @@ def test_the_dashboard_on_a_ray_cluster_trains_and_draws(browser, local_ray):
     always, and the server starts no training process of its own."""
     address = local_ray.get_runtime_context().gcs_address
     with serve(env={"EHFLOW_RAY_ADDRESS": address}) as own:
-        page = browser.new_page(viewport={"width": 1400, "height": 1400})
-        page.goto(own.url)
-        expect(_sidebar_button(page, "Train")).to_be_enabled()
-        _sidebar_button(page, "Train").click()
-        expect(_metric_value(page, "State")).to_have_text("training")
-        versions = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.version || 0))"
-        page.wait_for_function(f"{versions}.every(v => v > 1)")  # every chart redrawn from the trained model
+        page = _training_page(browser, own.url)
+        page.wait_for_function(f"{VERSIONS}.every(v => v > 1)")  # every chart redrawn from the trained model
         page.wait_for_function(
             "() => { const m = Array.from(document.querySelectorAll('[data-testid=ehflowMetric]'))"
             ".find(e => e.innerText.includes('Step')); return m && Number(m.querySelector('.ehflow-metric-value')"
