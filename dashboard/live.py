@@ -10,7 +10,9 @@ holds its GIL, so the controls stay responsive while runs train.
 The pool (``EHFLOW_WORKERS`` processes, default one per core) shares its processes' time fairly
 between the runs that train (:mod:`dashboard.worker`), and admits at most ``EHFLOW_MAX_RUNS``
 training runs at once (default four per process); a run over the limit waits in line, told its
-place, and starts when one ends.
+place, and starts when one ends. With ``EHFLOW_RAY_ADDRESS`` set, the pool's hosts are Ray actors
+on that cluster (:class:`_RayWorker`, each a :class:`~dashboard.worker.ActorHost`) instead of
+processes of this machine, behind the same handle; without it Ray is never imported.
 
 Lifetimes: Reset starts a new run in the same slot. A run is freed (its memory returned in its
 process) when the page closes it, when its session's tab has been gone ``FREE_AFTER`` seconds (the
