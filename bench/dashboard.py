@@ -1,6 +1,7 @@
 """Dashboard benchmark: a real browser against `streamlit run`, measuring what a user feels.
 
     python -m bench.dashboard [--seconds 60] [--memory-seconds 600] [--out bench/results/dashboard.json]
+    python -m bench.dashboard --ray ...   (the runs in Ray actors: a local Ray instance of 2 CPUs)
 
 Measures: server launch → usable page (in a browser already open: the Train button and every
 chart drawn); Train → the first chart of a snapshot taken after it; refreshes per second of each
@@ -73,7 +74,7 @@ def headless_steps_per_s(seconds: float) -> float:
     return (trainer.step - steps) / (time.perf_counter() - start)
 
 
-def run(seconds: float, memory_seconds: float) -> dict:
+def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None) -> dict:
     from playwright.sync_api import sync_playwright
 
     result: dict = {}
@@ -87,7 +88,7 @@ def run(seconds: float, memory_seconds: float) -> dict:
         page = browser.new_page(viewport={"width": 1400, "height": 2300})
         launched = time.perf_counter()
         try:
-            with serve() as server:
+            with serve(env=env) as server:
                 page.goto(server.url)
                 sidebar = page.get_by_test_id("stSidebarUserContent")
                 # Usable: the Train button and every chart drawn (not just the charts' empty boxes).
@@ -176,15 +177,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=60.0, help="how long to sample refreshes")
     parser.add_argument("--memory-seconds", type=float, default=600.0, help="how long to watch memory")
-    parser.add_argument("--out", default="bench/results/dashboard.json")
+    parser.add_argument("--out", help="default: bench/results/dashboard.json (dashboard_ray.json with --ray)")
+    parser.add_argument(
+        "--ray", action="store_true",
+        help="start a local Ray instance (2 CPUs) and the server with EHFLOW_RAY_ADDRESS pointing at it: the runs "
+        "train in Ray actors (the server's RSS then excludes them: they are the raylet's children)",
+    )  # fmt: skip
     args = parser.parse_args()
+    env = None
+    if args.ray:
+        import ray
+
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        env = {"EHFLOW_RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     result = {
-        "benchmark": "dashboard",
+        "benchmark": "dashboard" + (" on Ray" if args.ray else ""),
         "when": time.strftime("%Y-%m-%d %H:%M"),
         "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (browser on the same cores)",
-        **run(args.seconds, args.memory_seconds),
+        **run(args.seconds, args.memory_seconds, env),
     }
-    out = Path(args.out)
+    out = Path(args.out or f"bench/results/dashboard{'_ray' if args.ray else ''}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     for key, value in result.items():
