@@ -49,6 +49,15 @@ def wait_until(predicate, timeout: float = 60.0) -> bool:
     return False
 
 
+def as_server_pool(pool, monkeypatch):
+    """``pool`` as the dashboard server's pool for one test, with no run left from another test."""
+    from dashboard import live
+
+    monkeypatch.setattr(live, "_pool", pool)
+    assert wait_until(lambda: pool.stats()["runs"] == 0, timeout=30)
+    return pool
+
+
 def start_local_ray():
     """Ray, connected to a local instance of 2 CPUs (this process its driver), started now unless
     one is running (~6 s): one instance serves the session's Ray tests, but a test that needs a

@@ -12,7 +12,7 @@ import sys
 import time
 
 import pytest
-from conftest import wait_until
+from conftest import as_server_pool, wait_until
 from starlette.requests import Request
 
 from dashboard import live, live_chart
@@ -39,9 +39,7 @@ def shared_pool():
 @pytest.fixture
 def one_process(shared_pool, monkeypatch):
     """The module's pool as the server's, with no run left over from another test."""
-    monkeypatch.setattr(live, "_pool", shared_pool)
-    assert wait_until(lambda: shared_pool.stats()["runs"] == 0, timeout=30)
-    yield shared_pool
+    return as_server_pool(shared_pool, monkeypatch)
 
 
 def _run(session_alive=None, **changes) -> LiveRun:

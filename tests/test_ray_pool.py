@@ -14,7 +14,7 @@ import sys
 import time
 
 import pytest
-from conftest import start_local_ray, wait_until
+from conftest import as_server_pool, start_local_ray, wait_until
 
 from dashboard import live, live_chart
 from dashboard.live import LiveRun, Pool
@@ -40,9 +40,7 @@ def ray_pool(ray_session):
 
 @pytest.fixture
 def on_ray(ray_pool, monkeypatch):
-    monkeypatch.setattr(live, "_pool", ray_pool)
-    assert wait_until(lambda: ray_pool.stats()["runs"] == 0, timeout=30)
-    return ray_pool
+    return as_server_pool(ray_pool, monkeypatch)
 
 
 def _run(**changes) -> LiveRun:
