@@ -22,6 +22,7 @@ Rows go to ``--out`` (JSON) and a table to standard output.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -71,12 +72,14 @@ def kill_first_worker(killed: list[int], deadline_s: float = 120) -> None:
         time.sleep(0.05)
 
 
-def batching(sizes: tuple[int, ...] = (2, 4, 6, 12), steps: int = 60) -> dict[str, Any]:
+def batching(sizes: tuple[int, ...] = (2, 4, 6, 12)) -> dict[str, Any]:
     """Seconds per step of one run and of batched ensembles of ``sizes`` runs (κ 0.01 and none ×
-    seeds), on one torch thread, the library's defaults on the ring; ``runs_per_run_time`` above 1
-    means the ensemble trains more runs per second than one run alone."""
+    seeds), on one torch thread, the library's defaults on the ring (``bench.speed``'s interleaved
+    median timing); ``runs_per_run_time`` above 1 means the ensemble trains more runs per second
+    than one run alone."""
     import torch
 
+    from bench.speed import SMOKE, _median_rate
     from ehflow_core.ensemble import EnsembleTrainer
     from ehflow_core.run import TrainConfig
     from ehflow_core.targets import make_target
@@ -84,21 +87,15 @@ def batching(sizes: tuple[int, ...] = (2, 4, 6, 12), steps: int = 60) -> dict[st
 
     torch.set_num_threads(1)
     target, config = make_target("ring"), TrainConfig(eval_every=10**6)
-
-    def per_step(stepper: Any) -> float:
-        steps_ = stepper.train(more_steps=steps + 10)
-        for _ in range(10):  # warm-up
-            next(steps_)
-        began = time.perf_counter()
-        for _ in range(steps):
-            next(steps_)
-        return (time.perf_counter() - began) / steps
-
-    one = per_step(Trainer(config, target))
-    result: dict[str, Any] = {"one_run_seconds_per_step": one, "ensembles": {}}
+    runs = {"1": Trainer(config, target).train()}
     for m in sizes:
         configs = [config.replace(kappa=k, seed=s) for s in range(m // 2) for k in (0.01, None)]
-        seconds = per_step(EnsembleTrainer(configs, target))
+        runs[str(m)] = EnsembleTrainer(configs, target).train()
+    rates = _median_rate(runs, dataclasses.replace(SMOKE, warmup=5, steps=15, reps=3))
+    one = 1 / rates["1"]
+    result: dict[str, Any] = {"one_run_seconds_per_step": one, "ensembles": {}}
+    for m in sizes:
+        seconds = 1 / rates[str(m)]
         result["ensembles"][str(m)] = {"seconds_per_step": seconds, "runs_per_run_time": m * one / seconds}
         print(f"batched ensemble of {m}: {seconds / one:.2f}× a run's step, {m * one / seconds:.2f} runs per run-time")
     return result

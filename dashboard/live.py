@@ -367,6 +367,8 @@ class _RayWorker(_Host):
             raise OSError(str(err)) from err
 
     def _read(self) -> None:
+        from ehflow_core.sweep import first_line  # torch: imported by the page by now
+
         reason = "The training actor ended"
         try:
             try:
@@ -378,8 +380,7 @@ class _RayWorker(_Host):
                 for data in batch:
                     self._fold(data)
         except Exception as err:  # the actor, its node or the connection to the cluster died
-            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-            reason = f"The training actor on the Ray cluster died ({first})"
+            reason = f"The training actor on the Ray cluster died ({first_line(err, 200) or type(err).__name__})"
         self.done.set()
         try:
             self.ray.kill(self.actor)
@@ -417,7 +418,6 @@ class Pool:
         self, workers: int | None = None, max_training: int | None = None, ray_address: str | None = None
     ) -> None:
         address = ray_address or os.environ.get("EHFLOW_RAY_ADDRESS", "").strip() or None
-        self.backend = "local" if address is None else "ray"
         self.host_class: type[_Host] = _Worker
         cpus = os.cpu_count() or 1
         if address is not None:
@@ -441,6 +441,11 @@ class Pool:
         self.closed = False
         self._housekeeper = threading.Thread(target=self._housekeep, name="ehflow-pool", daemon=True)
         self._housekeeper.start()
+
+    @property
+    def backend(self) -> str:
+        """Where the runs train: "local" (processes of this machine) or "ray"."""
+        return "ray" if self.host_class is _RayWorker else "local"
 
     # -- processes -------------------------------------------------------------------------------
     def prestart(self) -> None:

@@ -365,25 +365,14 @@ def _list(kind: Callable[[str], Any], none: bool = False) -> Callable[[str], lis
 
 def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:
     """``sweep``: the grid from --spec and the flags, on the chosen backend; prints the table."""
-    from .sweep import FIXED_KEYS, GRID_KEYS, SweepSpec, make_backend, run_sweep
+    from .sweep import FIXED_KEYS, GRID_KEYS, SweepSpec, make_backend, run_and_report
 
     data = SweepSpec.from_file(args.spec).to_mapping() if args.spec else {}
     for key in GRID_KEYS + FIXED_KEYS:
         if getattr(args, key) is not None:
             data[key] = getattr(args, key)
     spec = SweepSpec.from_mapping(data, source="sweep")
-    out = Path(args.out)
-    backend = make_backend(args.backend, args.address, args.workers)
-    print(f"sweep: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/", file=sys.stderr)
-    try:
-        rows = run_sweep(spec, out, backend)
-    except KeyboardInterrupt:
-        print(f"\nsweep stopped: what finished is in {out}/; run the same command again to resume", file=sys.stderr)
-        raise
-    print((out / "table.md").read_text())
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed", "unfinished")}
-    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; wrote {out}/results.csv, table.md, table.json")
-    return rows
+    return run_and_report("sweep", spec, Path(args.out), make_backend(args.backend, args.address, args.workers))
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -407,6 +396,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = Path(args.out or f"runs/{args.figure}")
             backend = None
             if args.backend is not None:
+                if args.figure != "fig2a":  # refused before a backend starts
+                    raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {args.figure}")
                 from .sweep import make_backend
 
                 backend = make_backend(args.backend, args.address, args.workers)

@@ -23,7 +23,7 @@ import numpy as np
 from .ensemble import EnsembleTrainer
 from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
-from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_sweep
+from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_and_report
 from .targets import GaussianMixture, make_target
 from .training import Record, TrainConfig, Trainer
 
@@ -226,10 +226,7 @@ def reproduce(
         if seeds is not None:
             size = Fig2aSize(**{**asdict(size), "seeds": seeds})
         if backend is not None:
-            spec = fig2a_sweep(size, paper)
-            print(f"fig2a: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/")
-            rows = run_sweep(spec, out, backend)
-            print((out / "table.md").read_text())
+            rows = run_and_report("fig2a", fig2a_sweep(size, paper), out, backend)
             return {"rows": rows, "paired": paired_with_unconstrained(rows)}
         return reproduce_fig2a(size, out, paper)
     return reproduce_fig2b(FIG2B[mode], out, paper=paper)

@@ -164,7 +164,7 @@ class SweepSpec:
         """Read and check every data file (kept for :meth:`points`): (path, hash of its points, dim)."""
         import numpy as np
 
-        from .targets import load_points, split_points
+        from .targets import holdout_size, load_points
 
         points: dict[str, Any] = {}
         sources = []
@@ -176,7 +176,7 @@ class SweepSpec:
                 raise TypeError(f"data: expected file paths, got {path!r}")
             try:
                 rows = load_points(path)
-                split_points(rows, self.holdout, 0)  # the holdout is a share that leaves training points
+                holdout_size(self.holdout, len(rows))
             except ValueError as err:
                 raise ValueError(f"data: {err}") from None
             array = np.ascontiguousarray(rows.numpy())
@@ -392,6 +392,12 @@ class RayBackend:
             self.ray.shutdown()
 
 
+def first_line(err: BaseException, limit: int = 300) -> str:
+    """The first line of an exception's message (at most ``limit`` characters; "" when it has none):
+    Ray's and pickled errors carry whole tracebacks."""
+    return (str(err).strip().splitlines() or [""])[0][:limit]
+
+
 def connect_ray(address: str | None, num_cpus: int | None = None, setting: str = "--address") -> tuple[Any, bool]:
     """Ray, connected to the cluster at ``address`` (``"auto"``, ``"host:port"`` or
     ``"ray://host:port"``), or to a local instance started now (``address`` None; ``num_cpus``: its
@@ -411,7 +417,7 @@ def connect_ray(address: str | None, num_cpus: int | None = None, setting: str =
             log_to_driver=False, logging_level=logging.ERROR,
         )  # fmt: skip
     except (ConnectionError, RuntimeError, ValueError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        first = first_line(err, limit=10**6) or type(err).__name__
         raise ValueError(f"{setting}: cannot connect to a Ray cluster at {address!r}: {first}") from None
     return ray, True
 
@@ -483,8 +489,7 @@ def run_sweep(
                 status.started(key)
             key, result = backend.next_done()
             if isinstance(result, BaseException):
-                first = (str(result).strip().splitlines() or [""])[0][:300]
-                _write_outcome(out, key, "failed", f"{type(result).__name__}: {first}")
+                _write_outcome(out, key, "failed", f"{type(result).__name__}: {first_line(result)}")
                 status.ended(key, "failed")
                 continue
             _write_segment(out, key, result)
@@ -498,6 +503,21 @@ def run_sweep(
         status.close()
     rows = [_row(out, run) for run in spec.runs]
     write_results(out, rows, spec.runs)
+    return rows
+
+
+def run_and_report(name: str, spec: SweepSpec, out: Path, backend: Backend) -> list[dict[str, Any]]:
+    """:func:`run_sweep` for the command line (``sweep``, ``reproduce fig2a --backend``): says what
+    runs where, how to resume after Ctrl-C, then prints ``table.md`` and the runs' outcomes."""
+    print(f"{name}: {len(spec.runs)} runs on {backend.name} ({backend.capacity} at once) into {out}/", file=sys.stderr)
+    try:
+        rows = run_sweep(spec, out, backend)
+    except KeyboardInterrupt:
+        print(f"\n{name} stopped: what finished is in {out}/; run the same command again to resume", file=sys.stderr)
+        raise
+    print((out / "table.md").read_text())
+    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed", "unfinished")}
+    print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; wrote {out}/results.csv, table.md, table.json")
     return rows
 
 

@@ -315,12 +315,19 @@ class DataLimits:
     max_dim: int = 16
 
 
-def split_points(points: Tensor, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
-    """``(train, test)``: a random ``holdout`` share of ``points`` (at least one row) held out as the
-    test set, the same for the same ``seed``."""
-    n_test = max(1, int(round(holdout * len(points))))
-    if not 0 < holdout < 1 or n_test >= len(points):
+def holdout_size(holdout: float, n: int) -> int:
+    """The test rows that a ``holdout`` share of ``n`` points holds out (at least one, and fewer than
+    ``n``); ``ValueError`` for a share outside (0, 1) or one that leaves no training point."""
+    n_test = max(1, int(round(holdout * n)))
+    if not 0 < holdout < 1 or n_test >= n:
         raise ValueError(f"holdout: expected a share in (0, 1) that leaves training points, got {holdout!r}")
+    return n_test
+
+
+def split_points(points: Tensor, holdout: float, seed: int) -> tuple[Tensor, Tensor]:
+    """``(train, test)``: a random ``holdout`` share of ``points`` (:func:`holdout_size` rows) held
+    out as the test set, the same for the same ``seed``."""
+    n_test = holdout_size(holdout, len(points))
     perm = torch.randperm(len(points), generator=torch.Generator().manual_seed(seed))
     return points[perm[n_test:]], points[perm[:n_test]]
 
