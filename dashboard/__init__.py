@@ -27,9 +27,9 @@ From a click on Train to a redrawn chart::
                           feed waits on the run's event (no thread held)         take_snapshot()
                           reader thread ◀──────────────── Update(snapshot) ────  send()
                           _apply(): version += 1, wake the feed's event
-                          figures_json(): figures built once per version
-    ◀── JSON: status + charts
-    Plotly.react / swap the map pictures; ask for the next answer (before drawing)
+                          figures_for(): figures built once per version
+    ◀── JSON: status + charts (those the page has by hash, the curves' new points alone)
+    Plotly.react / swap the map pictures / Plotly.extendTraces; ask for the next answer (before drawing)
                           prebuild(): the next version's figures, while the browser draws
 
 Every live-panel request is also the run's heartbeat: with no page looking for

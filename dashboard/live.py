@@ -44,7 +44,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .protocol import (
     Beat,
@@ -686,7 +686,7 @@ class LiveRun:
         self._worker.runs[self.id] = (self._shared, self._sent)
         # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
         self.token = secrets.token_urlsafe(16)
-        self.feed_cache: tuple[int, str] | None = None  # the chart feed's figures, by version
+        self.feed_cache: Any = None  # the chart feed's figures of the latest version (live_chart.Figures)
         self.feed_lock = threading.Lock()  # one build of them at a time
         self._pool.register(self)
         self._finalizer = weakref.finalize(self, self._pool.forget, self._worker, self.id)

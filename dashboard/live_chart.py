@@ -26,6 +26,7 @@ import importlib
 import json
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -56,6 +57,8 @@ _background: set[asyncio.Task] = set()  # prebuilds; the event loop keeps only w
 # The panels, row by row: (key, height in pixels); a row of one spans the page.
 LAYOUT = [[("density", 380), ("energies", 380)], [("trajectories", 420)], [("curves", 380), ("constraint", 380)]]
 HEIGHTS = {key: height for row in LAYOUT for key, height in row}
+EXTENDABLE = ("curves", "constraint")  # line charts whose points only grow (between thinnings)
+REMEMBERED = 4  # versions of each kept per run, for the page to extend from
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
 CURVES_TITLE = "Train (dashed) and test log-likelihood"
 METRICS = [("state", "State"), ("step", "Step"), ("steps_per_s", "Steps / s"), ("test_ll", "Test log-likelihood")]
@@ -126,13 +129,16 @@ async def plotly_js(request: Request) -> Response:
 
 
 async def feed(request: Request) -> Response:
-    """``GET /api/live/<token>?since=<version>[&want=0]``: the run's readouts, and its figures once it
-    has a snapshot newer than ``since``.
+    """``GET /api/live/<token>?since=<version>[&want=0][&have=<hash>,…]``: the run's readouts, and
+    its figures once it has a snapshot newer than ``since``.
 
-    Answers ``{"version": v, "status": {...}, "charts": {key: {"figure", "frame"} | {"note"}}}``
-    as soon as the run's snapshot version passes ``since``, or its state, κ or learning rate
-    change; else ``{"version", "status"}`` after ``FEED_WAIT`` seconds. 404 for a token that names
-    no run (the session ended), 400 for a bad ``since``.
+    Answers ``{"version": v, "status": {...}, "charts": {key: chart}}`` as soon as the run's
+    snapshot version passes ``since``, or its state, κ or learning rate change; else
+    ``{"version", "status"}`` after ``FEED_WAIT`` seconds. A chart is ``{"figure", "frame",
+    "hash"}``, or ``{"note"}``; ``have`` names the figures the page has drawn (by hash), and a
+    chart among them is sent as ``{"hash"}`` alone, and a curve chart that grew from one of them
+    as its new points (``{"hash", "base", "extend"}``, :func:`extension`). 404 for a token that
+    names no run (the session ended), 400 for a bad ``since``.
     """
     run = live.find_run(request.path_params["token"])
     if run is None or not run.session_alive:  # a closed tab's run: nothing answers, nothing restarts
@@ -142,16 +148,18 @@ async def feed(request: Request) -> Response:
     except ValueError:
         got = request.query_params.get("since")
         return JSONResponse({"error": f"since must be an integer snapshot version, got {got!r}"}, 400)
+    # A hint, never an error: hashes it does not know only cost the page whole figures.
+    have = set(request.query_params.get("have", "").split(",")[: len(LAYOUT) * 2])
     # Every request asks for the next snapshot (but a hidden tab's, ``want=0``): while the browser
     # draws this answer, the worker makes the next one and the server builds its figures (prebuild).
     run.beat(want_snapshot=request.query_params.get("want", "1") != "0")
     await _wait_for_newer(run, since, run.status_key)
-    charts_json = await run_in_threadpool(figures_json, run) if run.version > since else None
-    body = {"version": run.version if charts_json is None else charts_json[0], "status": status(run)}
+    figures = await run_in_threadpool(figures_for, run) if run.version > since else None
+    body = {"version": run.version if figures is None else figures.version, "status": status(run)}
     text = json.dumps(body, separators=(",", ":"))
-    if charts_json is not None:  # spliced in as text: the figures are serialised once per version
-        text = f'{text[:-1]},"charts":{charts_json[1]}}}'
-        _background.add(task := asyncio.create_task(prebuild(run, charts_json[0])))
+    if figures is not None:  # spliced in as text: each figure is serialised once per version
+        text = f'{text[:-1]},"charts":{await run_in_threadpool(figures.answer, have)}}}'
+        _background.add(task := asyncio.create_task(prebuild(run, figures.version)))
         task.add_done_callback(_background.discard)
     return Response(text, media_type="application/json", headers=_NO_STORE)
 
@@ -161,7 +169,7 @@ async def prebuild(run: live.LiveRun, sent: int) -> None:
     request finds them ready instead of waiting for them (after FEED_WAIT, leave it to that request)."""
     await _wait_for_newer(run, sent)
     if run.version > sent:
-        await run_in_threadpool(figures_json, run)
+        await run_in_threadpool(figures_for, run)
 
 
 async def _wait_for_newer(run: live.LiveRun, since: int, status_key: tuple | None = None) -> None:
@@ -209,14 +217,16 @@ def status(run: live.LiveRun) -> dict:
     }
 
 
-def figures_json(run: live.LiveRun) -> tuple[int, str]:
-    """The latest snapshot's version and its figures as JSON, built once per version (kept on the run)."""
+def figures_for(run: live.LiveRun) -> Figures:
+    """The run's latest snapshot's figures, built once per version (kept on the run)."""
     with run.feed_lock:  # a request and a prebuild may ask at once: build once
         view = run.view()
-        cached = run.feed_cache
-        if cached is None or cached[0] != view.version:
-            charts_ = {} if view.snapshot is None else charts(view, run.primary_label, run.settings)
-            cached = run.feed_cache = (view.version, json.dumps(charts_))
+        cached: Figures | None = run.feed_cache
+        if cached is None or cached.version != view.version:
+            sent = {} if cached is None else cached.sent
+            cached = run.feed_cache = Figures(view.version, sent=sent)
+            if view.snapshot is not None:
+                cached.add(charts(view, run.primary_label, run.settings))
         return cached
 
 
@@ -243,18 +253,98 @@ def panel_specs(view: live.View, primary: str, settings: Settings, raster: bool)
     return specs
 
 
-def charts(view: live.View, primary: str, settings: Settings) -> dict[str, dict]:
-    """Each panel's ``{"figure", "frame", "hash"}`` for ``view``: ``hash`` names the figure,
-    ``frame`` all of it but its pictures. The constraint panel (of the ``primary`` run) is a
-    ``{"note"}`` instead unless ``settings`` has a constraint."""
-    from ehflow_core.figures import spec_json
-
-    out: dict[str, dict] = {"constraint": {"note": NO_CONSTRAINT}}
+def charts(view: live.View, primary: str, settings: Settings) -> dict[str, Spec | None]:
+    """Each panel's figure spec for ``view`` as the live panel draws it (``None`` for the
+    constraint panel, a note, unless ``settings`` has a constraint; of the ``primary`` run)."""
+    specs: dict[str, Spec | None] = {"constraint": None}
     for key, spec in panel_specs(view, primary, settings, raster=True).items():
         spec["layout"]["autosize"] = False
-        text = spec_json(spec)
-        out[key] = {"figure": json.loads(text), "frame": frame(spec), "hash": _digest(text)}
-    return out
+        specs[key] = spec
+    return specs
+
+
+@dataclass
+class Figures:
+    """One snapshot's figures as the feed sends them: ``texts``, each chart's JSON (``{"figure",
+    "frame", "hash"}``, or ``{"note"}``), and ``hashes``; ``sent``: the curve charts
+    (``EXTENDABLE``) of the last ``REMEMBERED`` versions by hash, ``(key, spec)``, to send the
+    next one as its new points."""
+
+    version: int
+    texts: dict[str, str] = field(default_factory=dict)
+    hashes: dict[str, str] = field(default_factory=dict)
+    sent: dict[str, tuple[str, Spec]] = field(default_factory=dict)
+
+    def add(self, specs: dict[str, Spec | None]) -> None:
+        from ehflow_core.figures import spec_json
+
+        sent = dict(self.sent)
+        for key, spec in specs.items():
+            if spec is None:
+                self.texts[key] = json.dumps({"note": NO_CONSTRAINT})
+                continue
+            text = spec_json(spec)
+            digest = self.hashes[key] = _digest(text)
+            self.texts[key] = f'{{"figure":{text},"frame":"{frame(spec)}","hash":"{digest}"}}'
+            if key in EXTENDABLE:
+                sent.pop(digest, None)
+                sent[digest] = (key, spec)
+        self.sent = dict(list(sent.items())[-REMEMBERED * len(EXTENDABLE) :])
+
+    def answer(self, have: set[str]) -> str:
+        """The charts as JSON for a page that has drawn the figures ``have`` (hashes): a chart it
+        has as ``{"hash"}``, a curve chart that grew from one it has as its new points, the rest whole."""
+        from ehflow_core.figures import spec_json
+
+        parts = []
+        for key, text in self.texts.items():
+            digest = self.hashes.get(key)
+            if digest in have:
+                text = json.dumps({"hash": digest})
+            elif key in EXTENDABLE and digest is not None:
+                base = next((h for h in have if self.sent.get(h, ("",))[0] == key), None)
+                grown = None if base is None else extension(self.sent[base][1], self.sent[digest][1])
+                if grown is not None:
+                    text = f'{{"hash":"{digest}","base":"{base}","extend":{spec_json(grown)}}}'
+            parts.append(f"{json.dumps(key)}:{text}")
+        return "{" + ",".join(parts) + "}"
+
+
+def extension(old: Spec, new: Spec) -> Spec | None:
+    """``new`` as ``old`` and what changed: per trace, ``keep``, how many of ``old``'s points
+    ``new`` starts with, and ``new``'s trace with only the points after them; ``new``'s layout;
+    ``append``: whether it is ``old`` plus points alone (the same layout and traces but for their
+    ends: ``Plotly.extendTraces``). None when the traces are not lists of points or differ in number.
+
+    A curve's history only grows between thinnings (``live.thin``), so most answers are a few points.
+    """
+    if len(old["data"]) != len(new["data"]):
+        return None
+    keep, data, append = [], [], old["layout"] == new["layout"]
+    for a, b in zip(old["data"], new["data"], strict=True):
+        if not all(isinstance(t.get(axis), list) for t in (a, b) for axis in ("x", "y")):
+            return None
+        n = min(_common(a["x"], b["x"]), _common(a["y"], b["y"]))
+        keep.append(n)
+        data.append({**b, "x": b["x"][n:], "y": b["y"][n:]})
+        same_style = {**a, "x": None, "y": None} == {**b, "x": None, "y": None}
+        append = append and same_style and n == len(a["x"]) == len(a["y"])
+    return {"keep": keep, "data": data, "layout": new["layout"], "append": append}
+
+
+def _common(a: list, b: list) -> int:
+    """The length of the longest common start of ``a`` and ``b``."""
+    n = min(len(a), len(b))
+    if a[:n] == b[:n]:
+        return n
+    lo, hi = 0, n - 1  # a[:lo] == b[:lo] and a[:hi + 1] != b[:hi + 1]
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if a[:mid] == b[:mid]:
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def frame(spec: Spec) -> str:

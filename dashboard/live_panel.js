@@ -80,13 +80,34 @@ function showStatus(root, status) {
 
 function drawChart(div, chart, version, width) {
   const t0 = performance.now();
+  let drew = true;
   if (chart.note !== undefined) {  // no figure for this panel: say why
+    drew = false;
     if (div._fullLayout) window.Plotly.purge(div);
     div.className = "ehflow-chart ehflow-note";
     div.textContent = chart.note;
     div.dataset.frame = div.dataset.hash = "";
   } else if (chart.hash === div.dataset.hash && div._fullLayout) {
     // The same figure (a curve without a new point, a paused run's maps): nothing to redraw.
+    drew = false;
+  } else if (chart.figure === undefined && (chart.base !== div.dataset.hash || !div._fullLayout)) {
+    // Sent as a change to (or as) a figure this chart does not have: ask for whole figures next.
+    throw new Error(`${div.dataset.key}: no figure ${chart.base || chart.hash} to build on`);
+  } else if (chart.extend) {  // a curve that grew: its new points alone
+    const ext = chart.extend;
+    if (ext.append) {
+      const indices = ext.data.map((_, i) => i);
+      window.Plotly.extendTraces(div, {x: ext.data.map((t) => t.x), y: ext.data.map((t) => t.y)}, indices);
+    } else {  // thinned, smoothed anew, or restyled: the points kept, then the new ones
+      const data = ext.data.map((trace, i) => ({
+        ...trace,
+        x: Array.from(div.data[i].x.slice(0, ext.keep[i])).concat(trace.x),
+        y: Array.from(div.data[i].y.slice(0, ext.keep[i])).concat(trace.y),
+      }));
+      window.Plotly.react(div, data, {...ext.layout, width}, {displayModeBar: false});
+    }
+    div.dataset.hash = chart.hash;
+    div.dataset.extends = String(Number(div.dataset.extends || 0) + 1);
   } else {
     const fig = chart.figure;
     div.dataset.hash = chart.hash;
@@ -100,6 +121,8 @@ function drawChart(div, chart, version, width) {
       window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false});
       div.dataset.frame = chart.frame;
     }
+  }
+  if (drew) {
     div.dataset.ms = String(Number(div.dataset.ms || 0) + performance.now() - t0);
     div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
   }
@@ -126,14 +149,19 @@ async function poll(root) {
     if (data.token !== token) {  // a new run: start over
       token = data.token;
       since = -1;
+      root._have = null;
       next = fetchFeed(`${data.feed}/${token}?since=${since}`);
       continue;
     }
     const fresh = body !== null && body.charts && body.version > since;
     if (fresh) since = body.version;
+    // The figures the page will have drawn by the next answer (none for a hidden tab, which
+    // draws only the latest answer, later): those come back as their hashes, curves as new points.
+    if (fresh) root._have = document.hidden ? null : hashes(body);
+    const have = root._have ? `&have=${root._have}` : "";
     // Ask for the next snapshot before drawing this one: the worker and the server make it
     // while the browser draws. A hidden tab asks for none (want=0): its run trains faster.
-    next = fetchFeed(`${data.feed}/${token}?since=${since}&want=${document.hidden ? 0 : 1}`);
+    next = fetchFeed(`${data.feed}/${token}?since=${since}&want=${document.hidden ? 0 : 1}${have}`);
     if (body === null) continue;
     try {
       showStatus(root, body.status);
@@ -152,6 +180,10 @@ async function poll(root) {
       console.error("ehflow: live panel update failed", err);
     }
   }
+}
+
+function hashes(body) {
+  return Object.values(body.charts).map((chart) => chart.hash).filter((hash) => hash).join(",");
 }
 
 function draw(root, body) {  // one drawing at a time, in order
@@ -174,6 +206,7 @@ async function drawAll(root, body) {
     } catch (err) {  // one chart's failure must not stop the others
       console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
       div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
+      root._have = null;  // whole figures from the next request on
     }
     await sleep(0);  // let the page handle input between charts
   }

@@ -74,6 +74,22 @@ def _training_page(browser, url: str) -> Page:
     return page
 
 
+CURVES = "document.querySelector(\"div.ehflow-chart[data-key='curves']\")"
+# Whether the curves chart, grown by extensions, draws exactly the whole figure the feed sends
+# for its hash (asked for until the feed's latest is the one drawn: the run trains meanwhile).
+CURVES_AS_SENT = f"""async () => {{
+  const div = {CURVES}, data = document.querySelector("div.ehflow-live")._data;
+  for (let i = 0; i < 100; i++) {{
+    const body = await (await fetch(`${{data.feed}}/${{data.token}}?since=-1`, {{cache: "no-store"}})).json();
+    const chart = body.charts.curves;
+    if (chart.hash === div.dataset.hash) {{
+      const drawn = div.data.map((t) => [Array.from(t.x), Array.from(t.y)]);
+      return JSON.stringify(drawn) === JSON.stringify(chart.figure.data.map((t) => [t.x, t.y]));
+    }}
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }}
+  return "the feed's latest curves never matched the drawn ones";
+}}"""
 VERSIONS = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => Number(d.dataset.version || 0))"
 
 
@@ -104,6 +120,9 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
         for h in first.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.offsetHeight)")
     )
     assert int(_metric(first, "Step").replace(",", "")) > 0
+    # The curves grow by their new points alone (Plotly.extendTraces), into the figure the server has.
+    first.wait_for_function(f"Number({CURVES}.dataset.extends || 0) >= 2", timeout=60_000)
+    assert first.evaluate(CURVES_AS_SENT) is True
 
     # A live slider: κ moves by one notch and the page (and its URL) follow.
     slider = first.get_by_test_id("stSidebarUserContent").get_by_role("slider").first
