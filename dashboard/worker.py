@@ -146,7 +146,11 @@ class Slot:
     def post(self, message: Reply) -> None:
         self._post(self.run_id, message)
 
-    def send(self, snapshot: Snapshot | None = None, symmetry: dict[str, float] | None = None) -> None:
+    def send(
+        self, snapshot: Snapshot | None = None, symmetry: dict[str, float] | None = None, records: bool = True
+    ) -> None:
+        """The run's state to the server, with the records kept since the last send (``records``:
+        False from the reader thread, while the loop may be adding to them)."""
         run = self.primary if self.runs else None
         self.post(
             Update(
@@ -160,23 +164,25 @@ class Slot:
                 steps_per_s=self.last_record.steps_per_s if self.last_record and self.running else 0.0,
                 kappa=run.kappa if run else None,
                 lr=self.stepper.lr if self.stepper else None,
-                records=self.records,
+                records=self.records if records else {},
                 snapshot=snapshot,
                 symmetry=symmetry,
             )
         )
-        self.records = {name: [] for name in self.runs}
-        self.next_update = time.monotonic() + UPDATE_EVERY
+        if records:
+            self.records = {name: [] for name in self.runs}
+            self.next_update = time.monotonic() + UPDATE_EVERY
 
-    def handle(self, message: Command) -> None:
-        """Act on one command of this run (``Close`` and ``Drop`` are the host's)."""
+    def handle(self, message: Command, out_of_turn: bool = False) -> None:
+        """Act on one command of this run (``Close`` and ``Drop`` are the host's); ``out_of_turn``:
+        handled by the host's reader thread while the loop may be in a turn (Beat, SetLive)."""
         match message:
             case Beat(want_snapshot=want):
                 self.last_beat = time.monotonic()
                 self.wanted = self.wanted or want
             case SetLive(kappa=kappa, lr=lr):
                 self.set_live(kappa, lr)
-                self.send()  # the page waits for this to show the new values
+                self.send(records=not out_of_turn)  # the page waits for this to show the new values
             case CheckpointRequest():
                 self.post(self.checkpoint())
             case Start() | Play() | Pause() | TrainSteps():
@@ -335,16 +341,53 @@ class Slot:
 
 
 class Host:
-    """The process's runs (one :class:`Slot` per run id) and the loop that shares its time between them."""
+    """The process's runs (one :class:`Slot` per run id) and the loop that shares its time between them.
+
+    A reader thread takes the commands off ``conn`` as they arrive. The loop handles them between
+    turns, in order; but a :class:`~dashboard.protocol.SetLive` or a
+    :class:`~dashboard.protocol.Beat` with nothing queued before it is handled by the reader at
+    once, even in the middle of a long turn (a snapshot, an evaluation, a symmetry readout take
+    up to ~0.4 s): a moved slider is in use, and confirmed, from the step under way or the next.
+    Both only set numbers that the step reads (κ, the learning rate, the heartbeat's time).
+    """
 
     def __init__(self, conn: Connection | Mailbox) -> None:
         self.conn = conn
         self.slots: dict[str, Slot] = {}
+        self.inbox: queue.Queue[tuple[str, Command] | None] = queue.Queue()  # None: the server is gone
+        self.queued = 0  # commands read and not yet handled (the one being handled included)
+        self.handling = threading.Lock()  # one command at a time, whichever thread handles it
+        self.sending = threading.Lock()  # replies come from both threads
+        self.stopping = threading.Event()
+        self.reader = threading.Thread(target=self.read, name="ehflow-reader", daemon=True)
 
     def post(self, run_id: str, message: Reply) -> None:
-        self.conn.send_bytes(pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL))
+        data = pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL)
+        with self.sending:
+            self.conn.send_bytes(data)
 
-    def handle(self, run_id: str, message: Command) -> bool:
+    def read(self) -> None:
+        """The reader thread: every command from ``conn``, queued in order or handled at once."""
+        try:
+            while not self.stopping.is_set():
+                if not self.conn.poll(0.2):
+                    continue
+                run_id, message = pickle.loads(self.conn.recv_bytes())
+                with self.handling:
+                    if self.queued == 0 and run_id in self.slots and isinstance(message, SetLive | Beat):
+                        self.handle(run_id, message, out_of_turn=True)
+                        continue
+                    self.queued += 1
+                self.inbox.put((run_id, message))
+                if isinstance(message, Close):
+                    return
+        except (EOFError, OSError):  # the server closed its end: it is gone
+            pass
+        except Exception:  # a command that cannot be read: the process cannot go on
+            log.exception("reading the server's commands failed")
+        self.inbox.put(None)
+
+    def handle(self, run_id: str, message: Command, out_of_turn: bool = False) -> bool:
         """Act on one command; False when the process should exit."""
         match message:
             case Close():
@@ -359,7 +402,7 @@ class Host:
         if slot is None:  # a message for a run already dropped
             return True
         try:
-            slot.handle(message)
+            slot.handle(message, out_of_turn)
         except OSError:
             raise
         except Exception as err:  # this run fails, not the process
@@ -368,15 +411,21 @@ class Host:
         return True
 
     def receive(self, timeout: float) -> bool:
-        """Handle every command that arrives within ``timeout``; False when the process should exit."""
+        """Handle every command queued within ``timeout``; False when the process should exit."""
         try:
-            while self.conn.poll(timeout):
-                if not self.handle(*pickle.loads(self.conn.recv_bytes())):
+            while True:
+                item = self.inbox.get(timeout=timeout) if timeout > 0 else self.inbox.get_nowait()
+                if item is None:
                     return False
+                with self.handling:
+                    try:
+                        if not self.handle(*item):
+                            return False
+                    finally:
+                        self.queued -= 1
                 timeout = 0.0
-        except (EOFError, OSError):  # the server closed its end: it is gone
-            return False
-        return True
+        except queue.Empty:
+            return True
 
     def next_slot(self) -> Slot | None:
         """The active run with the least CPU time on the fair-share clock. A run that just became
@@ -397,19 +446,25 @@ class Host:
         return min(active, key=lambda slot: slot.share)
 
     def loop(self) -> None:
-        slot: Slot | None = None
-        # Idle (no run active at the last look): wait for a command; a run only becomes active by one.
-        while self.receive(0.0 if slot is not None else 0.2):
-            slot = self.next_slot()
-            if slot is None:
-                continue
-            try:
-                slot.turn()
-            except OSError:
-                raise
-            except Exception as err:  # this run fails, not the process
-                log.exception("run %s failed", slot.run_id)
-                slot.fail(err)
+        """Turns and commands until a Close or the server's end closes; the reader is joined."""
+        self.reader.start()
+        try:
+            slot: Slot | None = None
+            # Idle (no run active at the last look): wait for a command; a run only becomes active by one.
+            while self.receive(0.0 if slot is not None else 0.2):
+                slot = self.next_slot()
+                if slot is None:
+                    continue
+                try:
+                    slot.turn()
+                except OSError:
+                    raise
+                except Exception as err:  # this run fails, not the process
+                    log.exception("run %s failed", slot.run_id)
+                    slot.fail(err)
+        finally:
+            self.stopping.set()
+            self.reader.join()
 
     def stop_all(self, reason: str) -> None:
         """Tell every run why the process stops (best effort: the socket may be gone)."""

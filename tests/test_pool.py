@@ -7,16 +7,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import multiprocessing
+import pickle
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
 from conftest import as_server_pool, wait_until
 from starlette.requests import Request
 
-from dashboard import live, live_chart
+from dashboard import live, live_chart, worker
 from dashboard.live import LiveRun, Pool
+from dashboard.protocol import Close, Play, SetLive, Start
 from dashboard.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -196,3 +200,44 @@ def test_a_process_that_closes_again_and_again_under_load_exits_cleanly():
         for process in burn:
             process.kill()
             process.wait()
+
+
+def test_a_slider_move_is_confirmed_in_the_middle_of_a_long_turn(monkeypatch):
+    """A snapshot, an evaluation or a symmetry readout makes a turn of up to ~0.4 s; the new κ is
+    in use, and reported, without waiting for it: the host's reader thread applies it at once."""
+    server_end, host_end = multiprocessing.Pipe()
+    host = worker.Host(host_end)
+    in_turn, turn_may_end = threading.Event(), threading.Event()
+
+    def long_turn(slot):  # a turn that lasts until the test has its answer (or 60 s)
+        in_turn.set()
+        turn_may_end.wait(60)
+
+    monkeypatch.setattr(worker.Slot, "turn", long_turn)
+    loop = threading.Thread(target=host.loop)
+    loop.start()
+    settings = Settings(batch=64)
+
+    def send(message) -> None:
+        server_end.send_bytes(pickle.dumps(("run", message)))
+
+    def kappas_until(kappa: float) -> list[float | None]:  # κ in use, as each update reported it
+        seen: list[float | None] = []
+        while kappa not in seen and server_end.poll(10):
+            seen.append(pickle.loads(server_end.recv_bytes())[1].kappa)
+        return seen
+
+    try:
+        send(Start(1, 1, settings, settings.make_target(), 60.0))
+        send(Play(2))
+        assert in_turn.wait(120)
+        send(SetLive(kappa=0.5, lr=1e-3))
+        during = kappas_until(0.5)
+        confirmed_in_turn = not turn_may_end.is_set()
+        assert 0.5 in during and confirmed_in_turn, during
+        assert host.slots["run"].stepper.kappa == 0.5  # in use from the step under way or the next
+    finally:
+        turn_may_end.set()
+        send(Close())
+        loop.join(30)
+    assert not loop.is_alive() and not host.reader.is_alive()  # the reader is joined on the way out
