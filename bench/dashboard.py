@@ -6,7 +6,7 @@
 Measures: server launch → usable page (in a browser already open: the Train button and every
 chart drawn); Train → the first chart of a snapshot taken after it; refreshes per second of each
 live chart while training, and the browser's time per redraw; the share of samples in which every
-chart is visible (non-blank); slider → effect latency (the κ slider: until the page shows the
+chart is visible (non-blank); the feed's kB/s; slider → effect latency (the κ slider: until the page shows the
 trainer using the new κ, and until the URL reflects it); training steps/s while streaming against
 the same training headless (one torch thread, just before and just after the browser part);
 memory (RSS) of the server and its training processes over a long run. Goals (issue "live
@@ -112,6 +112,7 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                 step_value = step_value.locator(".ehflow-metric-value")
                 start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
                 start_step = int(step_value.inner_text().replace(",", ""))
+                page.evaluate("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(100000)")
                 started, samples, visible = time.perf_counter(), 0, 0
                 while time.perf_counter() - started < seconds:
                     heights = page.evaluate(f"{CHARTS_JS}.map(d => d.querySelector('.main-svg') ? d.offsetHeight : 0)")
@@ -127,6 +128,13 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                     f"{CHARTS_JS}.map(d => Number(d.dataset.ms || 0) / Math.max(1, Number(d.dataset.draws || 0)))"
                 )
                 result["browser_ms_per_draw"] = [round(x, 1) for x in ms]
+                # What the live panel downloads: its feed's answers (charts the page has drawn come
+                # back as their hash, grown curves as their new points).
+                sizes = page.evaluate(
+                    "performance.getEntriesByType('resource').filter(e => e.name.includes('/api/live/'))"
+                    ".map(e => e.decodedBodySize)"
+                )
+                result["feed_kb_per_s"] = round(sum(sizes) / 1000 / elapsed, 1)
                 result["charts_visible_share"] = visible / max(samples, 1)
                 # Mean training speed over the whole window, from the page's step counter.
                 steps = int(step_value.inner_text().replace(",", "")) - start_step
