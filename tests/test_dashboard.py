@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gc
+import gzip
 import json
 import os
 import signal
@@ -264,6 +265,23 @@ def test_the_feed_says_why_a_panel_is_missing_and_rejects_bad_requests():
         assert code == 404 and "no live run" in body["error"]
     finally:
         run.close()
+
+
+def test_plotly_js_is_served_gzipped_once_or_whole():
+    def get(accept_encoding: str):
+        scope = {
+            "type": "http", "method": "GET", "path": f"/{live_chart.PLOTLY_SRC}", "query_string": b"",
+            "headers": [(b"accept-encoding", accept_encoding.encode())],
+        }  # fmt: skip
+        return asyncio.run(live_chart.plotly_js(Request(scope)))
+
+    zipped, plain = get("gzip, deflate, br"), get("")
+    assert zipped.headers["content-encoding"] == "gzip" and zipped.headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(zipped.body) == live_chart.PLOTLY_JS.read_bytes()
+    assert len(zipped.body) < live_chart.PLOTLY_JS.stat().st_size / 2
+    # Whole, and marked so: Streamlit's gzip middleware leaves it alone rather than compress it per request.
+    assert plain.headers["content-encoding"] == "identity" and plain.path == live_chart.PLOTLY_JS
+    assert live_chart.plotly_js_gzip() is live_chart.plotly_js_gzip()  # compressed once per server
 
 
 def test_the_figures_download_is_laid_out_like_the_live_panel():
