@@ -32,17 +32,18 @@ class Sizes:
     widths: tuple[int, ...]
     sweep_kappas: tuple[float, ...]
     memory_steps: int
+    memory_batches: tuple[int, ...]  # batch sizes of the memory probes
     constraint_dims: tuple[int, ...]  # d of the so(d) constraint timings
 
 
 FULL = Sizes(
     warmup=10, steps=30, reps=5, batches=(64, 256, 1024, 4096), n_steps=(1, 2, 4, 8, 16), dims=(2, 3, 4, 8),
     widths=(32, 64, 128, 256), sweep_kappas=(0.001, 0.003, 0.01, 0.03, 0.1), memory_steps=200,
-    constraint_dims=(2, 3, 4, 8),
+    memory_batches=(256, 4096), constraint_dims=(2, 3, 4, 8),
 )  # fmt: skip
 SMOKE = Sizes(
     warmup=1, steps=2, reps=2, batches=(64,), n_steps=(1,), dims=(2,), widths=(32,), sweep_kappas=(0.01,),
-    memory_steps=3, constraint_dims=(2, 4),
+    memory_steps=3, memory_batches=(256,), constraint_dims=(2, 4),
 )  # fmt: skip
 
 PAPER = TrainConfig().as_paper().replace(kappa=0.01, max_steps=10**9, eval_every=10**9)
@@ -217,15 +218,16 @@ print(json.dumps({{"rss_before_training_mb": before, "peak_rss_mb": status("VmHW
 
 
 def memory(sizes: Sizes, threads: int) -> dict[str, Any]:
-    """Peak resident memory while training, in a fresh process (batch 256 and 4096): the peak is
-    reset after start-up, so it is training's own high-water mark over the model's set-up."""
+    """Peak resident memory while training, in a fresh process per batch size (256 and 4096; 256
+    alone for the smoke run): the peak is reset after start-up, so it is training's own
+    high-water mark over the model's set-up."""
     probes = {  # at once: each measures its own process's memory, not time
         f"batch_{batch}": subprocess.Popen(
             [sys.executable, "-c", _MEMORY_PROBE.format(threads=threads, batch=batch, steps=sizes.memory_steps)],
             stdout=subprocess.PIPE,
             text=True,
         )  # fmt: skip
-        for batch in (256, 4096)
+        for batch in sizes.memory_batches
     }
     out = {}
     for name, probe in probes.items():
