@@ -200,6 +200,7 @@ async function drawAll(root, body) {
   const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
   for (const [i, div] of divs.entries()) {
     const chart = body.charts[div.dataset.key];
+    root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
     if (chart === undefined) continue;
     try {
       drawChart(div, chart, body.version, widths[i]);
@@ -210,6 +211,7 @@ async function drawAll(root, body) {
     }
     await sleep(0);  // let the page handle input between charts
   }
+  root.dataset.drawing = `${body.version} done`;
 }
 
 export default function(component) {

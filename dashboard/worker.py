@@ -426,6 +426,8 @@ class Host:
                 timeout = 0.0
         except queue.Empty:
             return True
+        except (EOFError, OSError):  # a reply could not be sent: the server closed its end
+            return False
 
     def next_slot(self) -> Slot | None:
         """The active run with the least CPU time on the fair-share clock. A run that just became
