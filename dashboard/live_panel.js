@@ -201,6 +201,7 @@ async function drawAll(root, body) {
   for (const [i, div] of divs.entries()) {
     const chart = body.charts[div.dataset.key];
     root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
+    div.dataset.seen = `${body.version}${chart === undefined ? " (none)" : ""}`;
     if (chart === undefined) continue;
     try {
       drawChart(div, chart, body.version, widths[i]);

@@ -185,7 +185,11 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     while time.monotonic() < deadline and len(set(page.evaluate(versions))) != 1:
         page.wait_for_timeout(300)
     seen = page.evaluate(versions)
-    drawing = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing)")
+    drawing = page.evaluate(
+        "[Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing),"
+        " Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => [d.dataset.seen, d.dataset.errors,"
+        " d.dataset.hash, d.dataset.draws]), document.hidden]"
+    )
     page.close()
     assert len(set(seen)) == 1, (seen, drawing, errors)
     assert not errors
