@@ -165,17 +165,17 @@ async def feed(request: Request) -> Response:
         got = request.query_params.get("since")
         return JSONResponse({"error": f"since must be an integer snapshot version, got {got!r}"}, 400)
     # A hint, never an error: hashes it does not know only cost the page whole figures.
-    have = set(request.query_params.get("have", "").split(",")[: len(LAYOUT) * 2])
+    have = set(request.query_params.get("have", "").split(",")[: len(HEIGHTS)])
     # Every request asks for the next snapshot (but a hidden tab's, ``want=0``): while the browser
     # draws this answer, the worker makes the next one and the server builds its figures (prebuild).
     run.beat(want_snapshot=request.query_params.get("want", "1") != "0")
     await _wait_for_newer(run, since, run.status_key)
-    figures = await run_in_threadpool(figures_for, run) if run.version > since else None
-    body = {"version": run.version if figures is None else figures.version, "status": status(run)}
+    charts_ = await run_in_threadpool(charts_answer, run, have) if run.version > since else None
+    body = {"version": run.version if charts_ is None else charts_[0], "status": status(run)}
     text = json.dumps(body, separators=(",", ":"))
-    if figures is not None:  # spliced in as text: each figure is serialised once per version
-        text = f'{text[:-1]},"charts":{await run_in_threadpool(figures.answer, have)}}}'
-        _background.add(task := asyncio.create_task(prebuild(run, figures.version)))
+    if charts_ is not None:  # spliced in as text: each figure is serialised once per version
+        text = f'{text[:-1]},"charts":{charts_[1]}}}'
+        _background.add(task := asyncio.create_task(prebuild(run, charts_[0])))
         task.add_done_callback(_background.discard)
     return Response(text, media_type="application/json", headers=_NO_STORE)
 
@@ -231,6 +231,12 @@ def status(run: live.LiveRun) -> dict:
         "caption": caption,
         "message": view.message,
     }
+
+
+def charts_answer(run: live.LiveRun, have: set[str]) -> tuple[int, str]:
+    """The latest snapshot's version and its charts as JSON for a page that has ``have`` drawn."""
+    figures = figures_for(run)
+    return figures.version, figures.answer(have)
 
 
 def figures_for(run: live.LiveRun) -> Figures:
