@@ -34,5 +34,6 @@ From a click on Train to a redrawn chart::
 
 Every live-panel request is also the run's heartbeat: with no page looking for
 ``live.HEARTBEAT_TIMEOUT`` seconds, the worker stops training the run; once the tab's connection
-has been closed ``live.FREE_AFTER`` seconds, the pool frees it (a closed tab costs nothing).
+has been closed ``EHFLOW_FREE_AFTER`` seconds (default ``live.FREE_AFTER``), the pool frees it
+(a closed tab costs nothing).
 """

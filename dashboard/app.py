@@ -22,7 +22,7 @@ from dashboard import live, live_chart  # both light: no torch at import
 
 try:
     live.prestart()
-except ValueError as err:  # a bad EHFLOW_WORKERS, EHFLOW_MAX_RUNS or EHFLOW_RAY_ADDRESS: say which, and stop
+except ValueError as err:  # a bad EHFLOW_* setting (workers, runs, grace, Ray address): say which, and stop
     print(f"ehflow dashboard: {err}", file=sys.stderr, flush=True)
     os._exit(2)
 threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=True).start()

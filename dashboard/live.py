@@ -15,10 +15,10 @@ on that cluster (:class:`_RayWorker`, each a :class:`~dashboard.worker.ActorHost
 processes of this machine, behind the same handle; without it Ray is never imported.
 
 Lifetimes: Reset starts a new run in the same slot. A run is freed (its memory returned in its
-process) when the page closes it, when its session's tab has been gone ``FREE_AFTER`` seconds (the
-page passes ``session_alive``), or when the ``LiveRun`` is garbage collected (Streamlit dropped the
-session). Nothing here waits for a process on the caller's thread: frees are sent by the pool's
-housekeeping thread. Training pauses by itself when no page view arrived for
+process) when the page closes it, when its session's tab has been gone ``EHFLOW_FREE_AFTER`` seconds
+(default ``FREE_AFTER``; the page passes ``session_alive``), or when the ``LiveRun`` is garbage
+collected (Streamlit dropped the session). Nothing here waits for a process on the caller's
+thread: frees are sent by the pool's housekeeping thread. Training pauses by itself when no page view arrived for
 ``HEARTBEAT_TIMEOUT`` seconds. The processes exit when the server does (``close_pool``, at exit,
 or when their socket closes).
 """
@@ -30,6 +30,7 @@ import atexit
 import bisect
 import itertools
 import logging
+import math
 import os
 import pickle
 import queue
@@ -76,7 +77,7 @@ HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before a run stops traini
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 CLOSE_TIMEOUT = 30.0  # seconds a process has to exit when the server stops (it may still be importing torch)
 ACTOR_START_TIMEOUT = 120.0  # seconds a Ray actor may take to start (placed, torch imported)
-FREE_AFTER = 10.0  # seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
+FREE_AFTER = 10.0  # default seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
 HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
 RUNS_PER_WORKER = 4  # the default admission limit, per process
 TURN = 120.0  # seconds a run trains while others wait before it gives its place to the first in line
@@ -84,6 +85,20 @@ CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run 
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
 # second OpenMP thread spinning while idle, taking CPU from the page.
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A number of seconds ≥ 0 from the environment variable ``name`` (``default`` when unset)."""
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise ValueError(f"{name} must be a number of seconds, 0 or more, got {text!r}")
+    return value
 
 
 def _env_count(name: str, default: int) -> int:
@@ -430,6 +445,7 @@ class Pool:
             cpus = max(1, int(self.ray.cluster_resources().get("CPU", 1)))
         self.size = workers if workers is not None else _env_count("EHFLOW_WORKERS", cpus)
         self.max_training = max_training or _env_count("EHFLOW_MAX_RUNS", RUNS_PER_WORKER * self.size)
+        self.free_after = _env_seconds("EHFLOW_FREE_AFTER", FREE_AFTER)  # a closed tab's grace, in seconds
         self.lock = threading.Lock()
         self.workers: list[_Host] = []
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
@@ -608,8 +624,10 @@ class Pool:
                 run._gone_since = None
             elif run._gone_since is None:
                 run._gone_since = now
-            elif now - run._gone_since >= FREE_AFTER:
-                run.free(f"This run was freed {FREE_AFTER:.0f} s after its page closed. Press Reset to start another.")
+            elif now - run._gone_since >= self.free_after:
+                run.free(
+                    f"This run was freed {self.free_after:g} s after its page closed. Press Reset to start another."
+                )
 
     def close(self) -> None:
         """Close every process (at exit, and on SIGTERM/SIGINT through it): all asked first, then waited for."""
@@ -670,7 +688,7 @@ class LiveRun:
     """One session's run (one trainer, or several κ in sweep mode), hosted by a process of the pool.
 
     ``session_alive``: whether the session's page is still connected (the page passes Streamlit's
-    answer); once it has said no for ``FREE_AFTER`` seconds the run is freed and its feed answers
+    answer); once it has said no for the pool's ``free_after`` seconds the run is freed and its feed answers
     404. None: only ``close`` or garbage collection free the run.
     """
 

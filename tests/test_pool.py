@@ -9,6 +9,7 @@ import asyncio
 import json
 import multiprocessing
 import pickle
+import re
 import subprocess
 import sys
 import threading
@@ -158,7 +159,7 @@ def _feed(token: str) -> tuple[int, dict]:
 
 def test_a_closed_sessions_run_is_freed_and_its_feed_answers_404(one_process, monkeypatch):
     monkeypatch.setattr(live, "HEARTBEAT_TIMEOUT", 0.5)
-    monkeypatch.setattr(live, "FREE_AFTER", 1.0)
+    monkeypatch.setattr(one_process, "free_after", 1.0)
     connected = [True]
     run = _run(session_alive=lambda: connected[0])
     try:
@@ -179,6 +180,37 @@ def test_a_closed_sessions_run_is_freed_and_its_feed_answers_404(one_process, mo
         assert live.find_run(run.token) is None and one_process.stats()["runs"] == 0
     finally:
         run.close()
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("EHFLOW_WORKERS", "0", "EHFLOW_WORKERS must be a positive integer (a number of processes or runs), got '0'"),
+        ("EHFLOW_MAX_RUNS", "four", "EHFLOW_MAX_RUNS must be a positive integer (a number of processes or runs)"),
+        ("EHFLOW_FREE_AFTER", "-1", "EHFLOW_FREE_AFTER must be a number of seconds, 0 or more, got '-1'"),
+        ("EHFLOW_FREE_AFTER", "inf", "EHFLOW_FREE_AFTER must be a number of seconds, 0 or more, got 'inf'"),
+        ("EHFLOW_FREE_AFTER", "soon", "EHFLOW_FREE_AFTER must be a number of seconds, 0 or more, got 'soon'"),
+    ],
+)
+def test_a_bad_server_setting_is_refused_by_name(monkeypatch, name, text, message):
+    monkeypatch.setenv(name, text)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Pool()
+
+
+def test_a_closed_tabs_grace_is_a_server_setting(monkeypatch):
+    monkeypatch.setenv("EHFLOW_FREE_AFTER", "2.5")
+    made = Pool(workers=1)
+    try:
+        assert made.free_after == 2.5
+    finally:
+        made.close()
+    monkeypatch.delenv("EHFLOW_FREE_AFTER")
+    made = Pool(workers=1)
+    try:
+        assert made.free_after == live.FREE_AFTER == 10.0
+    finally:
+        made.close()
 
 
 def test_a_process_that_closes_again_and_again_under_load_exits_cleanly():
