@@ -58,24 +58,35 @@ def as_server_pool(pool, monkeypatch):
     return pool
 
 
-def start_local_ray():
-    """Ray, connected to a local instance of 2 CPUs (this process its driver), started now unless
-    one is running (~6 s): one instance serves the session's Ray tests, but a test that needs a
-    cluster of its own (``test_sweep.py``) shuts it down, and the next user starts it again."""
-    import ray  # in requirements-dev.txt: a missing Ray fails, it does not skip
+_cluster = None  # the session's Ray cluster (ray.cluster_utils.Cluster), started by its first user
 
+
+def start_local_ray():
+    """Ray, connected to the session's cluster on this machine: two nodes of one CPU each (~6 s to
+    start, once), so that every Ray test, the two-node one included, shares one cluster and its
+    warm workers. This process is its driver."""
+    import ray  # in requirements-dev.txt: a missing Ray fails, it does not skip
+    from ray.cluster_utils import Cluster
+
+    global _cluster
+    if _cluster is None:
+        _cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+        _cluster.add_node(num_cpus=1)
+        _cluster.wait_for_nodes()
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        ray.init(address=_cluster.address, log_to_driver=False, logging_level="ERROR")
     return ray
 
 
 @pytest.fixture(scope="session")
 def ray_session():
-    """Shuts the session's local Ray instance down at the end (see :func:`start_local_ray`)."""
+    """Shuts the session's Ray cluster down at the end (see :func:`start_local_ray`)."""
     yield
     import ray
 
     ray.shutdown()
+    if _cluster is not None:
+        _cluster.shutdown()
 
 
 @pytest.fixture

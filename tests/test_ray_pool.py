@@ -1,9 +1,8 @@
 """The dashboard's runs on a Ray cluster (``EHFLOW_RAY_ADDRESS``): the same run handle, the same
 records, a dead actor reported, bad addresses refused, and no Ray at all without an address.
 
-The session's local Ray instance (``conftest.start_local_ray``, ~6 s to start) hosts the actors: the module is
-marked slow. The browser test of
-the dashboard on Ray is in ``test_browser.py``.
+The session's Ray cluster on this machine (``conftest.start_local_ray``, ~6 s to start) hosts the
+actors: the module is marked slow. The browser test of the dashboard on Ray is in ``test_browser.py``.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ def patient_heartbeat(monkeypatch):
 
 @pytest.fixture(scope="module")
 def ray_pool(ray_session):
-    """A pool of Ray actors on the session's local two-CPU Ray instance (this process is its driver)."""
+    """A pool of Ray actors on the session's two-CPU Ray cluster (this process is its driver)."""
     start_local_ray()
     made = Pool(ray_address="auto")
     yield made

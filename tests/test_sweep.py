@@ -1,7 +1,7 @@
 """Sweeps (``ehflow_core.sweep``): the grid, the local and Ray backends, resuming, failures.
 
-The Ray tests use the session's local Ray instance (``local_ray``) and start a two-node cluster
-once: the module is marked slow.
+The Ray tests use the session's two-node Ray cluster on this machine (``local_ray``): the module
+is marked slow.
 """
 
 from __future__ import annotations
@@ -304,20 +304,11 @@ def test_killing_a_ray_worker_mid_run_costs_one_segment_and_the_sweep_completes(
     assert _records(tmp_path, spec) == _records(reference, spec)  # the retried segment started from its checkpoint
 
 
-def test_a_two_node_cluster_runs_the_sweep_on_both_nodes(tmp_path):
-    import ray
-    from ray.cluster_utils import Cluster
-
-    if ray.is_initialized():
-        ray.shutdown()
-    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
-    try:
-        cluster.add_node(num_cpus=1)
-        cluster.wait_for_nodes()
-        spec = SweepSpec(seeds=(0, 1, 2, 3), steps=10, eval_every=10, checkpoint_every=5, n_test=128, final_samples=8)
-        rows = run_sweep(spec, tmp_path, make_backend("ray", cluster.address), stream=None)
-        assert [r["status"] for r in rows] == ["finished"] * 4
-        assert len({r["node"] for r in rows}) == 2, [r["node"] for r in rows]
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
+def test_a_two_node_cluster_runs_the_sweep_on_both_nodes(local_ray, tmp_path):
+    """The session's cluster has two nodes (``conftest.start_local_ray``): the runs spread over both."""
+    assert len([n for n in local_ray.nodes() if n["Alive"]]) == 2
+    address = local_ray.get_runtime_context().gcs_address
+    spec = SweepSpec(seeds=(0, 1, 2, 3), steps=10, eval_every=10, checkpoint_every=5, n_test=128, final_samples=8)
+    rows = run_sweep(spec, tmp_path, make_backend("ray", address), stream=None)
+    assert [r["status"] for r in rows] == ["finished"] * 4
+    assert len({r["node"] for r in rows}) == 2, [r["node"] for r in rows]
