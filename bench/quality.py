@@ -49,6 +49,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "iwae8_b64": {"lr": 3e-3, "objective": "iwae", "train_samples": 8, "batch": 64},
     # Changes to the defaults (names starting "default_").
     "default_soft_uniform": {"flow": {"base": "soft_uniform"}},
+    # K and U exactly invariant under rotations of the plane (functions of |p|² and |q|²): the
+    # flow is equivariant by construction, so the learned density is exactly invariant.
+    "default_hard": {"flow": {"invariant_blocks": ((0, 1),)}},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
