@@ -718,7 +718,7 @@ class LiveRun:
         settings.train_config()  # invalid settings raise here, in the page, not in the worker
         self._pool.release(self.id)
         self.settings, self.target = settings, target
-        self.primary_label = run_label(settings.kappa)
+        self.primary_label = settings.primary_label()
         labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweeping else [self.primary_label]
         self._generation += 1
         with self._shared.lock:

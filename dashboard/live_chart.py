@@ -62,6 +62,10 @@ HEIGHTS = {key: height for row in LAYOUT for key, height in row}
 EXTENDABLE = ("curves", "constraint")  # line charts whose points only grow (between thinnings)
 REMEMBERED = 4  # versions of each kept per run, for the page to extend from
 NO_CONSTRAINT = "No generator: the constraint panel appears when the rotation generator is on."
+EXACT_SYMMETRY = (
+    "Exact symmetry: K and U are functions of |p|² and |q|², so {g, H} = 0 for every weight and there is "
+    "nothing to constrain."
+)
 CURVES_TITLE = "Train (dashed) and test log-likelihood"
 METRICS = [("state", "State"), ("step", "Step"), ("steps_per_s", "Steps / s"), ("test_ll", "Test log-likelihood")]
 SYMMETRY_METRICS = [
@@ -217,6 +221,8 @@ def status(run: live.LiveRun) -> dict:
     caption = ""
     if view.lr is not None:
         kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
+        if run.settings.exact_symmetry:
+            kappa = "none (exact symmetry: nothing to constrain)"
         caption = f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}"
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
@@ -248,7 +254,8 @@ def figures_for(run: live.LiveRun) -> Figures:
             sent = {} if cached is None else cached.sent
             cached = run.feed_cache = Figures(view.version, sent=sent)
             if view.snapshot is not None:
-                cached.add(charts(view, run.primary_label, run.settings))
+                note = EXACT_SYMMETRY if run.settings.exact_symmetry else NO_CONSTRAINT
+                cached.add(charts(view, run.primary_label, run.settings), note)
         return cached
 
 
@@ -268,7 +275,7 @@ def panel_specs(view: live.View, primary: str, settings: Settings, raster: bool)
         "trajectories": trajectory_spec(snap, raster=raster),
         "curves": curves_spec(view.curves, title=CURVES_TITLE, **settings.train_config().estimators),
     }
-    if settings.generator_on:
+    if settings.kappa is not None:
         specs["constraint"] = constraint_spec(view.curves[primary])
     for key, spec in specs.items():
         spec["layout"] = {**spec["layout"], "height": HEIGHTS[key]}
@@ -297,13 +304,14 @@ class Figures:
     hashes: dict[str, str] = field(default_factory=dict)
     sent: dict[str, tuple[str, Spec]] = field(default_factory=dict)
 
-    def add(self, specs: dict[str, Spec | None]) -> None:
+    def add(self, specs: dict[str, Spec | None], note: str = NO_CONSTRAINT) -> None:
+        """Add a version's charts; ``note``: what a panel without a figure (None) says instead."""
         from ehflow_core.figures import spec_json
 
         sent = dict(self.sent)
         for key, spec in specs.items():
             if spec is None:
-                self.texts[key] = json.dumps({"note": NO_CONSTRAINT})
+                self.texts[key] = json.dumps({"note": note})
                 continue
             text = spec_json(spec)
             digest = self.hashes[key] = _digest(text)

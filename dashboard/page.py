@@ -78,20 +78,28 @@ def sidebar() -> Settings:
         key="w_generator_on",
         help="Constrain E_π[{g, H}²] ≤ κ with a Lagrange multiplier λ.",
     )
+    generator_on = st.session_state["w_generator_on"]
+    sb.toggle(
+        "Exact symmetry (K, U of |p|², |q|²)",
+        key="w_exact",
+        disabled=not generator_on,
+        help="Instead of the soft constraint: K and U are networks of |p|² and |q|², so {g, H} = 0 for every "
+        "weight and the learned density is exactly rotation invariant. κ has nothing to do then. Needs a Reset.",
+    )
+    constrained = generator_on and not st.session_state["w_exact"]
     lo, hi = LIMITS["log10_kappa"]
     sb.slider(
-        "log₁₀ κ (constraint precision)", lo, hi, step=0.25, key="w_log10_kappa",
-        disabled=not st.session_state["w_generator_on"],
+        "log₁₀ κ (constraint precision)", lo, hi, step=0.25, key="w_log10_kappa", disabled=not constrained,
         help="κ is the tolerated mean squared Poisson bracket {g, H}²: smaller κ, stricter symmetry. Applies live.",
     )  # fmt: skip
-    generator_on = st.session_state["w_generator_on"]
     sb.toggle(
         "κ sweep (κ/10, κ, 10κ and no constraint side by side)",
         key="w_sweep",
-        disabled=not generator_on,
+        disabled=not constrained,
         help="Trains four models at once and overlays their likelihood curves."
-        if generator_on
-        else "Needs the rotation generator: without a constraint every κ would train the same model.",
+        if constrained
+        else "Needs the soft constraint (the rotation generator on, exact symmetry off): "
+        "without one every κ would train the same model.",
     )
     sb.header("Flow and optimiser")
     lo, hi = LIMITS["dt"]

@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ehflow_core.reporting import run_label
 from ehflow_core.run import PAPER_TRAINING
 from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
@@ -103,22 +104,36 @@ class Settings:
     n_train: int = 500
     seed: int = 0
     sweep: bool = False  # κ-sweep mode: several κ and the baseline side by side
+    exact: bool = False  # K and U exactly invariant under the rotation instead of the soft constraint
 
-    MODEL_FIELDS = ("preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping")
+    MODEL_FIELDS = (
+        "preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping", "exact_symmetry",
+    )  # fmt: skip
+
+    @property
+    def exact_symmetry(self) -> bool:
+        """Exactly invariant energies in force: the toggle is on and the rotation generator too.
+        ``K`` and ``U`` are then functions of ``|p|²`` and ``|q|²``: ``{g, H} = 0`` for every weight."""
+        return self.exact and self.generator_on
 
     @property
     def kappa(self) -> float | None:
-        return 10.0**self.log10_kappa if self.generator_on else None
+        """κ of the soft constraint; None without a generator, or with exact symmetry (nothing to constrain)."""
+        return 10.0**self.log10_kappa if self.generator_on and not self.exact else None
 
     @property
     def sweeping(self) -> bool:
-        """κ-sweep mode in force: the toggle is on and there is a constraint to sweep (without a
-        generator every κ would train the same unconstrained model)."""
-        return self.sweep and self.generator_on
+        """κ-sweep mode in force: the toggle is on and there is a constraint to sweep (without one
+        every κ would train the same model)."""
+        return self.sweep and self.kappa is not None
 
     @property
     def lr(self) -> float:
         return 10.0**self.log10_lr
+
+    def primary_label(self) -> str:
+        """The slider's run's name in the curves: its κ, ``"none"``, or ``"exact"`` with exact symmetry."""
+        return "exact" if self.exact_symmetry else run_label(self.kappa)
 
     def model_key(self) -> tuple:
         """Settings that define the model and data: a change needs a Reset."""
@@ -131,6 +146,8 @@ class Settings:
         flow = {"dt": self.dt, "n_steps": self.n_steps, "base": self.base}
         if preset.shared_hamiltonian:
             flow["shared_hamiltonian"] = True
+        if self.exact_symmetry:  # every target here is 2-D, rotated by g = q₁p₂ − q₂p₁
+            flow["invariant_blocks"] = ((0, 1),)
         return TrainConfig.starting_from(
             preset.paper,
             flow=flow,

@@ -232,7 +232,7 @@ class Slot:
         self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
         self.state, self.message = "starting", None
         config = settings.train_config()
-        self.primary_label = run_label(settings.kappa)  # the slider's κ, also in sweep mode
+        self.primary_label = settings.primary_label()  # the slider's κ, also in sweep mode
         if settings.sweeping:  # every κ of the sweep trained as one batched model
             kappas = settings.sweep_kappas()
             labels = [run_label(k) for k in kappas]

@@ -259,6 +259,14 @@ def test_the_feed_says_why_a_panel_is_missing_and_rejects_bad_requests():
         code, body = _feed(run.token)
         assert code == 200 and body["charts"]["constraint"] == {"note": live_chart.NO_CONSTRAINT}
         assert "κ = none (no constraint)" in body["status"]["caption"]
+        exact = _small_run(exact=True)  # the rotation generator on, but nothing to constrain
+        try:
+            assert wait_until(lambda: exact.state == "ready" and exact.version > 0)
+            code, answer = _feed(exact.token)
+            assert code == 200 and answer["charts"]["constraint"] == {"note": live_chart.EXACT_SYMMETRY}
+            assert "κ = none (exact symmetry: nothing to constrain)" in answer["status"]["caption"]
+        finally:
+            exact.close()
         code, body = _feed(run.token, "abc")
         assert code == 400 and "since must be an integer" in body["error"] and "'abc'" in body["error"]
         code, body = _feed("not-a-token")
@@ -348,7 +356,19 @@ def test_the_sweep_toggle_is_disabled_without_a_generator(app):
     assert not app.toggle(key="w_sweep").disabled
     app.toggle(key="w_generator_on").set_value(False).run()
     sweep = app.toggle(key="w_sweep")
-    assert sweep.disabled and "Needs the rotation generator" in sweep.help
+    assert sweep.disabled and "Needs the soft constraint" in sweep.help
+    assert app.toggle(key="w_exact").disabled  # exact symmetry needs the generator too
+
+
+def test_exact_symmetry_disables_kappa_and_its_sweep_and_applies_on_reset(app):
+    app.run()
+    app.toggle(key="w_exact").set_value(True).run()
+    assert app.slider(key="w_log10_kappa").disabled and app.toggle(key="w_sweep").disabled
+    assert any("press **Reset**" in i.value for i in app.sidebar.info)
+    app.sidebar.button[2].click().run()  # Reset
+    run = app.session_state["run"]
+    assert run.settings.exact_symmetry and run.primary_label == "exact" and app.query_params["exact"] == "1"
+    assert run.settings.train_config().flow.invariant_blocks == ((0, 1),) and not app.exception
 
 
 def test_presets_load(app):

@@ -217,6 +217,30 @@ def test_a_sweep_needs_a_generator():
     assert not off.sweeping and off.model_key() == Settings(generator_on=False).model_key()
 
 
+def test_exact_symmetry_makes_the_energies_invariant_and_leaves_nothing_to_constrain():
+    """The toggle builds K and U of |p|² and |q|² (a model change: Reset), drops κ and the κ sweep,
+    and names the run "exact"; without the rotation generator it does nothing."""
+    from ehflow_core import poisson_bracket, rotation_generator
+
+    exact = Settings(exact=True, sweep=True)
+    config = exact.train_config()
+    assert config.flow.invariant_blocks == ((0, 1),) and config.kappa is None
+    assert exact.exact_symmetry and not exact.sweeping and exact.primary_label() == "exact"
+    assert exact.model_key() != Settings(sweep=True).model_key()  # needs a Reset
+    assert Settings().primary_label() == "κ=0.01" and Settings(generator_on=False).primary_label() == "none"
+    off = Settings(exact=True, generator_on=False)
+    assert not off.exact_symmetry and off.train_config().flow.invariant_blocks is None
+    assert off.model_key() == Settings(generator_on=False).model_key()
+    again, notices = Settings.from_query(exact.to_query())
+    assert again == exact and notices == [] and exact.to_query()["exact"] == "1"
+    # What the toggle promises: {g, H} = 0 for every weight (float64, random weights and points).
+    torch.manual_seed(0)
+    trainer = Trainer(config.replace(flow=config.flow.replace(dtype="float64")), make_target("ring"))
+    q, p = torch.randn(256, 2, dtype=torch.float64), torch.randn(256, 2, dtype=torch.float64)
+    for h in trainer.flow.hamiltonians:
+        assert poisson_bracket(rotation_generator(0, 1, 2), h, q, p).abs().max() < 1e-10
+
+
 def test_model_key_separates_live_from_model_settings():
     s = Settings()
     assert s.model_key() == Settings(log10_kappa=-4.0, log10_lr=-3.0, generator_on=False).model_key()
