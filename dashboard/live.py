@@ -87,32 +87,31 @@ CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run 
 WORKER_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 
-def _env_seconds(name: str, default: float) -> float:
-    """A number of seconds ≥ 0 from the environment variable ``name`` (``default`` when unset)."""
+def _env_number(
+    name: str, default: Any, parse: Callable[[str], Any], valid: Callable[[Any], bool], expected: str
+) -> Any:
+    """The environment variable ``name`` parsed by ``parse`` (``default`` when unset); a value that
+    does not parse or is not ``valid`` is a ``ValueError`` naming the variable and ``expected``."""
     text = os.environ.get(name, "").strip()
     if not text:
         return default
     try:
-        value = float(text)
+        value = parse(text)
     except ValueError:
-        value = -1.0
-    if not 0 <= value < math.inf:
-        raise ValueError(f"{name} must be a number of seconds, 0 or more, got {text!r}")
+        value = None
+    if value is None or not valid(value):
+        raise ValueError(f"{name} must be {expected}, got {text!r}")
     return value
 
 
 def _env_count(name: str, default: int) -> int:
     """A positive integer from the environment variable ``name`` (``default`` when unset)."""
-    text = os.environ.get(name, "").strip()
-    if not text:
-        return default
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise ValueError(f"{name} must be a positive integer (a number of processes or runs), got {text!r}")
-    return value
+    return _env_number(name, default, int, lambda v: v >= 1, "a positive integer (a number of processes or runs)")
+
+
+def _env_seconds(name: str, default: float) -> float:
+    """A number of seconds ≥ 0 from the environment variable ``name`` (``default`` when unset)."""
+    return _env_number(name, default, float, lambda v: 0 <= v < math.inf, "a number of seconds, 0 or more")
 
 
 @dataclass(frozen=True)
