@@ -56,5 +56,8 @@ def explain() -> None:
             "flow then rotate. With a rotation-invariant base, the learned density is then invariant "
             "too (Lemma 1). **κ** is the tolerated violation: smaller κ, stricter symmetry. The "
             "multiplier **λ** grows while the constraint is violated and shrinks once it holds. "
-            "The soft-uniform base is *not* rotation invariant, so there the promise does not hold."
+            "The soft-uniform base is *not* rotation invariant, so there the promise does not hold. "
+            "**Exact symmetry** builds the symmetry in instead of asking for it: K and U become "
+            "networks of |p|² and |q|², so {g, H} = 0 for every weight and there is no κ left to set. "
+            "Compare the two: how much closer does the exact prior get, and how fast?"
         )
