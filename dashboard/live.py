@@ -15,12 +15,12 @@ on that cluster (:class:`_RayWorker`, each a :class:`~dashboard.worker.ActorHost
 processes of this machine, behind the same handle; without it Ray is never imported.
 
 Lifetimes: Reset starts a new run in the same slot. A run is freed (its memory returned in its
-process) when the page closes it, when its session's tab has been gone ``EHFLOW_FREE_AFTER`` seconds
-(default ``FREE_AFTER``; the page passes ``session_alive``), or when the ``LiveRun`` is garbage
-collected (Streamlit dropped the session). Nothing here waits for a process on the caller's
-thread: frees are sent by the pool's housekeeping thread. Training pauses by itself when no page view arrived for
-``HEARTBEAT_TIMEOUT`` seconds. The processes exit when the server does (``close_pool``, at exit,
-or when their socket closes).
+process) when the page closes it, when its session's tab has been gone ``EHFLOW_FREE_AFTER``
+seconds (default ``FREE_AFTER``; the page passes ``session_alive``), or when the ``LiveRun`` is
+garbage collected (Streamlit dropped the session). Nothing here waits for a process on the
+caller's thread: frees are sent by the pool's housekeeping thread. Training pauses by itself when
+no page view arrived for ``HEARTBEAT_TIMEOUT`` seconds. The processes exit when the server does
+(``close_pool``, at exit, or when their socket closes).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before a run stops traini
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
 CLOSE_TIMEOUT = 30.0  # seconds a process has to exit when the server stops (it may still be importing torch)
 ACTOR_START_TIMEOUT = 120.0  # seconds a Ray actor may take to start (placed, torch imported)
-FREE_AFTER = 10.0  # default seconds after its tab is gone before a run is freed (a reconnect within them keeps it)
+FREE_AFTER = 10.0  # default seconds after its tab is gone before its run is freed (a reconnect keeps it)
 HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
 RUNS_PER_WORKER = 4  # the default admission limit, per process
 TURN = 120.0  # seconds a run trains while others wait before it gives its place to the first in line
@@ -687,8 +687,8 @@ class LiveRun:
     """One session's run (one trainer, or several κ in sweep mode), hosted by a process of the pool.
 
     ``session_alive``: whether the session's page is still connected (the page passes Streamlit's
-    answer); once it has said no for the pool's ``free_after`` seconds the run is freed and its feed answers
-    404. None: only ``close`` or garbage collection free the run.
+    answer); once it has said no for the pool's ``free_after`` seconds the run is freed and its
+    feed answers 404. None: only ``close`` or garbage collection free the run.
     """
 
     def __init__(self, settings: Settings, target: Target, session_alive: Callable[[], bool] | None = None) -> None:
