@@ -220,9 +220,12 @@ def status(run: live.LiveRun) -> dict:
         values["equivariance_error"] = f"{view.symmetry['equivariance_error']:.4f}"
     caption = ""
     if view.lr is not None:
-        kappa = "none (no constraint)" if view.kappa is None else f"{view.kappa:.3g}"
-        if run.settings.exact_symmetry:
+        if view.kappa is not None:
+            kappa = f"{view.kappa:.3g}"
+        elif run.settings.exact_symmetry:
             kappa = "none (exact symmetry: nothing to constrain)"
+        else:
+            kappa = "none (no constraint)"
         caption = f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}"
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"

@@ -86,7 +86,7 @@ def sidebar() -> Settings:
         help="Instead of the soft constraint: K and U are networks of |p|² and |q|², so {g, H} = 0 for every "
         "weight and the learned density is exactly rotation invariant. κ has nothing to do then. Needs a Reset.",
     )
-    constrained = generator_on and not st.session_state["w_exact"]
+    constrained = _settings_from_widgets().kappa is not None  # the soft constraint in force (Settings' rule)
     lo, hi = LIMITS["log10_kappa"]
     sb.slider(
         "log₁₀ κ (constraint precision)", lo, hi, step=0.25, key="w_log10_kappa", disabled=not constrained,
