@@ -55,6 +55,7 @@ def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) ->
         "log_lam": run.log_lam.clone(),
         "violation": run.violation.clone(),
         "kappa": run.kappa,
+        "multiplier_kappa": run.multiplier_kappa,
         "step": run.step,
         "seconds": run.seconds,
         "rng": run.rng.get_state(),
@@ -140,6 +141,7 @@ def load_trainer(
     trainer.log_lam = state["log_lam"].clone()
     trainer.violation = state["violation"].clone()
     trainer.kappa = state["kappa"]
+    trainer.multiplier_kappa = state.get("multiplier_kappa", state["kappa"])  # absent: written before κ could move
     trainer.step = int(state["step"])
     trainer.seconds = float(state.get("seconds", 0.0))
     if "rng" in state:

@@ -9,7 +9,8 @@ with :math:`\mathcal{B}` the training bound (the ELBO, or the importance-weighte
 then move each multiplier GECO-style: a moving average :math:`\hat c_k \leftarrow \alpha \hat c_k
 + (1 - \alpha)(C_k - \kappa_k)/\kappa_k` of the *relative* violation, and
 :math:`\log\lambda_k \leftarrow \mathrm{clamp}(\log\lambda_k + \nu \tanh \hat c_k)`. λ rises while
-the constraint is violated and falls once it holds.
+the constraint is violated and falls once it holds. When κ changes mid-run (:meth:`Run.set_kappa`)
+the multipliers' state follows it (docs/maths.md, "Changing κ mid-run").
 
 A :class:`Run` holds one run's state and the rules each of its steps follows; the loop that
 applies them, to one run or to a batched ensemble, is :class:`~ehflow_core.training.Stepper`.
@@ -280,6 +281,7 @@ class Run:
         G = len(self.generators)
         self.log_lam = torch.full((G,), math.log(config.lam_init), dtype=torch.float64)
         self.violation = torch.zeros(G, dtype=torch.float64)  # moving average ĉ_k
+        self.multiplier_kappa = config.kappa  # the κ that ĉ_k and λ_k were last moved under
         if train_data is None and config.n_train is not None:
             train_data = target.sample(config.n_train, data_rng, dtype=torch.float64)
         self.train_data = None if train_data is None else train_data.to(device=device, dtype=dtype)
@@ -297,8 +299,25 @@ class Run:
 
     # -- live settings -------------------------------------------------------------------------
     def set_kappa(self, kappa: float | None) -> None:
-        """Change κ (None: drop the constraint) from the next step on."""
-        self.kappa = None if kappa is None else check_float("kappa", kappa, positive=True)
+        """Change κ (None: drop the constraint) from the next step on.
+
+        The multipliers' state follows the new κ, so that no κ, however far or briefly it was
+        moved, keeps acting after it was left (docs/maths.md, "Changing κ mid-run"): the averaged
+        relative violation ĉ is re-expressed against the new κ (the average C it stands for is
+        kept), and a looser κ scales λ down by κ_old / κ_new (λκ is kept); a stricter κ leaves λ
+        to rise at the multiplier's own bounded rate. Dropping the constraint (None) and taking it
+        up again rebases from the κ the multipliers last moved under.
+        """
+        kappa = None if kappa is None else check_float("kappa", kappa, positive=True)
+        old = self.multiplier_kappa
+        if kappa is not None and old is not None and kappa != old:
+            self.violation = (self.violation + 1.0) * (old / kappa) - 1.0
+            if kappa > old:
+                limit = self.config.log_lam_max
+                self.log_lam = (self.log_lam - math.log(kappa / old)).clamp(-limit, limit)
+        if kappa is not None:
+            self.multiplier_kappa = kappa
+        self.kappa = kappa
 
     @property
     def lam(self) -> dict[str, float]:

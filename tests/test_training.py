@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -111,6 +112,48 @@ def test_live_kappa_and_learning_rate():
     assert trainer.optimizer.param_groups[0]["lr"] == 1e-2
     with pytest.raises(ValueError, match=r"kappa must be a finite number > 0, got -1.0"):
         trainer.set_kappa(-1.0)
+
+
+def test_a_kappa_change_rebases_the_multipliers_state(tmp_path):
+    trainer = Trainer(small_config(kappa=0.01), make_target("ring"))
+    trainer.log_lam = torch.tensor([math.log(50.0)], dtype=torch.float64)
+    trainer.violation = torch.tensor([0.4], dtype=torch.float64)  # the average C is 1.4 κ = 0.014
+    trainer.set_kappa(0.1)  # looser: the same average C is 0.14 of the new κ; λκ is kept
+    assert trainer.violation.item() == pytest.approx(0.014 / 0.1 - 1)
+    assert trainer.lam["L_12"] == pytest.approx(5.0)
+    trainer.set_kappa(0.001)  # stricter: λ is left to rise at its own rate, the violation is re-expressed
+    assert trainer.lam["L_12"] == pytest.approx(5.0)
+    assert trainer.violation.item() == pytest.approx(0.014 / 0.001 - 1)
+    trainer.set_kappa(None)
+    assert trainer.lam == {"L_12": 0.0} and trainer.multiplier_kappa == 0.001
+    trainer = load_trainer(save_checkpoint(trainer, tmp_path / "checkpoint.pt"))  # a checkpoint keeps it
+    assert trainer.kappa is None and trainer.multiplier_kappa == 0.001
+    trainer.set_kappa(0.01)  # taken up again: rebased from the κ the multipliers last moved under
+    assert trainer.lam["L_12"] == pytest.approx(0.5) and trainer.violation.item() == pytest.approx(0.4)
+    trainer.log_lam = torch.tensor([-8.0], dtype=torch.float64)
+    trainer.set_kappa(1e6)  # λ stays within its clamp
+    assert trainer.log_lam.item() == -trainer.config.log_lam_max
+
+
+@pytest.mark.slow
+def test_kappa_moved_far_and_back_loses_nothing():
+    """A trained run's κ moved to 1e-4 for 500 steps and back to 1: λ falls back at once and the
+    test likelihood is back within 0.05 nats of the untouched run's 200 steps later (the
+    multipliers' old rule kept λ rising to ~1,300 and lost 0.23 nats)."""
+    config = small_config(kappa=1.0, lr_schedule="constant", max_steps=10**6, eval_every=10**6, n_test=512)
+    trained = Trainer(config, make_target("ring"))
+    list(trained.train(more_steps=300))
+    untouched, moved = copy.deepcopy(trained), copy.deepcopy(trained)
+    list(untouched.train(more_steps=700))
+    moved.set_kappa(1e-4)
+    list(moved.train(more_steps=500))
+    strict_lam = moved.lam["L_12"]
+    assert strict_lam > 10 * trained.lam["L_12"]  # the strict κ was in force
+    moved.set_kappa(1.0)
+    after = [record.lam["L_12"] for record in moved.train(more_steps=200)]
+    assert max(after) < strict_lam / 1000 and after[-1] <= after[0]
+    gap = untouched.evaluate()["test_log_likelihood"] - moved.evaluate()["test_log_likelihood"]
+    assert gap < 0.05, gap
 
 
 def test_warm_up_then_cosine_decay_over_the_budget():
