@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import threading
 import time
 
@@ -89,7 +90,13 @@ def test_a_sweep_writes_each_run_and_a_table_over_seeds(local_sweep):
         assert high - stat["mean"] == pytest.approx(12.706 * stat["sd"] / 2**0.5, rel=1e-3)
     assert "| ring | ∞ | 0.5 | 2 | 0.003 | none | 2 / 2 |" in (out / "table.md").read_text()
     curves = (out / "curves" / "ring_inf_dt0p5_steps2_lr0p003.html").read_text()  # one figure, both κ, seed 0
-    assert all(name in curves for name in ("κ=0.01 test L_32", "none test L_32", "none train L_8 (batches)"))
+    assert {"κ=0.01 test L_32", "none test L_32", "none train L_8 (batches)"} <= _trace_names(curves)
+
+
+def _trace_names(html: str) -> set[str]:
+    """The trace names of a Plotly HTML page, as JSON strings decoded (plotly escapes non-ASCII
+    characters as \\uXXXX when it writes with the standard json module, and not with orjson)."""
+    return {json.loads(literal) for literal in re.findall(r'"name":("(?:[^"\\]|\\.)*")', html)}
 
 
 def _csv(kappa):
