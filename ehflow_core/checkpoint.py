@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import torch
 from torch import Tensor
 
 from .flow import HamiltonianFlow
+from .symmetries import Generator
 from .targets import Target, make_target
 from .training import Run, TrainConfig, Trainer
 
@@ -128,14 +130,20 @@ def load_trainer(
     target: Target | None = None,
     train_data: Tensor | None = None,
     test_data: Tensor | None = None,
+    generators: Sequence[Generator] | None = None,
 ) -> Trainer:
     """Resume training from a checkpoint (``target`` defaults to the built-in target it names;
-    ``train_data`` and ``test_data``: a user-data run's sets, as it was started with)."""
+    ``train_data`` and ``test_data``: a user-data run's sets, as it was started with;
+    ``generators``: the run's, when they were not the target's own)."""
     state = read_checkpoint(path)
     name = str(path) if not isinstance(path, bytes) else "checkpoint bytes"
     config, flow = _flow_from_state(state, name)
     target = target if target is not None else make_target(state["target"])
-    trainer = Trainer(config, target, train_data=train_data, test_data=test_data)
+    trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
+    stored = state.get("generators")
+    names = [g.name for g in trainer.generators]
+    if stored is not None and names != list(stored):
+        raise ValueError(f"{name}: the run was trained with the generators {list(stored)}, got {names}")
     trainer.flow.load_state_dict(flow.state_dict())
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.log_lam = state["log_lam"].clone()

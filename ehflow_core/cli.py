@@ -12,7 +12,9 @@ import argparse
 import logging
 import math
 import re
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -20,14 +22,16 @@ from typing import Any, NoReturn
 
 import torch
 
+from .checkpoint import load_trainer, read_checkpoint
 from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
-from .reporting import FINAL_EVAL_SAMPLES, progress, write_run
+from .interrupts import INTERRUPTED_EXIT, StopRequest
+from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
 from .run import LR_SCHEDULES
 from .sweep import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target, split_points
-from .training import OBJECTIVES, TrainConfig, Trainer
+from .training import OBJECTIVES, Record, TrainConfig, Trainer
 
 log = logging.getLogger("ehflow_core")
 
@@ -85,6 +89,35 @@ def _data_target(args: argparse.Namespace) -> tuple[Target, torch.Tensor, torch.
 
 
 def run_train(args: argparse.Namespace) -> dict[str, Any]:
+    """``train``: a new run, or (``--resume``) the run in a folder continued from its checkpoint.
+    Ctrl-C or SIGTERM ends it after the step in progress and writes what it has (``interrupted``
+    in the summary); ``--resume`` on that folder then continues it exactly."""
+    if args.resume:
+        trainer, records = _resumed(args)
+    else:
+        trainer, records = _new_trainer(args), []
+    config = trainer.config
+    out = Path(args.out or args.resume or "runs/train")
+    budget = None if config.seconds is None else max(config.seconds - trainer.seconds, 0.0)
+    with StopRequest() as stop:
+        if budget is None or budget > 0:
+            steps = trainer.train(seconds=budget)
+            for record in progress(steps, config.max_steps, label=trainer.target.name, seconds=config.seconds):
+                records.append(record)
+                if stop.requested:
+                    break
+        began = time.perf_counter()
+        n_test = len(trainer.test_data)
+        print(f"final evaluation (L_{FINAL_EVAL_SAMPLES} on {n_test:,} test points) and figures…", file=sys.stderr)
+        summary, _ = write_run(trainer, records, out, interrupted=stop.requested)
+    print(f"final evaluation done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
+    _print_summary(summary, out)
+    if stop.requested:
+        print(f"interrupted at step {trainer.step:,}: continue it with --resume {out}", file=sys.stderr)
+    return summary
+
+
+def _new_trainer(args: argparse.Namespace) -> Trainer:
     train_data = test_data = None
     if args.data:
         target, train_data, test_data = _data_target(args)
@@ -123,15 +156,38 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
         train_samples=args.train_samples,
         on_divergence=args.on_divergence,
     )
-    trainer = Trainer(config, target, generators, train_data=train_data, test_data=test_data)
-    records = list(progress(trainer.train(), config.max_steps, label=target.name))
-    began = time.perf_counter()
-    n_test = len(trainer.test_data)
-    print(f"final evaluation (L_{FINAL_EVAL_SAMPLES} on {n_test:,} test points) and figures…", file=sys.stderr)
-    summary, _ = write_run(trainer, records, Path(args.out))
-    print(f"final evaluation done in {time.perf_counter() - began:.1f} s", file=sys.stderr)
-    _print_summary(summary, Path(args.out))
-    return summary
+    return Trainer(config, target, generators, train_data=train_data, test_data=test_data)
+
+
+def _resumed(args: argparse.Namespace) -> tuple[Trainer, list[Record]]:
+    """The run in ``--resume DIR`` as its checkpoint left it, and its records up to that step.
+    A data run needs its ``--data`` (and ``--holdout``, ``--seed``) again; ``--kappa`` changes κ."""
+    folder = Path(args.resume)
+    path, metrics = folder / "checkpoint.pt", folder / "metrics.csv"
+    if not path.is_file() or not metrics.is_file():
+        raise ValueError(f"--resume {folder}: expected a run folder with checkpoint.pt and metrics.csv")
+    state = read_checkpoint(path)
+    train_data = test_data = target = None
+    if args.data:
+        target, train_data, test_data = _data_target(args)
+    elif not _built_in(state["target"]):
+        raise ValueError(f"--resume {folder}: the run learned {state['target']!r}; give its --data file again")
+    dim = target.dim if target is not None else make_target(state["target"]).dim
+    generators = parse_generators(",".join(state.get("generators") or []) or "none", dim)
+    trainer = load_trainer(path, target, train_data, test_data, generators)
+    if args.kappa is not None:
+        trainer.set_kappa(args.kappa)
+    records = [r for r in read_metrics(metrics) if r.step <= trainer.step]
+    print(f"resuming {folder} at step {trainer.step:,} of {trainer.config.max_steps:,}", file=sys.stderr)
+    return trainer, records
+
+
+def _built_in(name: str) -> bool:
+    try:
+        make_target(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _hard_blocks(generators: Sequence[Generator], dim: int) -> tuple[tuple[int, ...], ...]:
@@ -181,7 +237,9 @@ def _number(text: str, kind: type, minimum: float, strict: bool) -> Any:
         value = kind(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}") from None
-    if not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
+    if value < minimum or (strict and value == minimum):
         raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}")
     return value
 
@@ -288,7 +346,12 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     )
     train.add_argument("--dtype", choices=tuple(DTYPES), default="float32", help="floating-point precision")
     train.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N, or auto (CUDA where present)")
-    train.add_argument("--out", default="runs/train", help="output folder")
+    train.add_argument("--out", help="output folder (absent: runs/train, or the --resume folder)")
+    train.add_argument(
+        "--resume", metavar="DIR",
+        help="continue the run in DIR (an interrupted one, say) from its checkpoint, with its own settings; "
+        "only --kappa, --out and a data run's --data, --holdout and --seed apply",
+    )  # fmt: skip
     train.add_argument(
         "--paper", action="store_true",
         help="the paper's configuration (single-sample ELBO, batch 256, Adam 3e-4, one H with an MLP K); "
@@ -383,31 +446,43 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _reproduce_out(args: argparse.Namespace) -> Path:
+    return Path(args.out or f"runs/{args.figure}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(message)s")  # quiet third-party INFO logs
     log.setLevel(logging.INFO)
     args = parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler) if main_thread else None  # as Ctrl-C
     try:
         if args.command == "train":
-            run_train(args)
-        elif args.command == "sweep":
+            summary = run_train(args)
+            return INTERRUPTED_EXIT if summary["interrupted"] else 0
+        if args.command == "sweep":
             run_sweep_command(args)
-        else:
-            out = Path(args.out or f"runs/{args.figure}")
-            backend = None
-            if args.backend is not None:
-                if args.figure != "fig2a":  # refused before a backend starts
-                    raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {args.figure}")
-                from .sweep import make_backend
+        elif args.backend is not None:  # a sweep: Ctrl-C or SIGTERM leave its checkpoints to resume from
+            if args.figure != "fig2a":  # refused before a backend starts
+                raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {args.figure}")
+            from .sweep import make_backend
 
-                backend = make_backend(args.backend, args.address, args.workers)
-            elif args.address is not None or args.workers is not None:
+            backend = make_backend(args.backend, args.address, args.workers)
+            reproduce(args.figure, args.quick, args.seeds, _reproduce_out(args), paper=args.paper, backend=backend)
+        else:
+            if args.address is not None or args.workers is not None:
                 raise ValueError("--address and --workers are for --backend local|ray")
-            reproduce(args.figure, quick=args.quick, seeds=args.seeds, out=out, paper=args.paper, backend=backend)
+            with StopRequest() as stop:  # Ctrl-C or SIGTERM: the runs end after their step and are written
+                reproduce(args.figure, args.quick, args.seeds, _reproduce_out(args), args.paper, stop=stop)
+            if stop.requested:
+                return INTERRUPTED_EXIT
     except (ValueError, TypeError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("\ninterrupted", file=sys.stderr)
-        return 130
+        return INTERRUPTED_EXIT
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

@@ -20,7 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from .checkpoint import save_checkpoint
 from .ensemble import EnsembleTrainer
+from .interrupts import StopRequest
 from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
 from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_and_report
@@ -69,17 +71,23 @@ def _mean_sd(values: list[float]) -> dict[str, float]:
     }
 
 
-def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str, Any]:
+def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopRequest | None = None) -> dict[str, Any]:
     """Train every (regime, κ, seed) of Figure 2A (one batched ensemble per regime) and write curves,
-    per-run metrics and a summary; with the library's training defaults, or the paper's (``paper``)."""
+    per-run metrics, checkpoints and a summary; with the library's training defaults, or the
+    paper's (``paper``). A ``stop`` request ends training after the step in progress: the runs so
+    far are written as they are (summaries marked interrupted, checkpoints that
+    :func:`~ehflow_core.checkpoint.load_trainer` continues) and the regimes not begun are skipped."""
     from .figures import curves_figure, density_figure, energy_figure, write_figure  # plotly, when needed
 
     target = make_target("ring")
     entropy, entropy_se = target.entropy()
     results: dict[str, Any] = {
         "entropy": entropy, "entropy_stderr": entropy_se, "size": asdict(size), "paper": paper, "regimes": {},
+        "interrupted": None,
     }  # fmt: skip
     for regime, n_train in (("infinite", None), ("finite", size.n_train)):
+        if stop is not None and stop.requested:
+            break
         settings = [(kappa, seed) for kappa in (*size.kappas, None) for seed in range(size.seeds)]
         configs = [
             TrainConfig.starting_from(
@@ -97,8 +105,11 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
                 for label, record in records.items():
                     runs[label].append(record)
                 yield next(iter(records.values()))
+                if stop is not None and stop.requested:
+                    return
 
         list(progress(steps(), size.steps, label=f"{regime}: {len(configs)} runs as one batched ensemble"))
+        interrupted = ensemble.step < size.steps and not all(run.stopped for run in ensemble.runs)
         curves: dict[str, list[Record]] = {}
         table: dict[str, Any] = {}
         for kappa in (*size.kappas, None):
@@ -109,7 +120,8 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
                 run_dir = out / regime / run_folder(name)
                 run_dir.mkdir(parents=True, exist_ok=True)
                 write_metrics(records, run_dir / "metrics.csv")
-                summary = summarise(run, records, size.final_samples)
+                save_checkpoint(run, run_dir / "checkpoint.pt", ensemble.member_optimizer_state(name))
+                summary = summarise(run, records, size.final_samples, interrupted)
                 (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
                 for key in ("test_log_likelihood", "train_log_likelihood", "gap_nats"):
                     if summary.get(key) is not None:
@@ -128,6 +140,9 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
                 gaps = [a - b for a, b in zip(finals["train_log_likelihood"], finals["test_log_likelihood"])]
                 row["train_minus_test"] = _mean_sd(gaps)
         title = f"Figure 2A, {regime} data: L_K across κ"
+        if interrupted:
+            title += f" (interrupted at step {ensemble.step:,} of {size.steps:,})"
+            results["interrupted"] = {"regime": regime, "step": ensemble.step}
         write_figure(curves_figure(curves, title=title, **configs[0].estimators), out / f"fig2a_{regime}")
         results["regimes"][regime] = table
     (out / "summary.json").write_text(json.dumps(results, indent=2))
@@ -139,7 +154,15 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False) -> dict[str
 def fig2a_markdown(results: dict[str, Any]) -> str:
     """The Figure 2A table (mean ± sd over seeds; the value alone from one seed) as Markdown."""
     lines = [
-        f"Target entropy (the floor of test NLL): {results['entropy']:.3f} ± {results['entropy_stderr']:.3f} nats.",
+        f"Target entropy (the floor of test NLL): {results['entropy']:.3f} ± {results['entropy_stderr']:.3f} nats."
+    ]
+    if results.get("interrupted"):
+        stopped = results["interrupted"]
+        lines.append(
+            f"**Interrupted**: the {stopped['regime']} regime at step {stopped['step']:,} of "
+            f"{results['size']['steps']:,}; its rows are of the runs as they were then, and later regimes are missing."
+        )
+    lines += [
         "",
         "| regime | run | test L_256 | train L_256 | train − test | gap to entropy | E[{g,H}²] "
         "| invariance spread (noise) |",
@@ -169,9 +192,12 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0, paper: bool = False) -> dict[str, Any]:
+def reproduce_fig2b(
+    size: Fig2bSize, out: Path, seed: int = 0, paper: bool = False, stop: StopRequest | None = None
+) -> dict[str, Any]:
     """Train on eight Gaussians from a soft-uniform base and report the attractors of U (with
-    ``FIG2B_TRAINING``, or the paper's configuration with ``paper``)."""
+    ``FIG2B_TRAINING``, or the paper's configuration with ``paper``). A ``stop`` request ends
+    training after the step in progress and writes the run as it is (its summary marked interrupted)."""
     from .figures import trajectory_figure, write_figure  # plotly, when needed
 
     target = make_target("gaussians8")
@@ -181,9 +207,14 @@ def reproduce_fig2b(size: Fig2bSize, out: Path, seed: int = 0, paper: bool = Fal
         eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32, **({} if paper else FIG2B_TRAINING),
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
-    records = list(progress(trainer.train(), size.steps, label="fig2b"))
+    records = []
+    for record in progress(trainer.train(), size.steps, label="fig2b"):
+        records.append(record)
+        if stop is not None and stop.requested:
+            break
     sizes = SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40)
-    summary, snap = write_run(trainer, records, out, sizes, size.final_samples)
+    interrupted = stop is not None and stop.requested
+    summary, snap = write_run(trainer, records, out, sizes, size.final_samples, interrupted)
     write_figure(trajectory_figure(snap), out / "fig2b_trajectories")
     summary["attractors"] = attractor_report(snap, np.asarray(target.centres))
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -208,12 +239,19 @@ def fig2a_sweep(size: Fig2aSize, paper: bool = False) -> SweepSpec:
 
 
 def reproduce(
-    figure: str, quick: bool, seeds: int | None, out: Path, paper: bool = False, backend: Backend | None = None
+    figure: str,
+    quick: bool,
+    seeds: int | None,
+    out: Path,
+    paper: bool = False,
+    backend: Backend | None = None,
+    stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Entry point of ``python -m ehflow_core reproduce``. ``backend`` (Figure 2A only): train
     each run as a run of a sweep there (resumable, :func:`~ehflow_core.sweep.run_sweep`) instead of
     one batched ensemble per regime on this machine; the table is then the sweep's, with each κ
-    paired against the unconstrained run of the same seed."""
+    paired against the unconstrained run of the same seed. ``stop``: a request that ends the
+    training early and writes what the runs have (without a backend)."""
     if backend is not None and figure != "fig2a":
         backend.close()
         raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {figure}")
@@ -228,5 +266,5 @@ def reproduce(
         if backend is not None:
             rows = run_and_report("fig2a", fig2a_sweep(size, paper), out, backend)
             return {"rows": rows, "paired": paired_with_unconstrained(rows)}
-        return reproduce_fig2a(size, out, paper)
-    return reproduce_fig2b(FIG2B[mode], out, paper=paper)
+        return reproduce_fig2a(size, out, paper, stop)
+    return reproduce_fig2b(FIG2B[mode], out, paper=paper, stop=stop)

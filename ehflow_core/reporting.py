@@ -37,7 +37,13 @@ def run_folder(label: str) -> str:
     return label.replace("κ", "kappa").replace("/", "_")
 
 
-def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[str] | None = None) -> Iterator[Record]:
+def progress(
+    records: Iterable[Record],
+    total: int,
+    label: str = "",
+    stream: IO[str] | None = None,
+    seconds: float | None = None,
+) -> Iterator[Record]:
     """Pass records through while a tqdm bar on ``stream`` (default: standard error at the time of
     the call) shows the steps done, the average speed and the ETA, the training bound and the last
     test L_K, and evaluation as its own phase: the share of the wall time spent evaluating.
@@ -45,6 +51,10 @@ def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[
     The speed is the average over the call so far, evaluations included (what the remaining steps
     will take), computed from the records' own clock, and so is the ETA. A divergence is written
     on a line of its own above the bar.
+
+    ``seconds``: the run's wall-clock budget, counted on the records' clock. The bar then follows
+    whichever of ``total`` steps and the budget ends first: its length is the steps the budget
+    will allow at the average speed (at most ``total``), and a run that ends on time ends full.
     """
     bar = StatusBar(
         total=total,
@@ -64,9 +74,27 @@ def progress(records: Iterable[Record], total: int, label: str = "", stream: IO[
                 last_eval, evaluating = record, evaluating + record.eval_seconds
             if record.event:
                 bar.write(f"{label} {record.message}")
-            bar.status = _status(record, first, total, last_eval, evaluating)
+            steps = total if seconds is None else _steps_in_budget(record, first, total, seconds)
+            bar.status = _status(record, first, steps, last_eval, evaluating)
+            bar.total = steps
             bar.update(record.step - bar.n)
+            if seconds is not None and record.seconds >= seconds:  # the budget ended the run
+                bar.total = record.step
+                bar.refresh()
             yield record
+
+
+def _steps_in_budget(record: Record, first: Record, total: int, seconds: float) -> int:
+    """The steps a run will have made when ``seconds`` run out, at its average speed (at most ``total``)."""
+    left = max(seconds - record.seconds, 0.0) * _average_speed(record, first)
+    return max(min(total, record.step + round(left)), record.step)
+
+
+def _average_speed(record: Record, first: Record) -> float:
+    """Steps per second since the first record (the recent speed until there are two)."""
+    if record.step > first.step and record.seconds > first.seconds:
+        return (record.step - first.step) / (record.seconds - first.seconds)
+    return record.steps_per_s
 
 
 class StatusBar(tqdm):
@@ -81,10 +109,7 @@ class StatusBar(tqdm):
 
 def _status(record: Record, first: Record, total: int, last_eval: Record | None, evaluating: float) -> str:
     """The bar's right-hand side: average steps/s, ETA, bound, test L_K and the evaluation phase."""
-    if record.step > first.step and record.seconds > first.seconds:  # the average since the first record
-        average = (record.step - first.step) / (record.seconds - first.seconds)
-    else:
-        average = record.steps_per_s
+    average = _average_speed(record, first)
     left = max(total - record.step, 0) / max(average, 1e-9)
     eta = f" ETA {int(left // 60)}:{int(left % 60):02d}" if left < 360_000 else ""
     test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
@@ -111,9 +136,18 @@ def write_metrics(records: Sequence[Record], path: Path) -> None:
     path.write_text(metrics_csv(records))
 
 
-def summarise(run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_SAMPLES) -> dict[str, Any]:
+def read_metrics(path: Path) -> list[Record]:
+    """The records of a metrics CSV written by :func:`write_metrics` (exactly: see :meth:`Record.from_row`)."""
+    with path.open(newline="") as fh:
+        return [Record.from_row(row) for row in csv.DictReader(fh)]
+
+
+def summarise(
+    run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_SAMPLES, interrupted: bool = False
+) -> dict[str, Any]:
     """The numbers a run is judged by (see the README's "Outputs"); ``n_samples``: K of the test
-    and train L_K (and at most 128 samples for the invariance readout)."""
+    and train L_K (and at most 128 samples for the invariance readout); ``interrupted``: the run
+    was stopped before its budget ended (``steps`` says where)."""
     flow, target = run.flow, run.target
     rng = torch.Generator(device=flow.device).manual_seed(run.config.seed + 99)
     with torch.no_grad():
@@ -136,6 +170,7 @@ def summarise(run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_S
         "lam": run.lam,
         "kappa": run.kappa,
         "steps": run.step,
+        "interrupted": interrupted,
         "seconds": run.seconds,
         "divergences": sum(1 for r in records if r.event == "diverged"),
         "lemma1": lemma1_check(flow.base, run.generators) if run.generators else {},
@@ -161,10 +196,12 @@ def write_run(
     out: Path,
     sizes: SnapshotConfig | None = None,
     n_samples: int = FINAL_EVAL_SAMPLES,
+    interrupted: bool = False,
 ) -> tuple[dict[str, Any], Snapshot]:
     """metrics.csv, summary.json, checkpoint.pt and figures for one run; returns the summary
-    (:func:`summarise` with ``n_samples``) and the snapshot the figures were drawn from (``sizes``:
-    its sizes)."""
+    (:func:`summarise` with ``n_samples`` and ``interrupted``) and the snapshot the figures were
+    drawn from (``sizes``: its sizes). The metrics and the checkpoint are written first: they are
+    what resumes the run."""
     from .figures import (  # plotly: imported only when figures are written
         constraint_figure,
         curves_figure,
@@ -176,8 +213,8 @@ def write_run(
 
     out.mkdir(parents=True, exist_ok=True)
     write_metrics(records, out / "metrics.csv")
-    summary = summarise(trainer, records, n_samples)
     save_checkpoint(trainer, out / "checkpoint.pt")
+    summary = summarise(trainer, records, n_samples, interrupted)
     snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
     files = []
     files += write_figure(density_figure(snap), out / "density")

@@ -164,6 +164,25 @@ class Record:
         row.update({f"lam_{k}": v for k, v in self.lam.items()})
         return row
 
+    @classmethod
+    def from_row(cls, row: dict[str, str]) -> Record:
+        """The record a row of a metrics CSV (:meth:`to_row`, written by ``csv``) was made from:
+        floats written by ``repr`` read back exactly, empty cells as None."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {"constraint": {}, "lam": {}}
+        for key, text in row.items():
+            if key.startswith(("constraint_", "lam_")):
+                group, name = key.split("_", 1)
+                if text != "":
+                    values[group][name] = float(text)
+            elif key in fields:
+                kind = fields[key].type
+                if text == "":
+                    values[key] = None
+                else:
+                    values[key] = int(text) if kind == "int" else text if "str" in str(kind) else float(text)
+        return cls(**values)
+
 
 @dataclass
 class StepResult:

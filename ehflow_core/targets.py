@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -295,14 +296,20 @@ TARGETS: dict[str, Callable[[], Target]] = {
 
 
 def make_target(name: str, n_modes: int | None = None) -> Target:
-    """A built-in target by name (see ``TARGETS``); ``n_modes`` sets the Gaussians on a circle."""
-    if name == "gaussians" or (name == "gaussians8" and n_modes is not None):
+    """A built-in target by name (see ``TARGETS``); ``n_modes`` sets the Gaussians on a circle
+    (``"gaussians"``, 8 by default; a run's own name ``"gaussians<n>"`` gives n of them)."""
+    counted = re.fullmatch(r"gaussians([1-9]\d*)", name)
+    if counted and n_modes is None and name not in TARGETS:
+        n_modes = int(counted.group(1))
+    if name == "gaussians" or (counted and n_modes is not None):
         n = check_int("n_modes", 8 if n_modes is None else n_modes, minimum=1)
         return GaussianMixture(
             f"gaussians{n}", f"Multimodal: {n} Gaussians (s = 0.2) on a circle of radius 2.", _circle(n, 2.0), 0.2
         )
     if name not in TARGETS:
-        raise ValueError(f"target must be one of {', '.join(sorted(TARGETS))}; got {name!r}")
+        raise ValueError(
+            f"target must be one of {', '.join(sorted(TARGETS))} or gaussians (with n_modes); got {name!r}"
+        )
     return TARGETS[name]()
 
 

@@ -87,7 +87,7 @@ def test_bad_data_file_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_argument_errors_are_one_line_that_names_the_value_and_points_to_the_help(tmp_path, capsys):
     for argv, message in [
         (["train", "--steps", "abc"], "argument --steps: expected an integer >= 1, got 'abc'"),
-        (["train", "--lr", "inf"], "argument --lr: expected a number > 0, got 'inf'"),
+        (["train", "--lr", "inf"], "argument --lr: expected a finite number > 0, got 'inf'"),
         (["train", "--warmup-steps", "-2"], "argument --warmup-steps: expected an integer >= 0, got '-2'"),
         (["train", "--seed", "1.5"], "argument --seed: expected an integer, got '1.5'"),
     ]:
@@ -169,3 +169,86 @@ def test_the_progress_line_shows_the_average_speed_an_eta_and_the_evaluations_sh
     assert "test L_K -2.600" in last and "evaluation 10% of the time" in last, last
     left = 900 / average
     assert f"ETA {int(left // 60)}:{int(left % 60):02d}" in last, last
+
+
+def _records_without_timing(path: Path) -> list[dict[str, str]]:
+    with path.open() as fh:
+        rows = list(csv.DictReader(fh))
+    return [{k: v for k, v in row.items() if k not in ("seconds", "steps_per_s", "eval_seconds")} for row in rows]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tmp_path, signal_name):
+    """SIGTERM or Ctrl-C mid-run: metrics, a checkpoint and a summary marked interrupted, exit 130;
+    ``--resume`` then ends with the records of the uninterrupted run, step for step."""
+    import signal
+    import threading
+
+    args = ["train", "--kappa", "0.01", "--steps", "300", "--dtype", "float64", *SMALL, "--eval-every", "50"]
+    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
+    assert straight.returncode == 0, straight.stderr
+
+    out = tmp_path / "stopped"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "ehflow_core", *args, "--out", str(out)],
+        cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    seen: list[str] = []
+
+    def watch() -> None:  # the bar's "n/300": signal once the run is a little way in
+        buffer = ""
+        while char := process.stderr.read(1):
+            buffer += char
+            seen.append(char)
+            steps = [int(n) for n in re_steps.findall(buffer)]
+            if steps and 20 <= steps[-1] < 250 and not signalled.is_set():
+                signalled.set()
+                process.send_signal(getattr(signal, signal_name))
+
+    import re
+
+    re_steps = re.compile(r"\| (\d+)/300")
+    signalled = threading.Event()
+    reader = threading.Thread(target=watch, daemon=True)
+    reader.start()
+    stdout, _ = process.communicate(timeout=300)
+    reader.join(timeout=10)
+    stderr = "".join(seen)
+    assert signalled.is_set(), stderr
+    assert process.returncode == 130, stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["interrupted"] is True and 20 <= summary["steps"] < 300, summary["steps"]
+    assert f"interrupted at step {summary['steps']}" in stderr and f"--resume {out}" in stderr
+    assert len(_records_without_timing(out / "metrics.csv")) == summary["steps"]
+
+    resumed = run_cli("train", "--resume", str(out))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {out} at step {summary['steps']}" in resumed.stderr
+    assert json.loads((out / "summary.json").read_text())["interrupted"] is False
+    assert _records_without_timing(out / "metrics.csv") == _records_without_timing(
+        tmp_path / "straight" / "metrics.csv"
+    )
+
+
+def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):
+    code, _, err = cli(capsys, "train", "--resume", str(tmp_path / "nothing"))
+    assert code == 2 and "expected a run folder with checkpoint.pt and metrics.csv" in err
+    code, _, err = cli(capsys, "train", "--kappa", "inf")
+    assert code == 2 and "expected a finite number > 0, got 'inf'" in err
+
+
+def test_the_bar_follows_a_seconds_budget_that_ends_first():
+    """A 2 s budget at 10 steps/s against 1,000 steps: the bar is about 20 steps long and ends full,
+    not at 2 % of 1,000."""
+    import io
+
+    from ehflow_core.reporting import progress
+    from ehflow_core.run import Record
+
+    records = [Record(i, 0.1 * i, 10.0, -3.0, 3.0, 1.0, {}, {}, None) for i in range(1, 21)]
+    stream = io.StringIO()
+    assert list(progress(iter(records), 1000, label="ring", stream=stream, seconds=2.0)) == records
+    lines = stream.getvalue().strip().split("\r")
+    assert "100%" in lines[-1] and "20/20" in lines[-1], lines[-1]
+    assert not any("/1000" in line for line in lines[1:]), lines  # (before the first step the speed is unknown)

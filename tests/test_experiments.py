@@ -85,3 +85,30 @@ def test_generator_specs_name_axes_of_any_size(spec, names):
 def test_bad_generator_specs_are_rejected_by_name(spec, message):
     with pytest.raises(ValueError, match=message):
         parse_generators(spec, 2)
+
+
+class _StopAfter:
+    """A stop request that turns on after ``checks`` reads (as a Ctrl-C part-way through would)."""
+
+    def __init__(self, checks: int) -> None:
+        self.checks = checks
+
+    @property
+    def requested(self) -> bool:
+        self.checks -= 1
+        return self.checks < 0
+
+
+def test_an_interrupted_fig2a_writes_its_runs_and_their_checkpoints_continue(tmp_path):
+    from ehflow_core.checkpoint import load_trainer
+
+    size = Fig2aSize(steps=40, kappas=(0.01,), n_train=50, seeds=1, eval_every=20, n_test=64, final_samples=8)
+    results = reproduce_fig2a(size, tmp_path, stop=_StopAfter(12))  # a check per regime, then one a step
+    assert results["interrupted"] == {"regime": "infinite", "step": 12} and set(results["regimes"]) == {"infinite"}
+    assert "**Interrupted**: the infinite regime at step 12 of 40" in (tmp_path / "results.md").read_text()
+    folder = tmp_path / "infinite" / "kappa=0.01_seed0"
+    summary = json.loads((folder / "summary.json").read_text())
+    assert summary["interrupted"] is True and summary["steps"] == 12
+    resumed = load_trainer(folder / "checkpoint.pt")
+    assert resumed.step == 12 and resumed.kappa == 0.01
+    assert [r.step for r in resumed.train()][-1] == 40

@@ -254,3 +254,12 @@ def test_bad_train_config(changes, message):
 def test_target_and_flow_dimensions_must_agree():
     with pytest.raises(ValueError, match=r"target 'shell3d' has dim 3, but config.flow.dim is 2"):
         Trainer(small_config(), make_target("shell3d"))
+
+
+@pytest.mark.parametrize("kappa", [None, 0.01])
+def test_metrics_csv_reads_back_to_the_same_records(tmp_path, kappa):
+    from ehflow_core.reporting import read_metrics, write_metrics
+
+    records = list(Trainer(small_config(kappa=kappa, max_steps=20, eval_every=10), make_target("ring")).train())
+    write_metrics(records, tmp_path / "metrics.csv")
+    assert read_metrics(tmp_path / "metrics.csv") == records
