@@ -358,7 +358,7 @@ def load_points(path: str | Path, limits: DataLimits = DataLimits()) -> Tensor:
         return validate_points(array.astype(np.float64), str(path), limits)
     if path.suffix.lower() not in (".csv", ".txt"):
         raise ValueError(f"{path}: expected a .csv or .npy file, got {path.suffix or 'no extension'!r}")
-    with path.open(encoding="utf-8", errors="replace") as lines:
+    with path.open(encoding="utf-8", errors="replace") as lines:  # (a byte-order mark is skipped)
         return parse_csv(lines, str(path), limits)
 
 
@@ -368,13 +368,24 @@ def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimit
     ``text``: the file's text, or an iterable of its lines (an open text file): lines are read one
     at a time and reading stops at the first bad row or once ``limits.max_rows`` is exceeded, so a
     huge or hostile file costs no more than the rows it is allowed. Error messages quote at most 40
-    characters of a cell or row.
+    characters of a cell or row. A row is refused by its cell count and its length before any of
+    it is converted (a one-line file of millions of cells costs a count, not a conversion), and a
+    byte-order mark before the first row (as spreadsheet programs write UTF-8) is skipped.
     """
     lines = io.StringIO(text) if isinstance(text, str) else text
     rows: list[list[float]] = []
     first = True
     header: int | None = None  # the header's column count
+    longest = _MAX_CELL * limits.max_dim  # a row of max_dim numbers or column names is no longer
     for line_no, raw in enumerate(lines, 1):
+        if line_no == 1:
+            raw = raw.removeprefix("\ufeff")
+        if raw.count(",") >= limits.max_dim:
+            raise ValueError(
+                f"{source}: row {line_no}: {raw.count(',') + 1:,} cells; expected at most {limits.max_dim} columns"
+            )
+        if len(raw) > longest:
+            raise ValueError(f"{source}: row {line_no}: {len(raw):,} characters; a row has at most {longest}")
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
@@ -383,7 +394,7 @@ def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimit
             row = [float(c) for c in cells]
         except ValueError:
             if first:  # a header row: names, not garbage (a binary file's first line is no header)
-                if not all(c.isprintable() and "\ufffd" not in c and len(c) <= 64 for c in cells):
+                if not all(c.isprintable() and "\ufffd" not in c and len(c) <= _MAX_CELL for c in cells):
                     raise ValueError(
                         f"{source}: row {line_no}: {_short(line)} is neither numbers nor a header of column names"
                     ) from None
@@ -406,6 +417,9 @@ def parse_csv(text: str | Iterable[str], source: str = "data", limits: DataLimit
     if not rows:
         raise ValueError(f"{source}: no numeric rows found (the file is empty or holds only a header)")
     return validate_points(np.asarray(rows, dtype=np.float64), source, limits)
+
+
+_MAX_CELL = 64  # characters of a cell of a data file: a number, or a column name
 
 
 def _short(text: str, limit: int = 40) -> str:

@@ -245,3 +245,26 @@ def test_model_key_separates_live_from_model_settings():
     s = Settings()
     assert s.model_key() == Settings(log10_kappa=-4.0, log10_lr=-3.0, generator_on=False).model_key()
     assert s.model_key() != Settings(dt=1.0).model_key()
+
+
+def test_a_one_line_csv_of_millions_of_cells_is_refused_by_its_count_before_any_is_converted():
+    """1.9 M cells on one line (3.8 MB): refused by the cell count, holding little more than the line."""
+    import tracemalloc
+
+    content = ("1," * 1_900_000).encode()[:-1] + b"\n"
+    upload = _Upload("wide.csv", content)
+    tracemalloc.start()
+    try:
+        with pytest.raises(ValueError, match=r"wide.csv: row 1: 1,900,000 cells; expected at most 2 columns"):
+            read_upload(upload)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 10e6, peak
+
+
+def test_a_csv_with_a_byte_order_mark_loads():
+    """Spreadsheet programs write UTF-8 with a byte-order mark before the header."""
+    content = "\ufeffx,y\n".encode() + b"".join(f"{i},{-i}\n".encode() for i in range(30))
+    points = read_upload(_Upload("excel.csv", content))
+    assert points.shape == (30, 2) and points[1].tolist() == [1.0, -1.0]
