@@ -328,18 +328,25 @@ class _Worker(_Host):
 
     def _read(self) -> None:
         """Fold the process's messages into its runs until the socket closes; then reap the
-        process (a crashed one is not left a zombie) and tell its runs why they stopped."""
+        process (a crashed one is not left a zombie) and tell its runs why they stopped. Any
+        other failure (a message the server cannot read or fold) ends the process too: its runs
+        are told why rather than left "training" with nobody reading them."""
+        reason = "The training process ended"
         try:
             while True:
                 self._fold(self.conn.recv_bytes())
         except (EOFError, OSError):
             pass
+        except Exception as err:
+            log.exception("reading training process %s", self.process.pid)
+            reason = f"The server could not read its training process ({type(err).__name__}), which was stopped"
+            self.process.kill()
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             pass
         code = self.process.poll()
-        self._ended("The training process ended" + ("" if code is None else f" (exit code {code})"))
+        self._ended(reason + ("" if code is None else f" (exit code {code})"))
 
     def wait_closed(self, timeout: float = CLOSE_TIMEOUT) -> int:
         try:
@@ -389,7 +396,7 @@ class _RayWorker(_Host):
                 node = self.ray.get(self.actor.node.remote(), timeout=ACTOR_START_TIMEOUT)
             except self.ray.exceptions.GetTimeoutError:
                 raise RuntimeError(f"no free CPU for it on the cluster within {ACTOR_START_TIMEOUT:.0f} s") from None
-            self.name = f"ray actor on {node}"
+            self.name = f"ray actor on node {node.rsplit('/', 1)[-1]}"  # its id: no address on the page
             while (batch := self.ray.get(self.actor.collect.remote(self.POLL))) is not None:
                 for data in batch:
                     self._fold(data)
@@ -705,6 +712,7 @@ class LiveRun:
         self.token = secrets.token_urlsafe(16)
         self.feed_cache: Any = None  # the chart feed's figures of the latest version (live_chart.Figures)
         self.feed_lock = threading.Lock()  # one build of them at a time
+        self.figures_page: tuple[int, bytes] | None = None  # the Figures download: (version, page)
         self._pool.register(self)
         self._finalizer = weakref.finalize(self, self._pool.forget, self._worker, self.id)
         self.reset(settings, target)
@@ -845,7 +853,7 @@ class LiveRun:
             self._shared.end("closed", reason)
             self._shared.snapshot, self._shared.curves = None, {}  # the server's copy of its pictures and curves
         self._waiting_for = None
-        self.feed_cache = None
+        self.feed_cache = self.figures_page = None
         self._finalizer.detach()
         self._pool.unlist(self.token)
         self._pool.forget(self._worker, self.id)

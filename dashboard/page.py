@@ -8,6 +8,7 @@ their own route, not by reruns) in ``dashboard.live_chart``.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ import streamlit as st
 
 from dashboard import teaching
 from dashboard.live import LiveRun
-from dashboard.live_chart import figures_document, live_charts, preload_plotly
+from dashboard.live_chart import figures_page, live_charts, preload_plotly
 from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataTarget
@@ -161,10 +162,10 @@ def _reset(settings: Settings) -> None:
         else:
             st.session_state["run"] = LiveRun(settings, target, session_alive=_session_alive())
     except ValueError as err:
-        st.session_state["run_error"] = str(err)
+        st.session_state["run_error"] = f"Could not start the run: {code(str(err), limit=300)}"
         return
     except OSError as err:  # the training process could not be started
-        st.session_state["run_error"] = f"Could not start the training process: {err}"
+        st.session_state["run_error"] = f"Could not start the training process: {code(str(err), limit=300)}"
         return
     st.session_state.pop("run_error", None)
 
@@ -242,12 +243,6 @@ def downloads(run: LiveRun) -> None:
         curves = run.view().curves
         return metrics_csv([r for records in curves.values() for r in records]).encode()
 
-    def figures_html() -> bytes:
-        view = run.view()
-        if view.snapshot is None:  # the run is still starting
-            return b"<html><body>No figures yet: the run is still starting.</body></html>"
-        return figures_document(view, run.primary_label, run.settings).encode()
-
     def checkpoint() -> bytes:
         try:
             return run.checkpoint_bytes()
@@ -265,7 +260,9 @@ def downloads(run: LiveRun) -> None:
         "Model (checkpoint)", checkpoint, name, on_click="ignore", disabled=not alive,
         help=holds if alive else "The training process has ended: press Reset to start a new run.",
     )  # fmt: skip
-    st.sidebar.download_button("Figures (HTML)", figures_html, "figures.html", "text/html", on_click="ignore")
+    st.sidebar.download_button(
+        "Figures (HTML)", functools.partial(figures_page, run), "figures.html", "text/html", on_click="ignore"
+    )
 
 
 def main() -> None:
@@ -295,4 +292,5 @@ try:
     main()
 except Exception as err:  # no traceback ever reaches the page
     log.exception("dashboard error")
-    st.error(f"Something went wrong: {err}. The page is still usable; press Reset if the run looks stuck.")
+    shown = code(str(err), limit=300)
+    st.error(f"Something went wrong: {shown}. The page is still usable; press Reset if the run looks stuck.")

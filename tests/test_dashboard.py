@@ -14,6 +14,7 @@ import json
 import os
 import signal
 import time
+from html import escape as html_escape
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import live, live_chart
 from dashboard.live import LiveRun
-from dashboard.settings import Settings
+from dashboard.settings import PRESETS, Settings
 from ehflow_core.checkpoint import read_checkpoint
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")
@@ -305,6 +306,36 @@ def test_the_figures_download_is_laid_out_like_the_live_panel():
             run.view(), run.primary_label, dataclasses.replace(run.settings, generator_on=False)
         )
         assert without.count("Plotly.newPlot(") == 4
+        # Titled with what it shows, and carrying the vendored basic bundle, not plotly's full one.
+        view = run.view()
+        title = f"ehflow: {PRESETS[run.settings.preset].label} · run {run.primary_label} · step {view.step:,}"
+        assert f"<title>{html_escape(title)}" in live_chart.figures_document(view, run.primary_label, run.settings)
+        page = live_chart.figures_page(run)
+        assert len(page) < 2e6 and b"plotly.js (basic - minified)" in page and f"step {view.step:,}".encode() in page
+    finally:
+        run.close()
+
+
+def test_the_figures_download_is_built_once_per_snapshot_version():
+    """40 clicks on the Figures download: one page for the version, not 40 (a class clicking away
+    does not grow the server)."""
+    import tracemalloc
+
+    run = _small_run()
+    try:
+        assert wait_until(lambda: run.version > 0)
+        run.pause()
+        assert wait_until(lambda: not run.busy)
+        first = live_chart.figures_page(run)
+        tracemalloc.start()
+        try:
+            pages = [live_chart.figures_page(run) for _ in range(40)]
+            grown = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert all(page is first for page in pages) and grown < 1e6, grown
+        run.step(10)
+        assert wait_until(lambda: live_chart.figures_page(run) is not first)  # a new version: a new page
     finally:
         run.close()
 

@@ -273,3 +273,24 @@ def test_a_slider_move_is_confirmed_in_the_middle_of_a_long_turn(monkeypatch):
         send(Close())
         loop.join(30)
     assert not loop.is_alive() and not host.reader.is_alive()  # the reader is joined on the way out
+
+
+def test_an_exception_in_the_reader_ends_its_runs_with_the_reason(monkeypatch):
+    """A message the server cannot fold: the process is stopped and its runs say why, instead of
+    staying "training" with nobody reading them."""
+    pool = as_server_pool(Pool(workers=1, max_training=8), monkeypatch)
+    try:
+        run = _run()
+        assert wait_until(lambda: run.version > 0)
+        (host,) = [w for w in pool.workers if run.id in w.runs]
+
+        def broken(data: bytes) -> None:
+            raise RuntimeError("a message the server cannot fold")
+
+        monkeypatch.setattr(host, "_fold", broken)
+        run.step(10)
+        assert wait_until(lambda: run.state == "stopped", timeout=30)
+        assert "could not read its training process (RuntimeError), which was stopped" in run.view().message
+        assert wait_until(lambda: not host.alive) and pool.stats()["runs"] == 0
+    finally:
+        pool.close()

@@ -8,6 +8,7 @@ actors: the module is marked slow. The browser test of the dashboard on Ray is i
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,7 +60,9 @@ def test_a_run_on_ray_gives_the_local_pools_records_and_a_checkpoint(on_ray, mon
     on_ray_records = _steps(run, 20)
     view = run.view()
     assert view.state == "paused" and view.snapshot is not None and view.version >= 2
-    assert "It trains on the Ray cluster, in a ray actor on " in live_chart.status(run)["caption"]  # its node
+    caption = live_chart.status(run)["caption"]
+    assert "It trains on the Ray cluster, in a ray actor on node " in caption  # its node, by id
+    assert not re.search(r"\d+\.\d+\.\d+\.\d+", caption), caption  # and no address shown to every user
     data = run.checkpoint_bytes()
     run.close()
     assert not run.hosted and on_ray.stats()["runs"] == 0  # freed in its actor
