@@ -227,8 +227,11 @@ def controls(settings: Settings, sb) -> LiveRun | None:
         st.warning(st.session_state.get("run_error", "No run yet."))
         return None
     if run.settings.model_key() != settings.model_key():
+        # Nothing of the new settings reaches the running run, not even κ or the learning rate:
+        # another preset's κ ("none" for Figure 2B) must not change the model on screen before Reset.
         sb.info("Model or data settings changed: press **Reset** to apply them (this discards the current run).")
-    run.set_live(settings.kappa, settings.lr, wait=LIVE_WAIT)
+    else:
+        run.set_live(settings.kappa, settings.lr, wait=LIVE_WAIT)
     return run
 
 

@@ -117,6 +117,7 @@ class Slot:
         self.message: str | None = None
         self.snapshot: Snapshot | None = None
         self.records: dict[str, list[Record]] = {}  # kept records not yet sent
+        self.latest: dict[str, Record] = {}  # each run's last record
         self.last_record: Record | None = None
         self.next_update = 0.0
         self.cpu = 0.0  # CPU seconds this run has used
@@ -243,7 +244,7 @@ class Slot:
             trainer = Trainer(config, target)
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
-        self.records = {name: [] for name in self.runs}
+        self.records, self.latest = {name: [] for name in self.runs}, {}
         self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES)
         self.send(snapshot=self.snapshot)
         self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
@@ -270,6 +271,7 @@ class Slot:
         for name, record in (next(self.rounds, None) or {}).items():
             if keep(record):
                 self.records[name].append(record)
+            self.latest[name] = record
             if name == self.primary_label:
                 self.last_record = record
             if record.event == "diverged":
@@ -278,6 +280,17 @@ class Slot:
                 self.message = f"Training stopped ({name}): {record.message} Press Reset after changing dt."
                 return False
         return True
+
+    def evaluate_latest(self) -> None:
+        """Evaluate each run at the step it reached (the Step button's presses end between
+        evaluations, and its readout would show no likelihood), into its last record, sent next."""
+        for name, record in self.latest.items():
+            if record.test_log_likelihood is not None or record.event is not None:
+                continue
+            for key, value in self.runs[name].evaluate().items():
+                setattr(record, key, value)
+            if not any(kept is record for kept in self.records[name][-1:]):
+                self.records[name].append(record)
 
     def take_snapshot(self) -> None:
         assert self.target is not None
@@ -308,6 +321,7 @@ class Slot:
             if self.budget == 0 or not ok:
                 if ok and not self.running:
                     self.state = "paused"
+                    self.evaluate_latest()
                 self.take_snapshot()
                 self.measure_symmetry()
         else:

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 import plotly.io as pio
 
 from .raster import colourise, dot_pixels, heatmap_png, line_coverage, paint, png_data_uri, rgb
-from .snapshot import Snapshot
+from .snapshot import Snapshot, kinetic_is_dome
 from .training import Record
 
 Spec = dict[str, Any]
@@ -113,7 +113,9 @@ def _heatmap(xs: np.ndarray, z: np.ndarray, scale: Any, name: str, **style: Any)
     """A heatmap of z over xs × xs. ``zsmooth="fast"`` paints one canvas pixel per grid cell and
     lets the browser interpolate: smooth, and much cheaper to redraw than plotly.js's default of
     painting every screen pixel."""
-    return dict(type="heatmap", x=xs, y=xs, z=z, colorscale=scale, showscale=False, zsmooth="fast", name=name, **style)
+    return dict(
+        type="heatmap", x=xs, y=xs, z=z, colorscale=scale, zsmooth="fast", name=name, **{"showscale": False, **style}
+    )
 
 
 def _picture(source: str, xs: np.ndarray, col: int, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -139,15 +141,29 @@ def _map_ranges(layout: dict[str, Any], xs: np.ndarray) -> None:
             axis.update(range=[float(xs[0]) - half, float(xs[-1]) + half], showgrid=False, zeroline=False)
 
 
+def _colour_bar(z: np.ndarray, col: int, n: int) -> tuple[dict[str, Any], float, float]:
+    """The colour bar of map ``z`` in panel ``col`` of ``n``, at the panel's right edge, and z's range."""
+    width = (1 - _SPACING * (n - 1)) / n
+    finite = z[np.isfinite(z)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    bar = dict(x=(col - 1) * (width + _SPACING) + width + 0.005, xanchor="left", thickness=8, len=0.8, outlinewidth=0)
+    return bar, lo, max(hi, lo + 1e-9)
+
+
 def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray, str]], raster: bool) -> Spec:
+    """Maps side by side, each with its colour bar (a picture's is carried by its placeholder
+    trace: two invisible markers coloured at the map's extremes)."""
     data, images = [], []
     for col, (name, z, scale) in enumerate(panels, start=1):
+        bar, lo, hi = _colour_bar(z, col, len(panels))
         if raster:
             placeholder, image = _picture(heatmap_png(z, scale), xs, col, name)
-            data.append(placeholder)
+            corner = [float(xs[0])] * 2
+            marker = dict(color=[lo, hi], cmin=lo, cmax=hi, colorscale=scale, showscale=True, colorbar=bar, opacity=0)
+            data.append({**placeholder, "x": corner, "y": corner, "marker": marker})
             images.append(image)
         else:
-            data.append(_in_panel(_heatmap(xs, z, scale, name), col))
+            data.append(_in_panel(_heatmap(xs, z, scale, name, showscale=True, colorbar=bar), col))
     layout = _panels([p[0] for p in panels])
     _map_ranges(layout, xs)
     if images:
@@ -165,11 +181,21 @@ def density_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
 
 
 def energy_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
-    """Heatmaps of the kinetic energy K(p) and the potential energy U(q); ``raster`` as above."""
+    """Heatmaps of the kinetic energy K(p) and the potential energy U(q); ``raster`` as above.
+
+    The title says which H is drawn (with a H per leapfrog step, the first step's), and the U
+    panel where its wells are: when K learned a dome (a maximum at p = 0) the flow runs
+    time-reversed and samples gather at U's maxima, not its minima (docs/maths.md)."""
+    title = "Learned energies"
+    if not snapshot.integrable:
+        title += f" of the first leapfrog step's H (one H per step, {len(snapshot.integrated) - 1} steps)"
+    potential = "potential U(q)"
+    if kinetic_is_dome(snapshot.kinetic):
+        potential += ": K is a dome, so U's maxima are the wells"
     return _heatmaps(
-        "Learned energies",
+        title,
         snapshot.xs,
-        [("kinetic K(p)", snapshot.kinetic, "Cividis"), ("potential U(q)", snapshot.potential, "Cividis")],
+        [("kinetic K(p)", snapshot.kinetic, "Cividis"), (potential, snapshot.potential, "Cividis")],
         raster,
     )
 
@@ -225,19 +251,34 @@ def trajectory_png(paths: np.ndarray, xs: np.ndarray, size: int = TRAJECTORY_PIX
     return png_data_uri(image, level=1)
 
 
+VIEW_SHARE = 0.8  # the integrated flow is drawn while at least this share of its points is in view
+
+
+def _in_view(paths: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """The paths (T + 1, P, 2) up to the last step before which at least ``VIEW_SHARE`` of the
+    points stayed on the map xs × xs (at least one step): a flow that sends its points away
+    is drawn while they can be seen, not as an empty panel."""
+    half = float(xs[1] - xs[0]) / 2
+    inside = ((paths >= xs[0] - half) & (paths <= xs[-1] + half)).all(-1).mean(-1) >= VIEW_SHARE  # (T + 1,)
+    leaves = np.flatnonzero(~inside[1:])
+    return paths if not len(leaves) else paths[: max(int(leaves[0]) + 1, 2)]
+
+
 def trajectory_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Base samples moved by one leapfrog step, and by the integrated flow, over a map of U
     (``raster``: each panel two pictures, U under the paths: :func:`_u_picture`, :func:`trajectory_png`)."""
-    steps = snapshot.integrated.shape[0] - 1
-    # A H per step has no integrated flow: the panel then shows the trained steps, and says so.
-    flow_title = f"integrated flow ({steps} steps)" if snapshot.integrable else f"the trained flow ({steps} steps)"
+    integrated = _in_view(snapshot.integrated, snapshot.xs)
+    steps, total = len(integrated) - 1, len(snapshot.integrated) - 1
+    count = f"{steps} steps" if steps == total else f"{steps} of {total} steps: then most points leave the view"
+    # A H per step has no integrated flow: the panel then shows the flow's own steps, and says so.
+    flow_title = f"integrated flow ({count})" if snapshot.integrable else f"the flow's leapfrog steps ({count})"
     if steps > TRAIL:
         flow_title += f": the last {TRAIL}, fading"
     layout = _panels(["single leapfrog step", flow_title])
     _map_ranges(layout, snapshot.xs)
     data, images = [], []
     u_picture = _u_picture(snapshot.potential) if raster else ""
-    for col, paths in ((1, snapshot.single_step), (2, snapshot.integrated)):
+    for col, paths in ((1, snapshot.single_step), (2, integrated)):
         if raster:
             placeholder, u_image = _picture(u_picture, snapshot.xs, col, "U(q)")
             _, path_image = _picture(trajectory_png(paths, snapshot.xs), snapshot.xs, col, "path")
@@ -277,29 +318,48 @@ def curves_spec(
     Each curve is named for its estimator (``TrainConfig.estimators`` gives ``bound`` and ``k``):
     with finite data both are L_k, on (a fixed subsample of) the training points and the test
     points, like for like; with infinite data every batch is fresh, so the dashed curve is the
-    training batches' ``bound`` (ELBO or L_K, smoothed), named "train L_8 (batches)".
+    training batches' ``bound`` (ELBO or L_K, smoothed), named "train L_8 (batches)". A single
+    run's curves are named for the estimator alone (its label, say a κ it no longer trains with,
+    would only mislead); several runs' carry their labels.
     """
     estimator = f" L_{k}" if k else ""
     data = []
     for i, (label, records) in enumerate(runs.items()):
         color = COLORS[i % len(COLORS)]
         steps, test = _series(records, "test_log_likelihood")
-        test_name = f"{label} test{estimator}"
+        label = label if len(runs) > 1 else ""
+        test_name = f"{label} test{estimator}".strip()
         data.append(dict(type="scatter", x=steps, y=test, mode="lines", line=dict(color=color), name=test_name))
         steps, train = _series(records, "train_log_likelihood")
-        name = f"{label} train{estimator}"
+        name = f"{label} train{estimator}".strip()
         if not train:  # infinite data: the training batches' bound stands for the training curve
             steps, train = _series(records, "train_bound")
             steps, train = _smooth(steps, train)
-            name = f"{label} train {bound} (batches)"
+            name = f"{label} train {bound} (batches)".strip()
         data.append(
             dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"), name=name)
         )
     layout = dict(
         title={"text": title}, xaxis={"title": {"text": "step"}, "automargin": True},
-        yaxis={"title": {"text": "log-likelihood (nats)"}, "automargin": True}, **_LAYOUT,
+        yaxis={"title": {"text": "bound on log p (nats; higher is better)"}, "automargin": True}, **_LAYOUT,
     )  # fmt: skip
     return {"data": data, "layout": layout}
+
+
+_SUBSCRIPTS = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+
+
+def generator_label(name: str, alone: bool = True) -> str:
+    """A generator's name as a reader knows it, never as "L_12" (which reads like the bound L_K):
+    a rotation ``L_ij`` is the angular momentum g (g₁₂ beside others), a translation ``P_i`` the
+    momentum p_i; other names as they are."""
+    parts = name.split("_")
+    if len(parts) in (2, 3) and parts[0] == "L" and all(p.isdigit() for p in parts[1:]):
+        axes = parts[1] if len(parts) == 2 else f"{parts[1]},{parts[2]}"
+        return "angular momentum g" if alone else f"angular momentum g{axes.translate(_SUBSCRIPTS)}"
+    if len(parts) == 2 and parts[0] == "P" and parts[1].isdigit():
+        return f"momentum p{parts[1].translate(_SUBSCRIPTS)}"
+    return name
 
 
 def _smooth(steps: list[int], values: list[float]) -> tuple[list[int], list[float]]:
@@ -328,7 +388,8 @@ def _value_axis(values: Sequence[float]) -> dict[str, Any]:
 
 
 def constraint_spec(records: Sequence[Record]) -> Spec:
-    """Constraint values {g, H}² and multipliers λ over training, on log axes."""
+    """Constraint values {g, H}² and multipliers λ over training, on log axes, and the κ in
+    force now (the last record's) as a labelled dotted line: the κ a slider left is not drawn."""
     layout = _panels(["constraint E[{g, H}²]", "multiplier λ"], square=False)
     data = []
     names = sorted({k for r in records for k in r.constraint})
@@ -337,23 +398,25 @@ def constraint_spec(records: Sequence[Record]) -> Spec:
         color = COLORS[i % len(COLORS)]
         pts = [(r.step, r.constraint[name]) for r in records if name in r.constraint]
         lam = [(r.step, r.lam.get(name, 0.0)) for r in records]
-        for col, label, xy, dash in ((1, name, pts, "solid"), (2, f"λ {name}", lam, "dash")):
+        generator = generator_label(name, alone=len(names) == 1)
+        for col, label, xy, dash in ((1, f"{{g, H}}², {generator}", pts, "solid"), (2, f"λ, {generator}", lam, "dash")):
             trace = dict(
                 type="scatter", x=[p[0] for p in xy], y=[p[1] for p in xy], name=label,
                 line=dict(color=color, dash=dash),
             )  # fmt: skip
             data.append(_in_panel(trace, col))
             values[col - 1].extend(p[1] for p in xy)
-    kappas = [r.kappa for r in records if r.kappa is not None]
-    for axis, panel in (("yaxis", [*values[0], *kappas]), ("yaxis2", values[1])):
+    kappa = records[-1].kappa if records else None  # the κ in force now
+    for axis, panel in (("yaxis", [*values[0], *([kappa] if kappa else [])]), ("yaxis2", values[1])):
         layout[axis].update(_value_axis(panel))
-    kappas = sorted({r.kappa for r in records if r.kappa is not None})
-    layout["shapes"] = [
-        dict(
-            type="line", xref="x domain", yref="y", x0=0, x1=1, y0=kappa, y1=kappa, line=dict(dash="dot", color="#888")
-        )
-        for kappa in kappas
-    ]
+    for axis in ("xaxis", "xaxis2"):
+        layout[axis]["title"] = {"text": "step"}
+    if kappa is not None:
+        tag = dict(text=f"κ = {kappa:.3g}", textposition="end", yanchor="bottom", font=dict(size=11, color="#666"))
+        layout["shapes"] = [
+            dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=kappa, y1=kappa,
+                 line=dict(dash="dot", color="#888"), label=tag)
+        ]  # fmt: skip
     layout.update(title={"text": "Symmetry constraint"}, **_LAYOUT)
     return {"data": data, "layout": layout}
 

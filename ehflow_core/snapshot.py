@@ -140,6 +140,14 @@ def potential_minima(potential: np.ndarray, xs: np.ndarray) -> np.ndarray:
     return np.stack([xs[ix + 1], xs[iy + 1]], axis=1)
 
 
+def kinetic_is_dome(kinetic: np.ndarray) -> bool:
+    """Whether K on its grid (n, n) peaks in the middle (p = 0) rather than rising away from it:
+    the time-reversed solution, where the flow's attractors are the maxima of U."""
+    n = len(kinetic)
+    centre = kinetic[n // 2 - 1 : n // 2 + 1, n // 2 - 1 : n // 2 + 1].mean()
+    return bool(centre > np.concatenate([kinetic[0], kinetic[-1]]).mean())
+
+
 def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5) -> dict[str, float | int | str]:
     """How well U's wells and the integrated flow match the target's modes (M, 2).
 
@@ -151,9 +159,7 @@ def attractor_report(snapshot: Snapshot, modes: np.ndarray, radius: float = 0.5)
     """
     # (K, U) and (−K, −U) give the same trajectories run backwards in time, and training may land
     # on either: when the learned K is concave (largest at p = 0) the wells are the maxima of U.
-    n = len(snapshot.xs)
-    k_center = snapshot.kinetic[n // 2 - 1 : n // 2 + 1, n // 2 - 1 : n // 2 + 1].mean()
-    sign = -1.0 if k_center > np.concatenate([snapshot.kinetic[0], snapshot.kinetic[-1]]).mean() else 1.0
+    sign = -1.0 if kinetic_is_dome(snapshot.kinetic) else 1.0
     minima = potential_minima(sign * snapshot.potential, snapshot.xs)
     if len(minima):
         dist = np.linalg.norm(modes[:, None, :] - minima[None, :, :], axis=-1).min(axis=1)

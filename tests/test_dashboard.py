@@ -299,9 +299,9 @@ def test_the_figures_download_is_laid_out_like_the_live_panel():
         assert wait_until(lambda: run.version > 0)
         html = live_chart.figures_document(run.view(), run.primary_label, run.settings)
         assert html.count("Plotly.newPlot(") == 5  # the five panels, with traces
-        # The panel's rows: two figures, one, two; each at its panel's height.
+        # The panel's rows: two figures, two, one; each at its panel's height.
         assert html.count("grid-template-columns:repeat(2,") == 2 and html.count("grid-template-columns:repeat(1,") == 1
-        assert html.count("height:380px") == 4 and html.count("height:420px") == 1
+        assert html.count("height:340px") == 2 and html.count("height:360px") == 2 and html.count("height:420px") == 1
         without = live_chart.figures_document(
             run.view(), run.primary_label, dataclasses.replace(run.settings, generator_on=False)
         )

@@ -91,7 +91,7 @@ def test_snapshot_shapes_and_energies_match_the_flow():
     per_step = take_snapshot(make_flow(shared_hamiltonian=False), make_target("ring"), config)
     assert per_step.integrated.shape == (3, 30, 2)  # a H per step: the trained flow's 2 steps only
     titles = [[a["text"] for a in trajectory_spec(s)["layout"]["annotations"]][1] for s in (snap, per_step)]
-    assert titles == ["integrated flow (7 steps)", "the trained flow (2 steps)"]  # each panel says which
+    assert titles == ["integrated flow (7 steps)", "the flow's leapfrog steps (2 steps)"]  # each panel says which
     # Grid layout [y, x]: U at row 3, column 5 is U(xs[5], xs[3]).
     point = torch.tensor([[snap.xs[5], snap.xs[3]]], dtype=torch.float64)
     with torch.no_grad():
@@ -122,10 +122,10 @@ def test_figures_hold_one_trace_per_panel_and_run():
     assert list(curves.data[0].x) == [2, 4, 6, 8, 10]
     assert len(constraint_figure(records).data) == 2
     paper = curves_figure({"a": records}, **TrainConfig().as_paper().estimators)
-    assert [t.name for t in paper.data] == ["a test L_32", "a train ELBO (batches)"]
+    assert [t.name for t in paper.data] == ["test L_32", "train ELBO (batches)"]  # one run: named for its estimators
     # finite data: the same estimator on training and test points, like for like
     finite = [dataclasses.replace(r, train_log_likelihood=r.test_log_likelihood) for r in records]
-    assert [t.name for t in curves_figure({"a": finite}, k=16).data] == ["a test L_16", "a train L_16"]
+    assert [t.name for t in curves_figure({"a": finite}, k=16).data] == ["test L_16", "train L_16"]
 
 
 def test_specs_are_valid_plotly_and_json_the_browser_can_read():
@@ -258,3 +258,46 @@ def test_a_long_flow_is_drawn_as_end_points_with_fading_trails():
     assert alpha[row, column(3.0)] == 255  # the end point
     whole = _decode_png(trajectory_png(paths[:5], xs, size=200))[..., 3]
     assert whole[row, column(-2.9)] > 0  # a flow of few steps: drawn from its start
+
+
+def test_the_constraint_panel_draws_the_kappa_in_force_and_names_the_generator():
+    """κ moved twice: one dotted line, at the κ in force, labelled; the generator named as a
+    reader knows it, not "L_12" (which reads like the bound L_K); both x axes say "step"."""
+    kappas = [0.01] * 3 + [1e-3] * 3 + [3.16e-5] * 3
+    records = [Record(i, 0.1 * i, 10.0, -3.0, 3.0, 1.0, {"L_12": 0.01}, {"L_12": 1.0}, k) for i, k in enumerate(kappas)]
+    spec = constraint_spec(records)
+    (line,) = spec["layout"]["shapes"]
+    assert line["y0"] == line["y1"] == 3.16e-5 and line["label"]["text"] == "κ = 3.16e-05"
+    assert [t["name"] for t in spec["data"]] == ["{g, H}², angular momentum g", "λ, angular momentum g"]
+    assert spec["layout"]["xaxis"]["title"]["text"] == spec["layout"]["xaxis2"]["title"]["text"] == "step"
+    from ehflow_core.figures import generator_label
+
+    assert [generator_label(n, alone=False) for n in ("L_12", "L_1_12", "P_3")] == [
+        "angular momentum g₁₂", "angular momentum g₁,₁₂", "momentum p₃",
+    ]  # fmt: skip
+
+
+def test_maps_carry_colour_bars_and_a_dome_shaped_k_is_said_on_the_u_panel():
+    snap = take_snapshot(
+        make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    )
+    for raster in (False, True):
+        bars = [t for t in energy_spec(snap, raster=raster)["data"] if t.get("showscale") or "marker" in t]
+        assert len(bars) == 2, raster
+    bowl = dataclasses.replace(snap, kinetic=np.add.outer(snap.xs**2, snap.xs**2))
+    dome = dataclasses.replace(snap, kinetic=-bowl.kinetic)
+    titles = lambda s: [a["text"] for a in energy_spec(s)["layout"]["annotations"]]  # noqa: E731
+    assert "potential U(q)" in titles(bowl)
+    assert "potential U(q): K is a dome, so U's maxima are the wells" in titles(dome)
+
+
+def test_the_integrated_flow_is_drawn_while_its_points_are_in_view():
+    """Points that flow off the map: the panel shows the steps before most of them left, and says so."""
+    snap = take_snapshot(
+        make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    )
+    t = np.arange(31, dtype=np.float64)[:, None, None]
+    away = np.concatenate([0.3 * t, 0 * t], axis=-1).repeat(5, axis=1)  # (31, 5, 2): x = 0.3 t leaves x ≤ 4.44 at t = 15
+    spec = trajectory_spec(dataclasses.replace(snap, integrated=away, integrable=True))
+    titles = [a["text"] for a in spec["layout"]["annotations"]]
+    assert "integrated flow (14 of 30 steps: then most points leave the view): the last 8, fading" in titles
