@@ -297,7 +297,8 @@ def test_the_integrated_flow_is_drawn_while_its_points_are_in_view():
         make_flow(), make_target("ring"), SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
     )
     t = np.arange(31, dtype=np.float64)[:, None, None]
-    away = np.concatenate([0.3 * t, 0 * t], axis=-1).repeat(5, axis=1)  # (31, 5, 2): x = 0.3 t leaves x ≤ 4.44 at t = 15
+    # (31, 5, 2): x = 0.3 t leaves the map (x ≤ 4.44) at t = 15
+    away = np.concatenate([0.3 * t, 0 * t], axis=-1).repeat(5, axis=1)
     spec = trajectory_spec(dataclasses.replace(snap, integrated=away, integrable=True))
     titles = [a["text"] for a in spec["layout"]["annotations"]]
     assert "integrated flow (14 of 30 steps: then most points leave the view): the last 8, fading" in titles
