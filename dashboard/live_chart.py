@@ -71,7 +71,7 @@ EXACT_SYMMETRY = (
     "Exact symmetry: K and U are functions of |p|² and |q|², so {g, H} = 0 for every weight and there is "
     "nothing to constrain."
 )
-CURVES_TITLE = "Bounds on the log-likelihood: test (solid) and training (dashed)"
+CURVES_TITLE = "Log-likelihood bounds: test, training (dashed)"
 METRICS = [
     ("state", "State"), ("step", "Step"), ("steps_per_s", "Steps / s"), ("test_ll", "Test log-likelihood L_K"),
     ("gap", "Gap to the target's entropy"),
@@ -225,11 +225,11 @@ def status(run: live.LiveRun) -> dict:
         "state": view.state,
         "step": f"{view.step:,}",
         "steps_per_s": f"{view.steps_per_s:.0f}",
-        "test_ll": "—" if last is None else f"{last.test_log_likelihood:.3f} (K = {k}, step {last.step:,})",
+        "test_ll": "—" if last is None else f"{last.test_log_likelihood:.3f}",
         "gap": "—" if run.target.has_log_prob else "— (data: no exact density)",
     }
     if last is not None and last.test_log_likelihood is not None and entropy is not None:
-        values["gap"] = f"{-last.test_log_likelihood - entropy:.3f} nats (0 is perfect)"
+        values["gap"] = f"{-last.test_log_likelihood - entropy:.3f} nats"
     if view.symmetry:
         spread, noise = view.symmetry["invariance_spread"], view.symmetry["invariance_noise"]
         values["invariance_spread"] = f"{spread:.3f}"
@@ -237,7 +237,7 @@ def status(run: live.LiveRun) -> dict:
         ratio = spread / noise if noise > 0 else float("inf")
         values["invariant"] = "yes, within noise" if ratio <= WITHIN_NOISE else f"no: {ratio:.1f}× the noise floor"
         values["equivariance_error"] = f"{view.symmetry['equivariance_error']:.4f}"
-    caption = ""
+    sentences = []
     if view.lr is not None:
         if view.kappa is not None:
             kappa = f"{view.kappa:.3g}"
@@ -245,12 +245,16 @@ def status(run: live.LiveRun) -> dict:
             kappa = "none (exact symmetry: nothing to constrain)"
         else:
             kappa = "none (no constraint)"
-        caption = f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}"
+        sentences.append(f"In use by the trainer now: κ = {kappa}, learning rate = {view.lr:.3g}")
+    if last is not None:
+        perfect = "; a perfect model's gap to the target's entropy is 0" if entropy is not None else ""
+        sentences.append(f"Test L_{k} measured at step {last.step:,}{perfect}")
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
-        caption += f". This run shares its training process with {others}: its steps/s is its share."
+        sentences.append(f"This run shares its training process with {others}: its steps/s is its share")
     if view.host:
-        caption += f". It trains on the Ray cluster, in a {view.host}."
+        sentences.append(f"It trains on the Ray cluster, in a {view.host}")
+    caption = "".join(f"{sentence}. " for sentence in sentences).strip()
     return {
         "stamp": time.monotonic(),
         "state": view.state,

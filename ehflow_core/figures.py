@@ -142,11 +142,15 @@ def _map_ranges(layout: dict[str, Any], xs: np.ndarray) -> None:
 
 
 def _colour_bar(z: np.ndarray, col: int, n: int) -> tuple[dict[str, Any], float, float]:
-    """The colour bar of map ``z`` in panel ``col`` of ``n``, at the panel's right edge, and z's range."""
+    """The colour bar of map ``z`` in panel ``col`` of ``n`` (horizontal, under the panel: beside it,
+    it would sit on the next panel's labels), and z's range."""
     width = (1 - _SPACING * (n - 1)) / n
     finite = z[np.isfinite(z)]
     lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
-    bar = dict(x=(col - 1) * (width + _SPACING) + width + 0.005, xanchor="left", thickness=8, len=0.8, outlinewidth=0)
+    bar = dict(
+        orientation="h", x=(col - 1) * (width + _SPACING) + width / 2, xanchor="center", y=-0.16, yanchor="top",
+        len=0.8 * width, thickness=8, outlinewidth=0, tickfont=dict(size=10),
+    )  # fmt: skip
     return bar, lo, max(hi, lo + 1e-9)
 
 
@@ -160,7 +164,7 @@ def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray
             placeholder, image = _picture(heatmap_png(z, scale), xs, col, name)
             corner = [float(xs[0])] * 2
             marker = dict(color=[lo, hi], cmin=lo, cmax=hi, colorscale=scale, showscale=True, colorbar=bar, opacity=0)
-            data.append({**placeholder, "x": corner, "y": corner, "marker": marker})
+            data.append({**placeholder, "x": corner, "y": corner, "marker": marker, "showlegend": False})
             images.append(image)
         else:
             data.append(_in_panel(_heatmap(xs, z, scale, name, showscale=True, colorbar=bar), col))
@@ -168,7 +172,8 @@ def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray
     _map_ranges(layout, xs)
     if images:
         layout["images"] = images
-    return {"data": data, "layout": {**layout, "title": {"text": title}, **_LAYOUT}}
+    style = {**_LAYOUT, "margin": {**_LAYOUT["margin"], "b": 80}}  # room for the colour bars
+    return {"data": data, "layout": {**layout, "title": {"text": title}, "showlegend": False, **style}}
 
 
 def density_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
@@ -188,7 +193,7 @@ def energy_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     time-reversed and samples gather at U's maxima, not its minima (docs/maths.md)."""
     title = "Learned energies"
     if not snapshot.integrable:
-        title += f" of the first leapfrog step's H (one H per step, {len(snapshot.integrated) - 1} steps)"
+        title += f" (H of leapfrog step 1 of {len(snapshot.integrated) - 1})"
     potential = "potential U(q)"
     if kinetic_is_dome(snapshot.kinetic):
         potential += ": K is a dome, so U's maxima are the wells"
@@ -341,7 +346,7 @@ def curves_spec(
         )
     layout = dict(
         title={"text": title}, xaxis={"title": {"text": "step"}, "automargin": True},
-        yaxis={"title": {"text": "bound on log p (nats; higher is better)"}, "automargin": True}, **_LAYOUT,
+        yaxis={"title": {"text": "nats (higher is better)"}, "automargin": True}, **_LAYOUT,
     )  # fmt: skip
     return {"data": data, "layout": layout}
 
@@ -417,7 +422,9 @@ def constraint_spec(records: Sequence[Record]) -> Spec:
             dict(type="line", xref="x domain", yref="y", x0=0, x1=1, y0=kappa, y1=kappa,
                  line=dict(dash="dot", color="#888"), label=tag)
         ]  # fmt: skip
-    layout.update(title={"text": "Symmetry constraint"}, **_LAYOUT)
+    legend = dict(orientation="h", x=0, y=-0.3, yanchor="top")  # under the panels, not beside them
+    style = {**_LAYOUT, "margin": {**_LAYOUT["margin"], "b": 90}}
+    layout.update(title={"text": "Symmetry constraint"}, legend=legend, **style)
     return {"data": data, "layout": layout}
 
 
