@@ -63,6 +63,13 @@ _background: set[asyncio.Task] = set()  # prebuilds; the event loop keeps only w
 # The panels, row by row: (key, height in pixels); a row of one spans the page.
 # The density and the curves come first, side by side: a laptop's screen (1366×768) shows both.
 LAYOUT = [[("density", 340), ("curves", 340)], [("energies", 360), ("constraint", 360)], [("trajectories", 420)]]
+# A κ sweep draws every run's density and potential side by side: those rows span the page.
+SWEEP_LAYOUT = [
+    [("density", 340)],
+    [("curves", 340), ("constraint", 360)],
+    [("energies", 360)],
+    [("trajectories", 420)],
+]
 HEIGHTS = {key: height for row in LAYOUT for key, height in row}
 EXTENDABLE = ("curves", "constraint")  # line charts whose points only grow (between thinnings)
 REMEMBERED = 4  # versions of each kept per run, for the page to extend from
@@ -99,6 +106,11 @@ def preload_plotly() -> None:
     _component(data={"preload": True, "src": PLOTLY_SRC}, key="plotly_preload", height=0)
 
 
+def layout_for(settings: Settings) -> list[list[tuple[str, int]]]:
+    """The panels' rows for a run of ``settings`` (a sweep's maps span the page)."""
+    return SWEEP_LAYOUT if settings.sweeping else LAYOUT
+
+
 def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
     """The run's readouts and charts, kept current by the browser from ``/api/live/<token>``.
 
@@ -107,7 +119,7 @@ def live_charts(run: live.LiveRun, on_sync: Callable[[], None]) -> None:
     """
     now = status(run)
     data = {
-        "token": run.token, "feed": FEED, "src": PLOTLY_SRC, "layout": LAYOUT,
+        "token": run.token, "feed": FEED, "src": PLOTLY_SRC, "layout": layout_for(run.settings),
         "metrics": METRICS, "symmetry_metrics": SYMMETRY_METRICS, "status": now,
         "stamp": now["stamp"], "training": now["training"],
     }  # fmt: skip
@@ -249,6 +261,11 @@ def status(run: live.LiveRun) -> dict:
     if last is not None:
         perfect = "; a perfect model's gap to the target's entropy is 0" if entropy is not None else ""
         sentences.append(f"Test L_{k} measured at step {last.step:,}{perfect}")
+    if run.settings.sweeping:
+        sentences.append(
+            f"A κ sweep: the maps show every run; the readouts, the constraint and the trajectories are the "
+            f"{run.primary_label} run's (the slider's κ)"
+        )
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
         sentences.append(f"This run shares its training process with {others}: its steps/s is its share")
@@ -464,7 +481,7 @@ def figures_document(view: live.View, primary: str, settings: Settings) -> str:
 
     specs = panel_specs(view, primary, settings, raster=True)
     rows = []
-    for row in LAYOUT:
+    for row in layout_for(settings):
         cells = []
         for key, height in row:
             if key not in specs:

@@ -42,14 +42,7 @@ function build(parentElement, data) {
   root._symmetry.hidden = true;
   for (const [key, label] of data.symmetry_metrics) root._values[key] = metric(root._symmetry, label);
   const charts = element(root, "div", "ehflow-charts");
-  for (const row of data.layout) {
-    for (const [key, height] of row) {
-      const div = element(charts, "div", "ehflow-chart");
-      div.dataset.key = key;
-      div.style.minHeight = `${height}px`;
-      if (row.length === 1) div.style.gridColumn = "1 / -1";
-    }
-  }
+  layOut(charts, data.layout);
   // Charts have a fixed width (plotly's autosize measures the page on every redraw): follow resizes.
   new ResizeObserver(() => {
     for (const div of charts.querySelectorAll("div.ehflow-chart")) {
@@ -62,6 +55,19 @@ function build(parentElement, data) {
     if (!document.hidden && root._undrawn && root.isConnected) draw(root, root._undrawn);
   });
   return root;
+}
+
+function layOut(charts, layout) {  // the chart boxes, row by row (a row of one spans the page)
+  for (const div of Array.from(charts.children)) { if (div._fullLayout) window.Plotly.purge(div); div.remove(); }
+  for (const row of layout) {
+    for (const [key, height] of row) {
+      const div = element(charts, "div", "ehflow-chart");
+      div.dataset.key = key;
+      div.style.minHeight = `${height}px`;
+      if (row.length === 1) div.style.gridColumn = "1 / -1";
+    }
+  }
+  charts.dataset.layout = JSON.stringify(layout);
 }
 
 function showStatus(root, status) {
@@ -222,6 +228,11 @@ export default function(component) {
   let root = parentElement.querySelector("div.ehflow-live");
   const fresh = !root;
   if (fresh) root = build(parentElement, data);
+  const charts = root.querySelector("div.ehflow-charts");
+  if (charts.dataset.layout !== JSON.stringify(data.layout)) {  // a sweep's rows, or a single run's again
+    layOut(charts, data.layout);
+    root._have = null;  // whole figures for the new boxes
+  }
   root._data = data;
   root._setTrigger = setTriggerValue;
   showStatus(root, data.status);  // what the page knew when it ran; the feed keeps it current

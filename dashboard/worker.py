@@ -42,6 +42,7 @@ import torch
 from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
+from ehflow_core.flow import HamiltonianFlow
 from ehflow_core.reporting import run_label
 from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
@@ -245,7 +246,7 @@ class Slot:
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
         self.records, self.latest = {name: [] for name in self.runs}, {}
-        self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES)
+        self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES, members=self.members())
         self.send(snapshot=self.snapshot)
         self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
         self.state = "ready"
@@ -292,9 +293,15 @@ class Slot:
             if not any(kept is record for kept in self.records[name][-1:]):
                 self.records[name].append(record)
 
+    def members(self) -> dict[str, HamiltonianFlow] | None:
+        """A sweep's flows by label, drawn side by side in the snapshots (None: one run)."""
+        return {name: run.flow for name, run in self.runs.items()} if len(self.runs) > 1 else None
+
     def take_snapshot(self) -> None:
         assert self.target is not None
-        self.snapshot = take_snapshot(self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot)
+        self.snapshot = take_snapshot(
+            self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot, members=self.members()
+        )
         self.send(snapshot=self.snapshot)
 
     def measure_symmetry(self) -> None:

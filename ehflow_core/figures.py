@@ -36,7 +36,8 @@ Spec = dict[str, Any]
 # outside Streamlit, and "none" is the cheapest to build.
 TEMPLATE = "none"
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf"]
-_LAYOUT = dict(margin=dict(l=40, r=20, t=50, b=40), font=dict(size=12), paper_bgcolor="white")
+_MARGIN = dict(l=40, r=20, t=50, b=40)
+_LAYOUT = dict(margin=_MARGIN, font=dict(size=12), paper_bgcolor="white")
 # Wells of U dark, ridges light (plotly.js's named "Greys" runs the other way): spelled out.
 _GREYS = [[i / (len(pc.sequential.Greys_r) - 1), c] for i, c in enumerate(pc.sequential.Greys_r)]
 _SPACING = 0.08  # horizontal gap between side-by-side panels, as a fraction of the width
@@ -172,7 +173,7 @@ def _heatmaps(title: str, xs: np.ndarray, panels: Sequence[tuple[str, np.ndarray
     _map_ranges(layout, xs)
     if images:
         layout["images"] = images
-    style = {**_LAYOUT, "margin": {**_LAYOUT["margin"], "b": 80}}  # room for the colour bars
+    style = {**_LAYOUT, "margin": {**_MARGIN, "b": 80}}  # room for the colour bars
     return {"data": data, "layout": {**layout, "title": {"text": title}, "showlegend": False, **style}}
 
 
@@ -180,6 +181,8 @@ def density_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     """Target vs learned density: KDEs of samples side by side (and the model's L_K if present).
     ``raster``: the maps as pictures (see :func:`_picture`)."""
     panels = [("target (KDE)", snapshot.target_kde, "Viridis"), ("learned (KDE)", snapshot.model_kde, "Viridis")]
+    if snapshot.members:  # a sweep: every run's learned density, each labelled
+        panels = panels[:1] + [(f"learned, {label}", kde, "Viridis") for label, kde, _ in snapshot.members]
     if snapshot.log_density is not None:
         panels.append(("learned log p(q) (L_K)", snapshot.log_density, "Viridis"))
     return _heatmaps("Target vs learned density", snapshot.xs, panels, raster)
@@ -197,6 +200,9 @@ def energy_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     potential = "potential U(q)"
     if kinetic_is_dome(snapshot.kinetic):
         potential += ": K is a dome, so U's maxima are the wells"
+    if snapshot.members:  # a sweep: every run's potential, each labelled
+        members = [(f"U(q), {label}", u, "Cividis") for label, _, u in snapshot.members]
+        return _heatmaps(title.replace("energies", "potentials of each run"), snapshot.xs, members, raster)
     return _heatmaps(
         title,
         snapshot.xs,
@@ -423,7 +429,7 @@ def constraint_spec(records: Sequence[Record]) -> Spec:
                  line=dict(dash="dot", color="#888"), label=tag)
         ]  # fmt: skip
     legend = dict(orientation="h", x=0, y=-0.3, yanchor="top")  # under the panels, not beside them
-    style = {**_LAYOUT, "margin": {**_LAYOUT["margin"], "b": 90}}
+    style = {**_LAYOUT, "margin": {**_MARGIN, "b": 90}}
     layout.update(title={"text": "Symmetry constraint"}, legend=legend, **style)
     return {"data": data, "layout": layout}
 

@@ -8,6 +8,7 @@ pictures show the plane of the first two coordinates (the others at 0 for energi
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -55,6 +56,8 @@ class Snapshot:
     target_samples: np.ndarray  # (N, 2)
     log_density: np.ndarray | None  # (n, n) L_K of the model, if asked for
     integrable: bool = True  # one H for all steps, integrated on; False: ``integrated`` is the trained steps
+    # Every run of a sweep, in order, the snapshot's own flow among them: (label, model KDE, U) (n, n) each.
+    members: tuple[tuple[str, np.ndarray, np.ndarray], ...] = ()
 
 
 def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.ndarray:
@@ -84,11 +87,13 @@ def take_snapshot(
     config: SnapshotConfig = SnapshotConfig(),
     seed: int = 0,
     previous: Snapshot | None = None,
+    members: Mapping[str, HamiltonianFlow] | None = None,
 ) -> Snapshot:
     """Gather every panel's data from ``flow`` and ``target`` (deterministic for a given seed).
 
     ``previous``: a snapshot of the same target and sizes whose target samples and KDE are reused
-    (they do not change while the model trains).
+    (they do not change while the model trains). ``members``: the flows of a sweep by label
+    (``flow`` among them), whose learned densities and potentials are drawn side by side.
     """
     rng = torch.Generator(device=flow.device).manual_seed(seed)
     grid = make_grid(-config.extent, config.extent, config.grid, dtype=flow.dtype, device=flow.device)
@@ -112,18 +117,29 @@ def take_snapshot(
             .cpu()
             .numpy()
         )
+    model_kde = kde_on_grid(model, xs, config.bandwidth)
+    potential = evaluate_in_batches(h.potential, plane).view(grid.shape).cpu().numpy()
+    drawn = []
+    for label, member in (members or {}).items():
+        if member is flow:
+            drawn.append((label, model_kde, potential))
+            continue
+        samples = member.sample(config.n_samples, generator=rng)[:, :2].cpu().numpy()
+        u = evaluate_in_batches(member.hamiltonian_list[0].potential, plane).view(grid.shape).cpu().numpy()
+        drawn.append((label, kde_on_grid(samples, xs, config.bandwidth), u))
     return Snapshot(
         xs=xs,
         target_kde=target_kde,
-        model_kde=kde_on_grid(model, xs, config.bandwidth),
+        model_kde=model_kde,
         kinetic=evaluate_in_batches(h.kinetic, plane).view(grid.shape).cpu().numpy(),
-        potential=evaluate_in_batches(h.potential, plane).view(grid.shape).cpu().numpy(),
+        potential=potential,
         single_step=q_path[:2, :, :2].cpu().numpy(),
         integrated=q_path[:, :, :2].cpu().numpy(),
         model_samples=model,
         target_samples=truth,
         log_density=log_density,
         integrable=flow.config.shared_hamiltonian,
+        members=tuple(drawn),
     )
 
 

@@ -302,3 +302,15 @@ def test_the_integrated_flow_is_drawn_while_its_points_are_in_view():
     spec = trajectory_spec(dataclasses.replace(snap, integrated=away, integrable=True))
     titles = [a["text"] for a in spec["layout"]["annotations"]]
     assert "integrated flow (14 of 30 steps: then most points leave the view): the last 8, fading" in titles
+
+
+def test_a_sweeps_snapshot_draws_every_runs_density_and_potential_each_labelled():
+    target = make_target("ring")
+    flows = {"κ=0.001": make_flow(), "κ=0.01": make_flow(), "none": make_flow()}
+    sizes = SnapshotConfig(grid=10, n_samples=100, n_paths=5, integrated_steps=3)
+    snap = take_snapshot(flows["κ=0.01"], target, sizes, members=flows)
+    assert [label for label, _, _ in snap.members] == list(flows)
+    assert snap.members[1][1] is snap.model_kde  # the snapshot's own flow is not drawn twice
+    titles = lambda spec: [a["text"] for a in spec["layout"]["annotations"]]  # noqa: E731
+    assert titles(density_spec(snap)) == ["target (KDE)", "learned, κ=0.001", "learned, κ=0.01", "learned, none"]
+    assert titles(energy_spec(snap)) == ["U(q), κ=0.001", "U(q), κ=0.01", "U(q), none"]
