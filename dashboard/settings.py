@@ -42,10 +42,10 @@ SLOW_LOG10_LR = -3.0  # 1e-3: the two rings, core and ring, and the grid stall l
 
 PRESETS: dict[str, Preset] = {
     "fig2a": Preset(
-        "Figure 2A — SO(2) ring, constrained", "ring", "normal", True, -2.0, "The paper's symmetric experiment."
+        "Fig. 2A: SO(2) ring", "ring", "normal", True, -2.0, "The paper's symmetric experiment."
     ),
     "paper": Preset(
-        "Figure 2A — the paper's exact configuration",
+        "Fig. 2A: the paper's setup",
         "ring",
         "normal",
         True,
@@ -56,7 +56,7 @@ PRESETS: dict[str, Preset] = {
         paper=True,
     ),
     "fig2b": Preset(
-        "Figure 2B — 8 Gaussians, attractors",
+        "Fig. 2B: 8 Gaussians, wells",
         "gaussians8",
         "soft_uniform",
         False,
@@ -65,7 +65,7 @@ PRESETS: dict[str, Preset] = {
         shared_hamiltonian=True,
     ),
     "two_rings": Preset(
-        "Two concentric rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells.", SLOW_LOG10_LR
+        "Two rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells.", SLOW_LOG10_LR
     ),
     "core_and_ring": Preset(
         "Core and ring (SO(2))", "core_and_ring", "normal", True, -2.0, "A blob inside a ring.", SLOW_LOG10_LR
@@ -74,7 +74,7 @@ PRESETS: dict[str, Preset] = {
         "3×3 grid of Gaussians", "grid9", "normal", False, -2.0, "Nine modes on a square grid.", SLOW_LOG10_LR
     ),
     "two_moons": Preset("Two moons", "two_moons", "normal", False, -2.0, "Two interleaved half circles."),
-    "upload": Preset("Your own 2-D data (CSV upload)", "upload", "normal", True, -2.0, "Upload a CSV of points."),
+    "upload": Preset("Your own data (CSV)", "upload", "normal", True, -2.0, "Upload a CSV of points."),
 }
 
 LIMITS = {
