@@ -80,6 +80,11 @@ ACTOR_START_TIMEOUT = 120.0  # seconds a Ray actor may take to start (placed, to
 FREE_AFTER = 10.0  # default seconds after its tab is gone before its run is freed (a reconnect keeps it)
 HOUSEKEEPING_EVERY = 1.0  # seconds between the housekeeping thread's checks of the sessions
 RUNS_PER_WORKER = 4  # the default admission limit, per process
+# One browser (a client: Streamlit's XSRF cookie, the same in all of a browser's tabs) may train at
+# most this many runs at once and host at most CLIENT_RUNS, whatever its number of tabs: ten tabs
+# of one student cannot take a class's places (EHFLOW_CLIENT_TRAINING, EHFLOW_CLIENT_RUNS).
+CLIENT_TRAINING = 2
+CLIENT_RUNS = 6
 TURN = 120.0  # seconds a run trains while others wait before it gives its place to the first in line
 CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run refreshes as cheaply as a short one
 # One OpenMP thread from the start: torch.set_num_threads(1) after torch's first op leaves a
@@ -452,6 +457,8 @@ class Pool:
         self.size = workers if workers is not None else _env_count("EHFLOW_WORKERS", cpus)
         self.max_training = max_training or _env_count("EHFLOW_MAX_RUNS", RUNS_PER_WORKER * self.size)
         self.free_after = _env_seconds("EHFLOW_FREE_AFTER", FREE_AFTER)  # a closed tab's grace, in seconds
+        self.client_training = _env_count("EHFLOW_CLIENT_TRAINING", CLIENT_TRAINING)  # places per client
+        self.client_runs = _env_count("EHFLOW_CLIENT_RUNS", CLIENT_RUNS)  # runs hosted per client
         self.lock = threading.Lock()
         self.workers: list[_Host] = []
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
@@ -476,12 +483,18 @@ class Pool:
             if not self.workers:
                 self.workers.append(self.host_class(self))
 
-    def place(self) -> tuple[_Host, str]:
+    def place(self, client: str = "") -> tuple[_Host, str]:
         """A process for a new run, and the run's id: a new process while the pool is not full
-        and every process hosts a run, else the one with the fewest training runs, then runs."""
+        and every process hosts a run, else the one with the fewest training runs, then runs.
+        ``client``: the browser asking; one that hosts ``client_runs`` runs already gets none."""
         with self.lock:
             if self.closed:
                 raise OSError("the dashboard's server is shutting down")
+            if client and sum(run.client == client for run in list(self.runs.values())) >= self.client_runs:
+                raise OSError(
+                    f"this browser already has {self.client_runs} runs on the server, the most one browser may "
+                    "have: close one of its other tabs, then reload this one"
+                )
             self.workers = [w for w in self.workers if w.alive]
             if len(self.workers) < self.size and all(len(w.runs) for w in self.workers):
                 self.workers.append(self.host_class(self))
@@ -507,17 +520,25 @@ class Pool:
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, run: LiveRun) -> bool:
-        """A place to train for ``run`` (True), or a place in the waiting line (False)."""
+        """A place to train for ``run`` (True), or a place in the waiting line (False): while the
+        places are taken, or its browser trains ``client_training`` runs already."""
         with self.lock:
             if run.id in self.training:
                 return True
             if run.id not in self.waiting:
-                if len(self.training) < self.max_training:
+                if len(self.training) < self.max_training and self._client_may_train(run):
                     self.training[run.id] = _Place()
                     return True
                 self.waiting.append(run.id)
             self._tell_waiting()
             return False
+
+    def _client_may_train(self, run: LiveRun) -> bool:
+        """Whether ``run``'s browser has a place left; the caller holds ``lock``."""
+        if not run.client:
+            return True
+        training = [self.runs.get(run_id) for run_id in self.training]
+        return sum(other is not None and other.client == run.client for other in training) < self.client_training
 
     def took(self, run_id: str, seq: int) -> None:
         """The command numbered ``seq`` (Play or Step) went out on the run's place."""
@@ -542,9 +563,14 @@ class Pool:
                 self.waiting.remove(run_id)
             if self.training.pop(run_id, None) is not None and requeue:
                 self.waiting.append(run_id)
-            while self.waiting and len(self.training) < self.max_training:
-                run = self.runs.get(self.waiting.pop(0))
-                if run is not None:
+            for waiting_id in list(self.waiting):  # in order, passing runs whose browser has its places
+                if len(self.training) >= self.max_training:
+                    break
+                run = self.runs.get(waiting_id)
+                if run is None:
+                    self.waiting.remove(waiting_id)
+                elif self._client_may_train(run):
+                    self.waiting.remove(waiting_id)
                     self.training[run.id] = _Place()
                     starting.append(run)
             self._tell_waiting()
@@ -556,8 +582,9 @@ class Pool:
         of the line (paused, to resume when its turn comes again), so a class takes turns."""
         now = time.monotonic()
         with self.lock:
-            if not self.waiting:
-                return
+            waiting = [self.runs.get(run_id) for run_id in self.waiting]
+            if not any(run is not None and self._client_may_train(run) for run in waiting):
+                return  # nobody waits, or only the runs of browsers that train their share already
             done = [self.runs.get(run_id) for run_id, place in self.training.items() if now - place.since >= TURN]
         for run in done:
             if run is not None:
@@ -573,11 +600,17 @@ class Pool:
             shared = run._shared
             with shared.lock:
                 shared.waiting, shared.state = True, "queued"
-                shared.message = (
-                    f"The server is busy: {n} run{'s' if n != 1 else ''} ahead of yours "
-                    f"({self.max_training} train at once, in turns of {TURN / 60:.0f} min while others wait). "
-                    "Yours starts when a place frees."
-                )
+                if len(self.training) < self.max_training and not self._client_may_train(run):
+                    shared.message = (
+                        f"This browser already trains {self.client_training} runs, the most one browser may at "
+                        "once: yours starts when one of them pauses or closes."
+                    )
+                else:
+                    shared.message = (
+                        f"The server is busy: {n} run{'s' if n != 1 else ''} ahead of yours "
+                        f"({self.max_training} train at once, in turns of {TURN / 60:.0f} min while others wait). "
+                        "Yours starts when a place frees."
+                    )
                 _notify(shared)
 
     # -- freeing -----------------------------------------------------------------------------------
@@ -698,9 +731,16 @@ class LiveRun:
     feed answers 404. None: only ``close`` or garbage collection free the run.
     """
 
-    def __init__(self, settings: Settings, target: Target, session_alive: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        target: Target,
+        session_alive: Callable[[], bool] | None = None,
+        client: str = "",
+    ) -> None:
         self._pool = pool()
-        self._worker, self.id = self._pool.place()
+        self.client = client  # the browser the run belongs to ("": no limit per browser applies)
+        self._worker, self.id = self._pool.place(client)
         self._shared = _Shared()
         self._sent = [0]  # seq of the last state-changing command (a list: the reader reads it)
         self._generation = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -160,7 +161,7 @@ def _reset(settings: Settings) -> None:
         if run is not None and run.worker_alive:
             run.reset(settings, target)
         else:
-            st.session_state["run"] = LiveRun(settings, target, session_alive=_session_alive())
+            st.session_state["run"] = LiveRun(settings, target, session_alive=_session_alive(), client=_client())
     except ValueError as err:
         st.session_state["run_error"] = f"Could not start the run: {code(str(err), limit=300)}"
         return
@@ -168,6 +169,21 @@ def _reset(settings: Settings) -> None:
         st.session_state["run_error"] = f"Could not start the training process: {code(str(err), limit=300)}"
         return
     st.session_state.pop("run_error", None)
+
+
+def _client() -> str:
+    """The browser this session runs in, for the pool's limits per browser: a hash of the token of
+    Streamlit's XSRF cookie, which every tab of a browser shares ("" without one: no limit)."""
+    raw = st.context.cookies.get("_streamlit_xsrf")
+    if not raw:
+        return ""
+    try:
+        from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string
+
+        token = decode_xsrf_token_string(raw)[0] or raw.encode()
+    except Exception:  # another format: the cookie as it is
+        token = raw.encode()
+    return hashlib.sha256(token).hexdigest()[:16]  # the token itself is a secret: never kept
 
 
 def _session_alive() -> Callable[[], bool] | None:

@@ -41,9 +41,7 @@ SLOW_LOG10_LR = -3.0  # 1e-3: the two rings, core and ring, and the grid stall l
 
 
 PRESETS: dict[str, Preset] = {
-    "fig2a": Preset(
-        "Fig. 2A: SO(2) ring", "ring", "normal", True, -2.0, "The paper's symmetric experiment."
-    ),
+    "fig2a": Preset("Fig. 2A: SO(2) ring", "ring", "normal", True, -2.0, "The paper's symmetric experiment."),
     "paper": Preset(
         "Fig. 2A: the paper's setup",
         "ring",
@@ -64,9 +62,7 @@ PRESETS: dict[str, Preset] = {
         "Multimodal target; U grows wells. One Hamiltonian for all steps, so the integrated flow exists.",
         shared_hamiltonian=True,
     ),
-    "two_rings": Preset(
-        "Two rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells.", SLOW_LOG10_LR
-    ),
+    "two_rings": Preset("Two rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells.", SLOW_LOG10_LR),
     "core_and_ring": Preset(
         "Core and ring (SO(2))", "core_and_ring", "normal", True, -2.0, "A blob inside a ring.", SLOW_LOG10_LR
     ),

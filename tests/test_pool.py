@@ -47,9 +47,9 @@ def one_process(shared_pool, monkeypatch):
     return as_server_pool(shared_pool, monkeypatch)
 
 
-def _run(session_alive=None, **changes) -> LiveRun:
+def _run(session_alive=None, client="", **changes) -> LiveRun:
     settings = Settings(batch=64, **changes)
-    return LiveRun(settings, settings.make_target(), session_alive=session_alive)
+    return LiveRun(settings, settings.make_target(), session_alive=session_alive, client=client)
 
 
 def _losses(run: LiveRun) -> list[tuple[int, float, float]]:
@@ -294,3 +294,33 @@ def test_an_exception_in_the_reader_ends_its_runs_with_the_reason(monkeypatch):
         assert wait_until(lambda: not host.alive) and pool.stats()["runs"] == 0
     finally:
         pool.close()
+
+
+def test_one_browsers_tabs_hold_at_most_its_share_while_another_browsers_tab_trains(one_process, monkeypatch):
+    """Ten tabs of one browser: six runs hosted (the seventh refused, saying why), two of them
+    training and the rest waiting with the reason; another browser's tab trains at once."""
+    monkeypatch.setattr(one_process, "client_training", 2)
+    monkeypatch.setattr(one_process, "client_runs", 6)
+    runs: list[LiveRun] = []
+    try:
+        for _ in range(10):
+            try:
+                runs.append(_run(client="student"))
+            except OSError as err:
+                refused = str(err)
+                break
+        assert len(runs) == 6 and "already has 6 runs on the server, the most one browser may have" in refused
+        for run in runs:
+            run.play()
+        assert wait_until(lambda: sum(run.state == "training" for run in runs) == 2)
+        queued = [run for run in runs if run.state == "queued"]
+        assert len(queued) == 4 and "This browser already trains 2 runs" in (queued[0].view().message or "")
+        other = _run(client="teacher")
+        runs.append(other)
+        other.play()
+        assert wait_until(lambda: other.state == "training")
+        runs[0].pause()  # the student's place frees: the next of the student's runs takes it
+        assert wait_until(lambda: sum(run.state == "training" for run in runs[:6]) == 2 and runs[0].state != "training")
+    finally:
+        for run in runs:
+            run.close()
