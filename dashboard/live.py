@@ -55,6 +55,7 @@ from .protocol import (
     Command,
     Drop,
     Freed,
+    Pace,
     Pause,
     Play,
     SetLive,
@@ -464,6 +465,7 @@ class Pool:
         self.runs: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # run id -> run
         self.tokens: weakref.WeakValueDictionary[str, LiveRun] = weakref.WeakValueDictionary()  # feed token -> run
         self.training: dict[str, _Place] = {}  # run id -> its place to train
+        self.pace = 0  # the most training runs of any one process, as last told to the processes
         self.waiting: list[str] = []  # run ids, first come first served
         self.drops: queue.SimpleQueue[tuple[_Host, str]] = queue.SimpleQueue()
         self._ids = itertools.count(1)
@@ -496,14 +498,19 @@ class Pool:
                     "have: close one of its other tabs, then reload this one"
                 )
             self.workers = [w for w in self.workers if w.alive]
+            started = None
             if len(self.workers) < self.size and all(len(w.runs) for w in self.workers):
-                self.workers.append(self.host_class(self))
+                started = self.host_class(self)
+                self.workers.append(started)
 
             def load(worker: _Host) -> tuple[int, int]:
                 hosted = list(worker.runs)  # a copy: the reader thread removes freed runs
                 return sum(run_id in self.training for run_id in hosted), len(hosted)
 
-            return min(self.workers, key=load), f"r{next(self._ids)}"
+            chosen, pace = min(self.workers, key=load), self.pace
+        if started is not None and pace:
+            started.send("", Pace(pace))  # a new process trains at the pool's pace too
+        return chosen, f"r{next(self._ids)}"
 
     def worker_ended(self, worker: _Host, run_ids: list[str]) -> None:
         """A process ended (the reader saw its socket close): its runs give up their places."""
@@ -525,13 +532,29 @@ class Pool:
         with self.lock:
             if run.id in self.training:
                 return True
-            if run.id not in self.waiting:
-                if len(self.training) < self.max_training and self._client_may_train(run):
-                    self.training[run.id] = _Place()
-                    return True
-                self.waiting.append(run.id)
-            self._tell_waiting()
-            return False
+            admitted = run.id not in self.waiting and len(self.training) < self.max_training
+            admitted = admitted and self._client_may_train(run)
+            if admitted:
+                self.training[run.id] = _Place()
+            else:
+                if run.id not in self.waiting:
+                    self.waiting.append(run.id)
+                self._tell_waiting()
+        if admitted:
+            self._repace()
+        return admitted
+
+    def _repace(self) -> None:
+        """Tell every process the pool's pace (:class:`~dashboard.protocol.Pace`) when it changed:
+        the most training runs any one process has."""
+        with self.lock:
+            counts = [sum(run_id in self.training for run_id in list(w.runs)) for w in self.workers]
+            pace = max(counts, default=0)
+            if pace == self.pace:
+                return
+            self.pace, workers = pace, list(self.workers)
+        for worker in workers:
+            worker.send("", Pace(pace))
 
     def _client_may_train(self, run: LiveRun) -> bool:
         """Whether ``run``'s browser has a place left; the caller holds ``lock``."""
@@ -576,6 +599,7 @@ class Pool:
             self._tell_waiting()
         for run in starting:  # outside the lock: starting sends on the run's socket
             run._begin()
+        self._repace()
 
     def rotate(self) -> None:
         """While runs wait, a run that has trained ``TURN`` seconds on its place goes to the back

@@ -84,7 +84,16 @@ class Close:
     """End the process (its run id is ignored)."""
 
 
-Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest | Drop | Close
+@dataclass(frozen=True)
+class Pace:
+    """The most runs training in any one process of the pool (its run id is ignored): a process
+    with fewer trains its runs at that pace, not faster, so every training run of a class gets
+    about the same steps/s whichever process it landed in (the CPU left goes to the server)."""
+
+    runs: int
+
+
+Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest | Drop | Close | Pace
 StateCommand = Start | Play | Pause | TrainSteps  # the commands numbered by ``seq``
 
 

@@ -56,6 +56,7 @@ from .protocol import (
     Command,
     Drop,
     Freed,
+    Pace,
     Pause,
     Play,
     Reply,
@@ -381,6 +382,8 @@ class Host:
         self.sending = threading.Lock()  # replies come from both threads
         self.stopping = threading.Event()
         self.reader = threading.Thread(target=self.read, name="ehflow-reader", daemon=True)
+        self.pace = 0  # the most training runs of any process of the pool (Pace); 0: no pacing
+        self.active = 0  # this process's active runs at the last look
 
     def post(self, run_id: str, message: Reply) -> None:
         data = pickle.dumps((run_id, message), pickle.HIGHEST_PROTOCOL)
@@ -413,6 +416,9 @@ class Host:
         match message:
             case Close():
                 return False
+            case Pace(runs=runs):
+                self.pace = runs
+                return True
             case Drop():
                 self.slots.pop(run_id, None)
                 self.post(run_id, Freed())
@@ -459,6 +465,7 @@ class Host:
                 active.append(slot)
             else:
                 slot.was_active = False
+        self.active = len(active)
         if not active:
             return None
         running = [slot.share for slot in active if slot.was_active]
@@ -478,6 +485,7 @@ class Host:
                 slot = self.next_slot()
                 if slot is None:
                     continue
+                began = time.monotonic()
                 try:
                     slot.turn()
                 except OSError:
@@ -485,9 +493,21 @@ class Host:
                 except Exception as err:  # this run fails, not the process
                     log.exception("run %s failed", slot.run_id)
                     slot.fail(err)
+                if self.pace > self.active and not self.paced(time.monotonic() - began):
+                    return
         finally:
             self.stopping.set()
             self.reader.join()
+
+    def paced(self, turn: float) -> bool:
+        """After a turn of ``turn`` seconds, wait (handling commands) so that this process's runs
+        train at the pool's pace: its ``active`` runs get ``active / pace`` of a core between them,
+        one ``pace``-th each, as the runs of the busiest process do. False when it should exit."""
+        deadline = time.monotonic() + turn * (self.pace / self.active - 1)
+        while (left := deadline - time.monotonic()) > 0:
+            if not self.receive(left):
+                return False
+        return True
 
     def stop_all(self, reason: str) -> None:
         """Tell every run why the process stops (best effort: the socket may be gone)."""

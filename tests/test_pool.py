@@ -324,3 +324,17 @@ def test_one_browsers_tabs_hold_at_most_its_share_while_another_browsers_tab_tra
     finally:
         for run in runs:
             run.close()
+
+
+def test_a_process_with_fewer_training_runs_trains_them_at_the_pools_pace():
+    """Pace 3 and one active run here: after each turn of t seconds the process waits 2 t (handling
+    commands meanwhile), so its run gets a third of a core, as each run of a process with three does."""
+    host = worker.Host(worker.Mailbox())
+    host.pace, host.active = 3, 1
+    waited = []
+    host.receive = lambda timeout: waited.append(timeout) or time.sleep(timeout) or True
+    began = time.monotonic()
+    assert host.paced(0.05)
+    assert 0.1 <= time.monotonic() - began < 0.5 and waited and waited[0] <= 0.1
+    host.receive = lambda timeout: False  # the server closed its end meanwhile: the loop ends
+    assert not host.paced(0.05)
