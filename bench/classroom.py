@@ -32,6 +32,7 @@ import os
 import platform
 import random
 import statistics
+import sys
 import tempfile
 import threading
 import time
@@ -342,6 +343,16 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def _commit() -> str:
+    """The commit measured (with "+changes" when the work tree differs from it)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
+
+    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+changes" if git("status", "--porcelain") else "")
+
+
 def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -363,6 +374,8 @@ def main(argv: list[str] | None = None) -> None:
     result: dict = {
         "benchmark": "classroom",
         "when": time.strftime("%Y-%m-%d %H:%M"),
+        "commit": _commit(),
+        "command": "python -m bench.classroom " + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores (browser on the same cores)",
         "workers_env": os.environ.get("EHFLOW_WORKERS", "default"),
         "browser_nice": args.browser_nice,

@@ -625,9 +625,10 @@ class Pool:
             with shared.lock:
                 shared.waiting, shared.state = True, "queued"
                 if len(self.training) < self.max_training and not self._client_may_train(run):
+                    runs = f"{self.client_training} run{'s' if self.client_training != 1 else ''}"
                     shared.message = (
-                        f"This browser already trains {self.client_training} runs, the most one browser may at "
-                        "once: yours starts when one of them pauses or closes."
+                        f"This browser already trains {runs}, the most one browser may at once: yours starts "
+                        "when one of them pauses or closes."
                     )
                 else:
                     shared.message = (

@@ -29,8 +29,10 @@ GRACE = 3.0  # the module's server frees a closed tab's run after 3 s (EHFLOW_FR
 @pytest.fixture(scope="module")
 def server():
     """The module's server, with one training process for every tab's run (a process takes seconds
-    of both cores to start) and a short grace for closed tabs."""
-    with serve(quiet=False, env={"EHFLOW_WORKERS": "1", "EHFLOW_FREE_AFTER": str(GRACE)}) as running:
+    of both cores to start), a short grace for closed tabs, and one training run per browser (each
+    ``browser.new_page`` is a browser of its own: a context with its own cookies)."""
+    env = {"EHFLOW_WORKERS": "1", "EHFLOW_FREE_AFTER": str(GRACE), "EHFLOW_CLIENT_TRAINING": "1"}
+    with serve(quiet=False, env=env) as running:
         yield running
 
 
@@ -416,3 +418,22 @@ def test_a_kappa_sweep_shows_each_runs_density_labelled(server, browser):
         "U(q), κ=0.001", "U(q), κ=0.01", "U(q), κ=0.1", "U(q), none",
     ]  # fmt: skip
     page.close()
+
+
+def test_two_tabs_of_one_browser_train_one_run_at_a_time(server, browser):
+    """Two tabs in one browser context (one cookie jar: one browser to the server, which allows it
+    one training run here): the second waits and says why until the first pauses."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1400})
+    first, second = context.new_page(), context.new_page()
+    for page in (first, second):
+        page.goto(server.url)
+        expect(_sidebar_button(page, "Train")).to_be_enabled()
+    _sidebar_button(first, "Train").click()
+    expect(_metric_value(first, "State")).to_have_text("training")
+    _sidebar_button(second, "Train").click()
+    expect(_metric_value(second, "State")).to_have_text("queued")
+    expect(second.get_by_text("This browser already trains 1 run,")).to_be_visible()
+    _sidebar_button(first, "Pause").click()
+    expect(_metric_value(second, "State")).to_have_text("training")
+    _sidebar_button(second, "Pause").click()
+    context.close()
