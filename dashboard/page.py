@@ -175,7 +175,7 @@ def _client() -> str:
     """The browser this session runs in, for the pool's limits per browser: a hash of the token of
     Streamlit's XSRF cookie, which every tab of a browser shares ("" without one: no limit)."""
     raw = st.context.cookies.get("_streamlit_xsrf")
-    if not raw:
+    if not isinstance(raw, str) or not raw:  # no cookie (XSRF protection off), or no browser (AppTest)
         return ""
     try:
         from streamlit.web.server.starlette.starlette_app_utils import decode_xsrf_token_string

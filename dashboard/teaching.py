@@ -23,7 +23,10 @@ def explain() -> None:
             "volume, so the density is simply carried along. *Trajectories* panel: base samples after "
             "one step, and after the whole flow. In the Figure 2B preset every step shares one "
             "Hamiltonian, so the flow can run on for many steps (the *integrated flow*): samples gather "
-            "in the wells of U. The other presets learn a Hamiltonian per step, which learns faster."
+            "in the wells of U. The other presets learn a Hamiltonian per step, which learns faster. "
+            "(K and U are only defined up to a joint sign: (−K, −U) gives the same paths run backwards. "
+            "When K learns a dome, a maximum at p = 0, the flow runs that way and the wells are U's "
+            "*maxima*; the U panel says so.)"
         )
     with st.expander("Learning: the ELBO and the importance-weighted bound L_K"):
         st.latex(
@@ -36,7 +39,7 @@ def explain() -> None:
         st.markdown(
             "The paper trains on the ELBO (K = 1). ehflow trains on L_8, with the doubly "
             "reparameterised gradient for the encoder h(p | q): a tighter bound, so the flow learns "
-            "faster (the paper's own configuration is the preset \"the paper's exact configuration\"). "
+            "faster (the paper's own configuration is the preset \"Fig. 2A: the paper's setup\"). "
             "*Density* panel: kernel density estimates of target samples and of model samples. "
             "*Curves* panel: the test log-likelihood L_K (solid); dashed, with finite data the same L_K on "
             "the training points (their gap is over-fitting), with infinite data the bound trained on each "
@@ -57,6 +60,12 @@ def explain() -> None:
             "too (Lemma 1). **κ** is the tolerated violation: smaller κ, stricter symmetry. The "
             "multiplier **λ** grows while the constraint is violated and shrinks once it holds. "
             "The soft-uniform base is *not* rotation invariant, so there the promise does not hold. "
+            "The constraint is measured on base samples, where the flow starts: a small "
+            "E_π[{g, H}²] is not yet an invariant density where the data are. On your own data, "
+            "whose points may be far from the base's bulk, the readout *Rotation invariant?* (the "
+            "spread of log p̂ over rotations, against its noise floor) is the one to trust: a spread "
+            "of several nats with a tiny constraint value means the flow is not symmetric where it "
+            "matters. "
             "**Exact symmetry** builds the symmetry in instead of asking for it: K and U become "
             "networks of |p|² and |q|², so {g, H} = 0 for every weight and there is no κ left to set. "
             "Compare the two: how much closer does the exact prior get, and how fast?"
