@@ -17,8 +17,10 @@ import threading
 from pathlib import Path
 
 import streamlit as st
+from starlette.middleware import Middleware
 
 from dashboard import live, live_chart  # both light: no torch at import
+from dashboard.static_assets import StaticAssets
 
 try:
     live.prestart()
@@ -27,4 +29,6 @@ except ValueError as err:  # a bad EHFLOW_* setting (workers, runs, grace, Ray a
     os._exit(2)
 threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=True).start()
 
-app = st.App(Path(__file__).with_name("page.py"), routes=live_chart.routes())
+# Streamlit's own assets from memory, gzipped once (dashboard/static_assets.py): a class of new
+# browsers asking for them at once held the event loop up.
+app = st.App(Path(__file__).with_name("page.py"), routes=live_chart.routes(), middleware=[Middleware(StaticAssets)])
