@@ -481,3 +481,38 @@ def test_good_upload_trains_on_the_points_after_reset(app):
     assert any("Loaded 40 points" in s.value for s in app.sidebar.success)
     app.sidebar.button[2].click().run()
     assert app.session_state["run"].target.name == "mine" and not app.exception
+
+
+def test_streamlits_assets_come_from_memory_gzipped_and_nothing_else_is_served():
+    """The static-assets middleware: an asset is its file, gzipped for a browser that accepts it;
+    a path that is not an asset (a traversal, an unknown file, a page) passes through to Streamlit."""
+    from dashboard.static_assets import ROOT, StaticAssets, files
+
+    passed = []
+
+    async def streamlit_app(scope, receive, send):
+        passed.append(scope["path"])
+
+    def get(path: str, encoding: str = "gzip") -> tuple[dict, bytes]:
+        sent = []
+
+        async def send(message):
+            sent.append(message)
+
+        async def receive():
+            return {"type": "http.request"}
+
+        scope = {"type": "http", "method": "GET", "path": path, "headers": [(b"accept-encoding", encoding.encode())]}
+        asyncio.run(StaticAssets(streamlit_app)(scope, receive, send))
+        if not sent:
+            return {}, b""
+        return {k.decode(): v.decode() for k, v in sent[0]["headers"]}, b"".join(m.get("body", b"") for m in sent[1:])
+
+    script = next(path for path in files() if path.endswith(".js"))
+    headers, body = get(f"/static/{script}")
+    assert headers["content-encoding"] == "gzip" and "immutable" in headers["cache-control"]
+    assert gzip.decompress(body) == (ROOT / script).read_bytes()
+    headers, body = get(f"/static/{script}", encoding="")
+    assert headers["content-encoding"] == "identity" and body == (ROOT / script).read_bytes()
+    for path in ("/static/../../index.html", "/static/js/nope.js", "/", "/api/pool", "/static/%2e%2e/index.html"):
+        assert get(path) == ({}, b"") and passed[-1] == path
