@@ -94,7 +94,6 @@ class Pace:
 
 
 Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest | Drop | Close | Pace
-StateCommand = Start | Play | Pause | TrainSteps  # the commands numbered by ``seq``
 
 
 # -- worker → server -------------------------------------------------------------------------------

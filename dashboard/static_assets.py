@@ -1,9 +1,8 @@
 """Streamlit's own static assets (its JavaScript, CSS and fonts), served from memory, gzipped once.
 
 Every new browser asks for them once (a class of fresh browsers: once each). Streamlit serves
-them with starlette's ``StaticFiles``, uncompressed, reading each file in 64 kB chunks through a
-thread handoff: in ``bench.classroom`` that was over half of the server event loop's time while
-tabs opened (py-spy, docs/benchmarks.md), and the health answers queued behind it. This ASGI
+them with starlette's ``StaticFiles``, uncompressed, each file read in chunks through a thread
+handoff on the server's event loop (docs/benchmarks.md, the classroom's opening tail). This ASGI
 middleware (Streamlit reserves ``/static/`` for itself: no route may claim it) answers the same
 paths from a table of the files that exist (nothing outside it is ever read), each file gzipped
 once per server, in one send; anything else passes through to Streamlit.

@@ -29,19 +29,6 @@ class GaussianEncoder(nn.Module):
         """Mean and scale of h(p | q), each with shape (B, d)."""
         return self.mean_net(q), F.softplus(self.scale_net(q)) + _MIN_SCALE
 
-    def sample(self, q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
-        r"""Reparameterised draws :math:`p = \mu + \sigma \epsilon` and their :math:`\log h(p \mid q)`.
-
-        Args:
-            q: positions with shape (B, d).
-            n_samples: number ``S`` of momenta per position.
-            generator: random-number generator for the draws (None: torch's global one).
-
-        Returns:
-            ``p`` with shape (S, B, d) and ``log_h`` with shape (S, B).
-        """
-        return self.reparameterise(q, self.noise(q, n_samples, generator))
-
     @staticmethod
     def noise(q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
         """Standard-normal noise ε for ``n_samples`` draws per position: shape (S, B, d)."""

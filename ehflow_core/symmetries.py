@@ -60,7 +60,6 @@ class Generator:
         return (gq * dH_dp).sum(-1) - (gp * dH_dq).sum(-1)
 
     has_action: bool = False  # whether act() knows the finite group element exp(θ g)
-    is_point_transformation: bool = False  # g linear in p (∂²g/∂p² = 0): it moves q independently of p
 
     def act(self, q: Tensor, p: Tensor, theta: Tensor | float) -> tuple[Tensor, Tensor]:
         """The finite transformation exp(θ {·, g}) of the state; ``theta`` a float or shape (B,)."""
@@ -81,7 +80,6 @@ class RotationGenerator(Generator):
     """
 
     has_action = True
-    is_point_transformation = True
 
     def __init__(self, i: int, j: int, dim: int) -> None:
         check_int("dim", dim, minimum=2)
@@ -124,7 +122,6 @@ class TranslationGenerator(Generator):
     """Translation of q_i: g = p_i (moves q_i by ε, leaves p unchanged)."""
 
     has_action = True
-    is_point_transformation = True
 
     def __init__(self, i: int, dim: int) -> None:
         check_int("dim", dim, minimum=1)

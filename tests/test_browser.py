@@ -165,12 +165,6 @@ def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, 
     page.close()
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="flaky (about one run in three of this module, 2026-11-30): after Pause the density chart "
-    "shows the last snapshot and the other four the one before, with no console error; the panel's "
-    "drawing marker (root.dataset.drawing) stood at the third chart of the last snapshot; cause not found",
-)
 def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2300})
     errors = []

@@ -252,3 +252,11 @@ def test_the_bar_follows_a_seconds_budget_that_ends_first():
     lines = stream.getvalue().strip().split("\r")
     assert "100%" in lines[-1] and "20/20" in lines[-1], lines[-1]
     assert not any("/1000" in line for line in lines[1:]), lines  # (before the first step the speed is unknown)
+
+
+def test_the_console_script_is_the_command_line():
+    """``pip install`` puts an ``ehflow`` command beside the interpreter (pyproject's console script)."""
+    script = Path(sys.executable).parent / "ehflow"
+    assert script.exists(), f"{script} is missing: reinstall the project (pip install -r requirements.txt)"
+    result = subprocess.run([str(script), "train", "--steps", "abc"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "argument --steps: expected an integer >= 1, got 'abc'" in result.stderr
