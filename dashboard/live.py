@@ -394,7 +394,7 @@ class _RayWorker(_Host):
             raise OSError(str(err)) from err
 
     def _read(self) -> None:
-        from ehflow_core.sweep import first_line  # torch: imported by the page by now
+        from ehflow_core.sweep_backends import first_line  # torch: imported by the page by now
 
         reason = "The training actor ended"
         try:
@@ -449,7 +449,7 @@ class Pool:
         cpus = os.cpu_count() or 1
         if address is not None:
             from dashboard.worker import ActorHost
-            from ehflow_core.sweep import connect_ray
+            from ehflow_core.sweep_backends import connect_ray
 
             self.ray, _ = connect_ray(address, setting="EHFLOW_RAY_ADDRESS")
             self.actor_class = self.ray.remote(num_cpus=1, max_concurrency=4)(ActorHost)

@@ -602,7 +602,7 @@ class ActorHost:
 
     def node(self) -> str:
         """Where this actor runs (the Ray node's IP and the start of its id)."""
-        from ehflow_core.sweep import node_name
+        from ehflow_core.sweep_backends import node_name
 
         return node_name()
 

@@ -28,7 +28,7 @@ from .experiments import reproduce
 from .interrupts import INTERRUPTED_EXIT, StopRequest
 from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
 from .run import LR_SCHEDULES
-from .sweep import BACKENDS
+from .sweep_backends import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import TARGETS, DataTarget, Target, load_points, make_target, split_points
 from .training import OBJECTIVES, Record, TrainConfig, Trainer
@@ -465,7 +465,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.backend is not None:  # a sweep: Ctrl-C or SIGTERM leave its checkpoints to resume from
             if args.figure != "fig2a":  # refused before a backend starts
                 raise ValueError(f"--backend: only fig2a is a sweep (fig2b is one run), got {args.figure}")
-            from .sweep import make_backend
+            from .sweep_backends import make_backend
 
             backend = make_backend(args.backend, args.address, args.workers)
             reproduce(args.figure, args.quick, args.seeds, _reproduce_out(args), paper=args.paper, backend=backend)
