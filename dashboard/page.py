@@ -17,8 +17,9 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import teaching
+from dashboard.figures_page import figures_page
 from dashboard.live import LiveRun
-from dashboard.live_chart import figures_page, live_charts, preload_plotly
+from dashboard.live_chart import live_charts, preload_plotly
 from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataTarget

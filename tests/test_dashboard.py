@@ -24,7 +24,7 @@ from conftest import wait_until
 from starlette.requests import Request
 from streamlit.testing.v1 import AppTest
 
-from dashboard import live, live_chart
+from dashboard import figures_page, live, live_chart
 from dashboard.live import LiveRun
 from dashboard.settings import PRESETS, Settings
 from ehflow_core.checkpoint import read_checkpoint
@@ -297,20 +297,20 @@ def test_the_figures_download_is_laid_out_like_the_live_panel():
     run = _small_run()
     try:
         assert wait_until(lambda: run.version > 0)
-        html = live_chart.figures_document(run.view(), run.primary_label, run.settings)
+        html = figures_page.figures_document(run.view(), run.primary_label, run.settings)
         assert html.count("Plotly.newPlot(") == 5  # the five panels, with traces
         # The panel's rows: two figures, two, one; each at its panel's height.
         assert html.count("grid-template-columns:repeat(2,") == 2 and html.count("grid-template-columns:repeat(1,") == 1
         assert html.count("height:340px") == 2 and html.count("height:360px") == 2 and html.count("height:420px") == 1
-        without = live_chart.figures_document(
+        without = figures_page.figures_document(
             run.view(), run.primary_label, dataclasses.replace(run.settings, generator_on=False)
         )
         assert without.count("Plotly.newPlot(") == 4
         # Titled with what it shows, and carrying the vendored basic bundle, not plotly's full one.
         view = run.view()
         title = f"ehflow: {PRESETS[run.settings.preset].label} · run {run.primary_label} · step {view.step:,}"
-        assert f"<title>{html_escape(title)}" in live_chart.figures_document(view, run.primary_label, run.settings)
-        page = live_chart.figures_page(run)
+        assert f"<title>{html_escape(title)}" in figures_page.figures_document(view, run.primary_label, run.settings)
+        page = figures_page.figures_page(run)
         assert len(page) < 2e6 and b"plotly.js (basic - minified)" in page and f"step {view.step:,}".encode() in page
     finally:
         run.close()
@@ -326,16 +326,16 @@ def test_the_figures_download_is_built_once_per_snapshot_version():
         assert wait_until(lambda: run.version > 0)
         run.pause()
         assert wait_until(lambda: not run.busy)
-        first = live_chart.figures_page(run)
+        first = figures_page.figures_page(run)
         tracemalloc.start()
         try:
-            pages = [live_chart.figures_page(run) for _ in range(40)]
+            pages = [figures_page.figures_page(run) for _ in range(40)]
             grown = tracemalloc.get_traced_memory()[1]
         finally:
             tracemalloc.stop()
         assert all(page is first for page in pages) and grown < 1e6, grown
         run.step(10)
-        assert wait_until(lambda: live_chart.figures_page(run) is not first)  # a new version: a new page
+        assert wait_until(lambda: figures_page.figures_page(run) is not first)  # a new version: a new page
     finally:
         run.close()
 
