@@ -19,11 +19,11 @@ from pathlib import Path
 import streamlit as st
 from starlette.middleware import Middleware
 
-from dashboard import live, live_chart  # both light: no torch at import
+from dashboard import live_chart, pool  # both light: no torch at import
 from dashboard.static_assets import StaticAssets
 
 try:
-    live.prestart()
+    pool.prestart()
 except ValueError as err:  # a bad EHFLOW_* setting (workers, runs, grace, Ray address): say which, and stop
     print(f"ehflow dashboard: {err}", file=sys.stderr, flush=True)
     os._exit(2)

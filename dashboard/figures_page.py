@@ -7,6 +7,7 @@ from html import escape as html_escape
 
 from dashboard import live
 from dashboard.live_chart import PLOTLY_JS, layout_for, panel_specs
+from dashboard.run_state import View
 from dashboard.settings import PRESETS, Settings
 
 
@@ -25,7 +26,7 @@ def figures_page(run: live.LiveRun) -> bytes:
         return cached[1]
 
 
-def figures_document(view: live.View, primary: str, settings: Settings) -> str:
+def figures_document(view: View, primary: str, settings: Settings) -> str:
     """The run's figures as one self-contained HTML page (the Figures download), laid out like the
     live panel: its rows (``LAYOUT``), each figure at the panel's height and the row's width, the
     maps as the live panel's pictures and the rest as plotly traces (values on hover); titled with
@@ -56,7 +57,7 @@ def figures_document(view: live.View, primary: str, settings: Settings) -> str:
     return f"<!doctype html><html><head>{head}</head><body style='margin:16px'>{heading}{''.join(rows)}</body></html>"
 
 
-def figures_title(view: live.View, primary: str, settings: Settings) -> str:
+def figures_title(view: View, primary: str, settings: Settings) -> str:
     """What the figures show, in one line: preset, data, the run (its κ), step and the last test L_K."""
     records = view.curves.get(primary, [])
     last = next((r for r in reversed(records) if r.test_log_likelihood is not None), None)

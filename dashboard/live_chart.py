@@ -39,7 +39,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from dashboard import live
+from dashboard import live, pool
+from dashboard.run_state import View
 
 if TYPE_CHECKING:
     from dashboard.settings import Settings
@@ -146,7 +147,7 @@ def routes() -> list[Route]:
 
 async def pool_status(request: Request) -> Response:
     """``GET /api/pool``: the training pool's load: processes, runs hosted, training, waiting, the limit."""
-    stats = live.pool().stats()
+    stats = pool.pool().stats()
     stats["workers"] = len(stats["workers"])  # counts only: no process ids to the world
     return JSONResponse(stats, headers=_NO_STORE)
 
@@ -320,7 +321,7 @@ def figures_for(run: live.LiveRun) -> Figures:
         return cached
 
 
-def panel_specs(view: live.View, primary: str, settings: Settings, raster: bool) -> dict[str, Spec]:
+def panel_specs(view: View, primary: str, settings: Settings, raster: bool) -> dict[str, Spec]:
     """Each panel's figure spec for ``view`` at its panel's height (the constraint panel, of the
     ``primary`` run, only if ``settings`` has a constraint; the curves named for the estimators
     of its training configuration); ``raster``: the maps as pictures (the live panel), else as
@@ -343,7 +344,7 @@ def panel_specs(view: live.View, primary: str, settings: Settings, raster: bool)
     return specs
 
 
-def charts(view: live.View, primary: str, settings: Settings) -> dict[str, Spec | None]:
+def charts(view: View, primary: str, settings: Settings) -> dict[str, Spec | None]:
     """Each panel's figure spec for ``view`` as the live panel draws it (``None`` for the
     constraint panel, a note, unless ``settings`` has a constraint; of the ``primary`` run)."""
     specs: dict[str, Spec | None] = {"constraint": None}
@@ -407,7 +408,7 @@ def extension(old: Spec, new: Spec) -> Spec | None:
     ``append``: whether it is ``old`` plus points alone (the same layout and traces but for their
     ends: ``Plotly.extendTraces``). None when the traces are not lists of points or differ in number.
 
-    A curve's history only grows between thinnings (``live.thin``), so most answers are a few points.
+    A curve's history only grows between thinnings (``run_state.thin``), so most answers are a few points.
     """
     if len(old["data"]) != len(new["data"]):
         return None

@@ -51,9 +51,9 @@ def wait_until(predicate, timeout: float = 60.0) -> bool:
 
 def as_server_pool(pool, monkeypatch):
     """``pool`` as the dashboard server's pool for one test, with no run left from another test."""
-    from dashboard import live
+    from dashboard import pool as pool_module
 
-    monkeypatch.setattr(live, "_pool", pool)
+    monkeypatch.setattr(pool_module, "_pool", pool)
     assert wait_until(lambda: pool.stats()["runs"] == 0, timeout=30)
     return pool
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 
-from dashboard.live import CURVE_CAP, thin
 from dashboard.live_chart import NO_CONSTRAINT, Figures, extension
+from dashboard.run_state import CURVE_CAP, thin
 from ehflow_core.figures import constraint_spec, curves_spec
 from ehflow_core.training import Record
 

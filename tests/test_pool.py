@@ -20,7 +20,9 @@ from conftest import as_server_pool, wait_until
 from starlette.requests import Request
 
 from dashboard import live, live_chart, worker
-from dashboard.live import LiveRun, Pool
+from dashboard import pool as pool_module
+from dashboard.live import LiveRun
+from dashboard.pool import Pool
 from dashboard.protocol import Close, Play, SetLive, Start
 from dashboard.settings import Settings
 
@@ -128,7 +130,7 @@ def test_admission_over_the_limit_waits_in_line_and_starts_when_a_place_frees(on
 def test_while_runs_wait_training_runs_take_turns(one_process, monkeypatch):
     made = one_process
     monkeypatch.setattr(made, "max_training", 1)
-    monkeypatch.setattr(live, "TURN", 1.0)
+    monkeypatch.setattr(pool_module, "TURN", 1.0)
     first, second = _run(), _run(seed=1)
     try:
         assert wait_until(lambda: first.state == second.state == "ready")
@@ -208,7 +210,7 @@ def test_a_closed_tabs_grace_is_a_server_setting(monkeypatch):
     monkeypatch.delenv("EHFLOW_FREE_AFTER")
     made = Pool(workers=1)
     try:
-        assert made.free_after == live.FREE_AFTER == 10.0
+        assert made.free_after == pool_module.FREE_AFTER == 10.0
     finally:
         made.close()
 

@@ -17,7 +17,9 @@ import pytest
 from conftest import as_server_pool, start_local_ray, wait_until
 
 from dashboard import live, live_chart
-from dashboard.live import LiveRun, Pool
+from dashboard import pool as pool_module
+from dashboard.live import LiveRun
+from dashboard.pool import Pool
 from dashboard.settings import Settings
 
 pytestmark = pytest.mark.slow
@@ -68,7 +70,7 @@ def test_a_run_on_ray_gives_the_local_pools_records_and_a_checkpoint(on_ray, mon
     assert not run.hosted and on_ray.stats()["runs"] == 0  # freed in its actor
 
     local_pool = Pool(workers=1)  # the same settings in a process of this machine
-    monkeypatch.setattr(live, "_pool", local_pool)
+    monkeypatch.setattr(pool_module, "_pool", local_pool)
     try:
         here = _run()
         assert _steps(here, 20) == on_ray_records  # one torch thread each: the same numbers
@@ -125,8 +127,8 @@ def test_the_server_with_a_bad_ray_address_stops_at_once_saying_why():
 def test_without_an_address_the_dashboard_never_imports_ray():
     code = (
         "import os, sys; os.environ.pop('EHFLOW_RAY_ADDRESS', None)\n"
-        "from dashboard import live; from dashboard.settings import Settings\n"
-        "pool = live.Pool(workers=1); s = Settings(batch=64); run = live.LiveRun(s, s.make_target())\n"
+        "from dashboard import live; from dashboard.pool import Pool; from dashboard.settings import Settings\n"
+        "pool = Pool(workers=1); s = Settings(batch=64); run = live.LiveRun(s, s.make_target())\n"
         "from dashboard import live_chart; live_chart.warm_imports(); import ehflow_core.sweep\n"
         "print(pool.stats()['backend'], 'ray' in sys.modules); pool.close()\n"
     )
