@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from dashboard.settings import Settings
-from dashboard.worker import VIEW_SIZES
+from dashboard.slot import VIEW_SIZES
 from ehflow_core.experiments import FIG2B_TRAINING
 from ehflow_core.snapshot import attractor_report, take_snapshot
 from ehflow_core.training import Trainer

@@ -166,7 +166,7 @@ def dashboard_refresh(sizes: Sizes) -> dict[str, Any]:
     """One full dashboard refresh at its default sizes: samples, KDEs, heatmaps, trajectories
     (``take_snapshot``), and separately the five figures' JSON as the dashboard sends it (its map
     panels drawn as pictures, ``raster=True``)."""
-    from dashboard.worker import VIEW_SIZES
+    from dashboard.slot import VIEW_SIZES
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, spec_json, trajectory_spec
     from ehflow_core.snapshot import take_snapshot
 

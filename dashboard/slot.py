@@ -1,0 +1,332 @@
+"""One run hosted by a training process (:class:`Slot`): its trainer (or a sweep's batched
+ensemble), its state, and its turn (a training step, then the snapshot, symmetry readout or
+update that is due, paced so that pictures take at most a third of the run's CPU time). The
+process that hosts slots is :mod:`dashboard.worker`."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator
+
+import torch
+
+from ehflow_core import equivariance_error, invariance_error
+from ehflow_core.checkpoint import checkpoint_bytes
+from ehflow_core.ensemble import EnsembleTrainer
+from ehflow_core.flow import HamiltonianFlow
+from ehflow_core.reporting import run_label
+from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
+from ehflow_core.targets import Target
+from ehflow_core.training import Record, Run, Trainer
+
+from .protocol import (
+    Beat,
+    CheckpointReply,
+    CheckpointRequest,
+    Command,
+    Pause,
+    Play,
+    Reply,
+    SetLive,
+    Start,
+    TrainSteps,
+    Update,
+)
+
+log = logging.getLogger("ehflow.dashboard.worker")
+
+log = logging.getLogger("ehflow.dashboard.worker")
+
+# 80 trajectories show the attractors; each costs leapfrog steps in every snapshot.
+VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
+SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
+SNAPSHOT_EVERY = 0.2  # and no more often than this (seconds)
+# A snapshot is taken when the page's live panel asks for one (each of its requests does), or,
+# with no panel asking (a page view without a browser, as in tests), at least this often
+# (seconds). Snapshots nobody draws would take CPU from training and from drawing.
+SNAPSHOT_UNASKED = 1.0
+SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts
+UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
+WARM_UP_JOIN = 120.0  # seconds an exiting process waits for its warm-up thread (seconds, even when starved)
+
+
+def keep(record: Record) -> bool:
+    """Records the curves keep: every evaluation, every 10th step, every event."""
+    return record.test_elbo is not None or record.step % 10 == 0 or bool(record.event)
+
+
+def warm_up() -> None:
+    """Build a throwaway Adam: the first one in a process imports ``torch._dynamo`` (seconds).
+    Run in a thread from the process's start, beside the page's first run (its first picture
+    needs no optimiser), so that a Train pressed as soon as the page shows does not wait for it."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
+class Slot:
+    """One run hosted by the process (one trainer, or a batched ensemble in κ-sweep mode) and its state.
+
+    ``post(run_id, reply)`` sends to the server. ``cpu`` (this run's CPU seconds: training,
+    snapshots, readouts) paces its snapshots; ``share`` is its place in the fair-share order.
+    """
+
+    def __init__(self, run_id: str, post: Callable[[str, Reply], None]) -> None:
+        self.run_id = run_id
+        self._post = post
+        self.stepper: Trainer | EnsembleTrainer | None = None
+        self.runs: dict[str, Run] = {}  # label -> run (one, or every κ of a sweep)
+        self.rounds: Iterator[dict[str, Record]] | None = None
+        self.target: Target | None = None
+        self.primary_label = ""
+        self.generation = 0
+        self.seq = 0
+        self.heartbeat_timeout = 1.0
+        self.last_beat = time.monotonic()
+        self.wanted = False  # the page's live panel asked for a snapshot
+        self.running = False
+        self.budget = 0  # steps still to do for the Step button
+        self.state = "starting"
+        self.message: str | None = None
+        self.snapshot: Snapshot | None = None
+        self.records: dict[str, list[Record]] = {}  # kept records not yet sent
+        self.latest: dict[str, Record] = {}  # each run's last record
+        self.last_record: Record | None = None
+        self.next_update = 0.0
+        self.cpu = 0.0  # CPU seconds this run has used
+        self.share = 0.0  # the fair-share clock: CPU seconds, raised to the others' level on waking
+        self.was_active = False
+        # Snapshots and readouts get SNAPSHOT_SHARE of the run's own CPU time, however much the
+        # browser, the server and the other runs leave it: after each, training alone runs until
+        # ``cpu`` passes ``paid_until``. (Wall-time pacing would let a snapshot's waits throttle the
+        # refreshes, and a fixed rate would take up to half of a starved run's time from training.)
+        self.paid_until = 0.0
+        self.next_snapshot = self.next_symmetry = self.last_snapshot = 0.0  # wall clock
+
+    @property
+    def primary(self) -> Run:
+        return self.runs[self.primary_label]
+
+    @property
+    def busy(self) -> bool:
+        return self.running or self.budget > 0
+
+    @property
+    def active(self) -> bool:
+        """Busy, and a page looked recently."""
+        return bool(self.runs) and self.busy and time.monotonic() - self.last_beat <= self.heartbeat_timeout
+
+    # -- messages ----------------------------------------------------------------------------------
+    def post(self, message: Reply) -> None:
+        self._post(self.run_id, message)
+
+    def send(
+        self, snapshot: Snapshot | None = None, symmetry: dict[str, float] | None = None, records: bool = True
+    ) -> None:
+        """The run's state to the server, with the records kept since the last send (``records``:
+        False from the reader thread, while the loop may be adding to them)."""
+        run = self.primary if self.runs else None
+        self.post(
+            Update(
+                generation=self.generation,
+                seq=self.seq,
+                state=self.state,
+                message=self.message,
+                busy=self.busy,
+                step=run.step if run else 0,
+                step_by_run={name: r.step for name, r in self.runs.items()},
+                steps_per_s=self.last_record.steps_per_s if self.last_record and self.running else 0.0,
+                kappa=run.kappa if run else None,
+                lr=self.stepper.lr if self.stepper else None,
+                records=self.records if records else {},
+                snapshot=snapshot,
+                symmetry=symmetry,
+            )
+        )
+        if records:
+            self.records = {name: [] for name in self.runs}
+            self.next_update = time.monotonic() + UPDATE_EVERY
+
+    def handle(self, message: Command, out_of_turn: bool = False) -> None:
+        """Act on one command of this run (``Close`` and ``Drop`` are the host's); ``out_of_turn``:
+        handled by the host's reader thread while the loop may be in a turn (Beat, SetLive)."""
+        match message:
+            case Beat(want_snapshot=want):
+                self.last_beat = time.monotonic()
+                self.wanted = self.wanted or want
+            case SetLive(kappa=kappa, lr=lr):
+                self.set_live(kappa, lr)
+                self.send(records=not out_of_turn)  # the page waits for this to show the new values
+            case CheckpointRequest():
+                self.post(self.checkpoint())
+            case Start() | Play() | Pause() | TrainSteps():
+                self.seq = message.seq
+                self.change_state(message)
+                self.send()
+            case _:
+                raise TypeError(f"unknown command {message!r}")
+
+    def change_state(self, command: Start | Play | Pause | TrainSteps) -> None:
+        ready = bool(self.runs) and self.state not in ("diverged", "stopped")
+        match command:
+            case Start():
+                try:
+                    self.start(command)
+                except ValueError as err:  # settings the page validated should not get here
+                    self.runs, self.state, self.message = {}, "stopped", f"Could not start the run: {err}"
+            case Play() if ready:
+                self.last_beat = time.monotonic()
+                self.running = True
+                self.state = "training"
+            case Pause():
+                self.running = False
+                if self.state == "training":
+                    self.state = "paused"
+            case TrainSteps(n=n) if ready and not self.busy:
+                self.last_beat = time.monotonic()
+                self.budget = n
+
+    def checkpoint(self) -> CheckpointReply:
+        """The primary run's checkpoint (with its slice of a sweep's Adam state), or why not."""
+        try:
+            if isinstance(self.stepper, EnsembleTrainer):
+                state = self.stepper.member_optimizer_state(self.primary_label)
+                return CheckpointReply(checkpoint_bytes(self.primary, state))
+            return CheckpointReply(checkpoint_bytes(self.primary))
+        except Exception as err:  # the page shows the reason instead of a file
+            log.exception("checkpoint failed")
+            return CheckpointReply(None, str(err))
+
+    def start(self, command: Start) -> None:
+        """A new run (Reset): its trainers, a picture of the untrained model, then the optimiser
+        (the first one may still wait for torch._dynamo's import; the picture need not)."""
+        self.generation, self.heartbeat_timeout = command.generation, command.heartbeat_timeout
+        settings, target = command.settings, command.target
+        self.stepper, self.runs, self.rounds, self.target = None, {}, None, target
+        self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
+        self.state, self.message = "starting", None
+        config = settings.train_config()
+        self.primary_label = settings.primary_label()  # the slider's κ, also in sweep mode
+        if settings.sweeping:  # every κ of the sweep trained as one batched model
+            kappas = settings.sweep_kappas()
+            labels = [run_label(k) for k in kappas]
+            ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels)
+            self.stepper, self.runs = ensemble, ensemble.runs_by_label
+            self.rounds = ensemble.train(more_steps=10**9)
+        else:
+            trainer = Trainer(config, target)
+            self.stepper, self.runs = trainer, {self.primary_label: trainer}
+            self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
+        self.records, self.latest = {name: [] for name in self.runs}, {}
+        self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES, members=self.members())
+        self.send(snapshot=self.snapshot)
+        self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
+        self.state = "ready"
+
+    def set_live(self, kappa: float | None, lr: float) -> None:
+        """A new κ (single-run mode) and learning rate, from the next step on."""
+        if self.stepper is None:
+            return
+        self.stepper.set_lr(lr)
+        if isinstance(self.stepper, Trainer):
+            self.stepper.set_kappa(kappa)
+
+    def fail(self, err: Exception) -> None:
+        """Stop this run with the reason (the process and its other runs go on)."""
+        self.running, self.budget = False, 0
+        self.state, self.message = "stopped", f"Training stopped: {err}. Press Reset to start a new run."
+        self.send()
+
+    # -- training ----------------------------------------------------------------------------------
+    def train_round(self) -> bool:
+        """One step of every run; False when a run diverged."""
+        assert self.rounds is not None
+        for name, record in (next(self.rounds, None) or {}).items():
+            if keep(record):
+                self.records[name].append(record)
+            self.latest[name] = record
+            if name == self.primary_label:
+                self.last_record = record
+            if record.event == "diverged":
+                self.running, self.budget = False, 0
+                self.state = "diverged"
+                self.message = f"Training stopped ({name}): {record.message} Press Reset after changing dt."
+                return False
+        return True
+
+    def evaluate_latest(self) -> None:
+        """Evaluate each run at the step it reached (the Step button's presses end between
+        evaluations, and its readout would show no likelihood), into its last record, sent next."""
+        for name, record in self.latest.items():
+            if record.test_log_likelihood is not None or record.event is not None:
+                continue
+            for key, value in self.runs[name].evaluate().items():
+                setattr(record, key, value)
+            if not any(kept is record for kept in self.records[name][-1:]):
+                self.records[name].append(record)
+
+    def members(self) -> dict[str, HamiltonianFlow] | None:
+        """A sweep's flows by label, drawn side by side in the snapshots (None: one run)."""
+        return {name: run.flow for name, run in self.runs.items()} if len(self.runs) > 1 else None
+
+    def take_snapshot(self) -> None:
+        assert self.target is not None
+        self.snapshot = take_snapshot(
+            self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot, members=self.members()
+        )
+        self.send(snapshot=self.snapshot)
+
+    def measure_symmetry(self) -> None:
+        """The invariance and equivariance readout (sent on its own, not with a snapshot)."""
+        assert self.target is not None
+        run = self.primary
+        gens = [g for g in self.target.generators() if g.has_action]
+        if not gens:
+            return
+        report = invariance_error(run.flow, gens[0], run.test_data[:32], n_angles=6, n_samples=32)
+        symmetry = {
+            "invariance_spread": report.spread,
+            "invariance_noise": report.noise_floor,
+            "equivariance_error": equivariance_error(run.flow, gens[0], n_points=256),
+        }
+        self.send(symmetry=symmetry)
+
+    def turn(self) -> None:
+        """One turn: a training step, then the snapshot, readout or update that is due."""
+        began = time.thread_time()
+        ok = self.train_round()
+        if self.budget > 0:
+            self.budget -= 1
+            if self.budget == 0 or not ok:
+                if ok and not self.running:
+                    self.state = "paused"
+                    self.evaluate_latest()
+                self.take_snapshot()
+                self.measure_symmetry()
+        else:
+            now, trained = time.monotonic(), time.thread_time()
+            paced = self.cpu + trained - began >= self.paid_until
+            asked = self.wanted or now >= self.last_snapshot + SNAPSHOT_UNASKED
+            if not ok or (paced and now >= self.next_snapshot and asked):
+                self.wanted, self.last_snapshot, self.next_snapshot = False, now, now + SNAPSHOT_EVERY
+                self.take_snapshot()
+                self.pay(began, trained)
+                return
+            if paced and now >= self.next_symmetry:
+                self.measure_symmetry()
+                self.next_symmetry = time.monotonic() + SYMMETRY_EVERY
+                self.pay(began, trained)
+                return
+            if now >= self.next_update:
+                self.send()
+        self.charge(time.thread_time() - began)
+
+    def pay(self, began: float, extra_from: float) -> None:
+        """Charge the turn that began at ``began``; the work after ``extra_from`` (a snapshot or a
+        readout) buys training alone until the run's CPU time passes ``paid_until``."""
+        extra = time.thread_time() - extra_from
+        self.charge(time.thread_time() - began)
+        self.paid_until = self.cpu + extra * (1 - SNAPSHOT_SHARE) / SNAPSHOT_SHARE
+
+    def charge(self, seconds: float) -> None:
+        self.cpu += seconds
+        self.share += seconds
