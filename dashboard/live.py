@@ -99,7 +99,7 @@ class LiveRun:
     # -- control from the page ---------------------------------------------------------------------
     def reset(self, settings: Settings, target: Target) -> None:
         """A new run from ``settings`` (same seed: same start), in the same warm process."""
-        from ehflow_core.reporting import run_label  # torch: imported by the page by now, not at start-up
+        from ehflow_core.run import run_label  # torch: imported by the page by now, not at start-up
 
         settings.train_config()  # invalid settings raise here, in the page, not in the worker
         self._pool.release(self.id)

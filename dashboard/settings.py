@@ -11,8 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ehflow_core.reporting import run_label
-from ehflow_core.run import PAPER_TRAINING
+from ehflow_core.run import PAPER_TRAINING, run_label
 from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
 

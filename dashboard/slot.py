@@ -15,7 +15,7 @@ from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.flow import HamiltonianFlow
-from ehflow_core.reporting import run_label
+from ehflow_core.run import run_label
 from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
 from ehflow_core.targets import Target
 from ehflow_core.training import Record, Run, Trainer

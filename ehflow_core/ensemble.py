@@ -26,7 +26,7 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
-from .reporting import run_label
+from .run import run_label
 from .symmetries import Generator
 from .targets import Target
 from .training import Record, Run, Stepper, TrainConfig

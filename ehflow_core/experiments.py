@@ -23,7 +23,8 @@ import numpy as np
 from .checkpoint import save_checkpoint
 from .ensemble import EnsembleTrainer
 from .interrupts import StopRequest
-from .reporting import progress, run_folder, run_label, summarise, write_metrics, write_run
+from .reporting import progress, run_folder, summarise, write_metrics, write_run
+from .run import run_label
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
 from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_and_report
 from .targets import GaussianMixture, make_target

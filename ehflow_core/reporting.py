@@ -18,18 +18,12 @@ from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .evaluation import equivariance_error, invariance_error
+from .run import run_label  # noqa: F401  (a run's name: defined with the run, used in every report)
 from .snapshot import Snapshot, SnapshotConfig, take_snapshot
 from .symmetries import lemma1_check
 from .training import Record, Run, Trainer
 
 FINAL_EVAL_SAMPLES = 256  # K of the final test log-likelihood in summary.json
-
-
-def run_label(kappa: float | None, seed: int | None = None) -> str:
-    """A run's name in curves, tables and sweeps: ``"κ=0.01"``, or ``"none"`` without the
-    constraint; with ``"/seed1"`` appended when ``seed`` is given."""
-    label = "none" if kappa is None else f"κ={kappa:.3g}"
-    return label if seed is None else f"{label}/seed{seed}"
 
 
 def run_folder(label: str) -> str:

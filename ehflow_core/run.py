@@ -470,6 +470,13 @@ class Run:
         }
 
 
+def run_label(kappa: float | None, seed: int | None = None) -> str:
+    """A run's name in curves, tables and sweeps: ``"κ=0.01"``, or ``"none"`` without the
+    constraint; with ``"/seed1"`` appended when ``seed`` is given."""
+    label = "none" if kappa is None else f"κ={kappa:.3g}"
+    return label if seed is None else f"{label}/seed{seed}"
+
+
 def _subsample(points: Tensor, n: int, seed: int) -> Tensor:
     """At most ``n`` of ``points`` (N, d), drawn without replacement with ``seed`` (all of them when N <= n)."""
     if len(points) <= n:

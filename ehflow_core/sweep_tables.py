@@ -53,7 +53,7 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
     from types import SimpleNamespace
 
     from .figures import curves_figure, write_figure
-    from .reporting import run_label
+    from .run import run_label
 
     by_key = {run.key: run for run in runs}
     groups: dict[tuple, dict[str, list[Any]]] = {}

@@ -96,3 +96,29 @@ def test_the_live_panels_javascript_is_valid():
         [node, "--check", str(ROOT / "dashboard" / "live_panel.js")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+
+
+# The library's layers, lowest first: a module imports its own layer and the ones below, never above.
+LAYERS = {
+    "model": ("_checks", "config", "nets", "hamiltonian", "integrators", "distributions", "encoder", "flow",
+              "symmetries", "evaluation", "targets"),
+    "training": ("run", "training", "ensemble", "checkpoint", "interrupts"),
+    "pictures": ("snapshot", "raster", "figures"),
+    "apps": ("reporting", "experiments", "sweep", "sweep_grid", "sweep_backends", "sweep_tables", "cli", "__main__",
+             "ehflow_core"),
+}  # fmt: skip
+
+
+def test_the_librarys_lower_layers_never_import_the_upper_ones():
+    """Model < training < pictures < apps (reports, experiments, sweeps, the command line): each
+    module of ``ehflow_core`` is in exactly one layer, and imports nothing from a layer above."""
+    level = {module: i for i, modules in enumerate(LAYERS.values()) for module in modules}
+    upward = []
+    for path in sorted((ROOT / "ehflow_core").glob("*.py")):
+        name = _module_name(path).rpartition(".")[2] or "ehflow_core"
+        assert name in level, f"ehflow_core/{path.name} is in no layer: add it to LAYERS"
+        for imported in _imports(path, "ehflow_core"):
+            other = imported.rpartition(".")[2] or "ehflow_core"
+            if level[other] > level[name]:
+                upward.append(f"{name} -> {other}")
+    assert upward == []
