@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from ehflow_core import invariance_error
+from ehflow_core.run import data_generator
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
@@ -60,7 +61,7 @@ PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench
 def _data(target, seed: int, n_train: int | None) -> tuple[torch.Tensor | None, torch.Tensor]:
     """The training set (``n_train`` points, or None: fresh batches) and the test points, drawn as a
     ``Trainer`` draws them (one generator, the training set first), so peers see the same points."""
-    data_rng = torch.Generator().manual_seed(seed + 1_000_003)
+    data_rng = data_generator(seed)
     train = None if n_train is None else target.sample(n_train, data_rng, dtype=torch.float64)
     return train, target.sample(N_TEST, data_rng, dtype=torch.float64)
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ._files import write_atomic
 from .flow import HamiltonianFlow
 from .symmetries import Generator
 from .targets import Target, make_target
@@ -68,11 +69,7 @@ def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) ->
 def save_checkpoint(run: Run, path: str | Path, optimizer_state: dict[str, Any] | None = None) -> Path:
     """Write ``run``'s state to ``path`` (atomically: a partial write never replaces a good file);
     ``optimizer_state`` as in :func:`checkpoint_state`."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(checkpoint_state(run, optimizer_state), tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(Path(path), checkpoint_bytes(run, optimizer_state))
 
 
 def checkpoint_bytes(run: Run, optimizer_state: dict[str, Any] | None = None) -> bytes:

@@ -30,7 +30,7 @@ from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
 from .run import LR_SCHEDULES
 from .sweep_backends import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
-from .targets import TARGETS, DataTarget, Target, load_points, make_target, split_points
+from .targets import HOLDOUT, TARGETS, DataTarget, Target, load_points, make_target, split_points
 from .training import OBJECTIVES, Record, TrainConfig, Trainer
 
 log = logging.getLogger("ehflow_core")
@@ -292,7 +292,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     )
     source.add_argument("--data", help="user data: a .csv or .npy file of points (n × d)")
     train.add_argument("--test-data", help="test points for --data (default: hold out --holdout of --data)")
-    train.add_argument("--holdout", type=_positive_float, default=0.2, help="share of --data held out as test set")
+    train.add_argument("--holdout", type=_positive_float, default=HOLDOUT, help="share of --data held out as test set")
     train.add_argument("--n-modes", type=_positive_int, help="number of Gaussians for --target gaussians (8)")
     train.add_argument("--kappa", type=_positive_float, help="constraint precision κ (absent: unconstrained)")
     train.add_argument(
@@ -406,7 +406,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     sweep.add_argument(
         "--final-samples", type=_positive_int, help=f"K of the final test L_K (default: {FINAL_EVAL_SAMPLES})"
     )
-    sweep.add_argument("--holdout", type=_positive_float, help="share of a data file held out as test set (0.2)")
+    sweep.add_argument("--holdout", type=_positive_float, help=f"share of a data file held out as test set ({HOLDOUT})")
     sweep.add_argument("--out", default="runs/sweep", help="output folder")
     sweep.add_argument("--backend", choices=BACKENDS, default="local", help="this machine's processes, or Ray")
     sweep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")

@@ -296,7 +296,7 @@ class Run:
         self.rng = torch.Generator(device=device).manual_seed(config.seed)
         # Targets sample on the CPU: on another device the batches get a CPU generator of their own.
         self.sample_rng = self.rng if device.type == "cpu" else torch.Generator().manual_seed(config.seed + 2)
-        data_rng = torch.Generator().manual_seed(config.seed + 1_000_003)
+        data_rng = data_generator(config.seed)
         G = len(self.generators)
         self.log_lam = torch.full((G,), math.log(config.lam_init), dtype=torch.float64)
         self.violation = torch.zeros(G, dtype=torch.float64)  # moving average ĉ_k
@@ -475,6 +475,13 @@ def run_label(kappa: float | None, seed: int | None = None) -> str:
     constraint; with ``"/seed1"`` appended when ``seed`` is given."""
     label = "none" if kappa is None else f"κ={kappa:.3g}"
     return label if seed is None else f"{label}/seed{seed}"
+
+
+def data_generator(seed: int) -> torch.Generator:
+    """The generator a run of ``seed`` draws its data from: its training set (``n_train`` points),
+    then its test set. Apart from the one for batches and noise, so the data do not depend on the
+    model's size; a peer drawing from it sees the very same points."""
+    return torch.Generator().manual_seed(seed + 1_000_003)
 
 
 def _subsample(points: Tensor, n: int, seed: int) -> Tensor:

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import IO, Any
 
+from ._files import write_atomic
 from .sweep_backends import Backend, LocalBackend, RayBackend, Segment, first_line, make_backend
 from .sweep_grid import FINAL, FIXED_KEYS, GRID_KEYS, RunSpec, SweepSpec
 from .sweep_tables import paired_with_unconstrained, write_csv, write_results
@@ -135,9 +136,7 @@ def _write_segment(out: Path, key: str, segment: Segment) -> None:
         old = list(csv.DictReader(io.StringIO(metrics.read_text()))) if metrics.exists() else []
         columns = list(dict.fromkeys([*(old[0] if old else {}), *rows[0]]))
         write_csv(metrics, [*old, *rows], columns)
-    tmp = folder / "checkpoint.pt.tmp"
-    tmp.write_bytes(segment.checkpoint)
-    tmp.replace(folder / "checkpoint.pt")
+    write_atomic(folder / "checkpoint.pt", segment.checkpoint)
     (folder / "node.txt").write_text(segment.node)
     if segment.status is not None:
         (folder / "summary.json").write_text(json.dumps(segment.summary, indent=2))

@@ -14,6 +14,7 @@ from typing import Any
 from ._checks import check_choice, check_int
 from .reporting import FINAL_EVAL_SAMPLES
 from .run import TrainConfig
+from .targets import HOLDOUT
 
 _DEFAULTS = TrainConfig()
 # A run's outcome: "finished", "diverged" or "failed" (its task failed after Ray's retries). A sweep
@@ -41,7 +42,7 @@ class RunSpec:
     # segment (the driver reads the file), and the seed's random ``holdout`` share is the test set.
     data_sha256: str | None = None  # of the file's points (an edited file makes new runs)
     dim: int = 2
-    holdout: float = 0.2
+    holdout: float = HOLDOUT
 
     def config(self) -> TrainConfig:
         """The run's training configuration (validated: a bad value raises ``ValueError``)."""
@@ -94,7 +95,7 @@ class SweepSpec:
     paper: bool = False
     n_test: int = _DEFAULTS.n_test
     final_samples: int = FINAL_EVAL_SAMPLES
-    holdout: float = 0.2
+    holdout: float = HOLDOUT
     _runs: tuple[RunSpec, ...] = field(init=False, repr=False, compare=False)
     _points: dict[str, Any] = field(init=False, repr=False, compare=False)  # data file -> its points (numpy)
 

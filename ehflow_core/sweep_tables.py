@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ._files import write_atomic
+from .run import Record
 from .sweep_grid import RunSpec
 
 RESULT_COLUMNS = (
@@ -28,9 +30,7 @@ def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
     writer.writerows(rows)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(buffer.getvalue())
-    tmp.replace(path)
+    write_atomic(path, buffer.getvalue())
 
 
 def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec] = ()) -> None:
@@ -50,20 +50,18 @@ def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunS
 def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec]) -> list[Path]:
     """For each setting but κ (target, data size, dt, leapfrog steps, lr), the train and test
     curves of every κ, from its first finished seed: ``curves/<setting>.html`` (``.`` written ``p``)."""
-    from types import SimpleNamespace
-
     from .figures import curves_figure, write_figure
+    from .reporting import read_metrics
     from .run import run_label
 
     by_key = {run.key: run for run in runs}
-    groups: dict[tuple, dict[str, list[Any]]] = {}
+    groups: dict[tuple, dict[str, list[Record]]] = {}
     for row in sorted((r for r in rows if r["status"] == "finished"), key=lambda r: r["seed"]):
         run = by_key[row["key"]]
         curves = groups.setdefault((run.target, run.n_train, run.dt, run.n_steps, run.lr), {})
         label = run_label(run.kappa)
         if label not in curves:
-            metrics = (out / "runs" / run.key / "metrics.csv").read_text()
-            curves[label] = [SimpleNamespace(**_parsed(r)) for r in csv.DictReader(io.StringIO(metrics))]
+            curves[label] = read_metrics(out / "runs" / run.key / "metrics.csv")
     written = []
     (out / "curves").mkdir(exist_ok=True)
     for (target, n_train, dt, n_steps, lr), curves in groups.items():
@@ -74,15 +72,6 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
         title = f"{target}, {data}, dt {dt:g}, {n_steps} leapfrog steps, lr {lr:g}: L_K across κ"
         written += write_figure(curves_figure(curves, title=title, **estimators), out / "curves" / name)
     return written
-
-
-def _parsed(row: dict[str, str]) -> dict[str, Any]:
-    """A metrics row's fields for the curves: numbers, or None where empty."""
-    fields = ("step", "train_bound", "test_log_likelihood", "train_log_likelihood")
-    parsed: dict[str, Any] = {f: float(row[f]) if row.get(f) else None for f in fields}
-    parsed["step"] = int(row["step"])
-    parsed["event"] = row.get("event") or None
-    return parsed
 
 
 SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")

@@ -322,6 +322,9 @@ class DataLimits:
     max_dim: int = 16
 
 
+HOLDOUT = 0.2  # the share of a data file held out as its test set, unless a test file or another share is given
+
+
 def holdout_size(holdout: float, n: int) -> int:
     """The test rows that a ``holdout`` share of ``n`` points holds out (at least one, and fewer than
     ``n``); ``ValueError`` for a share outside (0, 1) or one that leaves no training point."""

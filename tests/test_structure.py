@@ -100,7 +100,7 @@ def test_the_live_panels_javascript_is_valid():
 
 # The library's layers, lowest first: a module imports its own layer and the ones below, never above.
 LAYERS = {
-    "model": ("_checks", "config", "nets", "hamiltonian", "integrators", "distributions", "encoder", "flow",
+    "model": ("_checks", "_files", "config", "nets", "hamiltonian", "integrators", "distributions", "encoder", "flow",
               "symmetries", "evaluation", "targets"),
     "training": ("run", "training", "ensemble", "checkpoint", "interrupts"),
     "pictures": ("snapshot", "raster", "figures"),
