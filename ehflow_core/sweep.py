@@ -17,9 +17,7 @@ thread, so a sweep's records are the same on either (CPU, float64: exactly).
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import sys
 import time
@@ -27,9 +25,10 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._files import write_atomic
+from .reporting import metrics_csv, read_metrics
 from .sweep_backends import Backend, LocalBackend, RayBackend, Segment, first_line, make_backend
 from .sweep_grid import FINAL, FIXED_KEYS, GRID_KEYS, RunSpec, SweepSpec
-from .sweep_tables import paired_with_unconstrained, write_csv, write_results
+from .sweep_tables import paired_with_unconstrained, write_results
 
 # The sweep's public names, importable from here (the driver) as from the modules that define them.
 __all__ = [
@@ -120,22 +119,20 @@ def _checkpoint(out: Path, key: str) -> tuple[bytes | None, int]:
     step = _checkpoint_step(data)
     metrics = out / "runs" / key / "metrics.csv"
     if metrics.exists():
-        rows = list(csv.DictReader(io.StringIO(metrics.read_text())))
-        kept = [r for r in rows if int(r["step"]) <= step]
-        if len(kept) < len(rows):
-            write_csv(metrics, kept, list(rows[0]))
+        records = read_metrics(metrics)
+        kept = [r for r in records if r.step <= step]
+        if len(kept) < len(records):
+            write_atomic(metrics, metrics_csv(kept))
     return data, step
 
 
 def _write_segment(out: Path, key: str, segment: Segment) -> None:
     """Append the segment's records, then replace the checkpoint (atomically), then the outcome."""
     folder = out / "runs" / key
-    rows = [r.to_row() for r in segment.records]
     metrics = folder / "metrics.csv"
-    if rows:
-        old = list(csv.DictReader(io.StringIO(metrics.read_text()))) if metrics.exists() else []
-        columns = list(dict.fromkeys([*(old[0] if old else {}), *rows[0]]))
-        write_csv(metrics, [*old, *rows], columns)
+    if segment.records:  # every record's columns (an evaluation step may add some): metrics_csv's union
+        earlier = read_metrics(metrics) if metrics.exists() else []
+        write_atomic(metrics, metrics_csv([*earlier, *segment.records]))
     write_atomic(folder / "checkpoint.pt", segment.checkpoint)
     (folder / "node.txt").write_text(segment.node)
     if segment.status is not None:

@@ -25,7 +25,7 @@ RESULT_COLUMNS = (
 METRICS = ("test_log_likelihood", "gap_nats", "train_log_likelihood", "constraint")  # aggregated over seeds
 
 
-def write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
+def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
     buffer = io.StringIO()
     writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
     writer.writeheader()
@@ -38,7 +38,7 @@ def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunS
     its finished seeds, :func:`aggregate`), ``paired.json`` (and a second table in ``table.md``:
     each κ against its unconstrained twin, :func:`paired_with_unconstrained`), and, for ``runs``,
     Figure 2A-style curves."""
-    write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    _write_csv(out / "results.csv", rows, RESULT_COLUMNS)
     table, paired = aggregate(rows), paired_with_unconstrained(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2))
     (out / "paired.json").write_text(json.dumps(paired, indent=2))
