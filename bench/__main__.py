@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 
 from . import peers, speed
+from .provenance import provenance
 
 SECTIONS = ("paths", "scaling", "sweep", "constraint", "dashboard_refresh", "memory", "peers", "gpu")
 GOALS = {"speedup": "≥ 3×", "sweep": "≤ 2× one run", "refresh": "≤ 150 ms"}
@@ -27,9 +27,7 @@ GOALS = {"speedup": "≥ 3×", "sweep": "≤ 2× one run", "refresh": "≤ 150 m
 
 def run(sections: list[str], sizes: speed.Sizes, peer_sizes: peers.PeerSizes, threads: int) -> dict[str, Any]:
     result: dict[str, Any] = {
-        "benchmark": "suite",
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, {torch.get_num_threads()} torch threads",
+        **provenance("suite", "bench", machine=f"{torch.get_num_threads()} torch threads"),
         "torch": torch.__version__,
         "sizes": sizes.__dict__,
     }

@@ -29,10 +29,8 @@ import argparse
 import json
 import math
 import os
-import platform
 import random
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -43,6 +41,7 @@ from pathlib import Path
 from dashboard.server import CHROMIUM_ARGS, serve
 
 from .dashboard import CHARTS_JS, _rss_mb, process_tree
+from .provenance import provenance
 
 # Hides or shows a page as a browser does for a background tab (``document.hidden``).
 SET_HIDDEN = """hidden => {
@@ -343,16 +342,6 @@ def table(result: dict) -> str:
     return "\n".join(lines)
 
 
-def _commit() -> str:
-    """The commit measured (with "+changes" when the work tree differs from it)."""
-    import subprocess
-
-    def git(*args: str) -> str:
-        return subprocess.run(["git", *args], capture_output=True, text=True).stdout.strip()
-
-    return (git("rev-parse", "--short", "HEAD") or "unknown") + ("+changes" if git("status", "--porcelain") else "")
-
-
 def main(argv: list[str] | None = None) -> None:
     from playwright.sync_api import sync_playwright
 
@@ -372,11 +361,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
     result: dict = {
-        "benchmark": "classroom",
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "commit": _commit(),
-        "command": "python -m bench.classroom " + " ".join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores (browser on the same cores)",
+        **provenance("classroom", "bench.classroom", argv, "browser on the same cores"),
         "workers_env": os.environ.get("EHFLOW_WORKERS", "default"),
         "browser_nice": args.browser_nice,
         "classroom": [],

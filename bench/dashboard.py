@@ -18,10 +18,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
+from bench.provenance import provenance
 from dashboard.server import CHROMIUM_ARGS, serve
 
 CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
@@ -199,9 +199,9 @@ def main() -> None:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
         env = {"EHFLOW_RAY_ADDRESS": ray.get_runtime_context().gcs_address}
     result = {
-        "benchmark": "dashboard" + (" on Ray" if args.ray else ""),
-        "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} cores (browser on the same cores)",
+        **provenance(
+            "dashboard" + (" on Ray" if args.ray else ""), "bench.dashboard", machine="browser on the same cores"
+        ),
         **run(args.seconds, args.memory_seconds, env),
     }
     out = Path(args.out or f"bench/results/dashboard{'_ray' if args.ray else ''}.json")

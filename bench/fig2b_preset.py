@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from bench.provenance import provenance
 from dashboard.settings import Settings
 from dashboard.slot import VIEW_SIZES
 from ehflow_core.experiments import FIG2B_TRAINING
@@ -76,8 +76,8 @@ def _report(rows: list[dict[str, Any]], out: str) -> None:
         f"flow near modes {r['share_near_modes_flow']:.2f} vs base {r['share_near_modes_base']:.2f}",
         flush=True,
     )
-    Path(out).write_text(json.dumps({"benchmark": "fig2b_preset", "when": time.strftime("%Y-%m-%d %H:%M"),
-                                     "torch_threads": 1, "rows": rows}, indent=2))  # fmt: skip
+    result = {**provenance("fig2b_preset", "bench.fig2b_preset", machine="1 torch thread"), "rows": rows}
+    Path(out).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

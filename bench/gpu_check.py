@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from bench.provenance import provenance
 from ehflow_core import FlowConfig, HamiltonianFlow, equivariance_error, invariance_error, rotation_generator
 from ehflow_core.checkpoint import load_checkpoint, load_trainer, save_checkpoint
 from ehflow_core.targets import make_target
@@ -90,6 +91,7 @@ def main() -> int:
     checks["failures"] = failures
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    checks = {**provenance("gpu_check", "bench.gpu_check"), **checks}
     out.write_text(json.dumps(checks, indent=2))
     print(json.dumps(checks, indent=2))
     return 1 if failures else 0

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 import torch
 
+from bench.provenance import provenance
 from ehflow_core import invariance_error
 from ehflow_core.run import data_generator
 from ehflow_core.targets import make_target
@@ -188,9 +188,7 @@ def main(argv: list[str] | None = None) -> None:
                     f"[quality] {target} {setting} seed {seed}: {r['steps']} steps, gap {r['gap_nats']:.3f}", flush=True
                 )
                 result = {
-                    "benchmark": "quality",
-                    "when": time.strftime("%Y-%m-%d %H:%M"),
-                    "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+                    **provenance("quality", "bench.quality", machine=f"{torch.get_num_threads()} torch threads"),
                     "torch": torch.__version__,
                     "rows": old + rows,
                 }

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import provenance
 from ehflow_core.sweep import LocalBackend, RayBackend, SweepSpec, run_sweep
 
 
@@ -112,7 +113,8 @@ def main(argv: list[str] | None = None) -> None:
         out = Path(args.out)
         kept = json.loads(out.read_text()) if out.exists() else {}
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({**kept, "batching": batching()}, indent=2))
+        measured = {"batching": batching(), "batching_provenance": provenance("sweep", "bench.sweep", argv)}
+        out.write_text(json.dumps({**kept, **measured}, indent=2))
         return
 
     import ray
@@ -156,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     result["batching"] = batching()
 
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2))
+    Path(args.out).write_text(json.dumps({**provenance("sweep", "bench.sweep", argv), **result}, indent=2))
     print(
         f"| backend | wall time (s) | runs/hour |\n|---|---|---|\n"
         f"| local, 2 processes | {result['local']['seconds']:.1f} | {result['local']['runs_per_hour']:.0f} |\n"

@@ -42,3 +42,41 @@ def test_benchmark_suite_rejects_unknown_sections(capsys):
     with pytest.raises(SystemExit):
         main(["--smoke", "--only", "paths,warp"])
     assert "unknown section(s) ['warp']" in capsys.readouterr().err
+
+
+def test_every_results_file_says_where_its_numbers_come_from():
+    """Each ``bench/results/*.json`` records its benchmark, the commit it measured, when, on what
+    machine, and by what command (``bench/provenance.py``)."""
+    from pathlib import Path
+
+    from bench.provenance import KEYS
+
+    files = sorted((Path(__file__).resolve().parents[1] / "bench" / "results").glob("*.json"))
+    assert files
+    for path in files:
+        result = json.loads(path.read_text())
+        missing = [key for key in KEYS if not str(result.get(key, "")).strip()]
+        assert missing == [], f"{path.name} lacks {missing}"
+
+
+def test_the_classroom_table_in_the_docs_is_the_results_file():
+    """docs/benchmarks.md's classroom table, cell by cell against bench/results/classroom.json:
+    the prose cannot drift from the data."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "bench" / "results" / "classroom.json").read_text())
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    assert f"commit `{result['commit']}`" in docs
+    for row in result["classroom"]:
+        line = next(x for x in docs.splitlines() if re.match(rf"\| {row['sessions']} \| [\d,]+ MB \|", x))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == f"{row['rss_mb']:,.0f} MB", cells
+        assert cells[3] == f"{row['health_training']['p50_ms']:.1f} / {row['health_training']['p99_ms']:.0f} ms", cells
+        assert cells[4] == f"{row['health_opening']['p99_ms']:.0f} / {row['health_closing']['p99_ms']:.0f} ms", cells
+        assert cells[5] == f"{row['admitted']} / {row['waiting']}", cells
+        steps = row["steps_per_s"]
+        assert cells[6] == f"{steps['min']:.1f} / {steps['median']:.1f} / {steps['max']:.1f}", cells
+        assert cells[7] == f"{row['fairness_min_over_median']:.2f}", cells
+        assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells

@@ -1,0 +1,44 @@
+"""Where a benchmark's numbers come from: the commit measured, when, on what machine, by what command.
+
+Every results file in ``bench/results/`` starts with these keys (``tests/test_bench.py`` checks),
+so a number in docs/ can be traced to the code and the run that made it.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+KEYS = ("benchmark", "commit", "when", "machine", "command")
+
+
+def commit() -> str:
+    """The commit checked out (short hash), with "+changes" when the work tree differs from it."""
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown (no git)"
+    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def provenance(benchmark: str, module: str, argv: list[str] | None = None, machine: str = "") -> dict[str, str]:
+    """The keys every results file starts with: ``module`` the benchmark's (``bench.classroom``),
+    ``argv`` its arguments (default: this process's), ``machine`` what else to say of the machine
+    (torch threads, where the browser ran)."""
+    args = sys.argv[1:] if argv is None else argv
+    return {
+        "benchmark": benchmark,
+        "commit": commit(),
+        "when": time.strftime("%Y-%m-%d %H:%M"),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {machine}" if machine else ""),
+        "command": " ".join(["python -m", module, *args]),
+    }
