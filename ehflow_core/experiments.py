@@ -60,7 +60,7 @@ class Fig2bSize:
 
 FIG2B = {"quick": Fig2bSize(steps=600, eval_every=200), "full": Fig2bSize(steps=6000, eval_every=500)}
 # Figure 2B trains with the single-sample ELBO, batch 256 and a constant 1e-3, not the library's
-# defaults: those fit this density as well but grew no wells in U (README, "Figure 2B").
+# defaults: those fit this density as well but grew no wells in U (docs/results.md, "Figure 2B").
 FIG2B_TRAINING = {"objective": "elbo", "train_samples": 1, "batch": 256, "lr": 1e-3, "lr_schedule": "constant"}
 
 

@@ -8,7 +8,7 @@ figure through ``go.Figure`` would cost many times more, under the GIL.
 With ``raster=True`` the map panels are PNG images under the axes (:mod:`ehflow_core.raster`)
 instead of heatmap and scatter traces: the live dashboard then swaps only the images, where
 plotly.js would redraw every axis of a panel whenever a trace changes. The command line keeps the
-traces, which show values on hover. (Measured costs: the README's benchmark section.)
+traces, which show values on hover. (Measured costs: docs/benchmarks.md.)
 """
 
 from __future__ import annotations

@@ -139,7 +139,7 @@ def read_metrics(path: Path) -> list[Record]:
 def summarise(
     run: Run, records: Sequence[Record], n_samples: int = FINAL_EVAL_SAMPLES, interrupted: bool = False
 ) -> dict[str, Any]:
-    """The numbers a run is judged by (see the README's "Outputs"); ``n_samples``: K of the test
+    """The numbers a run is judged by (docs/cli.md lists them); ``n_samples``: K of the test
     and train L_K (and at most 128 samples for the invariance readout); ``interrupted``: the run
     was stopped before its budget ended (``steps`` says where)."""
     flow, target = run.flow, run.target

@@ -51,7 +51,7 @@ OBJECTIVES = ("elbo", "iwae", "dreg")
 class TrainConfig(JsonConfig):
     """Everything that defines a training run besides the target (validated on construction).
 
-    The defaults are the fastest-learning settings of the README's quality study (DReG with K = 8,
+    The defaults are the fastest-learning settings of the quality study (docs/results.md: DReG with K = 8,
     batch 64, Adam at 3e-3 with a cosine decay, a Hamiltonian per leapfrog step);
     :meth:`as_paper` gives the paper's configuration.
     """
