@@ -15,7 +15,7 @@ import sys
 import threading
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .protocol import (
     CheckpointReply,
@@ -24,11 +24,6 @@ from .protocol import (
     Freed,
     Update,
 )
-
-if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page imports torch
-    pass
-
-
 from .run_state import Shared, apply_update, notify
 
 log = logging.getLogger(__name__)

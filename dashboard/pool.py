@@ -18,19 +18,14 @@ import time
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
+from .links import ActorLink, HostLink, ProcessLink
 from .protocol import (
     Close,
     Drop,
     Pace,
 )
-
-if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page imports torch
-    pass
-
-
-from .links import ActorLink, HostLink, ProcessLink
 from .run_state import Shared, notify
 
 log = logging.getLogger(__name__)
