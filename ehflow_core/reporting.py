@@ -105,7 +105,7 @@ def _status(record: Record, first: Record, total: int, last_eval: Record | None,
     """The bar's right-hand side: average steps/s, ETA, bound, test L_K and the evaluation phase."""
     average = _average_speed(record, first)
     left = max(total - record.step, 0) / max(average, 1e-9)
-    eta = f" ETA {int(left // 60)}:{int(left % 60):02d}" if left < 360_000 else ""
+    eta = f" ETA {tqdm.format_interval(left)}" if left < 360_000 else ""
     test = f" test L_K {last_eval.test_log_likelihood:.3f}" if last_eval else ""
     share = f" · evaluation {100 * evaluating / record.seconds:.0f}% of the time" if record.seconds > 0 else ""
     return f"{average:5.1f} steps/s{eta} bound {record.train_bound:.3f}{test}{share}"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ._files import write_atomic
-from .reporting import metrics_csv, read_metrics
+from .reporting import StatusBar, metrics_csv, read_metrics
 from .sweep_backends import Backend, LocalBackend, RayBackend, Segment, first_line, make_backend
 from .sweep_grid import FINAL, FIXED_KEYS, GRID_KEYS, RunSpec, SweepSpec
 from .sweep_tables import paired_with_unconstrained, write_results
@@ -180,8 +180,6 @@ class _Progress:
     """One line for the whole sweep: runs done, running and queued, the ETA, and where runs run."""
 
     def __init__(self, total: int, done: int, stream: IO[str] | None) -> None:
-        from .reporting import StatusBar
-
         self.bar = None if stream is None else StatusBar(
             total=total, initial=done, file=stream, unit="run", mininterval=0.5, dynamic_ncols=True,
             bar_format="sweep {n}/{total} runs done |{bar}| {status}",
@@ -217,7 +215,7 @@ class _Progress:
         eta = ""
         if finished_now:
             left = elapsed / finished_now * (self.total - self.done)
-            eta = f", ETA {int(left // 60)}:{int(left % 60):02d}"
+            eta = f", ETA {StatusBar.format_interval(left)}"
         nodes: dict[str, int] = {}
         for node in self.running.values():
             nodes[node] = nodes.get(node, 0) + 1

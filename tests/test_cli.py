@@ -168,7 +168,7 @@ def test_the_progress_line_shows_the_average_speed_an_eta_and_the_evaluations_sh
     assert f"{average:5.1f} steps/s" in last and "100.0 steps/s" not in last, last
     assert "test L_K -2.600" in last and "evaluation 10% of the time" in last, last
     left = 900 / average
-    assert f"ETA {int(left // 60)}:{int(left % 60):02d}" in last, last
+    assert f"ETA {int(left // 60):02d}:{int(left % 60):02d}" in last, last  # tqdm's format
 
 
 def _records_without_timing(path: Path) -> list[dict[str, str]]:
