@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import statistics
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from .reporting import progress, run_folder, summarise, write_metrics, write_run
 from .run import run_label
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
 from .sweep import Backend, SweepSpec, paired_with_unconstrained, run_and_report
+from .sweep_tables import format_stat, mean_interval
 from .targets import GaussianMixture, make_target
 from .training import Record, TrainConfig, Trainer
 
@@ -62,14 +62,6 @@ FIG2B = {"quick": Fig2bSize(steps=600, eval_every=200), "full": Fig2bSize(steps=
 # Figure 2B trains with the single-sample ELBO, batch 256 and a constant 1e-3, not the library's
 # defaults: those fit this density as well but grew no wells in U (docs/results.md, "Figure 2B").
 FIG2B_TRAINING = {"objective": "elbo", "train_samples": 1, "batch": 256, "lr": 1e-3, "lr_schedule": "constant"}
-
-
-def _mean_sd(values: list[float]) -> dict[str, float]:
-    return {
-        "mean": statistics.fmean(values),
-        "sd": statistics.stdev(values) if len(values) > 1 else 0.0,
-        "n": len(values),
-    }
 
 
 def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopRequest | None = None) -> dict[str, Any]:
@@ -136,10 +128,10 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopR
                     snap = take_snapshot(run.flow, target, SnapshotConfig(n_samples=4000, grid=100))
                     write_figure(density_figure(snap), out / "fig2a_density")
                     write_figure(energy_figure(snap), out / "fig2a_energies")
-            row = table[run_label(kappa)] = {key: _mean_sd(values) for key, values in finals.items()}
+            row = table[run_label(kappa)] = {key: mean_interval(values) for key, values in finals.items()}
             if "train_log_likelihood" in finals:
                 gaps = [a - b for a, b in zip(finals["train_log_likelihood"], finals["test_log_likelihood"])]
-                row["train_minus_test"] = _mean_sd(gaps)
+                row["train_minus_test"] = mean_interval(gaps)
         title = f"Figure 2A, {regime} data: L_K across κ"
         if interrupted:
             title += f" (interrupted at step {ensemble.step:,} of {size.steps:,})"
@@ -153,7 +145,7 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopR
 
 
 def fig2a_markdown(results: dict[str, Any]) -> str:
-    """The Figure 2A table (mean ± sd over seeds; the value alone from one seed) as Markdown."""
+    """The Figure 2A table (mean ± sd [95 % interval] over seeds, as a sweep's tables state them) as Markdown."""
     lines = [
         f"Target entropy (the floor of test NLL): {results['entropy']:.3f} ± {results['entropy_stderr']:.3f} nats."
     ]
@@ -170,24 +162,17 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
 
-    def fmt(entry: dict[str, float] | None, digits: int = 3) -> str:
-        if entry is None:
-            return "—"
-        if entry.get("n", 2) < 2:  # one seed: no spread to show
-            return f"{entry['mean']:.{digits}f}"
-        return f"{entry['mean']:.{digits}f} ± {entry['sd']:.{digits}f}"
-
     for regime, table in results["regimes"].items():
         for label, row in table.items():
             cells = [
                 regime,
                 label,
-                fmt(row.get("test_log_likelihood")),
-                fmt(row.get("train_log_likelihood")),
-                fmt(row.get("train_minus_test")),
-                fmt(row.get("gap_nats")),
-                fmt(row.get("constraint"), 4),
-                f"{fmt(row.get('invariance_spread'))} ({fmt(row.get('invariance_noise_floor'))})",
+                format_stat(row.get("test_log_likelihood"), 3),
+                format_stat(row.get("train_log_likelihood"), 3),
+                format_stat(row.get("train_minus_test"), 3),
+                format_stat(row.get("gap_nats"), 3),
+                format_stat(row.get("constraint"), 4),
+                f"{format_stat(row.get('invariance_spread'), 3)} ({format_stat(row.get('invariance_noise_floor'), 3)})",
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

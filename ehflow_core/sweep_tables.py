@@ -77,8 +77,9 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
 SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")
 
 
-def _interval(values: Sequence[float]) -> dict[str, Any]:
-    """Mean, sd and the 95 % interval of the mean (Student's t); sd and interval None for one value."""
+def mean_interval(values: Sequence[float]) -> dict[str, Any]:
+    """Mean, sd and the 95 % interval of the mean (Student's t) over seeds; sd and interval None
+    for one value. Every table over seeds (a sweep's, Figure 2A's) states its numbers so."""
     from scipy import stats
 
     mean = statistics.fmean(values)
@@ -103,7 +104,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         for metric in METRICS:
             values = [float(r[metric]) for r in done if r[metric] not in (None, "")]
             if values:
-                entry[metric] = _interval(values)
+                entry[metric] = mean_interval(values)
         table.append(entry)
     return table
 
@@ -127,7 +128,9 @@ def paired_with_unconstrained(rows: Sequence[dict[str, Any]]) -> list[dict[str, 
         if not seeds:
             continue
         diffs = [finished[(setting, seed)] - finished[(twin, seed)] for seed in seeds]
-        table.append({**dict(zip(SETTING_COLUMNS, setting)), "seeds": seeds, "test_ll_minus_none": _interval(diffs)})
+        table.append(
+            {**dict(zip(SETTING_COLUMNS, setting)), "seeds": seeds, "test_ll_minus_none": mean_interval(diffs)}
+        )
     return table
 
 
@@ -139,7 +142,7 @@ def table_markdown(table: Sequence[dict[str, Any]], paired: Sequence[dict[str, A
     for e in table:
         cells = [
             *_setting_cells(e), _none(e["kappa"], "none"), f"{e['finished']} / {e['runs']}",
-            *(_stat(e.get(m)) for m in ("test_log_likelihood", "gap_nats", "constraint")),
+            *(format_stat(e.get(m)) for m in ("test_log_likelihood", "gap_nats", "constraint")),
         ]  # fmt: skip
         lines.append("| " + " | ".join(cells) + " |")
     if paired:
@@ -151,7 +154,7 @@ def table_markdown(table: Sequence[dict[str, Any]], paired: Sequence[dict[str, A
                 *_setting_cells(e),
                 _none(e["kappa"], "none"),
                 str(len(e["seeds"])),
-                _stat(e["test_ll_minus_none"]),
+                format_stat(e["test_ll_minus_none"]),
             ]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
@@ -171,10 +174,13 @@ def _none(value: Any, shown: str) -> str:
     return shown if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def _stat(stat: dict[str, Any] | None) -> str:
+def format_stat(stat: dict[str, Any] | None, digits: int | None = None) -> str:
+    """A :func:`mean_interval` as a table cell: ``mean ± sd [low, high]``, or the mean alone for
+    one seed; ``digits`` decimals (None: 4 significant digits)."""
     if not stat:
         return "—"
+    number = (lambda x: f"{x:.4g}") if digits is None else (lambda x: f"{x:.{digits}f}")
     if stat["sd"] is None:
-        return f"{stat['mean']:.4g} (one seed)"
+        return f"{number(stat['mean'])} (one seed)"
     low, high = stat["ci95"]
-    return f"{stat['mean']:.4g} ± {stat['sd']:.2g} [{low:.4g}, {high:.4g}]"
+    return f"{number(stat['mean'])} ± {number(stat['sd'])} [{number(low)}, {number(high)}]"
