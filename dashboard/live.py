@@ -101,7 +101,7 @@ class LiveRun:
         """A new run from ``settings`` (same seed: same start), in the same warm process."""
         from ehflow_core.run import run_label  # torch: imported by the page by now, not at start-up
 
-        settings.train_config()  # invalid settings raise here, in the page, not in the worker
+        self.train_config = settings.train_config()  # invalid settings raise here, in the page, not in the worker
         self._pool.release(self.id)
         self.settings, self.target = settings, target
         self.primary_label = settings.primary_label()

@@ -230,7 +230,7 @@ def status(run: live.LiveRun) -> dict:
     view = run.view()
     records = view.curves.get(run.primary_label, [])
     last = next((r for r in reversed(records) if r.test_log_likelihood is not None), None)
-    k = run.settings.train_config().eval_samples
+    k = run.train_config.eval_samples
     entropy = target_entropy(run.target)
     values = {
         "state": view.state,

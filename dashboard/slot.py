@@ -261,7 +261,7 @@ class Slot:
                 continue
             for key, value in self.runs[name].evaluate().items():
                 setattr(record, key, value)
-            if not any(kept is record for kept in self.records[name][-1:]):
+            if not self.records[name] or self.records[name][-1] is not record:  # not kept yet
                 self.records[name].append(record)
 
     def members(self) -> dict[str, HamiltonianFlow] | None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import functools
 import gzip
 import mimetypes
-import threading
 from pathlib import Path
 
 import streamlit
@@ -37,28 +36,16 @@ def files() -> dict[str, Path]:
     return {path.relative_to(ROOT).as_posix(): path for path in ROOT.rglob("*") if path.is_file()}
 
 
-_lock = threading.Lock()
-_bodies: dict[tuple[str, bool], bytes] = {}  # (path, gzipped) -> body
+_bodies: dict[tuple[str, bool], bytes] = {}  # (path, gzipped) -> body, made once per server (a few MB in all)
 
 
 def body(path: str, zipped: bool) -> bytes:
-    """The asset's bytes, gzipped when ``zipped`` (made once per server and kept: a few MB in all)."""
-    with _lock:
-        cached = _bodies.get((path, zipped))
-    if cached is None:
+    """The asset's bytes, gzipped when ``zipped``: read (and compressed) on first use, then kept.
+    Two first requests at once may both make it; the bodies are equal, either is kept."""
+    if (path, zipped) not in _bodies:
         raw = files()[path].read_bytes()
-        cached = gzip.compress(raw, compresslevel=6) if zipped else raw
-        with _lock:
-            _bodies[(path, zipped)] = cached
-    return cached
-
-
-def response(path: str, accept_encoding: str, data: bytes | None = None) -> Response:
-    """The asset's response (``data``: its body, when already at hand)."""
-    zipped = path.endswith(COMPRESSIBLE) and "gzip" in accept_encoding
-    media_type = mimetypes.guess_type(path)[0] or "application/octet-stream"
-    headers = {"Cache-Control": CACHE, "Vary": "Accept-Encoding", "Content-Encoding": "gzip" if zipped else "identity"}
-    return Response(body(path, zipped) if data is None else data, media_type=media_type, headers=headers)
+        _bodies[(path, zipped)] = gzip.compress(raw, compresslevel=6) if zipped else raw
+    return _bodies[(path, zipped)]
 
 
 class StaticAssets:
@@ -73,10 +60,10 @@ class StaticAssets:
         if asset not in files():
             await self.app(scope, receive, send)
             return
-        accept = Headers(scope=scope).get("accept-encoding", "")
-        zipped = asset.endswith(COMPRESSIBLE) and "gzip" in accept
-        with _lock:
-            data = _bodies.get((asset, zipped))
-        if data is None:  # the first request for it: read (and compress) off the event loop
-            data = await run_in_threadpool(body, asset, zipped)
-        await response(asset, accept, data)(scope, receive, send)
+        zipped = asset.endswith(COMPRESSIBLE) and "gzip" in Headers(scope=scope).get("accept-encoding", "")
+        # Made once, off the event loop; afterwards a dictionary lookup.
+        data = _bodies.get((asset, zipped)) or await run_in_threadpool(body, asset, zipped)
+        media_type = mimetypes.guess_type(asset)[0] or "application/octet-stream"
+        encoding = "gzip" if zipped else "identity"
+        headers = {"Cache-Control": CACHE, "Vary": "Accept-Encoding", "Content-Encoding": encoding}
+        await Response(data, media_type=media_type, headers=headers)(scope, receive, send)

@@ -25,7 +25,7 @@ import torch
 from .checkpoint import load_trainer, read_checkpoint
 from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
-from .interrupts import INTERRUPTED_EXIT, StopRequest
+from .interrupts import INTERRUPTED_EXIT, StopRequest, until_stopped
 from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
 from .run import LR_SCHEDULES
 from .sweep_backends import BACKENDS
@@ -101,11 +101,8 @@ def run_train(args: argparse.Namespace) -> dict[str, Any]:
     budget = None if config.seconds is None else max(config.seconds - trainer.seconds, 0.0)
     with StopRequest() as stop:
         if budget is None or budget > 0:
-            steps = trainer.train(seconds=budget)
-            for record in progress(steps, config.max_steps, label=trainer.target.name, seconds=config.seconds):
-                records.append(record)
-                if stop.requested:
-                    break
+            steps = until_stopped(trainer.train(seconds=budget), stop)
+            records += progress(steps, config.max_steps, label=trainer.target.name, seconds=config.seconds)
         began = time.perf_counter()
         n_test = len(trainer.test_data)
         print(f"final evaluation (L_{FINAL_EVAL_SAMPLES} on {n_test:,} test points) and figures…", file=sys.stderr)

@@ -44,7 +44,7 @@ class EnsembleTrainer(Stepper):
         configs: one :class:`TrainConfig` per member, M >= 1.
         target: the density every member learns.
         generators: symmetry generators (default: the target's own).
-        labels: a name per member (default: :func:`~ehflow_core.reporting.run_label`, with the seed
+        labels: a name per member (default: :func:`~ehflow_core.run.run_label`, with the seed
             when seeds differ).
     """
 
@@ -196,7 +196,7 @@ def kappa_sweep(
 ) -> dict[str, list[Record]]:
     """Train ``config`` once per κ (and unconstrained) as one batched ensemble: label -> records.
 
-    Labels are :func:`~ehflow_core.reporting.run_label`'s (``"κ=0.01"``, ``"none"``); this is
+    Labels are :func:`~ehflow_core.run.run_label`'s (``"κ=0.01"``, ``"none"``); this is
     Figure 2A's data.
     """
     settings: list[float | None] = [*kappas, *([None] if include_baseline else [])]

@@ -21,7 +21,7 @@ import numpy as np
 
 from .checkpoint import save_checkpoint
 from .ensemble import EnsembleTrainer
-from .interrupts import StopRequest
+from .interrupts import StopRequest, until_stopped
 from .reporting import progress, run_folder, summarise, write_metrics, write_run
 from .run import run_label
 from .snapshot import SnapshotConfig, attractor_report, take_snapshot
@@ -94,12 +94,10 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopR
         runs: dict[str, list[Record]] = {label: [] for label in labels}
 
         def steps() -> Iterator[Record]:
-            for records in ensemble.train():
+            for records in until_stopped(ensemble.train(), stop):
                 for label, record in records.items():
                     runs[label].append(record)
                 yield next(iter(records.values()))
-                if stop is not None and stop.requested:
-                    return
 
         list(progress(steps(), size.steps, label=f"{regime}: {len(configs)} runs as one batched ensemble"))
         interrupted = ensemble.step < size.steps and not all(run.stopped for run in ensemble.runs)
@@ -193,11 +191,7 @@ def reproduce_fig2b(
         eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32, **({} if paper else FIG2B_TRAINING),
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
-    records = []
-    for record in progress(trainer.train(), size.steps, label="fig2b"):
-        records.append(record)
-        if stop is not None and stop.requested:
-            break
+    records = list(progress(until_stopped(trainer.train(), stop), size.steps, label="fig2b"))
     sizes = SnapshotConfig(n_samples=4000, grid=120, integrated_steps=40)
     interrupted = stop is not None and stop.requested
     summary, snap = write_run(trainer, records, out, sizes, size.final_samples, interrupted)

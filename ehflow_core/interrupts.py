@@ -12,8 +12,9 @@ from __future__ import annotations
 import signal
 import sys
 import threading
+from collections.abc import Iterable, Iterator
 from types import FrameType, TracebackType
-from typing import IO, Any
+from typing import Any, TypeVar
 
 INTERRUPTED_EXIT = 130  # the shell's code for a run stopped by Ctrl-C
 
@@ -25,9 +26,8 @@ class StopRequest:
     the flag stays unset; Ctrl-C then behaves as it always does.
     """
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
+    def __init__(self) -> None:
         self.signal: str | None = None  # "SIGINT" or "SIGTERM" once a stop was asked for
-        self._stream = stream
         self._previous: dict[int, Any] = {}
 
     @property
@@ -38,8 +38,8 @@ class StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt
         self.signal = signal.Signals(signum).name
-        stream = self._stream or sys.stderr
-        print(f"\n{self.signal}: stopping after this step and writing what the run has (again: stop now)", file=stream)
+        message = f"{self.signal}: stopping after this step and writing what the run has (again: stop now)"
+        print(f"\n{message}", file=sys.stderr)
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():
@@ -51,3 +51,15 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous.clear()
+
+
+T = TypeVar("T")
+
+
+def until_stopped(items: Iterable[T], stop: StopRequest | None) -> Iterator[T]:
+    """``items`` (a training loop's records) until ``stop`` is requested: the item in progress
+    then is the last one (None: every item)."""
+    for item in items:
+        yield item
+        if stop is not None and stop.requested:
+            return

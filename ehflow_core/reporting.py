@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from .checkpoint import save_checkpoint
 from .evaluation import equivariance_error, invariance_error
-from .run import run_label  # noqa: F401  (a run's name: defined with the run, used in every report)
 from .snapshot import Snapshot, SnapshotConfig, take_snapshot
 from .symmetries import lemma1_check
 from .training import Record, Run, Trainer
@@ -27,7 +26,7 @@ FINAL_EVAL_SAMPLES = 256  # K of the final test log-likelihood in summary.json
 
 
 def run_folder(label: str) -> str:
-    """A :func:`run_label` as a folder name (ASCII, no slash): ``"kappa=0.01_seed1"``."""
+    """A :func:`~ehflow_core.run.run_label` as a folder name (ASCII, no slash): ``"kappa=0.01_seed1"``."""
     return label.replace("κ", "kappa").replace("/", "_")
 
 

@@ -168,20 +168,23 @@ class Record:
     def from_row(cls, row: dict[str, str]) -> Record:
         """The record a row of a metrics CSV (:meth:`to_row`, written by ``csv``) was made from:
         floats written by ``repr`` read back exactly, empty cells as None."""
-        fields = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {"constraint": {}, "lam": {}}
         for key, text in row.items():
             if key.startswith(("constraint_", "lam_")):
                 group, name = key.split("_", 1)
                 if text != "":
                     values[group][name] = float(text)
-            elif key in fields:
-                kind = fields[key].type
-                if text == "":
-                    values[key] = None
-                else:
-                    values[key] = int(text) if kind == "int" else text if "str" in str(kind) else float(text)
+            elif key in _RECORD_FIELDS:
+                values[key] = None if text == "" else int(text) if key == "step" else _RECORD_FIELDS[key](text)
         return cls(**values)
+
+
+# How each plain field of a Record reads back from its CSV cell (constraint_* and lam_* are floats).
+_RECORD_FIELDS: dict[str, Any] = {
+    f.name: str if f.name in ("event", "message") else float
+    for f in dataclasses.fields(Record)
+    if f.name not in ("constraint", "lam")
+}
 
 
 @dataclass

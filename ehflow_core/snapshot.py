@@ -8,11 +8,12 @@ pictures show the plane of the first two coordinates (the others at 0 for energi
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from ._checks import check_float, check_int
 from .evaluation import embed_plane, evaluate_in_batches, make_grid
@@ -109,29 +110,28 @@ def take_snapshot(
         truth, target_kde = previous.target_samples, previous.target_kde
     q0, p0 = flow.sample_base(config.n_paths, generator=rng)
     q_path, _ = flow.trajectory(q0, p0, n_steps=config.integrated_steps if flow.config.shared_hamiltonian else None)
+
+    def on_grid(function: Callable[[Tensor], Tensor], batch: int = 4096) -> np.ndarray:
+        return evaluate_in_batches(function, plane, batch).view(grid.shape).cpu().numpy()
+
     log_density = None
     if config.log_density:
-        log_density = (
-            evaluate_in_batches(lambda x: flow.log_likelihood(x, config.log_density_samples, rng), plane, 1024)
-            .view(grid.shape)
-            .cpu()
-            .numpy()
-        )
-    model_kde = kde_on_grid(model, xs, config.bandwidth)
-    potential = evaluate_in_batches(h.potential, plane).view(grid.shape).cpu().numpy()
+        log_density = on_grid(lambda x: flow.log_likelihood(x, config.log_density_samples, rng), 1024)
+    model_kde, potential = kde_on_grid(model, xs, config.bandwidth), on_grid(h.potential)
     drawn = []
-    for label, member in (members or {}).items():
-        if member is flow:
+    for label, member in (members or {}).items():  # a sweep's other flows: their density and U
+        if member is not flow:
+            samples = member.sample(config.n_samples, generator=rng)[:, :2].cpu().numpy()
+            drawn.append(
+                (label, kde_on_grid(samples, xs, config.bandwidth), on_grid(member.hamiltonian_list[0].potential))
+            )
+        else:
             drawn.append((label, model_kde, potential))
-            continue
-        samples = member.sample(config.n_samples, generator=rng)[:, :2].cpu().numpy()
-        u = evaluate_in_batches(member.hamiltonian_list[0].potential, plane).view(grid.shape).cpu().numpy()
-        drawn.append((label, kde_on_grid(samples, xs, config.bandwidth), u))
     return Snapshot(
         xs=xs,
         target_kde=target_kde,
         model_kde=model_kde,
-        kinetic=evaluate_in_batches(h.kinetic, plane).view(grid.shape).cpu().numpy(),
+        kinetic=on_grid(h.kinetic),
         potential=potential,
         single_step=q_path[:2, :, :2].cpu().numpy(),
         integrated=q_path[:, :, :2].cpu().numpy(),
