@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from ._checks import check_choice, check_int, check_points, check_state
 from .config import FlowConfig
 from .distributions import BaseDensity, SoftUniform, StandardNormal
-from .encoder import GaussianEncoder
+from .encoder import GaussianEncoder, LateGradScale
 from .hamiltonian import Hamiltonian
 from .integrators import Step, leapfrog, leapfrog_trajectory
 
@@ -174,10 +174,10 @@ class HamiltonianFlow(nn.Module):
         """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
         return self._log_weights_from_noise(q, self.encoder.noise(q, n_samples, generator))
 
-    def _log_weights_from_noise(self, q: Tensor, eps: Tensor, path_weights: Tensor | None = None) -> Tensor:
+    def _log_weights_from_noise(self, q: Tensor, eps: Tensor, path_scale: LateGradScale | None = None) -> Tensor:
         """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d);
-        ``path_weights`` (S, B) as in :meth:`GaussianEncoder.reparameterise`."""
-        p, log_h = self.encoder.reparameterise(q, eps, path_weights)  # (S, B, d), (S, B)
+        ``path_scale`` as in :meth:`GaussianEncoder.reparameterise`."""
+        p, log_h = self.encoder.reparameterise(q, eps, path_scale)  # (S, B, d), (S, B)
         q_rep = q.expand(eps.shape[0], *q.shape)  # (S, B, d)
         log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
         return log_joint.view(eps.shape[0], -1) - log_h

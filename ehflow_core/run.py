@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from ._checks import check_choice, check_float, check_int
 from .config import FlowConfig, JsonConfig
+from .encoder import LateGradScale
 from .flow import GRAD_MODES, HamiltonianFlow
 from .symmetries import Generator, constraint_values
 from .targets import Target
@@ -219,17 +220,18 @@ def training_bound(flow: HamiltonianFlow, x: Tensor, eps: Tensor, objective: str
       (:meth:`HamiltonianFlow.log_likelihood` on the same noise).
     - ``"dreg"``: the same value :math:`L_K`; its gradient is IWAE's for the flow and the
       doubly-reparameterised one, :math:`\sum_k \tilde w_k^2 \, \partial \log w_k / \partial p_k \,
-      \partial p_k / \partial \phi`, for the encoder (normalised weights :math:`\tilde w`, from a
-      gradient-free pass on the same noise). See docs/maths.md.
+      \partial p_k / \partial \phi`, for the encoder (normalised weights :math:`\tilde w` of the same
+      forward pass, applied to the encoder's path gradient in the backward pass). See docs/maths.md.
     """
     if objective == "elbo":
         return flow._log_weights_from_noise(x, eps).mean()
     log_k = math.log(eps.shape[0])
     if objective == "iwae":
         return (torch.logsumexp(flow._log_weights_from_noise(x, eps), 0) - log_k).mean()
-    with torch.no_grad():
-        weights = torch.softmax(flow._log_weights_from_noise(x, eps), 0)  # w̃ (K, B)
-    log_w = flow._log_weights_from_noise(x, eps, path_weights=weights)  # same values, scaled encoder path
+    path_scale = LateGradScale()
+    log_w = flow._log_weights_from_noise(x, eps, path_scale)  # log h sees φ only through p
+    weights = torch.softmax(log_w.detach(), 0)  # w̃ (K, B), from this very pass
+    path_scale.set(weights.unsqueeze(-1))  # the gradient reaching φ through p_k: scaled by w̃_k
     surrogate = (weights * log_w).sum(0).mean()  # its gradient: Σ w̃ ∇θ log w, and Σ w̃² (path) for φ
     value = (torch.logsumexp(log_w.detach(), 0) - log_k).mean()
     return value + (surrogate - surrogate.detach())
