@@ -16,6 +16,12 @@ Workloads (the ring, κ = 0.001, width 128, two leapfrog steps, dt 0.5, float32)
   64 step with one shared H (which does less work: no second pass, one H).
 - ``paper``: the paper's configuration (ELBO, batch 256, one shared H), no evaluation, against a
   plain ELBO batch 256 step.
+- ``sweep of 4``: a κ sweep's segment, the defaults at κ = 0.001, 0.01, 0.1 and unconstrained as
+  one batched ensemble (``EnsembleTrainer``, vmap over members), against four plain IWAE steps.
+- ``4 runs, one process``: four ``Trainer`` s with the defaults stepped in turn, as one dashboard
+  training process hosting four runs does, against four plain IWAE steps.
+
+A step of the two four-run workloads is one step of each of the four runs.
 """
 
 from __future__ import annotations
@@ -36,15 +42,21 @@ from torch import Tensor, nn
 
 from bench.provenance import provenance
 from ehflow_core import TrainConfig, Trainer
+from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.targets import make_target
 
 KAPPA = 0.001
+DEFAULTS = TrainConfig(kappa=KAPPA, max_steps=10**9)
+SWEEP_KAPPAS = (KAPPA, 0.01, 0.1, None)
+IWAE = dict(k=8, batch=64, iwae=True)
 WORKLOADS: dict[str, dict[str, Any]] = {
-    "defaults": {"config": TrainConfig(kappa=KAPPA, max_steps=10**9), "plain": dict(k=8, batch=64, iwae=True)},
+    "defaults": {"configs": [DEFAULTS], "plain": IWAE},
     "paper": {
-        "config": TrainConfig(kappa=KAPPA, max_steps=10**9, eval_every=10**9).as_paper(),
+        "configs": [TrainConfig(kappa=KAPPA, max_steps=10**9, eval_every=10**9).as_paper()],
         "plain": dict(k=1, batch=256, iwae=False),
     },
+    "sweep of 4": {"configs": [DEFAULTS.replace(kappa=k) for k in SWEEP_KAPPAS], "ensemble": True, "plain": IWAE},
+    "4 runs, one process": {"configs": [DEFAULTS.replace(seed=s) for s in range(4)], "plain": IWAE},
 }
 
 
@@ -120,9 +132,30 @@ def _rates(steps: dict[str, Callable[[], None]], n: int, reps: int) -> dict[str,
     return {name: n / statistics.median(t) for name, t in times.items()}
 
 
-def _project_step(config: TrainConfig) -> Callable[[], None]:
-    steps = Trainer(config, make_target("ring")).train()
-    return lambda: next(steps) and None
+def _project_step(configs: list[TrainConfig], ensemble: bool = False) -> Callable[[], None]:
+    """One step of each of the runs of ``configs``: one batched ensemble, or trainers stepped in turn."""
+    target = make_target("ring")
+    if ensemble:
+        rounds = EnsembleTrainer(configs, target).train()
+        return lambda: next(rounds) and None
+    runs = [Trainer(config, target).train() for config in configs]
+
+    def step() -> None:
+        for steps in runs:
+            next(steps)
+
+    return step
+
+
+def _plain_steps(n: int, plain: dict[str, Any]) -> Callable[[], None]:
+    """One step of each of ``n`` plain models."""
+    models = [PlainStep(**plain) for _ in range(n)]
+
+    def step() -> None:
+        for model in models:
+            model()
+
+    return step
 
 
 def _profile(step: Callable[[], None], n: int) -> dict[str, float]:
@@ -179,7 +212,9 @@ def main(argv: list[str] | None = None) -> None:
         torch.set_num_threads(threads)
         rate = _matmul_rate()
         for name, workload in WORKLOADS.items():
-            project, plain = _project_step(workload["config"]), PlainStep(**workload["plain"])
+            configs = workload["configs"]
+            project = _project_step(configs, workload.get("ensemble", False))
+            plain = _plain_steps(len(configs), workload["plain"])
             rates = _rates({"project": project, "plain": plain}, args.steps, args.reps)
             flops = _flops(plain)
             row = {
