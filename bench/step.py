@@ -200,6 +200,33 @@ def _matmul_rate() -> float:
     return 2 * 512 * 128 * 128 * n / (time.perf_counter() - began)
 
 
+# The goals of issue "speed", as the smallest ratio that meets them.
+GOALS = {"defaults": 1.5, "paper": 1.3}
+PLAIN_NAMES = {"defaults": "plain IWAE K = 8, batch 64", "paper": "plain ELBO, batch 256"}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """docs/benchmarks.md's two tables (speeds and profiles) from a results file of :func:`main`;
+    a test holds the docs to it."""
+    lines = [
+        "| workload | threads | project steps/s | plain steps/s | ratio | goal |",
+        "|---|---|---|---|---|---|",
+    ]
+    for row in result["rows"]:
+        goal = GOALS.get(row["workload"])
+        verdict = "—" if goal is None else f"≥ {goal}: " + ("met" if row["ratio"] >= goal else "**not met**")
+        lines.append(
+            f"| {row['workload']} | {row['threads']} | {row['project_steps_per_s']:.1f} | "
+            f"{row['plain_steps_per_s']:.1f} | {row['ratio']:.2f} | {verdict} |"
+        )
+    parts = list(result["rows"][0]["project_profile"])
+    lines += ["", "| workload | threads | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
+    for row in result["rows"]:
+        shares = " | ".join(f"{100 * row['project_profile'][part]:.0f} %" for part in parts)
+        lines.append(f"| {row['workload']} | {row['threads']} | {shares} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="steps per timing")

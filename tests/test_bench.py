@@ -80,3 +80,17 @@ def test_the_classroom_table_in_the_docs_is_the_results_file():
         assert cells[6] == f"{steps['min']:.1f} / {steps['median']:.1f} / {steps['max']:.1f}", cells
         assert cells[7] == f"{row['fairness_min_over_median']:.2f}", cells
         assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
+
+
+def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
+    """docs/benchmarks.md's speed and profile tables are bench.step.markdown of bench/results/step.json."""
+    from pathlib import Path
+
+    from bench.step import markdown
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "bench" / "results" / "step.json").read_text())
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    between = docs.split("<!-- bench.step.markdown -->\n", 1)[1].split("\n<!-- /bench.step.markdown -->", 1)[0]
+    assert between == markdown(result)
+    assert f"commit `{result['commit']}`" in docs
