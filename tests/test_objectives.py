@@ -78,8 +78,8 @@ def test_dreg_has_iwaes_value_and_the_gradient_of_its_surrogate():
     assert changed, "DReG's encoder gradient should differ from IWAE's"
 
 
-@pytest.mark.parametrize("objective", ["iwae", "dreg"])
-def test_importance_weighted_training_learns_and_batches_like_single_runs(objective):
+@pytest.mark.parametrize("objective", ["elbo", "iwae", "dreg"])
+def test_every_bound_trains_and_batches_like_single_runs(objective):
     base = TrainConfig(
         flow=F64, objective=objective, train_samples=4, batch=64, lr=3e-3, max_steps=6, eval_every=3,
         n_test=128, eval_samples=8, constraint_batch=64,

@@ -28,13 +28,15 @@ def _one_step(trainer: Trainer) -> tuple[float, dict[str, torch.Tensor]]:
     return float(loss.detach()), {n: p.grad.clone() for n, p in trainer.flow.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("objective", ["elbo", "iwae", "dreg"])
 @pytest.mark.parametrize("kappa", [0.01, None])
 @pytest.mark.parametrize("shared", [True, False])
-def test_fast_and_reference_paths_give_the_same_loss_and_gradients(kappa, shared):
+def test_fast_and_reference_paths_give_the_same_loss_and_gradients(objective, kappa, shared):
     target = make_target("ring")
     flow = F64.replace(shared_hamiltonian=shared)
-    fast = Trainer(_config("fast", kappa=kappa, flow=flow), target)
-    reference = Trainer(_config("reference", kappa=kappa, flow=flow), target)
+    changes = dict(kappa=kappa, flow=flow, objective=objective, train_samples=4)
+    fast = Trainer(_config("fast", **changes), target)
+    reference = Trainer(_config("reference", **changes), target)
     with torch.no_grad():  # scale the energies up so the flow is far from the identity
         for trainer in (fast, reference):
             for h in trainer.flow.hamiltonians:
