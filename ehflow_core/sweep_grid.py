@@ -5,6 +5,7 @@ The driver is :mod:`ehflow_core.sweep`."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import tomllib
 from dataclasses import dataclass, field
@@ -64,7 +65,12 @@ class RunSpec:
 
 # -- the grid --------------------------------------------------------------------------------------
 _UNSET = object()
-GRID_KEYS = ("target", "data", "kappa", "seeds", "n_train", "dt", "n_steps", "lr")  # lists
+# The grid's axes: a run's coordinates (fields of RunSpec), in the order the grid loops over them
+# (seed innermost). Every list of them derives from this one: the spec's keys, the results' columns,
+# a setting's columns (the axes but the seed) and the curves' groups (the setting but κ).
+AXES = ("target", "n_train", "dt", "n_steps", "lr", "kappa", "seed")
+# The spec's keys that take lists: the axes (``seeds`` for the seed), and data files beside targets.
+GRID_KEYS = ("target", "data", *("seeds" if axis == "seed" else axis for axis in AXES[1:]))
 FIXED_KEYS = ("steps", "eval_every", "checkpoint_every", "paper", "n_test", "final_samples", "holdout")  # one value
 
 
@@ -121,14 +127,15 @@ class SweepSpec:
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
         check_int("final_samples", self.final_samples, minimum=1)
         sources = [(name, None, 2) for name in self.target] + self._read_data()
-        runs = tuple(
-            RunSpec(
-                target, kappa, seed, n_train, dt, n_steps, lr, self.steps, self.eval_every, self.paper, self.n_test,
-                self.final_samples, sha, dim, self.holdout,
-            )
-            for target, sha, dim in sources for n_train in self.n_train for dt in self.dt for n_steps in self.n_steps
-            for lr in self.lr for kappa in self.kappa for seed in self.seeds
+        fixed = dict(
+            steps=self.steps, eval_every=self.eval_every, paper=self.paper, n_test=self.n_test,
+            final_samples=self.final_samples, holdout=self.holdout,
         )  # fmt: skip
+        runs = tuple(
+            RunSpec(target=target, data_sha256=sha, dim=dim, **dict(zip(AXES[1:], point)), **fixed)
+            for target, sha, dim in sources
+            for point in itertools.product(*(getattr(self, key) for key in GRID_KEYS[2:]))
+        )
         for run in runs:
             run.config()  # every value checked by TrainConfig, by name
         object.__setattr__(self, "_runs", runs)

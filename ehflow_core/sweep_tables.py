@@ -16,12 +16,14 @@ from typing import Any
 
 from ._files import write_atomic
 from .run import Record
-from .sweep_grid import RunSpec
+from .sweep_grid import AXES, RunSpec
 
 RESULT_COLUMNS = (
-    "key", "target", "kappa", "seed", "n_train", "dt", "n_steps", "lr", "status", "steps", "test_log_likelihood",
-    "gap_nats", "train_log_likelihood", "constraint", "seconds", "node", "message",
+    "key", *AXES, "status", "steps", "test_log_likelihood", "gap_nats", "train_log_likelihood", "constraint",
+    "seconds", "node", "message",
 )  # fmt: skip
+SETTING_COLUMNS = tuple(axis for axis in AXES if axis != "seed")  # a setting: a run but its seed
+CURVE_AXES = tuple(axis for axis in SETTING_COLUMNS if axis != "kappa")  # a figure of curves: one line per κ
 METRICS = ("test_log_likelihood", "gap_nats", "train_log_likelihood", "constraint")  # aggregated over seeds
 
 
@@ -58,7 +60,7 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
     groups: dict[tuple, dict[str, list[Record]]] = {}
     for row in sorted((r for r in rows if r["status"] == "finished"), key=lambda r: r["seed"]):
         run = by_key[row["key"]]
-        curves = groups.setdefault((run.target, run.n_train, run.dt, run.n_steps, run.lr), {})
+        curves = groups.setdefault(tuple(getattr(run, axis) for axis in CURVE_AXES), {})
         label = run_label(run.kappa)
         if label not in curves:
             curves[label] = read_metrics(out / "runs" / run.key / "metrics.csv")
@@ -72,9 +74,6 @@ def write_curves(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSp
         title = f"{target}, {data}, dt {dt:g}, {n_steps} leapfrog steps, lr {lr:g}: L_K across κ"
         written += write_figure(curves_figure(curves, title=title, **estimators), out / "curves" / name)
     return written
-
-
-SETTING_COLUMNS = ("target", "n_train", "dt", "n_steps", "lr", "kappa")
 
 
 def mean_interval(values: Sequence[float]) -> dict[str, Any]:
