@@ -35,6 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .protocol import (
+    ENDED,
     Beat,
     CheckpointRequest,
     Pause,
@@ -145,7 +146,7 @@ class LiveRun:
         make, self._waiting_for = self._waiting_for, None
         with self._shared.lock:
             self._shared.waiting = False
-        if make is None or self.state in ("diverged", "stopped", "closed"):
+        if make is None or self.state in ENDED:
             self._pool.release(self.id)
             return
         self._pool.took(self.id, self._command(make, state="training" if make is Play else None, busy=True))
@@ -166,7 +167,7 @@ class LiveRun:
         self._worker.send(self.id, Beat(want_snapshot))
 
     def play(self) -> None:
-        if self.state in ("diverged", "stopped", "closed", "queued"):
+        if self.state in (*ENDED, "queued"):
             return
         self._train(Play, state="training")
 
@@ -185,7 +186,7 @@ class LiveRun:
     def step(self, n: int = 10) -> None:
         """Train ``n`` steps then pause (a no-op while busy, so a click delivered twice does not
         double the steps)."""
-        if self.busy or self.state in ("diverged", "stopped", "closed", "queued"):
+        if self.busy or self.state in (*ENDED, "queued"):
             return
         self._train(lambda seq: TrainSteps(seq, n), state=None)
 

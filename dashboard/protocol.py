@@ -97,13 +97,20 @@ Command = Start | Play | Pause | TrainSteps | SetLive | Beat | CheckpointRequest
 
 
 # -- worker → server -------------------------------------------------------------------------------
+# A run's states, defined here once. The worker reports WORKER_STATES (``Update.state``); the server
+# adds "queued" (waiting in the pool's line for a place to train) and "closed" (its page went away).
+WORKER_STATES = ("starting", "ready", "training", "paused", "diverged", "stopped")
+STATES = ("starting", "ready", "queued", "training", "paused", "diverged", "stopped", "closed")
+ENDED = ("diverged", "stopped", "closed")  # a run in these trains no more (Reset starts a new one)
+
+
 @dataclass(frozen=True)
 class Update:
     """The worker's state, new curve records, and a new snapshot or symmetry readout if any."""
 
     generation: int
     seq: int  # the last state command handled
-    state: str  # "starting", "ready", "training", "paused", "diverged", "stopped"
+    state: str  # one of WORKER_STATES
     message: str | None
     busy: bool  # training, or working through requested steps
     step: int  # of the primary run

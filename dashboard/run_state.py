@@ -27,7 +27,7 @@ CURVE_CAP = 3000  # records kept per curve (older ones are thinned): a long run 
 class View:
     """What the page draws, copied out under the lock."""
 
-    state: str  # "starting", "ready", "queued", "training", "paused", "diverged", "stopped", "closed"
+    state: str  # one of protocol.STATES
     message: str | None
     step: int  # of the primary run
     steps_per_s: float

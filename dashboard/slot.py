@@ -21,6 +21,7 @@ from ehflow_core.targets import Target
 from ehflow_core.training import Record, Run, Trainer
 
 from .protocol import (
+    ENDED,
     Beat,
     CheckpointReply,
     CheckpointRequest,
@@ -166,7 +167,7 @@ class Slot:
                 raise TypeError(f"unknown command {message!r}")
 
     def change_state(self, command: Start | Play | Pause | TrainSteps) -> None:
-        ready = bool(self.runs) and self.state not in ("diverged", "stopped")
+        ready = bool(self.runs) and self.state not in ENDED
         match command:
             case Start():
                 try:

@@ -127,7 +127,7 @@ class SweepSpec:
         check_int("checkpoint_every", self.checkpoint_every, minimum=1)
         check_int("final_samples", self.final_samples, minimum=1)
         sources = [(name, None, 2) for name in self.target] + self._read_data()
-        fixed = dict(
+        fixed: dict[str, Any] = dict(
             steps=self.steps, eval_every=self.eval_every, paper=self.paper, n_test=self.n_test,
             final_samples=self.final_samples, holdout=self.holdout,
         )  # fmt: skip

@@ -122,3 +122,19 @@ def test_the_librarys_lower_layers_never_import_the_upper_ones():
             if level[other] > level[name]:
                 upward.append(f"{name} -> {other}")
     assert upward == []
+
+
+def test_every_run_state_the_dashboard_names_is_one_of_the_protocols():
+    """The run states are defined once (dashboard.protocol.STATES): every state the dashboard's code
+    sets or compares is one of them, and the worker's are the server's less "queued" and "closed"."""
+    import re
+
+    from dashboard.protocol import ENDED, STATES, WORKER_STATES
+
+    named = set()
+    for path in (ROOT / "dashboard").glob("*.py"):
+        text = path.read_text()
+        named |= set(re.findall(r"state(?:, \w+\.message)? (?:==|!=|=) \"(\w+)\"", text))
+        named |= set(re.findall(r"state=\"(\w+)\"", text))
+    assert named and named <= set(STATES), sorted(named - set(STATES))
+    assert set(WORKER_STATES) == set(STATES) - {"queued", "closed"} and set(ENDED) <= set(STATES)
