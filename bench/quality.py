@@ -50,6 +50,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "iwae8_b64": {"lr": 3e-3, "objective": "iwae", "train_samples": 8, "batch": 64},
     # Changes to the defaults (names starting "default_").
     "default_soft_uniform": {"flow": {"base": "soft_uniform"}},
+    # A strictly convex K (½e^a|p|² plus positive softplus ridges, nets.ConvexKinetic): it moves q
+    # with p from the first step, and cannot take the time-reversed (concave K) solution.
+    "default_convex": {"flow": {"kinetic": "convex"}},
     # K and U exactly invariant under rotations of the plane (functions of |p|² and |q|²): the
     # flow is equivariant by construction, so the learned density is exactly invariant.
     "default_hard": {"flow": {"invariant_blocks": ((0, 1),)}},
