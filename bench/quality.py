@@ -160,6 +160,52 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "nsf", margin: float = 0.02) -> str:
+    """Each target's gap under ``settings`` beside ``peer`` 's, as Markdown: mean ± sd over seeds
+    (seeds, mean steps), and a verdict for each setting against the peer at equal wall time:
+    "ahead" or "behind" where the 95 % intervals of the two means do not overlap, "level" where they
+    do, and whether the mean is within ``margin`` nats of the peer's (the issue's goal)."""
+    from ehflow_core.sweep_tables import mean_interval
+
+    groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
+    for r in rows:
+        groups.setdefault((r["target"], r["budget_s"]), {}).setdefault(r["setting"], []).append(r)
+    header = ["target, budget", *settings, peer, *(f"{s} against {peer}" for s in settings)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for (target, budget), by_setting in groups.items():
+        stats = {
+            s: mean_interval([r["gap_nats"] for r in by_setting.get(s, [])])
+            for s in (*settings, peer)
+            if by_setting.get(s)
+        }
+
+        def cell(setting: str) -> str:
+            if setting not in stats:
+                return "—"
+            group, st = by_setting[setting], stats[setting]
+            sd = f" ± {st['sd']:.3f}" if st["sd"] is not None else ""
+            return f"{st['mean']:.3f}{sd} ({len(group)}, {statistics.fmean(r['steps'] for r in group):,.0f})"
+
+        def verdict(setting: str) -> str:
+            if setting not in stats or peer not in stats:
+                return "—"
+            ours, theirs = stats[setting], stats[peer]
+            if ours["ci95"] is None or theirs["ci95"] is None:
+                word = "one seed"
+            elif ours["ci95"][1] < theirs["ci95"][0]:
+                word = "ahead"
+            elif ours["ci95"][0] > theirs["ci95"][1]:
+                word = "behind"
+            else:
+                word = "level"
+            within = "within" if ours["mean"] - theirs["mean"] <= margin else "not within"
+            return f"{word}; {ours['mean'] - theirs['mean']:+.3f}, {within} {margin:g}"
+
+        cells = [f"{target}, {budget:.0f} s", *(cell(s) for s in (*settings, peer)), *(verdict(s) for s in settings)]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--targets", default="ring", help="comma-separated built-in targets")
