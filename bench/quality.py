@@ -9,7 +9,7 @@ while training), then scores the model once: importance-weighted test log-likeli
 (K = ``--k``, default 256) on 2,048 fresh test points, against the target's true entropy (the gap
 is KL(target ‖ model), bounded above). Seeds differ in initialisation, data and noise. Results go
 to a JSON file, one row per (target, setting, seed), written after every run, and a table of
-mean ± sd to standard output. ``default`` is the library's defaults; the other settings are changes
+mean ± sd [95 % interval] to standard output. ``default`` is the library's defaults; the other settings are changes
 to the paper's configuration (``SETTINGS``); ``nsf`` and ``realnvp`` are zuko's flows.
 """
 
@@ -28,6 +28,7 @@ import torch
 from bench.provenance import provenance
 from ehflow_core import invariance_error
 from ehflow_core.run import data_generator
+from ehflow_core.sweep_tables import format_stat, mean_interval
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
@@ -135,7 +136,8 @@ def run(
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Mean ± sd of the gap over seeds, with the steps each setting made, as Markdown."""
+    """The gap over seeds (mean ± sd [95 % interval], as every table over seeds states it), with the
+    steps each setting made, as Markdown."""
     lines = [
         "| target | setting | seeds | steps | test NLL − entropy (nats) | best, early-stopped on the test set |",
         "|---|---|---|---|---|---|",
@@ -143,11 +145,6 @@ def table(rows: list[dict[str, Any]]) -> str:
     groups: dict[tuple[str, str, float | None, float, int | None], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["target"], r["setting"], r["kappa"], r["budget_s"], r.get("n_train")), []).append(r)
-
-    def mean_sd(values: list[float]) -> str:
-        sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
-
     for (target, setting, kappa, budget, n_train), group in groups.items():
         steps = statistics.fmean(r["steps"] for r in group)
         name = setting + ("" if kappa is None else f", κ={kappa:g}")
@@ -155,9 +152,13 @@ def table(rows: list[dict[str, Any]]) -> str:
         best = [r["best_gap_nats"] for r in group if "best_gap_nats" in r]
         lines.append(
             f"| {target}{data}, {budget:.0f} s | {name} | {len(group)} | {steps:.0f} "
-            f"| {mean_sd([r['gap_nats'] for r in group])} | {mean_sd(best) if best else '—'} |"
+            f"| {_stat([r['gap_nats'] for r in group])} | {_stat(best) if best else '—'} |"
         )
     return "\n".join(lines)
+
+
+def _stat(values: list[float]) -> str:
+    return format_stat(mean_interval(values), 3)
 
 
 def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "nsf", margin: float = 0.02) -> str:
@@ -165,8 +166,6 @@ def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "n
     (seeds, mean steps), and a verdict for each setting against the peer at equal wall time:
     "ahead" or "behind" where the 95 % intervals of the two means do not overlap, "level" where they
     do, and whether the mean is within ``margin`` nats of the peer's (the issue's goal)."""
-    from ehflow_core.sweep_tables import mean_interval
-
     groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
         groups.setdefault((r["target"], r["budget_s"]), {}).setdefault(r["setting"], []).append(r)
@@ -182,9 +181,10 @@ def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "n
         def cell(setting: str) -> str:
             if setting not in stats:
                 return "—"
-            group, st = by_setting[setting], stats[setting]
-            sd = f" ± {st['sd']:.3f}" if st["sd"] is not None else ""
-            return f"{st['mean']:.3f}{sd} ({len(group)}, {statistics.fmean(r['steps'] for r in group):,.0f})"
+            group = by_setting[setting]
+            return (
+                f"{format_stat(stats[setting], 3)} ({len(group)}, {statistics.fmean(r['steps'] for r in group):,.0f})"
+            )
 
         def verdict(setting: str) -> str:
             if setting not in stats or peer not in stats:

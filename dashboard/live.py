@@ -80,21 +80,21 @@ class LiveRun:
     ) -> None:
         self._pool = pool()
         self.client = client  # the browser the run belongs to ("": no limit per browser applies)
-        self._worker, self.id = self._pool.place(client)
-        self._shared = Shared()
+        self.host, self.id = self._pool.place(client)
+        self.shared = Shared()
         self._sent = [0]  # seq of the last state-changing command (a list: the reader reads it)
         self._generation = 0
-        self._session_alive = session_alive
-        self._gone_since: float | None = None
+        self.session_probe = session_alive  # None: the page gave no way to ask
+        self.gone_since: float | None = None
         self._waiting_for: Callable[[int], Play | TrainSteps] | None = None  # the command a waiting run will send
-        self._worker.runs[self.id] = (self._shared, self._sent)
+        self.host.runs[self.id] = (self.shared, self._sent)
         # The page's charts fetch this run's figures by its token (unguessable: another tab cannot).
         self.token = secrets.token_urlsafe(16)
         self.feed_cache: Any = None  # the chart feed's figures of the latest version (live_chart.Figures)
         self.feed_lock = threading.Lock()  # one build of them at a time
         self.figures_page: tuple[int, bytes] | None = None  # the Figures download: (version, page)
         self._pool.register(self)
-        self._finalizer = weakref.finalize(self, self._pool.forget, self._worker, self.id)
+        self._finalizer = weakref.finalize(self, self._pool.forget, self.host, self.id)
         self.reset(settings, target)
 
     # -- control from the page ---------------------------------------------------------------------
@@ -108,9 +108,9 @@ class LiveRun:
         self.primary_label = settings.primary_label()
         labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweeping else [self.primary_label]
         self._generation += 1
-        with self._shared.lock:
-            self._shared.reset(self._generation, labels)
-            self._shared.waiting, self._waiting_for = False, None
+        with self.shared.lock:
+            self.shared.reset(self._generation, labels)
+            self.shared.waiting, self._waiting_for = False, None
         generation = self._generation
         self._command(lambda seq: Start(seq, generation, settings, target, HEARTBEAT_TIMEOUT))
         self._requested = (settings.kappa, settings.lr)  # the new run starts with them
@@ -123,15 +123,15 @@ class LiveRun:
     ) -> int:
         """Send a state-changing command, made with its number (returned); ``state``/``busy``
         show at once, until the worker confirms."""
-        with self._worker.send_lock:  # commands leave in the order of their numbers
-            with self._shared.lock:
+        with self.host.send_lock:  # commands leave in the order of their numbers
+            with self.shared.lock:
                 self._sent[0] += 1
                 seq = self._sent[0]
                 if state is not None:
-                    self._shared.state = state
+                    self.shared.state = state
                 if busy is not None:
-                    self._shared.busy = busy
-            self._worker.send_unlocked(self.id, make(seq))
+                    self.shared.busy = busy
+            self.host.send_unlocked(self.id, make(seq))
         return seq
 
     def _train(self, make: Callable[[int], Play | TrainSteps], state: str | None) -> None:
@@ -141,17 +141,17 @@ class LiveRun:
         else:
             self._waiting_for = make
 
-    def _begin(self) -> None:
+    def begin_turn(self) -> None:
         """A place came free for this waiting run: send what it waited to do."""
         make, self._waiting_for = self._waiting_for, None
-        with self._shared.lock:
-            self._shared.waiting = False
+        with self.shared.lock:
+            self.shared.waiting = False
         if make is None or self.state in ENDED:
             self._pool.release(self.id)
             return
         self._pool.took(self.id, self._command(make, state="training" if make is Play else None, busy=True))
 
-    def _yield_turn(self) -> None:
+    def yield_turn(self) -> None:
         """Its turn is over while others wait: pause, and wait at the back of the line to resume."""
         if self.state != "training":  # a Step's few steps finish on their own
             return
@@ -164,7 +164,7 @@ class LiveRun:
 
         ``want_snapshot``: the page's live panel asks for the next snapshot.
         """
-        self._worker.send(self.id, Beat(want_snapshot))
+        self.host.send(self.id, Beat(want_snapshot))
 
     def play(self) -> None:
         if self.state in (*ENDED, "queued"):
@@ -175,10 +175,10 @@ class LiveRun:
         """Pause training, or leave the waiting line."""
         if self.state == "queued":
             self._waiting_for = None
-            with self._shared.lock:
-                self._shared.waiting = False
-                self._shared.state, self._shared.message = self._shared.worker_state, None
-                notify(self._shared)
+            with self.shared.lock:
+                self.shared.waiting = False
+                self.shared.state, self.shared.message = self.shared.worker_state, None
+                notify(self.shared)
         else:
             self._command(Pause, state="paused" if self.state == "training" else None, busy=False)
         self._pool.release(self.id)
@@ -200,10 +200,10 @@ class LiveRun:
         if (kappa, lr) == self._requested:
             return
         self._requested = (kappa, lr)
-        self._worker.send(self.id, SetLive(kappa, lr))
+        self.host.send(self.id, SetLive(kappa, lr))
         if wait <= 0:
             return
-        s = self._shared
+        s = self.shared
 
         def applied() -> bool:
             return s.lr == lr and (self.settings.sweeping or s.kappa == kappa) or s.state in ("stopped", "closed")
@@ -213,15 +213,15 @@ class LiveRun:
 
     def checkpoint_bytes(self) -> bytes:
         """The primary run's checkpoint (for the download button)."""
-        with self._shared.lock:
-            self._shared.replies.clear()
-        self._worker.send(self.id, CheckpointRequest())
-        with self._shared.lock:
-            if not self._shared.changed.wait_for(lambda: self._shared.replies or not self.worker_alive, REPLY_TIMEOUT):
+        with self.shared.lock:
+            self.shared.replies.clear()
+        self.host.send(self.id, CheckpointRequest())
+        with self.shared.lock:
+            if not self.shared.changed.wait_for(lambda: self.shared.replies or not self.worker_alive, REPLY_TIMEOUT):
                 raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
-            if not self._shared.replies:
+            if not self.shared.replies:
                 raise RuntimeError("the training process has ended: no checkpoint")
-            reply = self._shared.replies.pop()
+            reply = self.shared.replies.pop()
         if reply.data is None:
             raise RuntimeError(f"the checkpoint failed: {reply.error}")
         return reply.data
@@ -229,14 +229,14 @@ class LiveRun:
     def free(self, reason: str | None = None) -> None:
         """End the run without waiting: its place and its feed go now, its memory in its process
         as soon as the process reads the request."""
-        with self._shared.lock:
-            self._shared.end("closed", reason)
-            self._shared.snapshot, self._shared.curves = None, {}  # the server's copy of its pictures and curves
+        with self.shared.lock:
+            self.shared.end("closed", reason)
+            self.shared.snapshot, self.shared.curves = None, {}  # the server's copy of its pictures and curves
         self._waiting_for = None
         self.feed_cache = self.figures_page = None
         self._finalizer.detach()
         self._pool.unlist(self.token)
-        self._pool.forget(self._worker, self.id)
+        self._pool.forget(self.host, self.id)
 
     def close(self, timeout: float = CLOSE_TIMEOUT) -> None:
         """:meth:`free`, then wait until the process reports the run gone (``timeout`` seconds)."""
@@ -248,17 +248,17 @@ class LiveRun:
     # -- what the page reads -----------------------------------------------------------------------
     @property
     def state(self) -> str:
-        return self._shared.state
+        return self.shared.state
 
     @property
     def busy(self) -> bool:
         """Training, or working through requested steps."""
-        return self._shared.busy
+        return self.shared.busy
 
     @property
     def hosted(self) -> bool:
         """Whether a process still holds this run (False once freed, or once its process ended)."""
-        return self.id in self._worker.runs
+        return self.id in self.host.runs
 
     async def wait_for(self, predicate: Callable[[], bool], timeout: float) -> None:
         """Return once ``predicate()`` holds, checked after each message from the worker, or after
@@ -266,8 +266,8 @@ class LiveRun:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         waiter = (loop, asyncio.Event())
-        with self._shared.lock:
-            self._shared.waiters.add(waiter)
+        with self.shared.lock:
+            self.shared.waiters.add(waiter)
         try:
             while True:
                 waiter[1].clear()  # before the check: a message after it sets the event again
@@ -279,38 +279,38 @@ class LiveRun:
                 except TimeoutError:
                     return
         finally:
-            with self._shared.lock:
-                self._shared.waiters.discard(waiter)
+            with self.shared.lock:
+                self.shared.waiters.discard(waiter)
 
     @property
     def status_key(self) -> tuple:
         """What changes when the page's readouts must change at once: state, message, κ, lr."""
-        s = self._shared
+        s = self.shared
         return (s.state, s.message, s.busy, s.kappa, s.lr)
 
     @property
     def version(self) -> int:
         """The version of the latest snapshot (0 before the first)."""
-        return self._shared.version
+        return self.shared.version
 
     @property
     def confirmed(self) -> bool:
         """Whether the worker has reported handling every command sent so far."""
-        with self._shared.lock:
-            return self._shared.seq_seen == self._sent[0]
+        with self.shared.lock:
+            return self.shared.seq_seen == self._sent[0]
 
     @property
     def worker_alive(self) -> bool:
         """Whether the run can still train: its process runs and still hosts it."""
-        return self._worker.alive and self.hosted and self.state != "closed"
+        return self.host.alive and self.hosted and self.state != "closed"
 
     @property
     def session_alive(self) -> bool:
         """Whether the run's page is still connected (True when the page gave no way to ask)."""
-        return self._session_alive is None or self._session_alive()
+        return self.session_probe is None or self.session_probe()
 
     def view(self) -> View:
-        s = self._shared
+        s = self.shared
         sharing = self._pool.sharing(self) if s.state == "training" else 0
         with s.lock:
             return View(
@@ -326,7 +326,7 @@ class LiveRun:
                 kappa=s.kappa,
                 lr=s.lr,
                 sharing=sharing,
-                host=self._worker.name if self._pool.backend == "ray" else "",
+                host=self.host.name if self._pool.backend == "ray" else "",
             )
 
 

@@ -74,19 +74,19 @@ class PooledRun(Protocol):
     id: str
     token: str
     client: str
-    _shared: Shared
-    _worker: HostLink
-    _gone_since: float | None
-    _session_alive: Callable[[], bool] | None
+    shared: Shared
+    host: HostLink
+    gone_since: float | None
+    session_probe: Callable[[], bool] | None
 
     @property
     def state(self) -> str: ...
 
     def free(self, reason: str | None = None) -> None: ...
 
-    def _begin(self) -> None: ...
+    def begin_turn(self) -> None: ...
 
-    def _yield_turn(self) -> None: ...
+    def yield_turn(self) -> None: ...
 
 
 @dataclass
@@ -188,7 +188,7 @@ class Pool:
     def sharing(self, run: PooledRun) -> int:
         """Other runs training in ``run``'s process now."""
         with self.lock:
-            return sum(other in self.training for other in list(run._worker.runs) if other != run.id)
+            return sum(other in self.training for other in list(run.host.runs) if other != run.id)
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, run: PooledRun) -> bool:
@@ -263,7 +263,7 @@ class Pool:
                     starting.append(run)
             self._tell_waiting()
         for run in starting:  # outside the lock: starting sends on the run's socket
-            run._begin()
+            run.begin_turn()
         self._repace()
 
     def rotate(self) -> None:
@@ -277,7 +277,7 @@ class Pool:
             done = [self.runs.get(run_id) for run_id, place in self.training.items() if now - place.since >= TURN]
         for run in done:
             if run is not None:
-                run._yield_turn()
+                run.yield_turn()
 
     def _tell_waiting(self) -> None:
         """Tell each waiting run its place in line; the caller holds ``lock``."""
@@ -286,7 +286,7 @@ class Pool:
             if run is None:
                 continue
             n = len(self.training) + ahead
-            shared = run._shared
+            shared = run.shared
             with shared.lock:
                 shared.waiting, shared.state = True, "queued"
                 if len(self.training) < self.max_training and not self._client_may_train(run):
@@ -343,17 +343,17 @@ class Pool:
     def _free_abandoned(self) -> None:
         now = time.monotonic()
         for run in list(self.runs.values()):
-            if run._session_alive is None or run.state == "closed":
+            if run.session_probe is None or run.state == "closed":
                 continue
             try:
-                alive = run._session_alive()
+                alive = run.session_probe()
             except Exception:  # the server is shutting down
                 continue
             if alive:
-                run._gone_since = None
-            elif run._gone_since is None:
-                run._gone_since = now
-            elif now - run._gone_since >= self.free_after:
+                run.gone_since = None
+            elif run.gone_since is None:
+                run.gone_since = now
+            elif now - run.gone_since >= self.free_after:
                 run.free(
                     f"This run was freed {self.free_after:g} s after its page closed. Press Reset to start another."
                 )

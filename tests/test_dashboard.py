@@ -75,7 +75,7 @@ def test_training_runs_in_its_own_process():
     run = _small_run()
     try:
         assert wait_until(lambda: run.state == "ready")
-        worker = run._worker.process.pid
+        worker = run.host.process.pid
         ours, theirs, step = sum(os.times()[:2]), _cpu_seconds(worker), run.view().step
         run.play()
         assert wait_until(lambda: run.view().step >= step + 20)
@@ -121,7 +121,7 @@ def test_training_stops_without_heartbeat_and_a_view_resumes_it(monkeypatch):
 
 def test_a_dropped_session_frees_its_run_and_keeps_the_process():
     run = _small_run()
-    worker, run_id = run._worker, run.id
+    worker, run_id = run.host, run.id
     assert wait_until(lambda r=run: r.view().snapshot is not None)
     del run  # Streamlit dropped the session and its state
     gc.collect()
@@ -136,7 +136,7 @@ def test_freeing_a_run_never_waits_for_its_process():
     run = _small_run()
     other = _small_run()
     assert wait_until(lambda o=other: run.state == "ready" and o.state == "ready")
-    worker = run._worker
+    worker = run.host
     os.kill(worker.process.pid, signal.SIGSTOP)  # a process that answers nothing
     try:
         began = time.perf_counter()
@@ -154,14 +154,14 @@ def test_freeing_a_run_never_waits_for_its_process():
 def test_reset_starts_a_new_run_in_the_same_process():
     run = _small_run()
     try:
-        pid = run._worker.process.pid
+        pid = run.host.process.pid
         run.step(5)
         assert wait_until(lambda: run.view().step == 5 and not run.busy)
         first = run.view().snapshot
         run.reset(Settings(batch=64), Settings().make_target())
         assert run.view().step == 0 and run.view().curves == {"κ=0.01": []}
         assert wait_until(lambda: run.state == "ready")
-        assert run._worker.process.pid == pid
+        assert run.host.process.pid == pid
         assert run.view().step == 0
         # Same seed, same start: the untrained model's picture is the first run's before training.
         again = _small_run()
@@ -427,7 +427,7 @@ def test_a_training_process_that_died_leaves_the_page_up_and_reset_starts_anothe
     app.run()
     run = app.session_state["run"]
     assert wait_until(lambda: run.state == "ready")
-    run._worker.process.kill()  # as the OS would (out of memory, say)
+    run.host.process.kill()  # as the OS would (out of memory, say)
     assert wait_until(lambda: not run.worker_alive)
     app.run()
     assert not app.exception

@@ -68,7 +68,7 @@ def test_runs_in_one_process_do_not_interfere(one_process):
     # another seed training beside them: each gives the records of a run alone.
     a, b, c = _run(), _run(), _run(seed=7)
     try:
-        assert a._worker is b._worker is c._worker
+        assert a.host is b.host is c.host
         c.play()
         a.step(20)
         b.step(20)

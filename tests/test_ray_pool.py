@@ -89,7 +89,7 @@ def test_a_dead_actor_stops_its_runs_with_the_reason_and_the_next_run_gets_a_new
     assert "The training actor on the Ray cluster died" in (run.view().message or "")
     assert not run.worker_alive and on_ray.stats()["training"] == 0
     after = _run()
-    assert after._worker is not host
+    assert after.host is not host
     after.step(5)
     assert wait_until(lambda: after.view().step == 5, timeout=120)
     after.close()

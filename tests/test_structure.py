@@ -138,3 +138,19 @@ def test_every_run_state_the_dashboard_names_is_one_of_the_protocols():
         named |= set(re.findall(r"state=\"(\w+)\"", text))
     assert named and named <= set(STATES), sorted(named - set(STATES))
     assert set(WORKER_STATES) == set(STATES) - {"queued", "closed"} and set(ENDED) <= set(STATES)
+
+
+def test_the_dashboard_uses_only_the_librarys_public_names():
+    """The dashboard imports no private module or name of ehflow_core (``_files``, ``_checks``,
+    ``_anything``): what it needs of the library is public, so the library may change the rest."""
+    import ast
+
+    private = []
+    for path in sorted((ROOT / "dashboard").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("ehflow_core"):
+                parts = [*node.module.split("."), *(alias.name for alias in node.names)]
+                private += [f"{path.name}: from {node.module} import {p}" for p in parts if p.startswith("_")]
+            elif isinstance(node, ast.Import):
+                private += [f"{path.name}: import {a.name}" for a in node.names if "._" in a.name and "ehflow" in a.name]
+    assert private == []
