@@ -19,8 +19,18 @@ def explain() -> None:
             r" p' = p_{1/2} - \tfrac{dt}{2}\nabla U(q')"
         )
         st.markdown(
-            "Each sub-step is a shear: the flow is exactly invertible (run it with −dt) and preserves "
-            "volume, so the density is simply carried along. *Trajectories* panel: base samples after "
+            "Any invertible map T carries a density by the change of variables, with a log-determinant "
+            "that most flows must compute (or design to be cheap):"
+        )
+        st.latex(
+            r"\log p(s') = \log \pi\big(T^{-1}(s')\big) + \log \left|\det \frac{\partial T^{-1}}{\partial s'}\right|"
+            r" \;=\; \log \pi\big(T^{-1}(s')\big) + 0"
+        )
+        st.markdown(
+            "Here the term is exactly zero. Each sub-step is a shear — it changes p by a function of q "
+            "alone, or q by a function of p alone — whose Jacobian is triangular with ones on the diagonal, "
+            "so its determinant is 1 (Liouville: a Hamiltonian flow keeps phase-space volume). The flow "
+            "is exactly invertible too (run it with −dt), so the density is simply carried along. *Trajectories* panel: base samples after "
             "one step, and after the whole flow. In the Figure 2B preset every step shares one "
             "Hamiltonian, so the flow can run on for many steps (the *integrated flow*): samples gather "
             "in the wells of U. The other presets learn a Hamiltonian per step, which learns faster. "
@@ -34,7 +44,8 @@ def explain() -> None:
             r"\left[\log \pi\big(T^{-1}(q, p)\big) - \log h(p \mid q)\right] \le \log p(q)"
         )
         st.latex(
-            r"L_K(q) = \log \frac{1}{K}\sum_{k=1}^{K} \frac{\pi(T^{-1}(q, p_k))}{h(p_k \mid q)} \;\uparrow\; \log p(q)"
+            r"L_K(q) = \mathbb{E}_{p_1, \dots, p_K \sim h(\cdot \mid q)}\left[\log \frac{1}{K}\sum_{k=1}^{K}"
+            r" \frac{\pi(T^{-1}(q, p_k))}{h(p_k \mid q)}\right] \;\uparrow\; \log p(q)"
         )
         st.markdown(
             "The paper trains on the ELBO (K = 1). ehflow trains on L_8, with the doubly "

@@ -366,7 +366,12 @@ def test_app_runs_without_exception_and_shows_the_default_experiment(app):
     app.run()
     assert [b.label for b in app.sidebar.button] == ["Train", "Step", "Reset"]
     assert _readouts(app)["state"] == "ready"
-    assert len(app.get("latex")) >= 4  # the teaching panels
+    formulas = [element.value for element in app.get("latex")]  # the teaching panels
+    assert len(formulas) >= 5
+    # The model panel: the change of variables, with the log-determinant that vanishes here, and L_K
+    # written as the expectation it is.
+    assert any(r"\det" in f and r"+ 0" in f for f in formulas), formulas
+    assert any("L_K(q) = \\mathbb{E}" in f for f in formulas), formulas
 
 
 def test_widgets_map_to_configs_and_model_changes_apply_on_reset(app):
