@@ -18,7 +18,8 @@ KEYS = ("benchmark", "commit", "when", "machine", "command")
 
 
 def commit() -> str:
-    """The commit checked out (short hash), with "+changes" when the work tree differs from it."""
+    """The commit checked out (short hash), with "+changes" when the work tree differs from it
+    (results files aside: a benchmark that writes its rows as it goes changes only those)."""
 
     def git(*args: str) -> str:
         try:
@@ -27,7 +28,8 @@ def commit() -> str:
             return ""
 
     head = git("rev-parse", "--short", "HEAD") or "unknown (no git)"
-    return head + ("+changes" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)bench/results")
+    return head + ("+changes" if changed else "")
 
 
 def provenance(benchmark: str, module: str, argv: list[str] | None = None, machine: str = "") -> dict[str, str]:
