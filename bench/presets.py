@@ -1,0 +1,117 @@
+"""The dashboard's presets at a lesson's length: how close each gets to its target in 30 s and 60 s.
+
+    python -m bench.presets [--presets fig2a,two_rings,...] [--kinetics mlp,convex] [--seconds 30,60]
+                            [--seeds 2] [--workers 2] [--out bench/results/presets.json]
+
+Each preset's configuration as the dashboard builds it (``Settings().with_preset(name)``: its
+target, base, κ, learning rate, a constant rate), with the kinetic energy of ``--kinetics``,
+trained headless on one torch thread, as a dashboard training process trains it (the dashboard
+streams at ~70 % of this speed while it draws: docs/benchmarks.md). After each budget of
+``--seconds`` (training time), the test gap is measured: L_256 on 2,048 fresh points minus the
+target's entropy; for Figure 2B also U's wells at the modes on the dashboard's own pictures
+(:func:`~ehflow_core.snapshot.attractor_report`). Runs go ``--workers`` at a time (one core each).
+The paper's preset keeps the paper's MLP kinetic energy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+PRESETS = ("fig2a", "paper", "fig2b", "two_rings", "core_and_ring", "grid9", "two_moons")
+
+
+def run(preset: str, kinetic: str, seed: int, budgets: list[float]) -> list[dict[str, Any]]:
+    """One run of ``preset`` with ``kinetic``: a row per budget (cumulative training seconds)."""
+    import numpy as np
+    import torch
+
+    from dashboard.settings import Settings
+    from dashboard.slot import VIEW_SIZES
+    from ehflow_core.snapshot import attractor_report, take_snapshot
+    from ehflow_core.training import Trainer
+
+    torch.set_num_threads(1)
+    settings = Settings(seed=seed).with_preset(preset)
+    config = settings.train_config()
+    config = config.replace(flow=config.flow.replace(kinetic=kinetic), eval_every=10**9)
+    target = settings.make_target()
+    entropy = target.entropy()[0]
+    test = target.sample(2048, torch.Generator().manual_seed(seed + 10_000))
+    trainer = Trainer(config, target)
+    rows = []
+    for budget in budgets:
+        for _ in trainer.train(seconds=budget - trainer.seconds):
+            pass
+        with torch.no_grad():
+            ll = float(trainer.flow.log_likelihood(test, 256, torch.Generator().manual_seed(seed)).mean())
+        row = {"preset": preset, "kinetic": kinetic, "seed": seed, "seconds": budget, "steps": trainer.step,
+               "gap_nats": round(-ll - entropy, 4)}  # fmt: skip
+        if preset == "fig2b":
+            snapshot = take_snapshot(trainer.flow, target, VIEW_SIZES)
+            row.update(attractor_report(snapshot, np.asarray(target.centres)))
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def markdown(result: dict[str, Any]) -> str:
+    """The results file as a Markdown table: each preset's gap (mean over seeds, and each seed's)
+    by kinetic energy and budget (docs/presets.md shows it; a test holds them equal)."""
+    rows = result["rows"]
+    budgets = sorted({r["seconds"] for r in rows})
+    head = ["preset", "K", *(f"gap at {b:g} s (seeds)" for b in budgets), f"steps at {budgets[-1]:g} s"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    keys = list(dict.fromkeys((r["preset"], r["kinetic"]) for r in rows))
+    for preset, kinetic in keys:
+        cells = []
+        for budget in budgets:
+            group = [r for r in rows if (r["preset"], r["kinetic"], r["seconds"]) == (preset, kinetic, budget)]
+            each = ", ".join(f"{r['gap_nats']:.3f}" for r in group)
+            wells = [f"{r['modes_with_minimum']}/8 {'minima' if r['wells_are'].startswith('minima') else 'maxima'}"
+                     for r in group if "modes_with_minimum" in r]  # fmt: skip
+            cells.append(
+                f"{statistics.fmean(r['gap_nats'] for r in group):.3f} ({each})"
+                + (f"; wells {', '.join(wells)}" if wells else "")
+            )
+        last = [r["steps"] for r in rows if (r["preset"], r["kinetic"], r["seconds"]) == (preset, kinetic, budgets[-1])]
+        lines.append(f"| {preset} | {kinetic} | " + " | ".join(cells) + f" | {statistics.fmean(last):,.0f} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    from bench.provenance import provenance
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--presets", default=",".join(PRESETS))
+    parser.add_argument("--kinetics", default="mlp,convex")
+    parser.add_argument("--seconds", default="30,60", help="budgets of training time, comma-separated")
+    parser.add_argument("--seeds", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--out", default="bench/results/presets.json")
+    args = parser.parse_args(argv)
+    budgets = sorted(float(s) for s in args.seconds.split(","))
+    jobs = [
+        (preset, kinetic, seed)
+        for preset in args.presets.split(",")
+        for kinetic in args.kinetics.split(",")
+        if not (preset == "paper" and kinetic != "mlp")  # the paper's configuration keeps its MLP K
+        for seed in range(args.seeds)
+    ]
+    with ProcessPoolExecutor(args.workers) as pool:
+        futures = [pool.submit(run, *job, budgets) for job in jobs]
+        rows = [row for future in futures for row in future.result()]
+    result = {**provenance("presets", "bench.presets", argv, machine="one torch thread per run"), "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(markdown(result))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
