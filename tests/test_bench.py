@@ -82,15 +82,44 @@ def test_the_classroom_table_in_the_docs_is_the_results_file():
         assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
 
 
-def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
-    """docs/benchmarks.md's speed and profile tables are bench.step.markdown of bench/results/step.json."""
+def _generated(doc: str, marker: str) -> str:
+    """The text between ``<!-- marker -->`` and ``<!-- /marker -->`` in docs/``doc``."""
     from pathlib import Path
 
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    return text.split(f"<!-- {marker} -->\n", 1)[1].split(f"\n<!-- /{marker} -->", 1)[0]
+
+
+def _cites(doc: str, result: dict) -> bool:
+    """Whether docs/``doc`` names the commit ``result`` was measured at."""
+    from pathlib import Path
+
+    return f"commit `{result['commit']}`" in (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+
+
+def _result(name: str) -> dict:
+    from pathlib import Path
+
+    return json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / name).read_text())
+
+
+def test_the_every_target_and_plateau_tables_are_generated_from_their_results_files():
+    """docs/results.md's every-target and plateau tables are their benchmarks' Markdown of the files."""
+    from bench.plateau import markdown as plateau_markdown
+    from bench.quality import against_peer
+
+    quality = _result("quality_every_target.json")
+    assert _generated("results.md", "bench.quality.against_peer") == against_peer(
+        quality["rows"], ["default", "default_convex"]
+    )
+    assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
+    assert _cites("results.md", quality) and _cites("results.md", _result("plateau.json"))
+
+
+def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
+    """docs/benchmarks.md's speed and profile tables are bench.step.markdown of bench/results/step.json."""
     from bench.step import markdown
 
-    root = Path(__file__).resolve().parents[1]
-    result = json.loads((root / "bench" / "results" / "step.json").read_text())
-    docs = (root / "docs" / "benchmarks.md").read_text()
-    between = docs.split("<!-- bench.step.markdown -->\n", 1)[1].split("\n<!-- /bench.step.markdown -->", 1)[0]
-    assert between == markdown(result)
-    assert f"commit `{result['commit']}`" in docs
+    result = _result("step.json")
+    assert _generated("benchmarks.md", "bench.step.markdown") == markdown(result)
+    assert _cites("benchmarks.md", result)
