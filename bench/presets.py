@@ -1,7 +1,7 @@
 """The dashboard's presets at a lesson's length: how close each gets to its target in 30 s and 60 s.
 
     python -m bench.presets [--presets fig2a,two_rings,...] [--kinetics mlp,convex] [--seconds 30,60]
-                            [--seeds 2] [--workers 2] [--out bench/results/presets.json]
+                            [--seeds 2] [--workers 2] [--merge] [--out bench/results/presets.json]
 
 Each preset's configuration as the dashboard builds it (``Settings().with_preset(name)``: its
 target, base, κ, learning rate, a constant rate), with the kinetic energy of ``--kinetics``,
@@ -10,7 +10,8 @@ streams at ~70 % of this speed while it draws: docs/benchmarks.md). After each b
 ``--seconds`` (training time), the test gap is measured: L_256 on 2,048 fresh points minus the
 target's entropy; for Figure 2B also U's wells at the modes on the dashboard's own pictures
 (:func:`~ehflow_core.snapshot.attractor_report`). Runs go ``--workers`` at a time (one core each).
-The paper's preset keeps the paper's MLP kinetic energy.
+The paper's preset keeps the paper's MLP kinetic energy. ``--merge`` replaces the rows of the runs
+measured again in an existing file and keeps the others (its command then lists both invocations).
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="bench/results/presets.json")
+    parser.add_argument("--merge", action="store_true", help="replace these runs' rows in --out, keep the rest")
     args = parser.parse_args(argv)
     budgets = sorted(float(s) for s in args.seconds.split(","))
     jobs = [
@@ -107,6 +109,13 @@ def main(argv: list[str] | None = None) -> None:
         rows = [row for future in futures for row in future.result()]
     result = {**provenance("presets", "bench.presets", argv, machine="one torch thread per run"), "rows": rows}
     out = Path(args.out)
+    if args.merge and out.exists():
+        old = json.loads(out.read_text())
+        again = {(r["preset"], r["kinetic"], r["seed"]) for r in rows}
+        kept = [r for r in old["rows"] if (r["preset"], r["kinetic"], r["seed"]) not in again]
+        order = list(dict.fromkeys((r["preset"], r["kinetic"]) for r in old["rows"] + rows))  # the table's order
+        merged = sorted(kept + rows, key=lambda r: (order.index((r["preset"], r["kinetic"])), r["seconds"], r["seed"]))
+        result.update(command=f"{old['command']}; then {result['command']}", rows=merged)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
