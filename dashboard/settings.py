@@ -11,6 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ehflow_core.experiments import FIG2B_FLOW
 from ehflow_core.run import PAPER_TRAINING, run_label
 from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
@@ -33,6 +34,7 @@ class Preset:
     log10_lr: float = DEFAULT_LOG10_LR  # its learning rate, unless it learns better at another (docs/presets.md)
     paper: bool = False  # train with the paper's configuration (TrainConfig.as_paper) instead of the library's
     shared_hamiltonian: bool = False  # one H for all steps, so the integrated flow (and its attractors) exists
+    kinetic: str = "mlp"  # K(p): the library's MLP, or "convex" where it learns this preset better (docs/presets.md)
 
 
 PAPER_LOG10_LR = -3.5  # the slider's nearest value to the paper's 3e-4 (it moves in quarter decades)
@@ -55,13 +57,24 @@ PRESETS: dict[str, Preset] = {
     "fig2b": Preset(
         "Fig. 2B: 8 Gaussians, wells",
         "gaussians8",
-        "soft_uniform",
+        FIG2B_FLOW["base"],
         False,
         -2.0,
-        "Multimodal target; U grows wells. One Hamiltonian for all steps, so the integrated flow exists.",
-        shared_hamiltonian=True,
+        "Multimodal target; U grows a well (a minimum: K is convex) at each mode. One Hamiltonian for all "
+        "steps, so the integrated flow exists.",
+        shared_hamiltonian=FIG2B_FLOW["shared_hamiltonian"],
+        kinetic=FIG2B_FLOW["kinetic"],
     ),
-    "two_rings": Preset("Two rings (SO(2))", "two_rings", "normal", True, -2.0, "Radial, two shells.", SLOW_LOG10_LR),
+    "two_rings": Preset(
+        "Two rings (SO(2))",
+        "two_rings",
+        "normal",
+        True,
+        -2.0,
+        "Radial, two shells (a convex K).",
+        SLOW_LOG10_LR,
+        kinetic="convex",
+    ),  # fmt: skip
     "core_and_ring": Preset(
         "Core and ring (SO(2))", "core_and_ring", "normal", True, -2.0, "A blob inside a ring.", SLOW_LOG10_LR
     ),
@@ -139,6 +152,8 @@ class Settings:
         sliders' values (step size, learning rate, batch, …) apply to either."""
         preset = PRESETS[self.preset]
         flow = {"dt": self.dt, "n_steps": self.n_steps, "base": self.base}
+        if not preset.paper:  # the paper's configuration keeps its MLP K
+            flow["kinetic"] = preset.kinetic
         if preset.shared_hamiltonian:
             flow["shared_hamiltonian"] = True
         if self.exact_symmetry:  # every target here is 2-D, rotated by g = q₁p₂ − q₂p₁

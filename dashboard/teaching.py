@@ -30,13 +30,15 @@ def explain() -> None:
             "Here the term is exactly zero. Each sub-step is a shear — it changes p by a function of q "
             "alone, or q by a function of p alone — whose Jacobian is triangular with ones on the diagonal, "
             "so its determinant is 1 (Liouville: a Hamiltonian flow keeps phase-space volume). The flow "
-            "is exactly invertible too (run it with −dt), so the density is simply carried along. *Trajectories* panel: base samples after "
-            "one step, and after the whole flow. In the Figure 2B preset every step shares one "
-            "Hamiltonian, so the flow can run on for many steps (the *integrated flow*): samples gather "
-            "in the wells of U. The other presets learn a Hamiltonian per step, which learns faster. "
+            "is exactly invertible too (run it with −dt), so the density is simply carried along. "
+            "*Trajectories* panel: base samples after one step, and after the whole flow. In the Figure 2B "
+            "preset every step shares one Hamiltonian, so the flow can run on for many steps (the "
+            "*integrated flow*): samples gather in the wells of U. The other presets learn a Hamiltonian per "
+            "step, which learns faster. "
             "(K and U are only defined up to a joint sign: (−K, −U) gives the same paths run backwards. "
-            "When K learns a dome, a maximum at p = 0, the flow runs that way and the wells are U's "
-            "*maxima*; the U panel says so.)"
+            "When an MLP K learns a dome, a maximum at p = 0, the flow runs that way and the wells are U's "
+            "*maxima*; the U panel says so. A convex K, as in the Figure 2B and two-rings presets, cannot: "
+            "there the wells are U's minima.)"
         )
     with st.expander("Learning: the ELBO and the importance-weighted bound L_K"):
         st.latex(

@@ -152,5 +152,7 @@ def test_the_dashboard_uses_only_the_librarys_public_names():
                 parts = [*node.module.split("."), *(alias.name for alias in node.names)]
                 private += [f"{path.name}: from {node.module} import {p}" for p in parts if p.startswith("_")]
             elif isinstance(node, ast.Import):
-                private += [f"{path.name}: import {a.name}" for a in node.names if "._" in a.name and "ehflow" in a.name]
+                private += [
+                    f"{path.name}: import {a.name}" for a in node.names if "._" in a.name and "ehflow" in a.name
+                ]
     assert private == []
