@@ -123,3 +123,12 @@ def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
     result = _result("step.json")
     assert _generated("benchmarks.md", "bench.step.markdown") == markdown(result)
     assert _cites("benchmarks.md", result)
+
+
+def test_the_presets_table_is_generated_from_its_results_file():
+    """docs/presets.md's table is bench.presets.markdown of bench/results/presets.json."""
+    from bench.presets import markdown
+
+    result = _result("presets.json")
+    assert _generated("presets.md", "bench.presets.markdown") == markdown(result)
+    assert _cites("presets.md", result)
