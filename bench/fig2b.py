@@ -34,7 +34,7 @@ def run(seed: int) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.provenance import provenance
+    from bench.provenance import provenance, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
@@ -44,10 +44,7 @@ def main(argv: list[str] | None = None) -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         rows = list(pool.map(run, range(args.seeds)))
     result = {**provenance("fig2b", "bench.fig2b", argv, machine="one torch thread per run"), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

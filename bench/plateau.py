@@ -15,12 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 from typing import Any
 
 import torch
 
-from bench.provenance import provenance
+from bench.provenance import provenance, write_results
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
@@ -104,11 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         for row in run(target, kinetic, steps)
     ]
     result = {**provenance("plateau", "bench.plateau", argv), "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
-    print(f"wrote {out}")
+    write_results(args.out, result)
 
 
 if __name__ == "__main__":

@@ -85,7 +85,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.provenance import provenance
+    from bench.provenance import provenance, write_results
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
@@ -116,10 +116,8 @@ def main(argv: list[str] | None = None) -> None:
         order = list(dict.fromkeys((r["preset"], r["kinetic"]) for r in old["rows"] + rows))  # the table's order
         merged = sorted(kept + rows, key=lambda r: (order.index((r["preset"], r["kinetic"])), r["seconds"], r["seed"]))
         result.update(command=f"{old['command']}; then {result['command']}", rows=merged)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(markdown(result))
-    print(f"wrote {out}")
+    write_results(out, result)
 
 
 if __name__ == "__main__":

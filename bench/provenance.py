@@ -44,3 +44,15 @@ def provenance(benchmark: str, module: str, argv: list[str] | None = None, machi
         "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {machine}" if machine else ""),
         "command": " ".join(["python -m", module, *args]),
     }
+
+
+def write_results(out: str | Path, result: dict) -> Path:
+    """Write a results file (``result`` starts with :func:`provenance`'s keys) as indented JSON,
+    its folder made if needed; say where. Returns the path."""
+    import json
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"wrote {path}")
+    return path

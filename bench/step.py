@@ -34,13 +34,12 @@ import pstats
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from bench.provenance import provenance
+from bench.provenance import provenance, write_results
 from ehflow_core import TrainConfig, Trainer
 from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.targets import make_target
@@ -252,10 +251,7 @@ def main(argv: list[str] | None = None) -> None:
             }  # fmt: skip
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**provenance("step", "bench.step", argv), "kappa": KAPPA, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    write_results(args.out, {**provenance("step", "bench.step", argv), "kappa": KAPPA, "rows": rows})
 
 
 if __name__ == "__main__":
