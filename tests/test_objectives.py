@@ -124,3 +124,18 @@ def test_evaluation_on_a_subsample_agrees_with_the_full_test_set():
 def test_bad_objective_settings_are_rejected_by_name(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**changes)
+
+
+def test_a_late_gradient_scale_scales_the_gradient_and_refuses_to_be_used_unset():
+    from ehflow_core.encoder import LateGradScale
+
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    late = LateGradScale()
+    y = late(x)
+    assert torch.equal(y, x)  # the identity, forward
+    late.set(torch.tensor([0.5, 2.0, 0.0], dtype=torch.float64))
+    (y.square().sum()).backward()
+    assert torch.equal(x.grad, torch.tensor([1.0, 8.0, 0.0], dtype=torch.float64))  # 2x scaled
+    unset = LateGradScale()
+    with pytest.raises(RuntimeError, match="before set"):
+        unset(x).sum().backward()
