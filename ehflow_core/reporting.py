@@ -6,7 +6,6 @@ Shared by the command line, the paper's experiments and the dashboard; nothing h
 from __future__ import annotations
 
 import csv
-import io
 import json
 import sys
 from collections.abc import Iterable, Iterator, Sequence
@@ -16,6 +15,7 @@ from typing import IO, Any
 import torch
 from tqdm import tqdm
 
+from ._files import csv_text
 from .checkpoint import save_checkpoint
 from .evaluation import equivariance_error, invariance_error
 from .snapshot import Snapshot, SnapshotConfig, take_snapshot
@@ -113,15 +113,7 @@ def _status(record: Record, first: Record, total: int, last_eval: Record | None,
 # -- outputs ---------------------------------------------------------------------------------------
 def metrics_csv(records: Sequence[Record]) -> str:
     """One CSV row per record (columns: the union of every record's fields)."""
-    rows = [r.to_row() for r in records]
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=columns)
-    writer.writeheader()
-    writer.writerows(rows)
-    return buffer.getvalue()
+    return csv_text([r.to_row() for r in records])
 
 
 def write_metrics(records: Sequence[Record], path: Path) -> None:

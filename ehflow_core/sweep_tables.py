@@ -4,8 +4,6 @@ driver is :mod:`ehflow_core.sweep`."""
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import re
@@ -14,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ._files import write_atomic
+from ._files import csv_text, write_atomic
 from .run import Record
 from .sweep_grid import AXES, RunSpec
 
@@ -27,20 +25,12 @@ CURVE_AXES = tuple(axis for axis in SETTING_COLUMNS if axis != "kappa")  # a fig
 METRICS = ("test_log_likelihood", "gap_nats", "train_log_likelihood", "constraint")  # aggregated over seeds
 
 
-def _write_csv(path: Path, rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> None:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    write_atomic(path, buffer.getvalue())
-
-
 def write_results(out: Path, rows: Sequence[dict[str, Any]], runs: Sequence[RunSpec] = ()) -> None:
     """``results.csv`` (a row a run), ``table.json`` and ``table.md`` (each setting's metrics over
     its finished seeds, :func:`aggregate`), ``paired.json`` (and a second table in ``table.md``:
     each κ against its unconstrained twin, :func:`paired_with_unconstrained`), and, for ``runs``,
     Figure 2A-style curves."""
-    _write_csv(out / "results.csv", rows, RESULT_COLUMNS)
+    write_atomic(out / "results.csv", csv_text(rows, RESULT_COLUMNS))
     table, paired = aggregate(rows), paired_with_unconstrained(rows)
     (out / "table.json").write_text(json.dumps(table, indent=2))
     (out / "paired.json").write_text(json.dumps(paired, indent=2))
