@@ -132,3 +132,32 @@ def test_the_presets_table_is_generated_from_its_results_file():
     result = _result("presets.json")
     assert _generated("presets.md", "bench.presets.markdown") == markdown(result)
     assert _cites("presets.md", result)
+
+
+def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file():
+    """Each "mean ± sd (seeds, steps)" in docs/results.md's "Quality per second" is the gap over the
+    seeds of one (target, setting, κ, budget, data size) of bench/results/quality.json: the same
+    mean, sd and number of seeds (and mean steps), to the digits shown."""
+    import re
+    import statistics
+    from pathlib import Path
+
+    groups: dict[tuple, list[dict]] = {}
+    for r in _result("quality.json")["rows"]:
+        groups.setdefault((r["target"], r["setting"], r["kappa"], round(r["budget_s"]), r.get("n_train")), []).append(r)
+    shown = set()
+    for group in groups.values():
+        for key in ("gap_nats", "best_gap_nats"):
+            values = [r[key] for r in group if key in r]
+            if len(values) > 1:
+                steps = round(statistics.fmean(r["steps"] for r in group))
+                shown.add((f"{statistics.fmean(values):.3f}", f"{statistics.stdev(values):.3f}", len(values), steps))
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    section = text[text.index("## Quality per second") : text.index("## Every target at 30 s")]
+    cells = re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3}) \((?:(\d) seeds, |(\d), )([\d,]+)\)", section)
+    assert len(cells) >= 20
+    for mean, sd, n1, n2, steps in cells:
+        n = int(n1 or n2)
+        assert any((mean, sd, n) == s[:3] and abs(s[3] - int(steps.replace(",", ""))) <= 1 for s in shown), (
+            mean, sd, n, steps,
+        )  # fmt: skip
