@@ -154,8 +154,10 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
                 shown.add((f"{statistics.fmean(values):.3f}", f"{statistics.stdev(values):.3f}", len(values), steps))
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     section = text[text.index("## Quality per second") : text.index("## Every target at 30 s")]
-    cells = re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3}) \((?:(\d) seeds, |(\d), )([\d,]+)\)", section)
+    cells = re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3})\**,? \((?:(\d) seeds, |(\d), )([\d,]+)\)", section)
     assert len(cells) >= 20
+    pairs = {s[:2] for s in shown}  # and every "mean ± sd" in its prose
+    assert [m for m in re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3})", section) if m not in pairs] == []
     for mean, sd, n1, n2, steps in cells:
         n = int(n1 or n2)
         assert any((mean, sd, n) == s[:3] and abs(s[3] - int(steps.replace(",", ""))) <= 1 for s in shown), (
