@@ -1,7 +1,7 @@
 """The dashboard's presets at a lesson's length: how close each gets to its target in 30 s and 60 s.
 
     python -m bench.presets [--presets fig2a,two_rings,...] [--kinetics mlp,convex] [--seconds 30,60]
-                            [--seeds 2] [--workers 2] [--merge] [--out bench/results/presets.json]
+                            [--seeds 2] [--workers 2] [--log10-lr X] [--merge] [--out bench/results/presets.json]
 
 Each preset's configuration as the dashboard builds it (``Settings().with_preset(name)``: its
 target, base, κ, learning rate, a constant rate), with the kinetic energy of ``--kinetics``,
@@ -10,13 +10,15 @@ streams at ~70 % of this speed while it draws: docs/benchmarks.md). After each b
 ``--seconds`` (training time), the test gap is measured: L_256 on 2,048 fresh points minus the
 target's entropy; for Figure 2B also U's wells at the modes on the dashboard's own pictures
 (:func:`~ehflow_core.snapshot.attractor_report`). Runs go ``--workers`` at a time (one core each).
-The paper's preset keeps the paper's MLP kinetic energy. ``--merge`` replaces the rows of the runs
+The paper's preset keeps the paper's MLP kinetic energy. ``--log10-lr`` trains at
+another learning rate than the presets' own (the slider's value, 10^X). ``--merge`` replaces the rows of the runs
 measured again in an existing file and keeps the others (its command then lists both invocations).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -26,8 +28,11 @@ from typing import Any
 PRESETS = ("fig2a", "paper", "fig2b", "two_rings", "core_and_ring", "grid9", "two_moons")
 
 
-def run(preset: str, kinetic: str, seed: int, budgets: list[float]) -> list[dict[str, Any]]:
-    """One run of ``preset`` with ``kinetic``: a row per budget (cumulative training seconds)."""
+def run(
+    preset: str, kinetic: str, seed: int, budgets: list[float], log10_lr: float | None = None
+) -> list[dict[str, Any]]:
+    """One run of ``preset`` with ``kinetic`` (and the learning rate 10^``log10_lr``, default the
+    preset's): a row per budget (cumulative training seconds)."""
     import numpy as np
     import torch
 
@@ -38,6 +43,8 @@ def run(preset: str, kinetic: str, seed: int, budgets: list[float]) -> list[dict
 
     torch.set_num_threads(1)
     settings = Settings(seed=seed).with_preset(preset)
+    if log10_lr is not None:
+        settings = dataclasses.replace(settings, log10_lr=log10_lr)
     config = settings.train_config()
     config = config.replace(flow=config.flow.replace(kinetic=kinetic), eval_every=10**9)
     target = settings.make_target()
@@ -50,7 +57,8 @@ def run(preset: str, kinetic: str, seed: int, budgets: list[float]) -> list[dict
             pass
         with torch.no_grad():
             ll = float(trainer.flow.log_likelihood(test, 256, torch.Generator().manual_seed(seed)).mean())
-        row = {"preset": preset, "kinetic": kinetic, "seed": seed, "seconds": budget, "steps": trainer.step,
+        row = {"preset": preset, "kinetic": kinetic, "log10_lr": settings.log10_lr, "seed": seed, "seconds": budget,
+               "steps": trainer.step,
                "gap_nats": round(-ll - entropy, 4)}  # fmt: skip
         if preset == "fig2b":
             snapshot = take_snapshot(trainer.flow, target, VIEW_SIZES)
@@ -60,18 +68,23 @@ def run(preset: str, kinetic: str, seed: int, budgets: list[float]) -> list[dict
     return rows
 
 
+def _key(row: dict[str, Any]) -> tuple[str, str, float]:
+    """What a row measured, but its seed and budget: preset, K and the learning rate's log10."""
+    return row["preset"], row["kinetic"], row["log10_lr"]
+
+
 def markdown(result: dict[str, Any]) -> str:
     """The results file as a Markdown table: each preset's gap (mean over seeds, and each seed's)
     by kinetic energy and budget (docs/presets.md shows it; a test holds them equal)."""
     rows = result["rows"]
     budgets = sorted({r["seconds"] for r in rows})
-    head = ["preset", "K", *(f"gap at {b:g} s (seeds)" for b in budgets), f"steps at {budgets[-1]:g} s"]
+    head = ["preset", "K", "lr", *(f"gap at {b:g} s (seeds)" for b in budgets), f"steps at {budgets[-1]:g} s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = list(dict.fromkeys((r["preset"], r["kinetic"]) for r in rows))
-    for preset, kinetic in keys:
+    keys = list(dict.fromkeys(_key(r) for r in rows))
+    for preset, kinetic, log10_lr in keys:
         cells = []
         for budget in budgets:
-            group = [r for r in rows if (r["preset"], r["kinetic"], r["seconds"]) == (preset, kinetic, budget)]
+            group = [r for r in rows if _key(r) == (preset, kinetic, log10_lr) and r["seconds"] == budget]
             each = ", ".join(f"{r['gap_nats']:.3f}" for r in group)
             wells = [f"{r['modes_with_minimum']}/8 {'minima' if r['wells_are'].startswith('minima') else 'maxima'}"
                      for r in group if "modes_with_minimum" in r]  # fmt: skip
@@ -79,8 +92,10 @@ def markdown(result: dict[str, Any]) -> str:
                 f"{statistics.fmean(r['gap_nats'] for r in group):.3f} ({each})"
                 + (f"; wells {', '.join(wells)}" if wells else "")
             )
-        last = [r["steps"] for r in rows if (r["preset"], r["kinetic"], r["seconds"]) == (preset, kinetic, budgets[-1])]
-        lines.append(f"| {preset} | {kinetic} | " + " | ".join(cells) + f" | {statistics.fmean(last):,.0f} |")
+        last = [r["steps"] for r in rows if _key(r) == (preset, kinetic, log10_lr) and r["seconds"] == budgets[-1]]
+        lines.append(
+            f"| {preset} | {kinetic} | 10^{log10_lr:g} | " + " | ".join(cells) + f" | {statistics.fmean(last):,.0f} |"
+        )
     return "\n".join(lines)
 
 
@@ -95,6 +110,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default="bench/results/presets.json")
     parser.add_argument("--merge", action="store_true", help="replace these runs' rows in --out, keep the rest")
+    parser.add_argument("--log10-lr", type=float, help="train at 10^X instead of each preset's learning rate")
     args = parser.parse_args(argv)
     budgets = sorted(float(s) for s in args.seconds.split(","))
     jobs = [
@@ -105,16 +121,16 @@ def main(argv: list[str] | None = None) -> None:
         for seed in range(args.seeds)
     ]
     with ProcessPoolExecutor(args.workers) as pool:
-        futures = [pool.submit(run, *job, budgets) for job in jobs]
+        futures = [pool.submit(run, *job, budgets, args.log10_lr) for job in jobs]
         rows = [row for future in futures for row in future.result()]
     result = {**provenance("presets", "bench.presets", argv, machine="one torch thread per run"), "rows": rows}
     out = Path(args.out)
     if args.merge and out.exists():
         old = json.loads(out.read_text())
-        again = {(r["preset"], r["kinetic"], r["seed"]) for r in rows}
-        kept = [r for r in old["rows"] if (r["preset"], r["kinetic"], r["seed"]) not in again]
-        order = list(dict.fromkeys((r["preset"], r["kinetic"]) for r in old["rows"] + rows))  # the table's order
-        merged = sorted(kept + rows, key=lambda r: (order.index((r["preset"], r["kinetic"])), r["seconds"], r["seed"]))
+        again = {(*_key(r), r["seed"]) for r in rows}
+        kept = [r for r in old["rows"] if (*_key(r), r["seed"]) not in again]
+        order = list(dict.fromkeys(_key(r) for r in old["rows"] + rows))  # the table's order
+        merged = sorted(kept + rows, key=lambda r: (order.index(_key(r)), r["seconds"], r["seed"]))
         result.update(command=f"{old['command']}; then {result['command']}", rows=merged)
     print(markdown(result))
     write_results(out, result)
