@@ -72,7 +72,19 @@ def test_each_preset_brings_its_learning_rate_and_a_reset_to_another_preset_repl
     for name, preset in PRESETS.items():
         chosen = Settings(log10_lr=-4.0).with_preset(name)
         assert chosen.log10_lr == preset.log10_lr and chosen.train_config().lr == pytest.approx(10**preset.log10_lr)
-    assert PRESETS["two_rings"].log10_lr == PRESETS["grid9"].log10_lr == -3.0 and PRESETS["fig2b"].log10_lr == -2.5
+    assert PRESETS["core_and_ring"].log10_lr == PRESETS["grid9"].log10_lr == -3.0
+    assert PRESETS["two_rings"].log10_lr == PRESETS["fig2b"].log10_lr == -2.5
+
+
+def test_presets_bring_their_kinetic_energy_and_figure_2b_is_the_command_lines():
+    """Figure 2B and two rings train a convex K (docs/presets.md); Figure 2B's model is the command
+    line's FIG2B_FLOW; the paper's preset keeps the paper's MLP K; the others the library's."""
+    from ehflow_core.experiments import FIG2B_FLOW
+
+    kinetics = {name: Settings().with_preset(name).train_config().flow.kinetic for name in PRESETS}
+    assert kinetics == {**{name: "mlp" for name in PRESETS}, "fig2b": "convex", "two_rings": "convex"}
+    fig2b = Settings().with_preset("fig2b").train_config().flow
+    assert {key: getattr(fig2b, key) for key in FIG2B_FLOW} == FIG2B_FLOW
 
 
 PRESET_STEPS = 40  # training steps in the test below
