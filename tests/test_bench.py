@@ -163,3 +163,22 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
         assert any((mean, sd, n) == s[:3] and abs(s[3] - int(steps.replace(",", ""))) <= 1 for s in shown), (
             mean, sd, n, steps,
         )  # fmt: skip
+
+
+def test_the_dashboards_row_in_the_docs_is_its_results_file():
+    """docs/benchmarks.md's one-user dashboard row states bench/results/dashboard.json's numbers."""
+    from pathlib import Path
+
+    d = _result("dashboard.json")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    row = next(line for line in docs.splitlines() if line.startswith("| dashboard, real browser, one user"))
+    rss = [mb for _, mb in d["server_rss_mb"]]
+    for text in (
+        f"commit `{d['commit']}`", f"**{d['usable_page_s']:.1f} s**", f"**{d['train_to_first_chart_s']:.2f} s**",
+        f"**{min(d['refreshes_per_s']):.2f}–{max(d['refreshes_per_s']):.2f}**",
+        f"**{100 * d['charts_visible_share']:.0f} %**",
+        f"**{min(d['slider_effect_s']):.2f}–{max(d['slider_effect_s']):.2f} s**", f"{d['feed_kb_per_s']:.0f} kB/s",
+        f"**{d['streaming_steps_per_s']:.1f}** steps/s", f"{d['headless_steps_per_s']:.1f} headless",
+        f"**{100 * d['streaming_share_of_headless']:.0f} %**", f"RSS {min(rss):.0f}–{max(rss):.0f} MB",
+    ):  # fmt: skip
+        assert text in row, text
