@@ -182,3 +182,20 @@ def test_the_dashboards_row_in_the_docs_is_its_results_file():
         f"**{100 * d['streaming_share_of_headless']:.0f} %**", f"RSS {min(rss):.0f}–{max(rss):.0f} MB",
     ):  # fmt: skip
         assert text in row, text
+
+
+def test_the_suites_speed_rows_in_the_docs_are_its_results_file():
+    """docs/benchmarks.md's suite rows for the two paths and the κ sweep state bench/results/suite.json's numbers."""
+    from pathlib import Path
+
+    d = _result("suite.json")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    paths, sweep = d["paths"], d["sweep"]
+    for text in (
+        f"reference path (plain autograd) **{paths['reference_steps_per_s']:.1f}**, fast path "
+        f"**{paths['fast_steps_per_s']:.1f}**",
+        f"| fast path / reference path | **{paths['speedup']:.2f}×** |",
+        f"batched ensemble **{sweep['batched_over_one_run']:.2f}×** one run; one after another "
+        f"{sweep['sequential_over_one_run']:.2f}× (batched is {sweep['batched_speedup_over_sequential']:.2f}× faster)",
+    ):
+        assert text in docs, text
