@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from . import peers, speed
-from .provenance import provenance
+from .provenance import provenance, write_results
 
 SECTIONS = ("paths", "scaling", "sweep", "constraint", "dashboard_refresh", "memory", "peers", "gpu")
 GOALS = {"speedup": "≥ 3×", "sweep": "≤ 2× one run", "refresh": "≤ 150 ms"}
@@ -141,10 +141,8 @@ def main(argv: list[str] | None = None) -> None:
         old = json.loads(out.read_text())
         when = {**{k: old["when"] for k in SECTIONS if k in old}, **old.get("section_when", {})}
         result = {**old, **result, "section_when": {**when, **result["section_when"]}}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     print(table(result))
-    print(f"wrote {out}")
+    write_results(out, result)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,10 @@ dashboard"): usable ≤ 8 s, first chart ≤ 2 s, ≥ 3 refreshes/s per chart, 1
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
-from bench.provenance import provenance
+from bench.provenance import provenance, write_results
 from dashboard.server import CHROMIUM_ARGS, serve
 
 CHARTS_JS = "Array.from(document.querySelectorAll('div.ehflow-chart'))"
@@ -205,14 +204,12 @@ def main() -> None:
         **run(args.seconds, args.memory_seconds, env),
     }
     out = Path(args.out or f"bench/results/dashboard{'_ray' if args.ray else ''}.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
     for key, value in result.items():
         if key != "server_rss_mb":
             print(f"{key:>30}: {value}")
     rss = result["server_rss_mb"]
     print(f"{'server_rss_mb':>30}: {rss[0][1]} → {rss[len(rss) // 2][1]} → {rss[-1][1]} MB over {rss[-1][0]} s")
-    print(f"wrote {out}")
+    write_results(out, result)
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.provenance import provenance, write_results
+from bench.provenance import markdown_table, provenance, write_results
 from ehflow_core.targets import make_target
 from ehflow_core.training import TrainConfig, Trainer
 
@@ -77,14 +77,10 @@ COLUMNS = {
 
 def markdown(result: dict[str, Any]) -> str:
     """The results file as one Markdown table (docs/results.md shows it; a test holds them equal)."""
-    lines = [
-        "| target | K | step | " + " | ".join(COLUMNS.values()) + " |",
-        "|---|---|---|" + "---|" * len(COLUMNS),
-    ]
-    for row in result["rows"]:
-        cells = " | ".join(f"{row[key]:g}" for key in COLUMNS)
-        lines.append(f"| {row['target']} | {row['kinetic']} | {row['step']} | {cells} |")
-    return "\n".join(lines)
+    return markdown_table(
+        ["target", "K", "step", *COLUMNS.values()],
+        ([r["target"], r["kinetic"], r["step"], *(f"{r[key]:g}" for key in COLUMNS)] for r in result["rows"]),
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,6 +25,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from bench.provenance import markdown_table, provenance, write_results
+
 PRESETS = ("fig2a", "paper", "fig2b", "two_rings", "core_and_ring", "grid9", "two_moons")
 
 
@@ -78,30 +80,30 @@ def markdown(result: dict[str, Any]) -> str:
     by kinetic energy and budget (docs/presets.md shows it; a test holds them equal)."""
     rows = result["rows"]
     budgets = sorted({r["seconds"] for r in rows})
-    head = ["preset", "K", "lr", *(f"gap at {b:g} s (seeds)" for b in budgets), f"steps at {budgets[-1]:g} s"]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    keys = list(dict.fromkeys(_key(r) for r in rows))
-    for preset, kinetic, log10_lr in keys:
-        cells = []
-        for budget in budgets:
-            group = [r for r in rows if _key(r) == (preset, kinetic, log10_lr) and r["seconds"] == budget]
-            each = ", ".join(f"{r['gap_nats']:.3f}" for r in group)
-            wells = [f"{r['modes_with_minimum']}/8 {'minima' if r['wells_are'].startswith('minima') else 'maxima'}"
-                     for r in group if "modes_with_minimum" in r]  # fmt: skip
-            cells.append(
-                f"{statistics.fmean(r['gap_nats'] for r in group):.3f} ({each})"
-                + (f"; wells {', '.join(wells)}" if wells else "")
-            )
-        last = [r["steps"] for r in rows if _key(r) == (preset, kinetic, log10_lr) and r["seconds"] == budgets[-1]]
-        lines.append(
-            f"| {preset} | {kinetic} | 10^{log10_lr:g} | " + " | ".join(cells) + f" | {statistics.fmean(last):,.0f} |"
+    groups: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((*_key(r), r["seconds"]), []).append(r)
+
+    def cell(group: list[dict[str, Any]]) -> str:
+        each = ", ".join(f"{r['gap_nats']:.3f}" for r in group)
+        wells = [f"{r['modes_with_minimum']}/8 {'minima' if r['wells_are'].startswith('minima') else 'maxima'}"
+                 for r in group if "modes_with_minimum" in r]  # fmt: skip
+        return f"{statistics.fmean(r['gap_nats'] for r in group):.3f} ({each})" + (
+            f"; wells {', '.join(wells)}" if wells else ""
         )
-    return "\n".join(lines)
+
+    head = ["preset", "K", "lr", *(f"gap at {b:g} s (seeds)" for b in budgets), f"steps at {budgets[-1]:g} s"]
+    return markdown_table(
+        head,
+        (
+            [preset, kinetic, f"10^{log10_lr:g}", *(cell(groups[(preset, kinetic, log10_lr, b)]) for b in budgets),
+             f"{statistics.fmean(r['steps'] for r in groups[(preset, kinetic, log10_lr, budgets[-1])]):,.0f}"]
+            for preset, kinetic, log10_lr in dict.fromkeys(_key(r) for r in rows)
+        ),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> None:
-    from bench.provenance import provenance, write_results
-
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--kinetics", default="mlp,convex")

@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.provenance import provenance
+from bench.provenance import markdown_table, provenance
 from ehflow_core import invariance_error
 from ehflow_core.run import data_generator
 from ehflow_core.sweep_tables import format_stat, mean_interval
@@ -138,10 +138,8 @@ def run(
 def table(rows: list[dict[str, Any]]) -> str:
     """The gap over seeds (mean ± sd [95 % interval], as every table over seeds states it), with the
     steps each setting made, as Markdown."""
-    lines = [
-        "| target | setting | seeds | steps | test NLL − entropy (nats) | best, early-stopped on the test set |",
-        "|---|---|---|---|---|---|",
-    ]
+    head = ["target", "setting", "seeds", "steps", "test NLL − entropy (nats)", "best, early-stopped on the test set"]
+    table_rows: list[list[Any]] = []
     groups: dict[tuple[str, str, float | None, float, int | None], list[dict[str, Any]]] = {}
     for r in rows:
         groups.setdefault((r["target"], r["setting"], r["kappa"], r["budget_s"], r.get("n_train")), []).append(r)
@@ -150,11 +148,11 @@ def table(rows: list[dict[str, Any]]) -> str:
         name = setting + ("" if kappa is None else f", κ={kappa:g}")
         data = "" if n_train is None else f", {n_train} points"
         best = [r["best_gap_nats"] for r in group if "best_gap_nats" in r]
-        lines.append(
-            f"| {target}{data}, {budget:.0f} s | {name} | {len(group)} | {steps:.0f} "
-            f"| {_stat([r['gap_nats'] for r in group])} | {_stat(best) if best else '—'} |"
+        gaps = _stat([r["gap_nats"] for r in group])
+        table_rows.append(
+            [f"{target}{data}, {budget:.0f} s", name, len(group), f"{steps:.0f}", gaps, _stat(best) if best else "—"]
         )
-    return "\n".join(lines)
+    return markdown_table(head, table_rows)
 
 
 def _stat(values: list[float]) -> str:
@@ -170,7 +168,7 @@ def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "n
     for r in rows:
         groups.setdefault((r["target"], r["budget_s"]), {}).setdefault(r["setting"], []).append(r)
     header = ["target, budget", *settings, peer, *(f"{s} against {peer}" for s in settings)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    table_rows: list[list[Any]] = []
     for (target, budget), by_setting in groups.items():
         stats = {
             s: mean_interval([r["gap_nats"] for r in by_setting.get(s, [])])
@@ -201,9 +199,10 @@ def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "n
             within = "within" if ours["mean"] - theirs["mean"] <= margin else "not within"
             return f"{word}; {ours['mean'] - theirs['mean']:+.3f}, {within} {margin:g}"
 
-        cells = [f"{target}, {budget:.0f} s", *(cell(s) for s in (*settings, peer)), *(verdict(s) for s in settings)]
-        lines.append("| " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        table_rows.append(
+            [f"{target}, {budget:.0f} s", *(cell(s) for s in (*settings, peer)), *(verdict(s) for s in settings)]
+        )
+    return markdown_table(header, table_rows)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from bench.provenance import provenance, write_results
+from bench.provenance import markdown_table, provenance, write_results
 from ehflow_core import TrainConfig, Trainer
 from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.targets import make_target
@@ -201,29 +201,31 @@ def _matmul_rate() -> float:
 
 # The goals of issue "speed", as the smallest ratio that meets them.
 GOALS = {"defaults": 1.5, "paper": 1.3}
-PLAIN_NAMES = {"defaults": "plain IWAE K = 8, batch 64", "paper": "plain ELBO, batch 256"}
 
 
 def markdown(result: dict[str, Any]) -> str:
     """docs/benchmarks.md's two tables (speeds and profiles) from a results file of :func:`main`;
     a test holds the docs to it."""
-    lines = [
-        "| workload | threads | project steps/s | plain steps/s | ratio | goal |",
-        "|---|---|---|---|---|---|",
-    ]
-    for row in result["rows"]:
-        goal = GOALS.get(row["workload"])
-        verdict = "—" if goal is None else f"≥ {goal}: " + ("met" if row["ratio"] >= goal else "**not met**")
-        lines.append(
-            f"| {row['workload']} | {row['threads']} | {row['project_steps_per_s']:.1f} | "
-            f"{row['plain_steps_per_s']:.1f} | {row['ratio']:.2f} | {verdict} |"
-        )
-    parts = list(result["rows"][0]["project_profile"])
-    lines += ["", "| workload | threads | " + " | ".join(parts) + " |", "|---|---|" + "---|" * len(parts)]
-    for row in result["rows"]:
-        shares = " | ".join(f"{100 * row['project_profile'][part]:.0f} %" for part in parts)
-        lines.append(f"| {row['workload']} | {row['threads']} | {shares} |")
-    return "\n".join(lines)
+
+    def verdict(workload: str, ratio: float) -> str:
+        goal = GOALS.get(workload)
+        return "—" if goal is None else f"≥ {goal}: " + ("met" if ratio >= goal else "**not met**")
+
+    rows = result["rows"]
+    speeds = markdown_table(
+        ["workload", "threads", "project steps/s", "plain steps/s", "ratio", "goal"],
+        (
+            [r["workload"], r["threads"], f"{r['project_steps_per_s']:.1f}", f"{r['plain_steps_per_s']:.1f}",
+             f"{r['ratio']:.2f}", verdict(r["workload"], r["ratio"])]
+            for r in rows
+        ),
+    )  # fmt: skip
+    parts = list(rows[0]["project_profile"])
+    profiles = markdown_table(
+        ["workload", "threads", *parts],
+        ([r["workload"], r["threads"], *(f"{100 * r['project_profile'][p]:.0f} %" for p in parts)] for r in rows),
+    )
+    return speeds + "\n\n" + profiles
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -34,6 +34,9 @@ import weakref
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .links import CLOSE_TIMEOUT
+from .pool import find_run as find_hosted
+from .pool import pool
 from .protocol import (
     ENDED,
     Beat,
@@ -44,17 +47,12 @@ from .protocol import (
     Start,
     TrainSteps,
 )
+from .run_state import Shared, View, notify
 
 if TYPE_CHECKING:  # nothing heavy at import: prestart() runs before the page imports torch
     from ehflow_core.targets import Target
 
     from .settings import Settings
-
-
-from .links import CLOSE_TIMEOUT
-from .pool import find_run as find_hosted
-from .pool import pool
-from .run_state import Shared, View, notify
 
 log = logging.getLogger(__name__)
 

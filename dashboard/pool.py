@@ -168,11 +168,8 @@ class Pool:
                 started = self.host_class(self)
                 self.workers.append(started)
 
-            def load(worker: HostLink) -> tuple[int, int]:
-                hosted = list(worker.runs)  # a copy: the reader thread removes freed runs
-                return sum(run_id in self.training for run_id in hosted), len(hosted)
-
-            chosen, pace = min(self.workers, key=load), self.pace
+            chosen = min(self.workers, key=lambda w: (self._training_in(w), len(w.runs)))
+            pace = self.pace
         if started is not None and pace:
             started.send("", Pace(pace))  # a new process trains at the pool's pace too
         return chosen, f"r{next(self._ids)}"
@@ -188,7 +185,13 @@ class Pool:
     def sharing(self, run: PooledRun) -> int:
         """Other runs training in ``run``'s process now."""
         with self.lock:
-            return sum(other in self.training for other in list(run.host.runs) if other != run.id)
+            return self._training_in(run.host, but=run.id)
+
+    def _training_in(self, host: HostLink, but: str = "") -> int:
+        """Runs of ``host`` training now (``but`` one); the caller holds ``lock``."""
+        return sum(
+            run_id in self.training for run_id in list(host.runs) if run_id != but
+        )  # a copy: the reader frees runs
 
     # -- admission -------------------------------------------------------------------------------
     def admit(self, run: PooledRun) -> bool:
@@ -213,8 +216,7 @@ class Pool:
         """Tell every process the pool's pace (:class:`~dashboard.protocol.Pace`) when it changed:
         the most training runs any one process has."""
         with self.lock:
-            counts = [sum(run_id in self.training for run_id in list(w.runs)) for w in self.workers]
-            pace = max(counts, default=0)
+            pace = max((self._training_in(w) for w in self.workers), default=0)
             if pace == self.pace:
                 return
             self.pace, workers = pace, list(self.workers)

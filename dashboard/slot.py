@@ -9,8 +9,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
-import torch
-
 from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
@@ -37,8 +35,6 @@ from .protocol import (
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
-log = logging.getLogger("ehflow.dashboard.worker")
-
 # 80 trajectories show the attractors; each costs leapfrog steps in every snapshot.
 VIEW_SIZES = SnapshotConfig(extent=4.0, grid=60, n_samples=800, n_paths=80, integrated_steps=30, bandwidth=0.2)
 SNAPSHOT_SHARE = 1 / 3  # at most this share of the process's CPU time goes to snapshots
@@ -49,19 +45,11 @@ SNAPSHOT_EVERY = 0.2  # and no more often than this (seconds)
 SNAPSHOT_UNASKED = 1.0
 SYMMETRY_EVERY = 5.0  # seconds between invariance/equivariance readouts
 UPDATE_EVERY = 0.1  # seconds between updates without a new snapshot (step counter, curves)
-WARM_UP_JOIN = 120.0  # seconds an exiting process waits for its warm-up thread (seconds, even when starved)
 
 
 def keep(record: Record) -> bool:
     """Records the curves keep: every evaluation, every 10th step, every event."""
     return record.test_elbo is not None or record.step % 10 == 0 or bool(record.event)
-
-
-def warm_up() -> None:
-    """Build a throwaway Adam: the first one in a process imports ``torch._dynamo`` (seconds).
-    Run in a thread from the process's start, beside the page's first run (its first picture
-    needs no optimiser), so that a Train pressed as soon as the page shows does not wait for it."""
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 class Slot:
@@ -218,8 +206,7 @@ class Slot:
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
         self.records, self.latest = {name: [] for name in self.runs}, {}
-        self.snapshot = take_snapshot(self.primary.flow, target, VIEW_SIZES, members=self.members())
-        self.send(snapshot=self.snapshot)
+        self.take_snapshot()
         self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
         self.state = "ready"
 
@@ -233,8 +220,12 @@ class Slot:
 
     def fail(self, err: Exception) -> None:
         """Stop this run with the reason (the process and its other runs go on)."""
+        self.stop(f"Training stopped: {err}. Press Reset to start a new run.")
+
+    def stop(self, message: str) -> None:
+        """Stop training with ``message`` for the page, and tell the server."""
         self.running, self.budget = False, 0
-        self.state, self.message = "stopped", f"Training stopped: {err}. Press Reset to start a new run."
+        self.state, self.message = "stopped", message
         self.send()
 
     # -- training ----------------------------------------------------------------------------------

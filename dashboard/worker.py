@@ -49,9 +49,18 @@ from .protocol import (
     SetLive,
     Start,
 )
-from .slot import WARM_UP_JOIN, Slot, warm_up
+from .slot import Slot
 
 log = logging.getLogger("ehflow.dashboard.worker")
+
+WARM_UP_JOIN = 120.0  # seconds an exiting process waits for its warm-up thread (seconds, even when starved)
+
+
+def warm_up() -> None:
+    """Build a throwaway Adam: the first one in a process imports ``torch._dynamo`` (seconds).
+    Run in a thread from the process's start, beside the page's first run (its first picture
+    needs no optimiser), so that a Train pressed as soon as the page shows does not wait for it."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
 
 
 class Host:
@@ -204,9 +213,8 @@ class Host:
     def stop_all(self, reason: str) -> None:
         """Tell every run why the process stops (best effort: the socket may be gone)."""
         for slot in self.slots.values():
-            slot.running, slot.budget, slot.state, slot.message = False, 0, "stopped", reason
             try:
-                slot.send()
+                slot.stop(reason)
             except OSError:
                 return
 
@@ -240,7 +248,7 @@ class Mailbox:
 
 
 class ActorHost:
-    """A :class:`Host` in a Ray actor (made by :mod:`dashboard.live` with ``num_cpus=1`` and a few
+    """A :class:`Host` in a Ray actor (made by :mod:`dashboard.pool` with ``num_cpus=1`` and a few
     threads, when ``EHFLOW_RAY_ADDRESS`` is set): the server delivers each command, numbered, by
     :meth:`deliver` (Ray may run two calls out of order: they are put back in order here), and
     long-polls the replies with :meth:`collect`. The messages are the socket's, pickled the same way."""

@@ -27,7 +27,7 @@ from typing import IO, Any
 from ._files import write_atomic
 from .reporting import StatusBar, metrics_csv, read_metrics
 from .sweep_backends import Backend, LocalBackend, RayBackend, Segment, first_line, make_backend
-from .sweep_grid import FINAL, FIXED_KEYS, GRID_KEYS, RunSpec, SweepSpec
+from .sweep_grid import FINAL, FIXED_KEYS, GRID_KEYS, STATUSES, RunSpec, SweepSpec
 from .sweep_tables import paired_with_unconstrained, write_results
 
 # The sweep's public names, importable from here (the driver) as from the modules that define them.
@@ -99,7 +99,7 @@ def run_and_report(name: str, spec: SweepSpec, out: Path, backend: Backend) -> l
         print(f"\n{name} stopped: what finished is in {out}/; run the same command again to resume", file=sys.stderr)
         raise
     print((out / "table.md").read_text())
-    counts = {s: sum(r["status"] == s for r in rows) for s in ("finished", "diverged", "failed", "unfinished")}
+    counts = {s: sum(r["status"] == s for r in rows) for s in STATUSES}
     print(", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; wrote {out}/results.csv, table.md, table.json")
     return rows
 

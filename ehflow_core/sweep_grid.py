@@ -21,6 +21,7 @@ _DEFAULTS = TrainConfig()
 # A run's outcome: "finished", "diverged" or "failed" (its task failed after Ray's retries). A sweep
 # run again keeps the FINAL ones and tries a failed run again.
 FINAL = ("finished", "diverged")
+STATUSES = (*FINAL, "failed", "unfinished")  # every run's status in results.csv
 
 
 @dataclass(frozen=True)
