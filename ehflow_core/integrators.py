@@ -84,3 +84,29 @@ def leapfrog_trajectory(
         qs.append(q_t)
         ps.append(p_t)
     return torch.stack(qs), torch.stack(ps)
+
+
+SUBSTEPS = ("kick", "drift", "kick")
+"""The parts of one leapfrog step, in order: half-step of p by −∇U, step of q by ∇K, half-step of p."""
+
+
+def leapfrog_substeps(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step]) -> tuple[Tensor, Tensor]:
+    """Every part of :func:`leapfrog`, one state after each: ``(q_path, p_path)``, each (3T + 1, B, d).
+
+    Index 0 is the starting state; index 3i + 1, 3i + 2, 3i + 3 are the states after step i's
+    first half-step of p (``p − dt/2 ∇U(q)``), its step of q (``q + dt ∇K(p)``) and its second
+    half-step of p (:data:`SUBSTEPS`), so every third state is :func:`leapfrog_trajectory`'s.
+    For teaching (the dashboard's step-through) and for checking the integrator part by part.
+    """
+    qs, ps = [q], [p]
+    for grad_K, grad_U in steps:
+        p = p - (0.5 * dt) * grad_U(q)
+        qs.append(q)
+        ps.append(p)
+        q = q + dt * grad_K(p)
+        qs.append(q)
+        ps.append(p)
+        p = p - (0.5 * dt) * grad_U(q)
+        qs.append(q)
+        ps.append(p)
+    return torch.stack(qs), torch.stack(ps)
