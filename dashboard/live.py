@@ -298,6 +298,11 @@ class LiveRun:
             return self.shared.seq_seen == self._sent[0]
 
     @property
+    def generation(self) -> int:
+        """How many times the run was (re)started: each Reset makes a new model."""
+        return self._generation
+
+    @property
     def worker_alive(self) -> bool:
         """Whether the run can still train: its process runs and still hosts it."""
         return self.host.alive and self.hosted and self.state != "closed"

@@ -18,6 +18,7 @@ import streamlit as st
 
 from dashboard import teaching
 from dashboard.figures_page import figures_page
+from dashboard.lessons import lessons
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
 from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
@@ -304,6 +305,7 @@ def main() -> None:
         return
     run.beat()  # the live panel's requests beat too; this one covers a page without them (tests)
     live_charts(run, on_sync=_synced)
+    lessons(run)
     downloads(run)
     teaching.explain()
 

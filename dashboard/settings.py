@@ -15,6 +15,7 @@ from ehflow_core.experiments import FIG2B_FLOW
 from ehflow_core.run import PAPER_TRAINING, run_label
 from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
+from ehflow_core.walkthrough import DIRECTIONS  # the step-through's: sampling, likelihood
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -92,6 +93,8 @@ LIMITS = {
     "batch": (32, 1024),
     "n_train": (20, 5000),
     "seed": (0, 10_000),
+    "theta": (0.0, 360.0),
+    "lesson_radius": (0.1, 0.8),
 }
 
 
@@ -112,6 +115,10 @@ class Settings:
     seed: int = 0
     sweep: bool = False  # κ-sweep mode: several κ and the baseline side by side
     exact: bool = False  # K and U exactly invariant under the rotation instead of the soft constraint
+    # The teaching views' (dashboard.lessons): they change no model.
+    direction: str = "inverse"  # the step-through's direction
+    theta: float = 45.0  # the turn, in degrees
+    lesson_radius: float = 0.3  # the patch's radius
 
     MODEL_FIELDS = (
         "preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping", "exact_symmetry",
@@ -186,7 +193,7 @@ class Settings:
 
     # -- URL -------------------------------------------------------------------------------------
     def to_query(self) -> dict[str, str]:
-        return {f.name: _format(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        return {f.name: url_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
 
     @classmethod
     def from_query(cls, params: dict[str, Any]) -> tuple[Settings, list[str]]:
@@ -208,7 +215,7 @@ class Settings:
             except ValueError as err:
                 notices.append(
                     f"URL parameter {code(f.name)}={code(str(raw))} ignored ({err}); "
-                    f"using {code(_format(getattr(defaults, f.name)))}"
+                    f"using {code(url_value(getattr(defaults, f.name)))}"
                 )
         unknown = sorted(set(map(str, params)) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
@@ -233,7 +240,8 @@ class Settings:
 PRESET_FIELDS = ("base", "generator_on", "log10_kappa", "log10_lr", "batch")  # what with_preset sets
 
 
-def _format(value: Any) -> str:
+def url_value(value: Any) -> str:
+    """A setting's value as the URL writes it."""
     if isinstance(value, bool):
         return "1" if value else "0"
     if isinstance(value, float):
@@ -268,7 +276,7 @@ def _parse(name: str, raw: str, kind: type) -> Any:
             raise ValueError("expected 0 or 1")
         return raw in ("1", "true")
     if kind is str:
-        choices = tuple(PRESETS) if name == "preset" else ("normal", "soft_uniform")
+        choices = {"preset": tuple(PRESETS), "direction": DIRECTIONS}.get(name, ("normal", "soft_uniform"))
         if raw not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return raw

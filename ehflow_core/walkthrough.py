@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_points
+from .evaluation import embed_plane, evaluate_in_batches, make_grid
 from .flow import HamiltonianFlow
 from .integrators import SUBSTEPS, leapfrog_substeps
 
@@ -40,8 +41,9 @@ class Walkthrough:
     3i + j the state after part j of the i-th step applied (``parts``). ``hamiltonians``: (n,) the
     index of the flow's Hamiltonian each applied step uses (reversed for the inverse).
     ``energy_before`` and ``energy_after``: (n,) that Hamiltonian's H at the step's start and end.
-    ``log_base``: log π of the base state (the start forward, the end inverse); ``log_encoder``:
-    log h(p | q) of the encoder's draw (inverse only, else None).
+    ``energies``: (3n + 1,) each state's H under the Hamiltonian of the step its part belongs to
+    (the start's: the first step's). ``log_base``: log π of the base state (the start forward, the
+    end inverse); ``log_encoder``: log h(p | q) of the encoder's draw (inverse only, else None).
     """
 
     direction: str
@@ -52,6 +54,7 @@ class Walkthrough:
     hamiltonians: tuple[int, ...]
     energy_before: np.ndarray
     energy_after: np.ndarray
+    energies: np.ndarray
     log_base: float
     log_encoder: float | None
 
@@ -105,6 +108,8 @@ def walk(
         starts, ends = range(0, 3 * len(steps), 3), range(3, 3 * len(steps) + 1, 3)
         before = [float(hs[i](q_path[s], p_path[s])[0]) for i, s in zip(index, starts, strict=True)]
         after = [float(hs[i](q_path[e], p_path[e])[0]) for i, e in zip(index, ends, strict=True)]
+        owner = [index[max((k - 1) // 3, 0)] for k in range(len(q_path))]
+        energies = [float(hs[i](q_path[k], p_path[k])[0]) for k, i in enumerate(owner)]
         base_at = 0 if direction == "forward" else -1
         log_base = float(flow.base._log_prob(torch.cat([q_path[base_at], p_path[base_at]], dim=-1))[0])
     return Walkthrough(
@@ -116,6 +121,74 @@ def walk(
         hamiltonians=tuple(index),
         energy_before=np.array(before),
         energy_after=np.array(after),
+        energies=np.array(energies),
         log_base=log_base,
         log_encoder=log_encoder,
     )
+
+
+def energy_maps(flow: HamiltonianFlow, extent: float = 4.0, n: int = 60) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every Hamiltonian's U and K on an ``n`` × ``n`` grid over [−extent, extent]² (other coordinates
+    0): ``(xs (n,), U (H, n, n), K (H, n, n))``, grids indexed [y, x]."""
+    grid = make_grid(-extent, extent, n, dtype=flow.dtype, device=flow.device)
+    plane = embed_plane(grid.points, flow.dim)
+
+    def on_grid(energy) -> np.ndarray:
+        return evaluate_in_batches(energy, plane).view(grid.shape).cpu().numpy()
+
+    hs = flow.hamiltonian_list
+    return (
+        grid.xs.cpu().numpy(),
+        np.stack([on_grid(h.potential) for h in hs]),
+        np.stack([on_grid(h.kinetic) for h in hs]),
+    )
+
+
+def describe(walk: Walkthrough, index: int) -> str:
+    """What state ``index`` of ``walk`` is, in a sentence or two of Markdown (the step-through's caption)."""
+    if not 0 <= index < walk.n_states:
+        raise ValueError(f"index must be in 0..{walk.n_states - 1}, got {index}")
+    n, dt = len(walk.hamiltonians), walk.dt
+    if index == 0:
+        if walk.direction == "forward":
+            return f"**Start**: a state (q, p) drawn from the base π, log π(q, p) = {walk.log_base:.3f}."
+        return (
+            f"**Start**: the data point q, and a momentum p drawn from the encoder h(p | q), "
+            f"log h(p | q) = {walk.log_encoder:.3f}. The flow now runs backwards (dt = {dt:g}), to the base."
+        )
+    step, part = walk.step_of(index), (index - 1) % 3
+    h = hamiltonian_name(walk, step)
+    if walk.direction == "forward":
+        where = f"**Leapfrog step {step + 1} of {n} ({h}), part {part + 1} of 3**"
+        kick, drift = f"p ← p − ({dt:g}/2) ∇U(q)", f"q ← q + {dt:g} ∇K(p)"
+    else:  # the steps undone in reverse order, with −dt
+        where = f"**Undoing leapfrog step {n - step} of {n} ({h}), part {part + 1} of 3**"
+        kick, drift = f"p ← p + ({-dt:g}/2) ∇U(q)", f"q ← q − {-dt:g} ∇K(p)"
+    if part == 0:
+        text = f"{where}: half-step of p, {kick}. The force −∇U(q) changes p; q stays."
+    elif part == 1:
+        text = f"{where}: step of q, {drift}. q moves along ∇K(p) (for K = |p|²/2, along p); p stays."
+    else:
+        before, after = walk.energy_before[step], walk.energy_after[step]
+        text = (
+            f"{where}: second half-step of p, {kick.replace('(q)', '(q′)')}. Over this step {h} went from "
+            f"{before:.4f} to {after:.4f} (Δ = {after - before:+.2e}): nearly kept, not exactly, while the "
+            f"volume of phase space is kept exactly."
+        )
+    if index == walk.n_states - 1:
+        if walk.direction == "forward":
+            text += " **Done**: q is a sample of the model (p is dropped)."
+        else:
+            elbo = walk.log_base - walk.log_encoder
+            text += (
+                f" **Done**: the base state, log π = {walk.log_base:.3f}; log π − log h = {elbo:.3f} is one "
+                f"sample of the ELBO of q (the bound the flow trains)."
+            )
+    return text
+
+
+def hamiltonian_name(walk: Walkthrough, step: int) -> str:
+    """The Hamiltonian of applied step ``step``: "H" when the flow shares one, else "H₁", "H₂", …"""
+    if len(set(walk.hamiltonians)) == 1:
+        return "H"
+    return "H" + "".join("₀₁₂₃₄₅₆₇₈₉"[int(c)] for c in str(walk.hamiltonians[step] + 1))

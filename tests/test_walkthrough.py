@@ -63,6 +63,7 @@ def test_the_forward_walk_keeps_the_picked_q_and_reports_each_steps_energy():
         expected = [float(flow.hamiltonian(torch.as_tensor(fwd.q[k])[None], torch.as_tensor(fwd.p[k])[None], h)[0])
                     for k in (s, e)]  # fmt: skip
         assert [fwd.energy_before[i], fwd.energy_after[i]] == pytest.approx(expected, abs=1e-12)
+        assert fwd.energies[e] == fwd.energy_after[i]  # the step's end, under the step's H
     # a small dt keeps each step's H nearly (leapfrog's error is O(dt³) per step), not exactly
     assert 0 < np.abs(fwd.energy_after - fwd.energy_before).max() < 1e-2
 
@@ -134,3 +135,25 @@ def test_turning_an_invariant_density_changes_little_and_a_one_sided_one_much():
     assert turn(_snapshot(blob, ring), 0.0).model_l1 == 0.0
     with pytest.raises(ValueError, match="theta"):
         turn(_snapshot(blob, ring), float("nan"))
+
+
+def test_the_captions_name_each_part_and_the_figure_draws_the_move_where_it_happened():
+    from ehflow_core.lesson_figures import walkthrough_spec
+    from ehflow_core.walkthrough import describe, energy_maps
+
+    flow = make_flow(dt=0.5, n_steps=2, shared_hamiltonian=False)
+    back = walk(flow, "inverse", torch.tensor([1.0, 0.5], dtype=torch.float64), torch.Generator().manual_seed(0))
+    texts = [describe(back, i) for i in range(back.n_states)]
+    assert "encoder" in texts[0] and "Undoing leapfrog step 2 of 2 (H₂), part 1 of 3" in texts[1]
+    assert "step of q" in texts[2] and "Undoing leapfrog step 1 of 2 (H₁)" in texts[4]
+    assert "one sample of the ELBO" in texts[-1]
+    xs, potentials, kinetics = energy_maps(flow, n=11)
+    assert potentials.shape == kinetics.shape == (2, 11, 11)
+    for index, panel in ((1, "x2"), (2, "x")):  # a kick moves p (second panel), a drift q (first)
+        arrows = [a for a in walkthrough_spec(back, index, xs, potentials, kinetics)["layout"]["annotations"]
+                  if a.get("showarrow")]  # fmt: skip
+        assert [a["xref"] for a in arrows] == [panel]
+        moved = back.p if panel == "x2" else back.q
+        assert (arrows[0]["ax"], arrows[0]["x"]) == (moved[index - 1, 0], moved[index, 0])
+    with pytest.raises(ValueError, match="index must be in 0..6"):
+        describe(back, 7)

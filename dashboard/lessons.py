@@ -1,0 +1,237 @@
+"""The teaching views under the live panel: step one point through the leapfrog, carry a patch of
+phase space through the flow (Lemma 1's unit Jacobian), turn the density by θ.
+
+They run in a fragment, so their buttons rerun only this part of the page, and they work on a
+frozen float64 copy of the run's model, taken from its checkpoint when the run starts or when
+asked ("Use the latest model"): training goes on meanwhile, and the numbers are exact. The
+maths is :mod:`ehflow_core.walkthrough`, :mod:`ehflow_core.liouville` and
+:func:`ehflow_core.snapshot.turn`; the figures :mod:`ehflow_core.lesson_figures`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+import streamlit as st
+
+from dashboard.settings import DIRECTIONS, LIMITS, code, url_value
+
+if TYPE_CHECKING:
+    from dashboard.live import LiveRun
+    from ehflow_core.flow import HamiltonianFlow
+
+log = logging.getLogger("ehflow.dashboard")
+
+PLOT_CONFIG = {"displayModeBar": False}
+KEPT = ("w_direction", "w_theta", "w_lesson_radius", "w_lesson_q1", "w_lesson_q2")  # the views' widgets
+
+
+@dataclass(frozen=True)
+class Frozen:
+    """The model the views use: the run (its token and generation) and step it was taken at."""
+
+    key: tuple[str, int]
+    step: int
+    flow: HamiltonianFlow
+    xs: np.ndarray  # (n,) the maps' grid
+    potentials: np.ndarray  # (H, n, n)
+    kinetics: np.ndarray  # (H, n, n)
+
+
+def _take(run: LiveRun) -> Frozen:
+    """A float64 copy of the run's model now, and its energy maps."""
+    from ehflow_core.checkpoint import load_checkpoint, read_checkpoint
+    from ehflow_core.walkthrough import as_float64, energy_maps
+
+    data = run.checkpoint_bytes()
+    flow = as_float64(load_checkpoint(data))
+    xs, potentials, kinetics = energy_maps(flow)
+    return Frozen((run.token, run.generation), int(read_checkpoint(data)["step"]), flow, xs, potentials, kinetics)
+
+
+def _frozen(run: LiveRun) -> Frozen | None:
+    """The session's frozen model: taken again after a Reset (a new model) or when asked."""
+    frozen: Frozen | None = st.session_state.get("lesson_model")
+    if frozen is None or frozen.key != (run.token, run.generation) or st.session_state.pop("lesson_refresh", False):
+        try:
+            frozen = st.session_state["lesson_model"] = _take(run)
+        except (RuntimeError, OSError, ValueError) as err:
+            log.warning("lesson model: %s", err)
+            st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
+            return None
+        _restart_walk()
+    return frozen
+
+
+def _refresh() -> None:
+    st.session_state["lesson_refresh"] = True
+    _restart_walk()
+
+
+def _restart_walk() -> None:
+    st.session_state["lesson_index"] = 0
+
+
+def _new_point(run: LiveRun) -> None:
+    """A point for the walk: the data's (a target sample) for the likelihood, the base's for sampling."""
+    import torch
+
+    seed = st.session_state.get("lesson_seed", 0) + 1
+    st.session_state["lesson_seed"] = seed
+    rng = torch.Generator().manual_seed(seed)
+    if st.session_state["w_direction"] == "inverse":
+        q = run.target.sample(1, rng, dtype=torch.float64)[0, :2]
+    else:
+        q = torch.randn(2, generator=rng, dtype=torch.float64)
+        frozen: Frozen | None = st.session_state.get("lesson_model")
+        if frozen is not None:  # the run's own base (normal or soft-uniform)
+            q = frozen.flow.sample_base(1, rng)[0][0]
+    st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"] = round(float(q[0]), 2), round(float(q[1]), 2)
+    _restart_walk()
+
+
+def _move(by: int) -> None:
+    st.session_state["lesson_index"] = max(0, st.session_state.get("lesson_index", 0) + by)
+
+
+def _url(name: str) -> None:
+    """A view setting changed: the URL follows (a fragment's rerun does not rewrite it)."""
+    st.query_params[name] = url_value(st.session_state[f"w_{name}"])
+
+
+@st.fragment
+def lessons(run: LiveRun) -> None:
+    """The teaching views, in tabs, for ``run``'s model."""
+    st.subheader("Take the flow apart")
+    for key in KEPT:  # kept while a view is not drawn (Streamlit drops an undrawn widget's value)
+        if key in st.session_state:
+            st.session_state[key] = st.session_state[key]
+    if "w_lesson_q1" not in st.session_state:
+        _new_point(run)
+    frozen = _frozen(run)
+    if frozen is None:
+        return
+    left, right = st.columns([4, 1])
+    left.caption(
+        f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
+        "training goes on meanwhile."
+    )
+    right.button("Use the latest model", on_click=_refresh, use_container_width=True)
+    stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
+    with stepping:
+        walk = _step_through(run, frozen)
+    with volume:
+        _volume(frozen, walk)
+    with turning:
+        _turn(run)
+
+
+def _step_through(run: LiveRun, frozen: Frozen):
+    import torch
+
+    from ehflow_core.lesson_figures import walkthrough_spec
+    from ehflow_core.walkthrough import describe, walk
+
+    st.markdown(
+        "One point, one part of one leapfrog step at a time. **Sampling** starts from the base π and runs the "
+        "flow forward; **likelihood** starts from a data point, draws its momentum from the encoder h(p | q) "
+        "and runs the flow backwards, to where π scores it."
+    )
+    c1, c2, c3, c4 = st.columns([2, 1, 1, 1.2])
+    c1.radio(
+        "Direction", DIRECTIONS, key="w_direction", horizontal=True, on_change=_on_direction, args=(run,),
+        format_func=lambda d: "Sampling: base → data" if d == "forward" else "Likelihood: data → base",
+    )  # fmt: skip
+    c2.number_input("q₁", -6.0, 6.0, step=0.1, key="w_lesson_q1", on_change=_restart_walk)
+    c3.number_input("q₂", -6.0, 6.0, step=0.1, key="w_lesson_q2", on_change=_restart_walk)
+    c4.button("Pick a point for me", on_click=_new_point, args=(run,), use_container_width=True)
+    q = torch.tensor([st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"]], dtype=torch.float64)
+    seed = st.session_state.get("lesson_seed", 0)
+    result = walk(frozen.flow, st.session_state["w_direction"], q, torch.Generator().manual_seed(seed))
+    index = min(st.session_state.get("lesson_index", 0), result.n_states - 1)
+    b1, b2, b3, b4 = st.columns([1, 1.4, 1, 3])
+    b1.button("◀ Back", on_click=_move, args=(-1,), disabled=index == 0, use_container_width=True)
+    b2.button(
+        "Next half-step ▶", on_click=_move, args=(1,), disabled=index == result.n_states - 1, type="primary",
+        use_container_width=True,
+    )  # fmt: skip
+    b3.button("Restart", on_click=_restart_walk, disabled=index == 0, use_container_width=True)
+    b4.markdown(f"State {index} of {result.n_states - 1}")
+    st.markdown(describe(result, index))
+    step = max(result.step_of(index), 0)
+    m1, m2, m3 = st.columns(3)
+    m1.metric("H at this step's start", f"{result.energy_before[step]:.4f}")
+    m2.metric("H now (same H)", f"{result.energies[index]:.4f}")
+    m3.metric("p now", f"({result.p[index, 0]:.2f}, {result.p[index, 1]:.2f})")
+    spec = walkthrough_spec(result, index, frozen.xs, frozen.potentials, frozen.kinetics)
+    st.plotly_chart(_figure(spec, 420), config=PLOT_CONFIG, key="lesson_walk_chart")
+    return result
+
+
+def _on_direction(run: LiveRun) -> None:
+    _url("direction")
+    _new_point(run)
+
+
+def _volume(frozen: Frozen, walk) -> None:
+    import torch
+
+    from ehflow_core.lesson_figures import patch_spec
+    from ehflow_core.liouville import FRICTION, carry_patch
+
+    st.markdown(
+        "A small disc of states around the step-through's starting state (q, p), carried whole by the flow. "
+        "Every part of a leapfrog step is a shear, so the map keeps phase-space volume (det ∂T/∂s = 1, "
+        "Lemma 1) and more: the symplectic area, the sum of the patch's areas in the (q₁, p₁) and (q₂, p₂) "
+        "planes. The planes trade area, the sum stays. That is why this flow's density needs no "
+        "log-determinant. The contrast map runs the same steps but keeps only "
+        f"{1 - FRICTION:.0%} of the momentum after each (friction): its areas shrink."
+    )
+    lo, hi = LIMITS["lesson_radius"]
+    st.slider("Patch radius", lo, hi, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
+    patch = carry_patch(
+        frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), st.session_state["w_lesson_radius"]
+    )
+    a = patch.areas
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Area before", f"{a['start']:.6f}")
+    c2.metric("Area after the flow", f"{a['leapfrog']:.6f}", f"{a['leapfrog'] - a['start']:+.1e}", delta_color="off")
+    c3.metric("Area after the damped map", f"{a['damped']:.6f}", f"{a['damped'] - a['start']:+.1e}", delta_color="off")
+    d1, d2, _ = st.columns(3)
+    d1.metric("det ∂T/∂s of the flow", f"{patch.determinants['leapfrog']:.8f}")
+    d2.metric("det of the damped map", f"{patch.determinants['damped']:.6f}")
+    st.plotly_chart(_figure(patch_spec(patch), 440), config=PLOT_CONFIG, key="lesson_patch_chart")
+
+
+def _turn(run: LiveRun) -> None:
+    from ehflow_core.lesson_figures import turned_spec
+    from ehflow_core.snapshot import turn
+
+    st.markdown(
+        "Turn the densities by θ and compare each with itself. A density invariant under rotation (the "
+        "ring, with the symmetry) looks the same turned, so its difference is noise (the KDE's own); "
+        "the 8 Gaussians match themselves only every 45°. The live panel's *Rotation invariant?* readout "
+        "measures the learned density's spread over turns through log p̂ itself."
+    )
+    lo, hi = LIMITS["theta"]
+    st.slider("Turn by θ (degrees)", lo, hi, step=5.0, key="w_theta", on_change=_url, args=("theta",))
+    snapshot = run.view().snapshot
+    if snapshot is None:
+        st.info("No picture yet: the run is still starting.")
+        return
+    turned = turn(snapshot, math.radians(st.session_state["w_theta"]))
+    c1, c2, _ = st.columns(3)
+    c1.metric("Target: ∫|turned − as is|", f"{turned.target_l1:.3f}")
+    c2.metric("Learned: ∫|turned − as is|", f"{turned.model_l1:.3f}")
+    st.plotly_chart(_figure(turned_spec(snapshot, turned), 330), config=PLOT_CONFIG, key="lesson_turn_chart")
+
+
+def _figure(spec: dict, height: int):
+    from ehflow_core.figures import as_figure
+
+    spec["layout"]["height"] = height
+    return as_figure(spec)
