@@ -17,11 +17,22 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard import teaching
+from dashboard.drawing import drawing
 from dashboard.figures_page import figures_page
 from dashboard.lessons import lessons
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
-from dashboard.settings import BATCHES, LIMITS, PRESET_FIELDS, PRESETS, Settings, code, read_upload, safe_name
+from dashboard.settings import (
+    BATCHES,
+    DATA_TARGETS,
+    LIMITS,
+    PRESET_FIELDS,
+    PRESETS,
+    Settings,
+    code,
+    read_upload,
+    safe_name,
+)  # fmt: skip
 from ehflow_core.reporting import metrics_csv
 from ehflow_core.targets import DataTarget
 
@@ -63,13 +74,14 @@ def sidebar() -> Settings:
     sb.caption(PRESETS[st.session_state["w_preset"]].help)
     if PRESETS[st.session_state["w_preset"]].target == "upload":
         _upload(sb)
-    sb.toggle(
-        "Finite data",
-        key="w_finite",
-        help="Off: fresh samples every step (infinite data). "
-        "On: a fixed training set of N points, drawn once with the seed.",
-    )
-    if st.session_state["w_finite"]:
+    if PRESETS[st.session_state["w_preset"]].target not in DATA_TARGETS:  # the user's points: a finite set
+        sb.toggle(
+            "Finite data",
+            key="w_finite",
+            help="Off: fresh samples every step (infinite data). "
+            "On: a fixed training set of N points, drawn once with the seed.",
+        )
+    if st.session_state["w_finite"] and PRESETS[st.session_state["w_preset"]].target not in DATA_TARGETS:
         lo, hi = LIMITS["n_train"]
         sb.number_input("Training points N", lo, hi, step=50, key="w_n_train", help="Size of the fixed training set.")
     sb.selectbox(
@@ -159,7 +171,7 @@ def _reset(settings: Settings) -> None:
     """A new run from ``settings``; in the session's training process if it still runs."""
     run: LiveRun | None = st.session_state.get("run")
     try:
-        target = settings.make_target(st.session_state.get("uploaded"))
+        target = settings.make_target(_data(settings))
         if run is not None and run.worker_alive:
             run.reset(settings, target)
         else:
@@ -171,6 +183,19 @@ def _reset(settings: Settings) -> None:
         st.session_state["run_error"] = f"Could not start the training process: {code(str(err), limit=300)}"
         return
     st.session_state.pop("run_error", None)
+
+
+def _data(settings: Settings) -> DataTarget | None:
+    """The user's points for ``settings``' preset: the drawing or the upload (None for a built-in target)."""
+    target = PRESETS[settings.preset].target
+    return st.session_state.get("drawn" if target == "draw" else "uploaded") if target in DATA_TARGETS else None
+
+
+def _new_drawing(run: LiveRun | None, settings: Settings) -> bool:
+    """Whether the drawing preset has a drawing that ``run`` does not learn yet (Train then starts
+    a run on it)."""
+    drawn = st.session_state.get("drawn")
+    return PRESETS[settings.preset].target == "draw" and drawn is not None and (run is None or run.target is not drawn)
 
 
 def _client() -> str:
@@ -201,9 +226,11 @@ def _session_alive() -> Callable[[], bool] | None:
     return lambda: runtime.is_active_session(session_id)
 
 
-def _set_training(on: bool) -> None:
+def _set_training(on: bool, settings: Settings) -> None:
     """Start or pause; idempotent, so a click that Streamlit happens to deliver twice (a fragment
-    rerun racing the full rerun) cannot toggle back."""
+    rerun racing the full rerun) cannot toggle back. Train on a new drawing first starts a run on it."""
+    if on and _new_drawing(st.session_state.get("run"), settings):
+        _reset(settings)
     run: LiveRun | None = st.session_state.get("run")
     if run is None:
         return
@@ -228,9 +255,11 @@ def controls(settings: Settings, sb) -> LiveRun | None:
         run = st.session_state.get("run")
     c1, c2, c3 = sb.columns(3)
     training = run is not None and run.state in ("training", "queued")  # Pause also leaves the line
+    fresh = _new_drawing(run, settings)
     c1.button(
-        "Pause" if training else "Train", type="primary", use_container_width=True, disabled=run is None,
-        on_click=_set_training, args=(not training,), help="Start or pause training; the panels update live.",
+        "Pause" if training and not fresh else "Train", type="primary", use_container_width=True,
+        disabled=run is None and not fresh, on_click=_set_training, args=(not training or fresh, settings),
+        help="Start or pause training; the panels update live.",
     )  # fmt: skip
     c2.button(
         "Step", use_container_width=True, disabled=run is None or training, on_click=_step,
@@ -242,9 +271,12 @@ def controls(settings: Settings, sb) -> LiveRun | None:
     )  # fmt: skip
     run = st.session_state.get("run")
     if run is None:
-        st.warning(st.session_state.get("run_error", "No run yet."))
+        if not fresh:
+            st.warning(st.session_state.get("run_error", "No run yet."))
         return None
-    if run.settings.model_key() != settings.model_key():
+    if fresh:
+        sb.info("A new drawing: **Train** starts a run on it (this discards the current run).")
+    elif run.settings.model_key() != settings.model_key():
         # Nothing of the new settings reaches the running run, not even κ or the learning rate:
         # another preset's κ ("none" for Figure 2B) must not change the model on screen before Reset.
         sb.info("Model or data settings changed: press **Reset** to apply them (this discards the current run).")
@@ -300,6 +332,8 @@ def main() -> None:
     top = st.sidebar.container()  # the buttons, drawn once the settings below are known
     settings = sidebar()
     st.query_params.from_dict(settings.to_query())
+    if PRESETS[settings.preset].target == "draw":
+        drawing()
     run = controls(settings, top)
     if run is None:
         return

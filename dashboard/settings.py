@@ -82,8 +82,24 @@ PRESETS: dict[str, Preset] = {
         "3×3 grid of Gaussians", "grid9", "normal", False, -2.0, "Nine modes on a square grid.", SLOW_LOG10_LR
     ),
     "two_moons": Preset("Two moons", "two_moons", "normal", False, -2.0, "Two interleaved half circles."),
-    "upload": Preset("Your own data (CSV)", "upload", "normal", True, -2.0, "Upload a CSV of points."),
+    "draw": Preset(
+        "Draw your own data",
+        "draw",
+        "normal",
+        False,
+        -2.0,
+        "Spray points with the mouse on the drawing surface, then press Train. 20 % are held out as the test set.",
+    ),  # fmt: skip
+    "upload": Preset(
+        "Your own data (CSV)",
+        "upload",
+        "normal",
+        True,
+        -2.0,
+        "Upload a CSV of points. 20 % are held out as the test set.",
+    ),
 }
+DATA_TARGETS = ("draw", "upload")  # the presets whose points the user gives
 
 LIMITS = {
     "log10_kappa": (-5.0, 1.0),
@@ -179,13 +195,14 @@ class Settings:
             eval_samples=16,
         )
 
-    def make_target(self, uploaded: DataTarget | None = None) -> Target:
+    def make_target(self, data: DataTarget | None = None) -> Target:
+        """The preset's target: a built-in one, or ``data``, the user's points (drawn or uploaded)."""
         target = PRESETS[self.preset].target
-        if target == "upload":
-            if uploaded is None:
-                raise ValueError("upload a CSV file of 2-D points first")
-            return uploaded
-        return make_target(target)
+        if target == "upload" and data is None:
+            raise ValueError("upload a CSV file of 2-D points first")
+        if target == "draw" and data is None:
+            raise ValueError(f"draw at least {DRAW_LIMITS.min_rows} points first")
+        return data if target in DATA_TARGETS else make_target(target)
 
     def sweep_kappas(self) -> list[float | None]:
         """κ values of the sweep mode: three decades around the slider's κ, and the baseline."""
@@ -299,6 +316,20 @@ def _parse(name: str, raw: str, kind: type) -> Any:
 
 UPLOAD_LIMITS = DataLimits(min_rows=20, max_rows=50_000, max_dim=2)
 UPLOAD_MAX_BYTES = 4_000_000  # 50,000 rows of two numbers fit in ~2 MB (Streamlit itself stops at 5 MB)
+
+
+DRAW_LIMITS = DataLimits(min_rows=UPLOAD_LIMITS.min_rows, max_rows=2_000, max_dim=2)  # a drawing's bounds
+
+
+def read_drawing(points: Any) -> Tensor:
+    """A drawing's points (the drawing surface's list of ``[x, y]``), checked as an upload's rows
+    are (:func:`~ehflow_core.targets.parse_csv`) but within ``DRAW_LIMITS``; ``ValueError`` says why not."""
+    if not isinstance(points, list):
+        raise ValueError(f"drawing: expected a list of [x, y] points, got {type(points).__name__}")
+    if len(points) > DRAW_LIMITS.max_rows:
+        raise ValueError(f"drawing: {len(points):,} points; at most {DRAW_LIMITS.max_rows:,}")
+    rows = (",".join(map(str, p)) if isinstance(p, list | tuple) else str(p) for p in points)
+    return parse_csv(rows, "drawing", DRAW_LIMITS)
 
 
 def read_upload(file: Any) -> Tensor:

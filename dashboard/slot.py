@@ -15,7 +15,7 @@ from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.flow import HamiltonianFlow
 from ehflow_core.run import run_label
 from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
-from ehflow_core.targets import Target
+from ehflow_core.targets import HOLDOUT, DataTarget, Target, split_points
 from ehflow_core.training import Record, Run, Trainer
 
 from .protocol import (
@@ -194,15 +194,19 @@ class Slot:
         self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
         self.state, self.message = "starting", None
         config = settings.train_config()
+        data = {}
+        if isinstance(target, DataTarget):  # the user's points: a held-out share is the test set, the rest trains
+            train, test = split_points(target.points, HOLDOUT, settings.seed)
+            data = {"train_data": train, "test_data": test}
         self.primary_label = settings.primary_label()  # the slider's κ, also in sweep mode
         if settings.sweeping:  # every κ of the sweep trained as one batched model
             kappas = settings.sweep_kappas()
             labels = [run_label(k) for k in kappas]
-            ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels)
+            ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels, **data)
             self.stepper, self.runs = ensemble, ensemble.runs_by_label
             self.rounds = ensemble.train(more_steps=10**9)
         else:
-            trainer = Trainer(config, target)
+            trainer = Trainer(config, target, **data)
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
         self.records, self.latest = {name: [] for name in self.runs}, {}

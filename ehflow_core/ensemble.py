@@ -46,6 +46,8 @@ class EnsembleTrainer(Stepper):
         generators: symmetry generators (default: the target's own).
         labels: a name per member (default: :func:`~ehflow_core.run.run_label`, with the seed
             when seeds differ).
+        train_data, test_data: every member's fixed training and test sets (user data), as for
+            :class:`~ehflow_core.run.Run`.
     """
 
     def __init__(
@@ -54,6 +56,8 @@ class EnsembleTrainer(Stepper):
         target: Target,
         generators: Sequence[Generator] | None = None,
         labels: Sequence[str] | None = None,
+        train_data: Tensor | None = None,
+        test_data: Tensor | None = None,
     ) -> None:
         configs = list(configs)
         if not configs:
@@ -77,7 +81,7 @@ class EnsembleTrainer(Stepper):
             raise ValueError(f"labels must be {len(configs)} distinct names, one per config, got {labels}")
         self.config = configs[0]
         self._labels = labels
-        self._runs = [Run(c, target, generators) for c in configs]
+        self._runs = [Run(c, target, generators, train_data, test_data) for c in configs]
 
         objectives = [run.objective for run in self.runs]
         params, self._buffers = stack_module_state(objectives)  # name -> (M, ...)

@@ -28,6 +28,7 @@ from dashboard import figures_page, live, live_chart
 from dashboard.live import LiveRun
 from dashboard.settings import PRESETS, Settings
 from ehflow_core.checkpoint import read_checkpoint
+from ehflow_core.targets import DataTarget
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "page.py")
 pytestmark = pytest.mark.slow
@@ -521,3 +522,22 @@ def test_streamlits_assets_come_from_memory_gzipped_and_nothing_else_is_served()
     assert headers["content-encoding"] == "identity" and body == (ROOT / script).read_bytes()
     for path in ("/static/../../index.html", "/static/js/nope.js", "/", "/api/pool", "/static/%2e%2e/index.html"):
         assert get(path) == ({}, b"") and passed[-1] == path
+
+
+@pytest.mark.parametrize("sweep", [False, True])
+def test_the_users_points_are_split_a_held_out_share_tests_and_the_rest_trains(sweep):
+    from dashboard.protocol import Start
+    from dashboard.slot import Slot
+    from ehflow_core.targets import HOLDOUT
+
+    points = torch.randn(200, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    settings = Settings(batch=64, sweep=sweep).with_preset("upload")
+    slot = Slot("run", post=lambda *_: None)
+    slot.start(Start(1, 1, settings, DataTarget(points), 60.0))
+    assert len(slot.runs) == (4 if sweep else 1)
+    for run in slot.runs.values():
+        train, test = run.train_data.double(), run.test_data.double()
+        assert len(test) == round(HOLDOUT * 200) and len(train) == 200 - len(test)
+        rows = {tuple(r) for r in train.tolist()}
+        assert not rows & {tuple(r) for r in test.tolist()}  # no test point is trained on
+        assert rows | {tuple(r) for r in test.tolist()} == {tuple(r) for r in points.float().double().tolist()}

@@ -10,12 +10,15 @@ import torch
 
 from bench.classroom import HOSTILE_VALUES, ODD_KEYS, as_query_dict, fuzz_csvs, fuzz_queries
 from dashboard.settings import (
+    DATA_TARGETS,
     DEFAULT_LOG10_LR,
+    DRAW_LIMITS,
     LIMITS,
     PRESETS,
     UPLOAD_MAX_BYTES,
     Settings,
     code,
+    read_drawing,
     read_upload,
     safe_name,
 )
@@ -61,10 +64,14 @@ def test_presets_bring_their_target_base_and_generator():
     assert not Settings().train_config().flow.shared_hamiltonian  # the library's default elsewhere
     assert Settings().make_target().name == "ring" and Settings().kappa == pytest.approx(0.01)
     for name, preset in PRESETS.items():
-        if preset.target != "upload":
+        if preset.target not in DATA_TARGETS:
             assert Settings().with_preset(name).make_target().dim == 2
     with pytest.raises(ValueError, match="upload a CSV file"):
         Settings().with_preset("upload").make_target()
+    with pytest.raises(ValueError, match="draw at least 20 points first"):
+        Settings().with_preset("draw").make_target()
+    drawn = DataTarget(torch.zeros(30, 2))
+    assert Settings().with_preset("draw").make_target(drawn) is drawn
 
 
 def test_each_preset_brings_its_learning_rate_and_a_reset_to_another_preset_replaces_it():
@@ -96,10 +103,10 @@ PRESET_MARGIN = 0.05  # nats the test log-likelihood must rise by in PRESET_STEP
 def test_each_preset_learns_with_its_own_settings(name):
     """A preset's own configuration (objective, batch, learning rate, base, one or many H, its
     constraint) raises the test log-likelihood by PRESET_MARGIN in PRESET_STEPS steps. Tiny sizes:
-    K and U of width 32, L_8 on 256 test points; the upload preset gets 2,000 points of the ring."""
+    K and U of width 32, L_8 on 256 test points; the upload and drawing presets get 2,000 points of the ring."""
     settings = Settings().with_preset(name)
     ring_points = make_target("ring").sample(2000, torch.Generator().manual_seed(5))
-    target = settings.make_target(DataTarget(ring_points, name="upload") if name == "upload" else None)
+    target = settings.make_target(DataTarget(ring_points, name=name) if PRESETS[name].target in DATA_TARGETS else None)
     config = settings.train_config().replace(n_test=256, eval_points=256, eval_samples=8)
     config = config.replace(flow=config.flow.replace(hidden=(32, 32)))
     generators = [g for g in target.generators() if g.has_action] if settings.generator_on else []
@@ -280,3 +287,19 @@ def test_a_csv_with_a_byte_order_mark_loads():
     content = "\ufeffx,y\n".encode() + b"".join(f"{i},{-i}\n".encode() for i in range(30))
     points = read_upload(_Upload("excel.csv", content))
     assert points.shape == (30, 2) and points[1].tolist() == [1.0, -1.0]
+
+
+def test_a_drawing_is_checked_as_an_upload_is_and_a_bad_one_says_why():
+    good = [[0.5 * i / 30, -1.0 + i / 30] for i in range(30)]
+    assert read_drawing(good).shape == (30, 2) and read_drawing(good).dtype == torch.float64
+    cases = [
+        (good[:5], "drawing: expected at least 20 rows, got 5"),
+        ({"points": good}, "drawing: expected a list of \\[x, y\\] points, got dict"),
+        ([[0, 0]] * (DRAW_LIMITS.max_rows + 1), "drawing: 2,001 points; at most 2,000"),
+        (good[:25] + [["nan", 1.0]], "drawing: row 26"),
+        (good[:25] + [[1.0, "x"]], "drawing: row 26: 'x' is not a number"),
+        (good[:25] + [[1.0, 2.0, 3.0]], "drawing: row 26"),
+    ]
+    for points, message in cases:
+        with pytest.raises(ValueError, match=message):
+            read_drawing(points)
