@@ -5,7 +5,7 @@
 
 Writes a JSON file and prints a Markdown table (the README's benchmark section shows it).
 ``--smoke`` runs every measure at tiny sizes: CI runs it so the suite cannot rot; its numbers mean
-nothing. The peer comparison needs ``pip install -r bench/requirements.txt`` (zuko).
+nothing.
 """
 
 from __future__ import annotations

@@ -23,10 +23,10 @@ import torch
 from torch import Tensor
 
 from ehflow_core import TrainConfig, Trainer
+from ehflow_core.peer import LR, PeerTrainer
 from ehflow_core.targets import Target, make_target
 
 BATCH = 256
-LR = 1e-3
 
 
 @dataclass(frozen=True)
@@ -49,39 +49,6 @@ class Task:
 
 
 TASKS = (Task("ring", "ring", None), Task("gaussians8", "gaussians8", None), Task("ring_500", "ring", 500))
-
-
-def _zuko_model(kind: str) -> torch.nn.Module:
-    import zuko
-
-    if kind == "realnvp":
-        return zuko.flows.RealNVP(features=2, transforms=4, hidden_features=(128, 128))
-    return zuko.flows.NSF(features=2, transforms=3, bins=8, hidden_features=(128, 128))
-
-
-class _Peer:
-    """A zuko flow trained by maximum likelihood, stepped like a Trainer."""
-
-    def __init__(self, kind: str, target: Target, train_data: Tensor | None, seed: int) -> None:
-        torch.manual_seed(seed)
-        self.model = _zuko_model(kind)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
-        self.target, self.train_data = target, train_data
-        self.rng = torch.Generator().manual_seed(seed)
-
-    def step(self) -> None:
-        if self.train_data is None:
-            x = self.target.sample(BATCH, self.rng)
-        else:
-            x = self.train_data[torch.randint(len(self.train_data), (BATCH,), generator=self.rng)]
-        loss = -self.model().log_prob(x).mean()
-        self.optimizer.zero_grad()
-        loss.backward()
-        self.optimizer.step()
-
-    @torch.no_grad()
-    def log_likelihood(self, x: Tensor) -> float:
-        return float(self.model().log_prob(x).mean())
 
 
 class _Ours:
@@ -109,8 +76,8 @@ class _Ours:
 MODELS: dict[str, Callable[[Target, Tensor | None, int, int], Any]] = {
     "hamiltonian_kappa0.01": lambda t, d, s, k: _Ours(0.01, t, d, s, k),
     "hamiltonian_none": lambda t, d, s, k: _Ours(None, t, d, s, k),
-    "realnvp": lambda t, d, s, k: _Peer("realnvp", t, d, s),
-    "nsf": lambda t, d, s, k: _Peer("nsf", t, d, s),
+    "realnvp": lambda t, d, s, k: PeerTrainer("realnvp", t, d, s, BATCH),
+    "nsf": lambda t, d, s, k: PeerTrainer("nsf", t, d, s, BATCH),
 }
 
 

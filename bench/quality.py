@@ -74,13 +74,14 @@ def run_peer(target_name: str, kind: str, seconds: float, seed: int, n_train: in
     """A zuko flow trained for ``seconds`` (of training time); scored on the same test points as
     ours. With a finite training set, also its best test NLL, checked after every second of
     training: early stopping on the test set itself, an optimistic score for the peer."""
-    from bench.peers import _Peer
+    from bench.peers import BATCH
+    from ehflow_core.peer import PeerTrainer
 
     target = make_target(target_name)
     entropy, entropy_se = target.entropy()
     train, test = (x if x is None else x.to(torch.get_default_dtype()) for x in _data(target, seed, n_train))
     assert test is not None
-    peer = _Peer(kind, target, train, seed)
+    peer = PeerTrainer(kind, target, train, seed, BATCH)
     steps, trained, best, next_check = 0, 0.0, math.inf, 1.0
     while trained < seconds:
         began = time.perf_counter()

@@ -98,13 +98,11 @@ class LiveRun:
     # -- control from the page ---------------------------------------------------------------------
     def reset(self, settings: Settings, target: Target) -> None:
         """A new run from ``settings`` (same seed: same start), in the same warm process."""
-        from ehflow_core.run import run_label  # torch: imported by the page by now, not at start-up
-
         self.train_config = settings.train_config()  # invalid settings raise here, in the page, not in the worker
         self._pool.release(self.id)
         self.settings, self.target = settings, target
         self.primary_label = settings.primary_label()
-        labels = [run_label(k) for k in settings.sweep_kappas()] if settings.sweeping else [self.primary_label]
+        labels = settings.labels()
         self._generation += 1
         with self.shared.lock:
             self.shared.reset(self._generation, labels)

@@ -326,6 +326,7 @@ def panel_specs(view: View, primary: str, settings: Settings, raster: bool) -> d
     ``primary`` run, only if ``settings`` has a constraint; the curves named for the estimators
     of its training configuration); ``raster``: the maps as pictures (the live panel), else as
     plotly traces with values on hover (the download)."""
+    from dashboard.settings import PEER_LABEL
     from ehflow_core.figures import constraint_spec, curves_spec, density_spec, energy_spec, trajectory_spec
 
     snap = view.snapshot
@@ -335,7 +336,9 @@ def panel_specs(view: View, primary: str, settings: Settings, raster: bool) -> d
         "density": density_spec(snap, raster=raster),
         "energies": energy_spec(snap, raster=raster),
         "trajectories": trajectory_spec(snap, raster=raster),
-        "curves": curves_spec(view.curves, title=CURVES_TITLE, **settings.train_config().estimators),
+        "curves": curves_spec(
+            view.curves, title=CURVES_TITLE, exact=(PEER_LABEL,), **settings.train_config().estimators
+        ),
     }
     if settings.kappa is not None:
         specs["constraint"] = constraint_spec(view.curves[primary])

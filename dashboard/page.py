@@ -138,6 +138,14 @@ def sidebar() -> Settings:
     sb.number_input(
         "Seed", lo, hi, key="w_seed", help="Same seed, same initialisation and data: Reset reproduces a run."
     )
+    sb.header("Compare")
+    sb.toggle(
+        "A neural spline flow beside it (peer)",
+        key="w_peer",
+        help="A standard flow (zuko's NSF) trained on the same data for the same time as the Hamiltonian flow: "
+        "its exact test log p joins the curves, its density the density panel. It takes half of the run's "
+        "training time. Needs a Reset.",
+    )
     return _settings_from_widgets()
 
 

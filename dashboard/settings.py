@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from torch import Tensor
 
 
+PEER_LABEL = "NSF peer"  # the peer flow's name in the curves and the density panel
 DEFAULT_LOG10_LR = -2.5  # the slider's nearest value to the library's 3e-3 (TrainConfig.lr)
 
 
@@ -131,13 +132,14 @@ class Settings:
     seed: int = 0
     sweep: bool = False  # κ-sweep mode: several κ and the baseline side by side
     exact: bool = False  # K and U exactly invariant under the rotation instead of the soft constraint
+    peer: bool = False  # a neural spline flow trained beside it, on the same data for the same time
     # The teaching views' (dashboard.lessons): they change no model.
     direction: str = "inverse"  # the step-through's direction
     theta: float = 45.0  # the turn, in degrees
     lesson_radius: float = 0.3  # the patch's radius
 
     MODEL_FIELDS = (
-        "preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping", "exact_symmetry",
+        "preset", "base", "dt", "n_steps", "batch", "finite", "n_train", "seed", "sweeping", "exact_symmetry", "peer",
     )  # fmt: skip
 
     @property
@@ -203,6 +205,11 @@ class Settings:
         if target == "draw" and data is None:
             raise ValueError(f"draw at least {DRAW_LIMITS.min_rows} points first")
         return data if target in DATA_TARGETS else make_target(target)
+
+    def labels(self) -> list[str]:
+        """The curves' names: every κ of a sweep or the one run, and the peer's."""
+        labels = [run_label(k) for k in self.sweep_kappas()] if self.sweeping else [self.primary_label()]
+        return labels + [PEER_LABEL] if self.peer else labels
 
     def sweep_kappas(self) -> list[float | None]:
         """κ values of the sweep mode: three decades around the slider's κ, and the baseline."""

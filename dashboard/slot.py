@@ -5,7 +5,9 @@ process that hosts slots is :mod:`dashboard.worker`."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 
@@ -13,8 +15,9 @@ from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.flow import HamiltonianFlow
+from ehflow_core.peer import PeerTrainer
 from ehflow_core.run import run_label
-from ehflow_core.snapshot import Snapshot, SnapshotConfig, take_snapshot
+from ehflow_core.snapshot import Snapshot, SnapshotConfig, kde_on_grid, take_snapshot
 from ehflow_core.targets import HOLDOUT, DataTarget, Target, split_points
 from ehflow_core.training import Record, Run, Trainer
 
@@ -32,6 +35,7 @@ from .protocol import (
     TrainSteps,
     Update,
 )
+from .settings import PEER_LABEL
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
@@ -63,6 +67,8 @@ class Slot:
         self.run_id = run_id
         self._post = post
         self.stepper: Trainer | EnsembleTrainer | None = None
+        self.peer: PeerTrainer | None = None  # a standard flow trained beside the primary run, for as long
+        self.flow_seconds = 0.0  # the flow's training time (steps and evaluations), the peer's measure
         self.runs: dict[str, Run] = {}  # label -> run (one, or every κ of a sweep)
         self.rounds: Iterator[dict[str, Record]] | None = None
         self.target: Target | None = None
@@ -94,6 +100,11 @@ class Slot:
     @property
     def primary(self) -> Run:
         return self.runs[self.primary_label]
+
+    @property
+    def labels(self) -> list[str]:
+        """The names of the curves this run sends: its runs', and the peer's."""
+        return [*self.runs, PEER_LABEL] if self.peer is not None else list(self.runs)
 
     @property
     def busy(self) -> bool:
@@ -132,7 +143,7 @@ class Slot:
             )
         )
         if records:
-            self.records = {name: [] for name in self.runs}
+            self.records = {name: [] for name in self.labels}
             self.next_update = time.monotonic() + UPDATE_EVERY
 
     def handle(self, message: Command, out_of_turn: bool = False) -> None:
@@ -190,7 +201,8 @@ class Slot:
         (the first one may still wait for torch._dynamo's import; the picture need not)."""
         self.generation, self.heartbeat_timeout = command.generation, command.heartbeat_timeout
         settings, target = command.settings, command.target
-        self.stepper, self.runs, self.rounds, self.target = None, {}, None, target
+        self.stepper, self.runs, self.rounds, self.target, self.peer = None, {}, None, target, None
+        self.flow_seconds = 0.0
         self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
         self.state, self.message = "starting", None
         config = settings.train_config()
@@ -209,7 +221,10 @@ class Slot:
             trainer = Trainer(config, target, **data)
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
-        self.records, self.latest = {name: [] for name in self.runs}, {}
+        if settings.peer:  # the same training points (and test points) as the flow, its batch size
+            primary = self.primary
+            self.peer = PeerTrainer("nsf", target, primary.train_data, settings.seed, settings.batch)
+        self.records, self.latest = {name: [] for name in self.labels}, {}
         self.take_snapshot()
         self.stepper.optimizer  # noqa: B018  (built now: the first step must not outlast a heartbeat)
         self.state = "ready"
@@ -236,7 +251,10 @@ class Slot:
     def train_round(self) -> bool:
         """One step of every run; False when a run diverged."""
         assert self.rounds is not None
-        for name, record in (next(self.rounds, None) or {}).items():
+        began = time.perf_counter()
+        records = next(self.rounds, None) or {}
+        self.flow_seconds += time.perf_counter() - began
+        for name, record in records.items():
             if keep(record):
                 self.records[name].append(record)
             self.latest[name] = record
@@ -247,7 +265,29 @@ class Slot:
                 self.state = "diverged"
                 self.message = f"Training stopped ({name}): {record.message} Press Reset after changing dt."
                 return False
+        if self.peer is not None and self.last_record is not None:
+            self.train_peer(self.last_record)
         return True
+
+    def train_peer(self, record: Record) -> None:
+        """The peer trains until it has had the flow's training time (equal wall time, the flow's
+        evaluations counted in its time), and is scored, exactly, on the same test (and training)
+        points whenever the run is evaluated (``record`` is the primary run's latest)."""
+        assert self.peer is not None
+        log_p = math.nan
+        while self.peer.seconds < self.flow_seconds:
+            log_p = self.peer.step()
+        if record.test_log_likelihood is None:
+            return
+        run = self.primary
+        self.records[PEER_LABEL].append(
+            Record(
+                step=record.step, seconds=self.peer.seconds, steps_per_s=0.0, train_bound=log_p, loss=-log_p,
+                grad_norm=math.nan, constraint={}, lam={}, kappa=None,
+                test_log_likelihood=self.peer.log_likelihood(run.eval_test),
+                train_log_likelihood=None if run.eval_train is None else self.peer.log_likelihood(run.eval_train),
+            )
+        )  # fmt: skip
 
     def evaluate_latest(self) -> None:
         """Evaluate each run at the step it reached (the Step button's presses end between
@@ -269,6 +309,10 @@ class Slot:
         self.snapshot = take_snapshot(
             self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot, members=self.members()
         )
+        if self.peer is not None:
+            samples = self.peer.sample(VIEW_SIZES.n_samples).double().numpy()
+            peer_kde = kde_on_grid(samples, self.snapshot.xs, VIEW_SIZES.bandwidth)
+            self.snapshot = dataclasses.replace(self.snapshot, peer=(PEER_LABEL, peer_kde))
         self.send(snapshot=self.snapshot)
 
     def measure_symmetry(self) -> None:

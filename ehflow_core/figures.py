@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import base64
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from functools import wraps
 from pathlib import Path
 from typing import Any
@@ -183,6 +183,8 @@ def density_spec(snapshot: Snapshot, raster: bool = False) -> Spec:
     panels = [("target (KDE)", snapshot.target_kde, "Viridis"), ("learned (KDE)", snapshot.model_kde, "Viridis")]
     if snapshot.members:  # a sweep: every run's learned density, each labelled
         panels = panels[:1] + [(f"learned, {label}", kde, "Viridis") for label, kde, _ in snapshot.members]
+    if snapshot.peer is not None:
+        panels.append((f"{snapshot.peer[0]} (KDE)", snapshot.peer[1], "Viridis"))
     if snapshot.log_density is not None:
         panels.append(("learned log p(q) (L_K)", snapshot.log_density, "Viridis"))
     return _heatmaps("Target vs learned density", snapshot.xs, panels, raster)
@@ -323,6 +325,7 @@ def curves_spec(
     title: str = "Log-likelihood across κ",
     bound: str = "bound",
     k: int | None = None,
+    exact: Collection[str] = (),
 ) -> Spec:
     """Train (dashed) and test (solid) log-likelihood against step, one colour per run.
 
@@ -331,11 +334,12 @@ def curves_spec(
     points, like for like; with infinite data every batch is fresh, so the dashed curve is the
     training batches' ``bound`` (ELBO or L_K, smoothed), named "train L_8 (batches)". A single
     run's curves are named for the estimator alone (its label, say a κ it no longer trains with,
-    would only mislead); several runs' carry their labels.
+    would only mislead); several runs' carry their labels. The runs named in ``exact`` (a peer
+    flow) report exact log-likelihoods: their curves are named "log p".
     """
-    estimator = f" L_{k}" if k else ""
     data = []
     for i, (label, records) in enumerate(runs.items()):
+        estimator, batches = (" log p", "log p") if label in exact else (f" L_{k}" if k else "", bound)
         color = COLORS[i % len(COLORS)]
         steps, test = _series(records, "test_log_likelihood")
         label = label if len(runs) > 1 else ""
@@ -346,7 +350,7 @@ def curves_spec(
         if not train:  # infinite data: the training batches' bound stands for the training curve
             steps, train = _series(records, "train_bound")
             steps, train = _smooth(steps, train)
-            name = f"{label} train {bound} (batches)".strip()
+            name = f"{label} train {batches} (batches)".strip()
         data.append(
             dict(type="scatter", x=steps, y=train, mode="lines", line=dict(color=color, dash="dash"), name=name)
         )

@@ -59,6 +59,7 @@ class Snapshot:
     integrable: bool = True  # one H for all steps, integrated on; False: ``integrated`` is the trained steps
     # Every run of a sweep, in order, the snapshot's own flow among them: (label, model KDE, U) (n, n) each.
     members: tuple[tuple[str, np.ndarray, np.ndarray], ...] = ()
+    peer: tuple[str, np.ndarray] | None = None  # a peer flow trained beside it: (label, its KDE (n, n))
 
 
 def kde_on_grid(samples: np.ndarray, xs: np.ndarray, bandwidth: float) -> np.ndarray:

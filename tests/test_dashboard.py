@@ -541,3 +541,33 @@ def test_the_users_points_are_split_a_held_out_share_tests_and_the_rest_trains(s
         rows = {tuple(r) for r in train.tolist()}
         assert not rows & {tuple(r) for r in test.tolist()}  # no test point is trained on
         assert rows | {tuple(r) for r in test.tolist()} == {tuple(r) for r in points.float().double().tolist()}
+
+
+def test_the_peer_trains_as_long_as_the_flow_and_is_scored_exactly_on_the_same_test_points():
+    from dashboard.protocol import Start
+    from dashboard.settings import PEER_LABEL
+    from dashboard.slot import Slot
+
+    sent = []
+    settings = Settings(batch=64, peer=True, finite=True, n_train=300)
+    slot = Slot("run", post=lambda _, update: sent.append(update))
+    slot.start(Start(1, 1, settings, settings.make_target(), 60.0))
+    assert settings.labels() == ["κ=0.01", PEER_LABEL] and slot.labels == settings.labels()
+    for _ in range(settings.train_config().eval_every):
+        assert slot.train_round()
+    flow = slot.primary
+    assert flow.step == 50 and slot.peer.steps > 0
+    assert slot.peer.seconds >= slot.flow_seconds  # it caught up with the flow's training time...
+    assert slot.peer.seconds - slot.flow_seconds < 0.5  # ...by at most one of its steps
+    (scored,) = slot.records[PEER_LABEL]  # scored where the flow was evaluated, on the same points
+    assert scored.step == 50 and scored.test_log_likelihood == pytest.approx(slot.peer.log_likelihood(flow.eval_test))
+    assert scored.train_log_likelihood == pytest.approx(slot.peer.log_likelihood(flow.eval_train))
+    with torch.no_grad():  # an exact density: its log p integrates to 1 over the plane (grid sum)
+        xs = torch.linspace(-6, 6, 241)
+        grid = torch.cartesian_prod(xs, xs)
+        mass = slot.peer.model().log_prob(grid).exp().sum() * (xs[1] - xs[0]) ** 2
+    assert float(mass) == pytest.approx(1.0, abs=0.02)
+    slot.take_snapshot()
+    label, kde = slot.snapshot.peer
+    assert label == PEER_LABEL and kde.shape == slot.snapshot.model_kde.shape and kde.sum() > 0
+    assert any(PEER_LABEL in u.records for u in sent)
