@@ -265,6 +265,11 @@ def status(run: live.LiveRun) -> dict:
             f"A κ sweep: the maps show every run; the readouts, the constraint and the trajectories are the "
             f"{run.primary_label} run's (the slider's κ)"
         )
+    if run.settings.peer:
+        sentences.append(
+            "A neural spline flow (the peer) trains beside it on the same points, for as long as the flow: "
+            "the steps/s is the flow's, about half what it makes alone"
+        )
     if view.sharing:
         others = f"{view.sharing} other run{'s' if view.sharing > 1 else ''}"
         sentences.append(f"This run shares its training process with {others}: its steps/s is its share")
@@ -332,13 +337,14 @@ def panel_specs(view: View, primary: str, settings: Settings, raster: bool) -> d
     snap = view.snapshot
     if snap is None:
         raise ValueError("charts need a snapshot: the run has not drawn its model yet")
+    curves = view.curves
+    if settings.peer and not settings.sweeping:  # the flow's curve beside the peer's: named as such
+        curves = {("Hamiltonian flow" if k == primary else k): v for k, v in curves.items()}
     specs = {
         "density": density_spec(snap, raster=raster),
         "energies": energy_spec(snap, raster=raster),
         "trajectories": trajectory_spec(snap, raster=raster),
-        "curves": curves_spec(
-            view.curves, title=CURVES_TITLE, exact=(PEER_LABEL,), **settings.train_config().estimators
-        ),
+        "curves": curves_spec(curves, title=CURVES_TITLE, exact=(PEER_LABEL,), **settings.train_config().estimators),
     }
     if settings.kappa is not None:
         specs["constraint"] = constraint_spec(view.curves[primary])

@@ -6,7 +6,9 @@ Chromium comes from apt (``.ci/run`` installs it); never ``playwright install``.
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -431,3 +433,110 @@ def test_two_tabs_of_one_browser_train_one_run_at_a_time(server, browser):
     expect(_metric_value(second, "State")).to_have_text("training")
     _sidebar_button(second, "Pause").click()
     context.close()
+
+
+# -- the teaching views ----------------------------------------------------------------------------
+def _stroke(page: Page, box: dict, points: list[tuple[float, float]]) -> None:
+    """Drag the mouse over ``points`` (shares of the box's width and height)."""
+    page.mouse.move(box["x"] + points[0][0] * box["width"], box["y"] + points[0][1] * box["height"])
+    page.mouse.down()
+    for x, y in points[1:]:
+        page.mouse.move(box["x"] + x * box["width"], box["y"] + y * box["height"], steps=8)
+    page.mouse.up()
+
+
+def _count(text: str) -> int:
+    return int(text.split()[0].replace(",", ""))
+
+
+def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{server.url}/?preset=draw")
+    canvas = page.get_by_role("application", name="draw", exact=False)
+    expect(canvas).to_be_visible()
+    expect(page.get_by_text("draw at least 20 points first")).to_be_visible()  # nothing to learn yet
+    box = canvas.bounding_box()
+    count = page.locator(".ehflow-draw-count")
+    _stroke(page, box, [(0.2, 0.3), (0.5, 0.2), (0.8, 0.3)])
+    expect(count).to_contain_text("points drawn")
+    first = _count(count.inner_text())
+    _stroke(page, box, [(0.2, 0.7), (0.5, 0.8), (0.8, 0.7)])
+    page.wait_for_function(f"parseInt(document.querySelector('.ehflow-draw-count').textContent) > {first}")
+    total = _count(count.inner_text())
+    assert 0 < first < total <= 2000
+    expect(page.get_by_text(f"In use: {total:,} points.")).to_be_visible()  # the page has them all
+    _sidebar_button(page, "Train").click()
+    expect(_metric_value(page, "State")).to_have_text("training")
+    expect(_metric_value(page, "Gap to the target's entropy")).to_contain_text("no exact density")  # the drawing
+    curves = CHART.format(key="curves")
+    page.wait_for_function(f"{curves} && {curves}.data && {curves}.data[0].y.length >= 2")
+    test_ll = _chart(page, "curves", "Array.from(d.data[0].y)")
+    assert all(math.isfinite(v) for v in test_ll) and test_ll[-1] > test_ll[0], test_ll  # it learns them
+    _sidebar_button(page, "Pause").click()
+    page.close()
+
+
+def _plotly(page: Page, key: str, expression: str):
+    """``expression`` of the st.plotly_chart ``key``'s plotly div (``d``)."""
+    selector = f".st-key-{key} .js-plotly-plot"
+    page.wait_for_function(f"document.querySelector('{selector}') && document.querySelector('{selector}').data")
+    return page.evaluate(f"(() => {{ const d = document.querySelector('{selector}'); return {expression}; }})()")
+
+
+def _lesson_metric(page: Page, label: str) -> str:
+    metric = page.get_by_test_id("stMetric").filter(has=page.get_by_text(label, exact=True))
+    return metric.get_by_test_id("stMetricValue").inner_text()
+
+
+def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(server.url)
+    expect(page.get_by_text("Take the flow apart")).to_be_visible()
+    # Step through: each press moves one part of one step on, and the view and caption follow.
+    state = page.get_by_text(re.compile(r"^State \d+ of 6$"))
+    expect(state).to_have_text("State 0 of 6")
+    seen = []
+    for i in range(1, 4):
+        page.get_by_role("button", name="Next half-step ▶").click()
+        expect(state).to_have_text(f"State {i} of 6")
+        now = _plotly(page, "lesson_walk_chart", "[Array.from(d.data[2].x), Array.from(d.data[5].x)]")
+        seen.append(json.dumps(now))
+        float(_lesson_metric(page, "H now (same H)"))  # H is shown, a number
+    assert len(set(seen)) == 3, seen  # every press changed the picture (q moved, or p)
+    expect(page.get_by_text("Undoing leapfrog step 2 of 2")).to_be_visible()
+    # The volume view: the flow keeps the patch's area, the damped map does not.
+    page.get_by_role("tab", name="Volume kept (Liouville)").click()
+    before = float(_lesson_metric(page, "Area before"))
+    after = float(_lesson_metric(page, "Area after the flow"))
+    damped = float(_lesson_metric(page, "Area after the damped map"))
+    assert abs(after - before) < 1e-4 and abs(damped - before) > 0.1 * before, (before, after, damped)
+    assert float(_lesson_metric(page, "det ∂T/∂s of the flow")) == pytest.approx(1.0, abs=1e-6)
+    # The turn: the slider turns the pictures, and the URL keeps the angle.
+    page.get_by_role("tab", name="Turn by θ").click()
+    turned = "d.data[2].z.bdata"  # the learned density turned, as plotly.py sends it: base64 float64
+    first = _plotly(page, "lesson_turn_chart", turned)
+    slider = page.get_by_test_id("stMain").get_by_role("slider").last
+    slider.focus()
+    slider.press("ArrowRight")
+    expect(page.get_by_text("Turned by θ = 50°")).to_be_visible()
+    page.wait_for_function("new URL(location.href).searchParams.get('theta') === '50'")
+    second = _plotly(page, "lesson_turn_chart", turned)
+    assert len(first) == len(second) > 1000 and first != second
+    page.close()
+
+
+def test_the_peers_curve_appears_beside_the_flows(server, browser):
+    page = browser.new_page(viewport={"width": 1400, "height": 1400})
+    page.goto(f"{server.url}/?peer=1")
+    _sidebar_button(page, "Train").click()
+    expect(_metric_value(page, "State")).to_have_text("training")
+    names = "d.data.map((t) => t.name)"
+    curves = CHART.format(key="curves")
+    page.wait_for_function(f"{curves} && {curves}.data && {curves}.data.length === 4 && {curves}.data[2].y.length >= 2")
+    assert _chart(page, "curves", names)[::2] == ["Hamiltonian flow test L_16", "NSF peer test log p"]
+    peer_test = _chart(page, "curves", "Array.from(d.data[2].y)")
+    assert all(math.isfinite(v) for v in peer_test)
+    titles = _chart(page, "density", "d.layout.annotations.map((a) => a.text)")
+    assert titles == ["target (KDE)", "learned (KDE)", "NSF peer (KDE)"]
+    _sidebar_button(page, "Pause").click()
+    page.close()
