@@ -1,7 +1,8 @@
 """Classroom benchmark: one dashboard server, N students' tabs in a real browser, then a fuzz.
 
     python -m bench.classroom [--sizes 4,12,20] [--seconds 20] [--urls 200] [--csvs 50]
-                              [--browser-nice 19] [--out bench/results/classroom.json] [--merge]
+                              [--mixes plain,teaching] [--browser-nice 19]
+                              [--out bench/results/classroom.json] [--merge]
 
 For each N: start the server (``streamlit run``, the pool at its defaults), open N tabs in one
 Debian Chromium (Playwright), press Train in each, hide all but two (as students' tabs often
@@ -10,6 +11,11 @@ processes' RSS (total, and per run above the idle server), processes, ``/_stcore
 p50/p99 (probed every 100 ms) while training and while the tabs close, each admitted session's
 steps/s (min/median/max, and min/median: fairness), runs waiting for a place, time from the tabs'
 close to every run freed (``/api/pool``), and the Nth tab's time to its first chart.
+
+``--mixes``: each size is measured once per mix. ``plain``: every tab trains the default
+preset. ``teaching``: every tab trains with the peer on (an NSF beside the flow), and every other
+tab first draws its data (two strokes on the drawing surface, then Train): the classroom with
+the teaching tools in use. A drawing tab's time to its first chart counts from its Train.
 
 Then the fuzz, against one live server: ``--urls`` generated URL parameter sets
 (:func:`fuzz_queries`) and ``--csvs`` malformed CSV files (:func:`fuzz_csvs`: wrong columns,
@@ -184,8 +190,13 @@ def _step(page) -> int:
     return int(_metric(page, "Step").replace(",", ""))
 
 
-def classroom(browser, n: int, seconds: float) -> dict:
-    """One server, ``n`` tabs: see the module's docstring."""
+MIXES = ("plain", "teaching")
+
+
+def classroom(browser, n: int, seconds: float, mix: str = "plain") -> dict:
+    """One server, ``n`` tabs of a ``mix`` (``MIXES``): see the module's docstring."""
+    from .screenshot import draw_two_strokes
+
     with serve() as server:
         probe = HealthProbe(server.url)
         deadline = time.monotonic() + 60
@@ -197,13 +208,20 @@ def classroom(browser, n: int, seconds: float) -> dict:
         pages, first_chart = [], []
         for i in range(n):
             page = browser.new_page(viewport={"width": 1400, "height": 1400})
+            drawing = mix == "teaching" and i % 2 == 1
             opened = time.perf_counter()
-            page.goto(server.url)
+            page.goto(server.url + ("" if mix == "plain" else "/?peer=1" + ("&preset=draw" if drawing else "")))
             train = page.get_by_test_id("stSidebarUserContent").get_by_role("button", name="Train", exact=True)
+            if drawing:  # no chart before there are data: draw, Train, and time the first chart from there
+                draw_two_strokes(page)
+                page.get_by_text("In use:").wait_for(timeout=180_000)
+                opened = time.perf_counter()
+                train.click()
             train.wait_for(timeout=180_000)
             page.wait_for_function(f"{CHARTS_JS}.some(d => Number(d.dataset.draws || 0) > 0)", timeout=180_000)
             first_chart.append(time.perf_counter() - opened)
-            train.click()
+            if not drawing:
+                train.click()
             if i >= 2:
                 page.evaluate(SET_HIDDEN, True)
             pages.append(page)
@@ -236,6 +254,7 @@ def classroom(browser, n: int, seconds: float) -> dict:
         median = statistics.median(rates) if rates else 0.0
         return {
             "sessions": n,
+            "mix": mix,
             "rss_mb": round(rss, 1),
             "idle_rss_mb": round(idle_rss, 1),
             "rss_per_run_mb": round((rss - idle_rss) / n, 1),
@@ -333,8 +352,9 @@ def table(result: dict) -> str:
     ]
     for row in result["classroom"]:
         h, c, s = row["health_training"], row["health_closing"], row["steps_per_s"]
+        mix = "" if row.get("mix", "plain") == "plain" else f", {row['mix']}"
         lines.append(
-            f"| {row['sessions']} | {row['rss_mb']:.0f} MB ({row['rss_per_run_mb']:.0f} MB) | {row['processes']} "
+            f"| {row['sessions']}{mix} | {row['rss_mb']:.0f} MB ({row['rss_per_run_mb']:.0f} MB) | {row['processes']} "
             f"| {h.get('p50_ms')} / {h.get('p99_ms')} ms | {c.get('p99_ms')} ms | {row['admitted']} / {row['waiting']} "
             f"| {s['min']} / {s['median']} / {s['max']} | {row['fairness_min_over_median']} "
             f"| {row['freed_after_close_s']} s | {row['first_chart_s_first_and_last'][1]} s |"
@@ -350,6 +370,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="training window measured per round")
     parser.add_argument("--urls", type=int, default=200, help="generated URL parameter sets (0: none)")
     parser.add_argument("--csvs", type=int, default=50, help="malformed CSV uploads (0: none)")
+    parser.add_argument("--mixes", default="plain", help=f"what the tabs do, comma-separated: {', '.join(MIXES)}")
     parser.add_argument("--chromium", default=os.environ.get("EHFLOW_CHROMIUM", "/usr/bin/chromium"))
     parser.add_argument(
         "--browser-nice", type=int, default=0,
@@ -360,6 +381,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--merge", action="store_true", help="keep the rows of --out that this run does not measure")
     args = parser.parse_args(argv)
     sizes = [int(x) for x in args.sizes.split(",") if x.strip()]
+    mixes = [m.strip() for m in args.mixes.split(",") if m.strip()]
+    if not set(mixes) <= set(MIXES):
+        parser.error(f"--mixes: expected some of {', '.join(MIXES)}, got {args.mixes!r}")
     result: dict = {
         **provenance("classroom", "bench.classroom", argv, "browser on the same cores"),
         "workers_env": os.environ.get("EHFLOW_WORKERS", "default"),
@@ -382,8 +406,8 @@ def main(argv: list[str] | None = None) -> None:
             os.chmod(chromium, 0o755)
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
         try:
-            for n in sizes:
-                result["classroom"].append(classroom(browser, n, args.seconds))
+            for n, mix in ((n, mix) for n in sizes for mix in mixes):
+                result["classroom"].append(classroom(browser, n, args.seconds, mix))
                 out.write_text(json.dumps(result, indent=2))
                 print(json.dumps(result["classroom"][-1]), flush=True)
             if args.urls or args.csvs:

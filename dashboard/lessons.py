@@ -27,7 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ehflow.dashboard")
 
 PLOT_CONFIG = {"displayModeBar": False}
-KEPT = ("w_direction", "w_theta", "w_lesson_radius", "w_lesson_q1", "w_lesson_q2")  # the views' widgets
 
 
 @dataclass(frozen=True)
@@ -107,7 +106,7 @@ def _url(name: str) -> None:
 def lessons(run: LiveRun) -> None:
     """The teaching views, in tabs, for ``run``'s model."""
     st.subheader("Take the flow apart")
-    for key in KEPT:  # kept while a view is not drawn (Streamlit drops an undrawn widget's value)
+    for key in ("w_lesson_q1", "w_lesson_q2"):  # kept while not drawn (the page keeps the Settings' widgets)
         if key in st.session_state:
             st.session_state[key] = st.session_state[key]
     if "w_lesson_q1" not in st.session_state:

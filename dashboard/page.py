@@ -43,8 +43,12 @@ LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / l
 
 # -- settings ------------------------------------------------------------------------------------
 def _init_state() -> None:
-    """Seed the widgets once per session, from the URL (validated) or the defaults."""
+    """Seed the widgets once per session, from the URL (validated) or the defaults; then keep their
+    values on every run (Streamlit drops the value of a widget a run does not draw: the finite-data
+    toggle under a data preset, a teaching view's control)."""
     if "settings_initialised" in st.session_state:
+        for field in dataclasses.fields(Settings):
+            st.session_state[f"w_{field.name}"] = st.session_state[f"w_{field.name}"]
         return
     settings, notices = Settings.from_query(st.query_params.to_dict())
     for field in dataclasses.fields(Settings):

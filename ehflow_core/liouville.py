@@ -1,7 +1,7 @@
 r"""Phase-space volume kept: a small patch of states (q, p) carried through the flow whole.
 
 Each leapfrog part is a shear (p moved by a function of q alone, or q by a function of p alone),
-so the flow is *symplectic* (docs/maths.md, "Leapfrog"). It keeps the symplectic area of every
+so the flow is *symplectic* (docs/maths.md, "Symplectic area"). It keeps the symplectic area of every
 closed loop of states,
 
 .. math:: \omega(\gamma) = \sum_i A_i(\gamma), \qquad A_i = \text{the oriented area of } \gamma

@@ -1,7 +1,7 @@
 r"""One point carried through the flow part by part: the leapfrog's half-steps, for teaching.
 
 Sampling runs the flow forward from a base state; the likelihood runs it backwards from a data
-point (docs/maths.md, "Leapfrog" and "Latent momentum"):
+point (docs/maths.md, "Leapfrog" and "Generative model and likelihood"):
 
 - **forward** (sampling, base → data): :math:`(q_0, p_0) \sim \pi`, then the steps
   :math:`T_1, \dots, T_n` with step size ``dt``;
