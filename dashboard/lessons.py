@@ -106,19 +106,15 @@ def _url(name: str) -> None:
 def lessons(run: LiveRun) -> None:
     """The teaching views, in tabs, for ``run``'s model."""
     st.subheader("Take the flow apart")
-    for key in ("w_lesson_q1", "w_lesson_q2"):  # kept while not drawn (the page keeps the Settings' widgets)
-        if key in st.session_state:
-            st.session_state[key] = st.session_state[key]
     if "w_lesson_q1" not in st.session_state:
         _new_point(run)
-    frozen = _frozen(run)
-    if frozen is None:
-        return
+    frozen = _frozen(run)  # None: the views say why, and still draw their controls (their values are kept)
     left, right = st.columns([4, 1])
-    left.caption(
-        f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
-        "training goes on meanwhile."
-    )
+    if frozen is not None:
+        left.caption(
+            f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
+            "training goes on meanwhile."
+        )
     right.button("Use the latest model", on_click=_refresh, use_container_width=True)
     stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
     with stepping:
@@ -129,7 +125,7 @@ def lessons(run: LiveRun) -> None:
         _turn(run)
 
 
-def _step_through(run: LiveRun, frozen: Frozen):
+def _step_through(run: LiveRun, frozen: Frozen | None):
     import torch
 
     from ehflow_core.lesson_figures import walkthrough_spec
@@ -148,6 +144,8 @@ def _step_through(run: LiveRun, frozen: Frozen):
     c2.number_input("q₁", -6.0, 6.0, step=0.1, key="w_lesson_q1", on_change=_restart_walk)
     c3.number_input("q₂", -6.0, 6.0, step=0.1, key="w_lesson_q2", on_change=_restart_walk)
     c4.button("Pick a point for me", on_click=_new_point, args=(run,), use_container_width=True)
+    if frozen is None:
+        return None
     q = torch.tensor([st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"]], dtype=torch.float64)
     seed = st.session_state.get("lesson_seed", 0)
     result = walk(frozen.flow, st.session_state["w_direction"], q, torch.Generator().manual_seed(seed))
@@ -176,7 +174,7 @@ def _on_direction(run: LiveRun) -> None:
     _new_point(run)
 
 
-def _volume(frozen: Frozen, walk) -> None:
+def _volume(frozen: Frozen | None, walk) -> None:
     import torch
 
     from ehflow_core.lesson_figures import patch_spec
@@ -192,6 +190,8 @@ def _volume(frozen: Frozen, walk) -> None:
     )
     lo, hi = LIMITS["lesson_radius"]
     st.slider("Patch radius", lo, hi, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
+    if frozen is None or walk is None:
+        return
     patch = carry_patch(
         frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), st.session_state["w_lesson_radius"]
     )

@@ -43,12 +43,12 @@ LIVE_WAIT = 0.3  # seconds a rerun waits for the trainer to confirm a new κ / l
 
 # -- settings ------------------------------------------------------------------------------------
 def _init_state() -> None:
-    """Seed the widgets once per session, from the URL (validated) or the defaults; then keep their
-    values on every run (Streamlit drops the value of a widget a run does not draw: the finite-data
-    toggle under a data preset, a teaching view's control)."""
+    """Seed the widgets once per session, from the URL (validated) or the defaults.
+
+    Every run draws every settings widget (a control that does not apply is disabled, not left
+    out): Streamlit drops the value of a widget a run does not draw, and one drawn again later
+    would come back with a stale value."""
     if "settings_initialised" in st.session_state:
-        for field in dataclasses.fields(Settings):
-            st.session_state[f"w_{field.name}"] = st.session_state[f"w_{field.name}"]
         return
     settings, notices = Settings.from_query(st.query_params.to_dict())
     for field in dataclasses.fields(Settings):
@@ -78,16 +78,21 @@ def sidebar() -> Settings:
     sb.caption(PRESETS[st.session_state["w_preset"]].help)
     if PRESETS[st.session_state["w_preset"]].target == "upload":
         _upload(sb)
-    if PRESETS[st.session_state["w_preset"]].target not in DATA_TARGETS:  # the user's points: a finite set
-        sb.toggle(
-            "Finite data",
-            key="w_finite",
-            help="Off: fresh samples every step (infinite data). "
-            "On: a fixed training set of N points, drawn once with the seed.",
-        )
-    if st.session_state["w_finite"] and PRESETS[st.session_state["w_preset"]].target not in DATA_TARGETS:
-        lo, hi = LIMITS["n_train"]
-        sb.number_input("Training points N", lo, hi, step=50, key="w_n_train", help="Size of the fixed training set.")
+    users = PRESETS[st.session_state["w_preset"]].target in DATA_TARGETS  # the user's points: always a finite set
+    sb.toggle(
+        "Finite data",
+        key="w_finite",
+        disabled=users,
+        help="Your points are the data: 80 % train, 20 % are held out as the test set."
+        if users
+        else "Off: fresh samples every step (infinite data). On: a fixed training set of N points, drawn once "
+        "with the seed.",
+    )
+    lo, hi = LIMITS["n_train"]
+    sb.number_input(
+        "Training points N", lo, hi, step=50, key="w_n_train", disabled=users or not st.session_state["w_finite"],
+        help="Size of the fixed training set (with finite data).",
+    )  # fmt: skip
     sb.selectbox(
         "Base density π", ["normal", "soft_uniform"], key="w_base",
         help="π(q, p) before the flow. N(0, I) is rotation invariant (Lemma 1 holds); the soft-uniform is not.",

@@ -200,11 +200,13 @@ class Settings:
     def make_target(self, data: DataTarget | None = None) -> Target:
         """The preset's target: a built-in one, or ``data``, the user's points (drawn or uploaded)."""
         target = PRESETS[self.preset].target
-        if target == "upload" and data is None:
-            raise ValueError("upload a CSV file of 2-D points first")
-        if target == "draw" and data is None:
+        if target not in DATA_TARGETS:
+            return make_target(target)
+        if data is None:
+            if target == "upload":
+                raise ValueError("upload a CSV file of 2-D points first")
             raise ValueError(f"draw at least {DRAW_LIMITS.min_rows} points first")
-        return data if target in DATA_TARGETS else make_target(target)
+        return data
 
     def labels(self) -> list[str]:
         """The curves' names: every κ of a sweep or the one run, and the peer's."""

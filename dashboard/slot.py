@@ -11,6 +11,8 @@ import math
 import time
 from collections.abc import Callable, Iterator
 
+from torch import Tensor
+
 from ehflow_core import equivariance_error, invariance_error
 from ehflow_core.checkpoint import checkpoint_bytes
 from ehflow_core.ensemble import EnsembleTrainer
@@ -206,19 +208,20 @@ class Slot:
         self.running, self.budget, self.last_record, self.snapshot = False, 0, None, None
         self.state, self.message = "starting", None
         config = settings.train_config()
-        data = {}
+        train: Tensor | None = None
+        test: Tensor | None = None
         if isinstance(target, DataTarget):  # the user's points: a held-out share is the test set, the rest trains
             train, test = split_points(target.points, HOLDOUT, settings.seed)
-            data = {"train_data": train, "test_data": test}
         self.primary_label = settings.primary_label()  # the slider's κ, also in sweep mode
         if settings.sweeping:  # every κ of the sweep trained as one batched model
             kappas = settings.sweep_kappas()
             labels = [run_label(k) for k in kappas]
-            ensemble = EnsembleTrainer([config.replace(kappa=k) for k in kappas], target, labels=labels, **data)
+            configs = [config.replace(kappa=k) for k in kappas]
+            ensemble = EnsembleTrainer(configs, target, labels=labels, train_data=train, test_data=test)
             self.stepper, self.runs = ensemble, ensemble.runs_by_label
             self.rounds = ensemble.train(more_steps=10**9)
         else:
-            trainer = Trainer(config, target, **data)
+            trainer = Trainer(config, target, train_data=train, test_data=test)
             self.stepper, self.runs = trainer, {self.primary_label: trainer}
             self.rounds = ({self.primary_label: r} for r in trainer.train(more_steps=10**9))
         if settings.peer:  # the same training points (and test points) as the flow, its batch size

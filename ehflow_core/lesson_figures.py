@@ -23,42 +23,59 @@ def _square_ranges(layout: dict, lo: float, hi: float) -> None:
             axis.update(range=[lo, hi], showgrid=False, zeroline=False)
 
 
+def _arrow(start: np.ndarray, end: np.ndarray, col: int, colour: str = "") -> dict:
+    """An arrow from ``start`` to ``end`` (2-vectors) in panel ``col``."""
+    suffix = "" if col == 1 else str(col)
+    return dict(
+        x=float(end[0]), y=float(end[1]), ax=float(start[0]), ay=float(start[1]), xref=f"x{suffix}",
+        yref=f"y{suffix}", axref=f"x{suffix}", ayref=f"y{suffix}", showarrow=True, arrowhead=3, arrowsize=1.2,
+        arrowwidth=2.5, arrowcolor=colour or _NOW, text="",
+    )  # fmt: skip
+
+
+def _path(points: np.ndarray, col: int, name: str, colour: str) -> list[dict]:
+    """A path so far (lines and markers) and its last point, marked, in panel ``col``."""
+    return [
+        _in_panel(dict(type="scatter", x=points[:, 0], y=points[:, 1], mode="lines+markers", name=f"{name} so far",
+                       line=dict(color=colour, width=2), marker=dict(size=5)), col),
+        _in_panel(dict(type="scatter", x=points[-1:, 0], y=points[-1:, 1], mode="markers", name=f"{name} now",
+                       marker=dict(color=_NOW, size=11, line=dict(color="white", width=1))), col),
+    ]  # fmt: skip
+
+
 def walkthrough_spec(
     walk: Walkthrough, index: int, xs: np.ndarray, potentials: np.ndarray, kinetics: np.ndarray
 ) -> Spec:
-    """State ``index`` of ``walk``: q over U(q) and p over K(p) of the step's Hamiltonian
-    (``potentials``, ``kinetics``: (H, n, n) over ``xs``), each path so far, the current state
-    marked, and the move that made it as an arrow (a half-step of p in the p panel, a step of q in
-    the q panel). The axes span the whole walk, so they stay put while stepping."""
+    """State ``index`` of ``walk`` in three panels: q over U(q) and p over K(p) of the step's
+    Hamiltonian (``potentials``, ``kinetics``: (H, n, n) over ``xs``), and phase space, each
+    coordinate's (q_i, p_i); each path so far, the current state marked, and the move that made it
+    as an arrow (a half-step of p in the p panel, a step of q in the q panel; in phase space a
+    half-step of p is vertical and a step of q horizontal: the shears). The axes span the whole
+    walk, so they stay put while stepping."""
     if not 0 <= index < walk.n_states:
         raise ValueError(f"index must be in 0..{walk.n_states - 1}, got {index}")
     step = max(walk.step_of(index), 0)
     h = walk.hamiltonians[step]
     label = f" of {hamiltonian_name(walk, step)}"
-    layout = _panels([f"position q over U(q){label}", f"momentum p over K(p){label}"])
+    layout = _panels([f"position q over U(q){label}", f"momentum p over K(p){label}", "phase space (q_i, p_i)"])
     states = np.concatenate([walk.q, walk.p, [[xs[0], xs[0]], [xs[-1], xs[-1]]]])
     lo, hi = float(states.min()) - 0.3, float(states.max()) + 0.3
     _square_ranges(layout, lo, hi)
     data, arrows = [], []
+    moved_q = index > 0 and walk.parts[index] == "drift"
     for col, (path, energy, name) in enumerate(((walk.q, potentials[h], "q"), (walk.p, kinetics[h], "p")), start=1):
-        so_far = path[: index + 1]
-        data += [
-            _in_panel(_heatmap(xs, energy, _GREYS, "U(q)" if name == "q" else "K(p)", opacity=0.55), col),
-            _in_panel(dict(type="scatter", x=so_far[:, 0], y=so_far[:, 1], mode="lines+markers", name=f"{name} so far",
-                           line=dict(color=COLORS[0], width=2), marker=dict(size=5)), col),
-            _in_panel(dict(type="scatter", x=[path[index, 0]], y=[path[index, 1]], mode="markers", name=f"{name} now",
-                           marker=dict(color=_NOW, size=11, line=dict(color="white", width=1))), col),
-        ]  # fmt: skip
-        moved = index > 0 and (walk.parts[index] == "drift") == (name == "q")
-        if moved:
-            suffix = "" if col == 1 else str(col)
-            (x0, y0), (x1, y1) = path[index - 1], path[index]
-            arrows.append(
-                dict(x=x1, y=y1, ax=x0, ay=y0, xref=f"x{suffix}", yref=f"y{suffix}", axref=f"x{suffix}",
-                     ayref=f"y{suffix}", showarrow=True, arrowhead=3, arrowsize=1.2, arrowwidth=2.5,
-                     arrowcolor=_NOW, text="")
-            )  # fmt: skip
+        data.append(_in_panel(_heatmap(xs, energy, _GREYS, "U(q)" if name == "q" else "K(p)", opacity=0.55), col))
+        data += _path(path[: index + 1], col, name, COLORS[0])
+        if index > 0 and moved_q == (name == "q"):
+            arrows.append(_arrow(path[index - 1], path[index], col))
+    for i in range(walk.q.shape[1]):  # phase space: (q_i, p_i) of each coordinate
+        phase = np.stack([walk.q[: index + 1, i], walk.p[: index + 1, i]], axis=1)
+        data += _path(phase, 3, f"(q{i + 1}, p{i + 1})", COLORS[(i + 2) % len(COLORS)])
+        if index > 0:
+            arrows.append(_arrow(phase[-2], phase[-1], 3))
     layout["annotations"] += arrows
+    layout["xaxis3"]["title"] = {"text": "q_i"}
+    layout["yaxis3"]["title"] = {"text": "p_i"}
     title = "Sampling: base → data" if walk.direction == "forward" else "Likelihood: data → base"
     layout.update(title={"text": title}, showlegend=False, **_LAYOUT)
     return {"data": data, "layout": layout}

@@ -179,6 +179,7 @@ def describe(walk: Walkthrough, index: int) -> str:
         if walk.direction == "forward":
             text += " **Done**: q is a sample of the model (p is dropped)."
         else:
+            assert walk.log_encoder is not None  # the inverse draws p from the encoder
             elbo = walk.log_base - walk.log_encoder
             text += (
                 f" **Done**: the base state, log π = {walk.log_base:.3f}; log π − log h = {elbo:.3f} is one "

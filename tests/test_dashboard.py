@@ -489,6 +489,20 @@ def test_good_upload_trains_on_the_points_after_reset(app):
     assert app.session_state["run"].target.name == "mine" and not app.exception
 
 
+def test_a_control_that_does_not_apply_is_disabled_and_keeps_its_value(app):
+    """Under a data preset the finite-data controls do not apply: they are disabled, not left out
+    (Streamlit drops an undrawn widget's value), and have their values when they apply again."""
+    app.run()
+    assert app.number_input(key="w_n_train").disabled  # infinite data: N does not apply
+    app.toggle(key="w_finite").set_value(True).run()
+    app.number_input(key="w_n_train").set_value(800).run()
+    app.selectbox(key="w_preset").set_value("draw").run()
+    assert not app.exception and app.toggle(key="w_finite").disabled and app.number_input(key="w_n_train").disabled
+    app.selectbox(key="w_preset").set_value("fig2a").run()
+    assert not app.exception and not app.toggle(key="w_finite").disabled
+    assert app.toggle(key="w_finite").value and app.number_input(key="w_n_train").value == 800
+
+
 def test_streamlits_assets_come_from_memory_gzipped_and_nothing_else_is_served():
     """The static-assets middleware: an asset is its file, gzipped for a browser that accepts it;
     a path that is not an asset (a traversal, an unknown file, a page) passes through to Streamlit."""

@@ -101,9 +101,9 @@ def test_the_live_panels_javascript_is_valid():
 # The library's layers, lowest first: a module imports its own layer and the ones below, never above.
 LAYERS = {
     "model": ("_checks", "_files", "config", "nets", "hamiltonian", "integrators", "distributions", "encoder", "flow",
-              "symmetries", "evaluation", "targets"),
-    "training": ("run", "training", "ensemble", "checkpoint", "interrupts"),
-    "pictures": ("snapshot", "raster", "figures"),
+              "symmetries", "evaluation", "targets", "walkthrough", "liouville"),
+    "training": ("run", "training", "ensemble", "checkpoint", "interrupts", "peer"),
+    "pictures": ("snapshot", "raster", "figures", "lesson_figures"),
     "apps": ("reporting", "experiments", "sweep", "sweep_grid", "sweep_backends", "sweep_tables", "cli", "__main__",
              "ehflow_core"),
 }  # fmt: skip

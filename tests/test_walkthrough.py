@@ -60,8 +60,9 @@ def test_the_forward_walk_keeps_the_picked_q_and_reports_each_steps_energy():
     assert np.allclose(fwd.q[0], [0.3, 0.2])
     for i, h in enumerate(fwd.hamiltonians):
         s, e = 3 * i, 3 * i + 3
-        expected = [float(flow.hamiltonian(torch.as_tensor(fwd.q[k])[None], torch.as_tensor(fwd.p[k])[None], h)[0])
-                    for k in (s, e)]  # fmt: skip
+        with torch.no_grad():
+            expected = [float(flow.hamiltonian(torch.as_tensor(fwd.q[k])[None], torch.as_tensor(fwd.p[k])[None], h)[0])
+                        for k in (s, e)]  # fmt: skip
         assert [fwd.energy_before[i], fwd.energy_after[i]] == pytest.approx(expected, abs=1e-12)
         assert fwd.energies[e] == fwd.energy_after[i]  # the step's end, under the step's H
     # a small dt keeps each step's H nearly (leapfrog's error is O(dt³) per step), not exactly
@@ -152,8 +153,10 @@ def test_the_captions_name_each_part_and_the_figure_draws_the_move_where_it_happ
     for index, panel in ((1, "x2"), (2, "x")):  # a kick moves p (second panel), a drift q (first)
         arrows = [a for a in walkthrough_spec(back, index, xs, potentials, kinetics)["layout"]["annotations"]
                   if a.get("showarrow")]  # fmt: skip
-        assert [a["xref"] for a in arrows] == [panel]
+        assert [a["xref"] for a in arrows] == [panel, "x3", "x3"]
         moved = back.p if panel == "x2" else back.q
         assert (arrows[0]["ax"], arrows[0]["x"]) == (moved[index - 1, 0], moved[index, 0])
+        for phase in arrows[1:]:  # in phase space a kick is vertical (q stays), a drift horizontal (p stays)
+            assert (phase["ax"] == phase["x"]) if panel == "x2" else (phase["ay"] == phase["y"])
     with pytest.raises(ValueError, match="index must be in 0..6"):
         describe(back, 7)
