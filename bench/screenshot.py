@@ -1,8 +1,8 @@
 """Refresh the README's dashboard screenshots: start the app, train a while, save a picture.
 
 python -m bench.screenshot [--seconds 60] [--preset fig2a] [--size 1400x1700] [--out assets/dashboard.png]
-python -m bench.screenshot --view draw --seconds 30 --size 1400x1100 --out assets/dashboard_draw.png
-python -m bench.screenshot --view lessons --seconds 30 --size 1400x1000 --out assets/dashboard_lessons.png
+python -m bench.screenshot --view draw --seconds 30 --size 1400x1350 --out assets/dashboard_draw.png
+python -m bench.screenshot --view lessons --seconds 40 --size 1400x1000 --out assets/dashboard_lessons.png
 
 ``--size 1366x768`` is a laptop's screen: what a class sees without scrolling. ``--view draw``
 draws two strokes on the drawing surface before Train; ``--view lessons`` takes the trained model
@@ -49,7 +49,7 @@ def main() -> None:
                 for _ in range(4):
                     page.get_by_role("button", name="Next half-step ▶").click()
                     page.wait_for_timeout(1000)
-                page.get_by_text("Take the flow apart").scroll_into_view_if_needed()
+                page.locator(".st-key-lesson_walk_chart").scroll_into_view_if_needed()
                 page.mouse.move(700, 5)
                 page.wait_for_timeout(1000)
             page.screenshot(path=args.out)

@@ -15,6 +15,7 @@ from .snapshot import Snapshot, Turned
 from .walkthrough import Walkthrough, hamiltonian_name
 
 _NOW = COLORS[1]  # the current state and the move that made it
+_PHASE = (COLORS[2], COLORS[3])  # each coordinate's (q_i, p_i) in phase space: green, purple
 
 
 def _square_ranges(layout: dict, lo: float, hi: float) -> None:
@@ -57,7 +58,8 @@ def walkthrough_spec(
     step = max(walk.step_of(index), 0)
     h = walk.hamiltonians[step]
     label = f" of {hamiltonian_name(walk, step)}"
-    layout = _panels([f"position q over U(q){label}", f"momentum p over K(p){label}", "phase space (q_i, p_i)"])
+    phase_title = "phase space: (q₁, p₁) green, (q₂, p₂) purple"
+    layout = _panels([f"position q over U(q){label}", f"momentum p over K(p){label}", phase_title])
     states = np.concatenate([walk.q, walk.p, [[xs[0], xs[0]], [xs[-1], xs[-1]]]])
     lo, hi = float(states.min()) - 0.3, float(states.max()) + 0.3
     _square_ranges(layout, lo, hi)
@@ -70,12 +72,12 @@ def walkthrough_spec(
             arrows.append(_arrow(path[index - 1], path[index], col))
     for i in range(walk.q.shape[1]):  # phase space: (q_i, p_i) of each coordinate
         phase = np.stack([walk.q[: index + 1, i], walk.p[: index + 1, i]], axis=1)
-        data += _path(phase, 3, f"(q{i + 1}, p{i + 1})", COLORS[(i + 2) % len(COLORS)])
+        data += _path(phase, 3, f"(q{i + 1}, p{i + 1})", _PHASE[i % len(_PHASE)])
         if index > 0:
             arrows.append(_arrow(phase[-2], phase[-1], 3))
     layout["annotations"] += arrows
-    layout["xaxis3"]["title"] = {"text": "q_i"}
-    layout["yaxis3"]["title"] = {"text": "p_i"}
+    layout["xaxis3"]["title"] = {"text": "q"}
+    layout["yaxis3"]["title"] = {"text": "p"}
     title = "Sampling: base → data" if walk.direction == "forward" else "Likelihood: data → base"
     layout.update(title={"text": title}, showlegend=False, **_LAYOUT)
     return {"data": data, "layout": layout}
