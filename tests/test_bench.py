@@ -82,6 +82,32 @@ def test_the_classroom_table_in_the_docs_is_the_results_file():
         assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
 
 
+def test_the_teaching_classrooms_table_in_the_docs_is_its_results_file():
+    """docs/benchmarks.md's classroom table with the teaching tools in use, cell by cell against
+    bench/results/classroom_teaching.json."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "bench" / "results" / "classroom_teaching.json").read_text())
+    docs = (root / "docs" / "benchmarks.md").read_text()
+    assert f"commit `{result['commit']}`" in docs and {row["mix"] for row in result["classroom"]} == {
+        "plain",
+        "teaching",
+    }
+    for row in result["classroom"]:
+        line = next(x for x in docs.splitlines() if re.match(rf"\| {row['sessions']}, {row['mix']} \|", x))
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == f"{row['rss_mb']:,.0f} MB ({row['rss_per_run_mb']:.0f} MB)", cells
+        assert cells[3] == f"{row['health_training']['p50_ms']:.1f} / {row['health_training']['p99_ms']:.0f} ms", cells
+        assert cells[4] == f"{row['health_opening']['p99_ms']:.0f} / {row['health_closing']['p99_ms']:.0f} ms", cells
+        assert cells[5] == f"{row['admitted']} / {row['waiting']}", cells
+        steps = row["steps_per_s"]
+        assert cells[6] == f"{steps['min']:.1f} / {steps['median']:.1f} / {steps['max']:.1f}", cells
+        assert cells[7] == f"{row['fairness_min_over_median']:.2f}", cells
+        assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
+
+
 def _generated(doc: str, marker: str) -> str:
     """The text between ``<!-- marker -->`` and ``<!-- /marker -->`` in docs/``doc``."""
     from pathlib import Path
