@@ -57,6 +57,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # K and U exactly invariant under rotations of the plane (functions of |p|² and |q|²): the
     # flow is equivariant by construction, so the learned density is exactly invariant.
     "default_hard": {"flow": {"invariant_blocks": ((0, 1),)}},
+    # The soft constraint's brackets also at the batch's data points (with the encoder's momentum),
+    # not only at base samples: where the data are (TrainConfig.constraint_at).
+    "default_data": {"constraint_at": "base+data"},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL

@@ -27,7 +27,7 @@ from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .interrupts import INTERRUPTED_EXIT, StopRequest, until_stopped
 from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
-from .run import LR_SCHEDULES
+from .run import CONSTRAINT_AT, LR_SCHEDULES
 from .sweep_backends import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import HOLDOUT, TARGETS, DataTarget, Target, load_points, make_target, split_points
@@ -150,6 +150,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
         eval_samples=args.eval_samples,
         grad_clip=args.grad_clip,
         objective=args.objective,
+        constraint_at=args.constraint_at,
         train_samples=args.train_samples,
         on_divergence=args.on_divergence,
     )
@@ -338,6 +339,10 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     train.add_argument(
         "--train-samples", type=_positive_int, default=defaults.train_samples, help="K of the training bound"
     )
+    train.add_argument(
+        "--constraint-at", choices=CONSTRAINT_AT, default=defaults.constraint_at,
+        help="where the constraint's brackets are evaluated: base samples (the paper's), or also at the data",
+    )  # fmt: skip
     train.add_argument(
         "--on-divergence", choices=("stop", "continue"), default="stop", help="after a rejected step: stop, or go on"
     )

@@ -46,6 +46,7 @@ PAPER_TRAINING: dict[str, Any] = {
 }  # fmt: skip
 PAPER_FLOW: dict[str, Any] = {"kinetic": "mlp", "shared_hamiltonian": True}
 OBJECTIVES = ("elbo", "iwae", "dreg")
+CONSTRAINT_AT = ("base", "base+data")  # where the constraint's brackets are evaluated (TrainConfig.constraint_at)
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,9 @@ class TrainConfig(JsonConfig):
     eval_points: int = 512  # evaluations during training use a fixed subsample of this many test (and train) points
     eval_samples: int = 32  # K of the importance-weighted test log-likelihood L_K during training
     constraint_batch: int = 256  # base samples s ~ π per step for the constraint C_k
+    # Where C_k's brackets are evaluated: "base", on base samples (the paper's E_π); or "base+data",
+    # also at the batch's data points, each with a momentum from the encoder (where the data are).
+    constraint_at: str = "base"
     lam_init: float = 1.0  # initial multiplier λ
     geco_alpha: float = 0.99  # moving-average factor α of the violation
     geco_rate: float = 0.01  # multiplier rate ν (largest change of log λ per step)
@@ -110,6 +114,7 @@ class TrainConfig(JsonConfig):
         check_float("max_loss", self.max_loss, positive=True)
         check_choice("on_divergence", self.on_divergence, DIVERGENCE_ACTIONS)
         check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("constraint_at", self.constraint_at, CONSTRAINT_AT)
         check_choice("grad_mode", self.grad_mode, GRAD_MODES)
 
     @property
@@ -243,19 +248,32 @@ class Objective(nn.Module):
 
     Returns the batch-mean bound of ``objective`` (a scalar, :func:`training_bound`) and
     :math:`C_k = E_\pi[\{g_k, H\}^2]` (G,), or None without base samples (an unconstrained step).
+    With ``constraint_at="base+data"`` the mean is over the base samples and the batch's points
+    ``x``, each with the momentum the encoder gives it for the first noise sample (the states
+    where the data are; held fixed: only H's weights see the constraint's gradient).
     A module so that :class:`~ehflow_core.ensemble.EnsembleTrainer` can ``vmap`` it over stacked weights.
     """
 
-    def __init__(self, flow: HamiltonianFlow, generators: Sequence[Generator], objective: str = "elbo") -> None:
+    def __init__(
+        self,
+        flow: HamiltonianFlow,
+        generators: Sequence[Generator],
+        objective: str = "elbo",
+        constraint_at: str = "base",
+    ) -> None:
         super().__init__()
         self.flow = flow
         self.generators = list(generators)
         self.objective = check_choice("objective", objective, OBJECTIVES)
+        self.constraint_at = check_choice("constraint_at", constraint_at, CONSTRAINT_AT)
 
     def forward(self, x: Tensor, eps: Tensor, q0: Tensor | None, p0: Tensor | None) -> tuple[Tensor, Tensor | None]:
         bound = training_bound(self.flow, x, eps, self.objective)
         if q0 is None or p0 is None:  # unconstrained: no base samples were drawn
             return bound, None
+        if self.constraint_at == "base+data":
+            p_data = self.flow.encoder.reparameterise(x, eps[:1])[0][0].detach()
+            q0, p0 = torch.cat([q0, x]), torch.cat([p0, p_data])
         reference = self.flow.grad_mode == "reference"
         return bound, constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
 
@@ -295,7 +313,7 @@ class Run:
         with torch.random.fork_rng(devices=[]):  # the seed fixes the initialisation; torch's global RNG is left alone
             torch.manual_seed(config.seed)
             self.flow = HamiltonianFlow(config.flow).use_grad_mode(config.grad_mode)
-        self.objective = Objective(self.flow, self.generators, config.objective)
+        self.objective = Objective(self.flow, self.generators, config.objective, config.constraint_at)
         self.kappa = config.kappa
         device, dtype = self.flow.device, self.flow.dtype
         self.rng = torch.Generator(device=device).manual_seed(config.seed)

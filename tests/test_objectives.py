@@ -139,3 +139,40 @@ def test_a_late_gradient_scale_scales_the_gradient_and_refuses_to_be_used_unset(
     unset = LateGradScale()
     with pytest.raises(RuntimeError, match="before set"):
         unset(x).sum().backward()
+
+
+def test_the_constraint_at_the_data_adds_the_batchs_states_to_the_base_samples():
+    """``constraint_at="base+data"``: C_k is the mean of {g, H}² over the base samples and the
+    batch's points with the encoder's momentum for the first noise sample (those held fixed)."""
+    from ehflow_core.run import Objective
+    from ehflow_core.symmetries import constraint_values, rotation_generator
+
+    flow = make_flow(n_steps=2)
+    g = [rotation_generator(0, 1, 2)]
+    x, eps = randn(16, 2, seed=1), randn(3, 16, 2, seed=2)
+    q0, p0 = randn(32, 2, seed=3), randn(32, 2, seed=4)
+    _, on_base = Objective(flow, g, "iwae")(x, eps, q0, p0)
+    _, on_both = Objective(flow, g, "iwae", "base+data")(x, eps, q0, p0)
+    with torch.no_grad():
+        p_data = flow.encoder.reparameterise(x, eps[:1])[0][0]
+        at_data = constraint_values(flow.hamiltonian_list, g, x, p_data)
+    assert torch.allclose(on_base, constraint_values(flow.hamiltonian_list, g, q0, p0))
+    assert torch.allclose(on_both, (32 * on_base + 16 * at_data) / 48)  # the mean over all 48 states
+    assert abs(float(at_data - on_base.detach())) > 1e-3  # the data's states differ (else the test is void)
+    with pytest.raises(ValueError, match="constraint_at"):
+        Objective(flow, g, "iwae", "everywhere")
+
+
+def test_a_sweep_with_the_constraint_at_the_data_trains_each_member_as_one_run_would():
+    from ehflow_core.ensemble import EnsembleTrainer
+
+    config = TrainConfig(
+        flow=FlowConfig(hidden=(16, 16), encoder_hidden=(16, 16), dtype="float64"), batch=16, constraint_batch=32,
+        max_steps=3, eval_every=100, n_test=32, eval_points=32, eval_samples=4, constraint_at="base+data",
+    )  # fmt: skip
+    target = make_target("ring")
+    members = [config.replace(kappa=k) for k in (0.01, 0.1)]
+    ensemble = [r for step in EnsembleTrainer(members, target).train() for r in step.values()]
+    single = list(Trainer(members[1], target).train())
+    batched, alone = ([r.constraint["L_12"] for r in records] for records in (ensemble[1::2], single))
+    assert len(batched) == 3 and batched == pytest.approx(alone, rel=1e-9)
