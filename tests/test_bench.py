@@ -142,6 +142,18 @@ def test_the_every_target_and_plateau_tables_are_generated_from_their_results_fi
     assert _cites("results.md", quality) and _cites("results.md", _result("plateau.json"))
 
 
+def test_the_constraint_at_table_is_generated_from_its_results_files():
+    """docs/results.md's finite-data table (where the constraint is evaluated) is bench.quality's
+    table of its two files' rows, and names the commit they were measured at."""
+    from bench.quality import table
+
+    constrained, unconstrained = _result("constraint_at.json"), _result("constraint_at_none.json")
+    assert _generated("results.md", "bench.quality.table constraint_at") == table(
+        unconstrained["rows"] + constrained["rows"]
+    )
+    assert _cites("results.md", constrained) and constrained["commit"] == unconstrained["commit"]
+
+
 def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
     """docs/benchmarks.md's speed and profile tables are bench.step.markdown of bench/results/step.json."""
     from bench.step import markdown
