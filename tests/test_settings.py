@@ -303,3 +303,11 @@ def test_a_drawing_is_checked_as_an_upload_is_and_a_bad_one_says_why():
     for points, message in cases:
         with pytest.raises(ValueError, match=message):
             read_drawing(points)
+
+
+def test_a_downloaded_drawing_loads_back_through_the_upload():
+    from dashboard.drawing import drawing_csv
+
+    points = read_drawing([[0.1 * i, -0.05 * i + 0.0004] for i in range(40)])
+    upload = _Upload("drawing.csv", drawing_csv(DataTarget(points)).encode())
+    assert torch.allclose(read_upload(upload), points, atol=5e-4)  # the CSV keeps 3 decimals
