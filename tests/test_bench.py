@@ -59,20 +59,20 @@ def test_every_results_file_says_where_its_numbers_come_from():
         assert missing == [], f"{path.name} lacks {missing}"
 
 
-def test_the_classroom_table_in_the_docs_is_the_results_file():
-    """docs/benchmarks.md's classroom table, cell by cell against bench/results/classroom.json:
-    the prose cannot drift from the data."""
+def _classroom_rows_in_the_docs(name: str, first_cell, rss_cell) -> dict:
+    """Check docs/benchmarks.md's classroom table of bench/results/``name`` cell by cell: each row's
+    line starts with ``first_cell(row)`` and its RSS cell is ``rss_cell(row)``. Returns the file."""
     import re
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    result = json.loads((root / "bench" / "results" / "classroom.json").read_text())
+    result = json.loads((root / "bench" / "results" / name).read_text())
     docs = (root / "docs" / "benchmarks.md").read_text()
     assert f"commit `{result['commit']}`" in docs
     for row in result["classroom"]:
-        line = next(x for x in docs.splitlines() if re.match(rf"\| {row['sessions']} \| [\d,]+ MB \|", x))
+        line = next(x for x in docs.splitlines() if re.match(rf"\| {re.escape(first_cell(row))} \| [\d,]+ MB", x))
         cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1] == f"{row['rss_mb']:,.0f} MB", cells
+        assert cells[1] == rss_cell(row), cells
         assert cells[3] == f"{row['health_training']['p50_ms']:.1f} / {row['health_training']['p99_ms']:.0f} ms", cells
         assert cells[4] == f"{row['health_opening']['p99_ms']:.0f} / {row['health_closing']['p99_ms']:.0f} ms", cells
         assert cells[5] == f"{row['admitted']} / {row['waiting']}", cells
@@ -80,32 +80,23 @@ def test_the_classroom_table_in_the_docs_is_the_results_file():
         assert cells[6] == f"{steps['min']:.1f} / {steps['median']:.1f} / {steps['max']:.1f}", cells
         assert cells[7] == f"{row['fairness_min_over_median']:.2f}", cells
         assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
+    return result
+
+
+def test_the_classroom_table_in_the_docs_is_the_results_file():
+    """docs/benchmarks.md's classroom table, cell by cell against bench/results/classroom.json:
+    the prose cannot drift from the data."""
+    _classroom_rows_in_the_docs("classroom.json", lambda r: str(r["sessions"]), lambda r: f"{r['rss_mb']:,.0f} MB")
 
 
 def test_the_teaching_classrooms_table_in_the_docs_is_its_results_file():
-    """docs/benchmarks.md's classroom table with the teaching tools in use, cell by cell against
-    bench/results/classroom_teaching.json."""
-    import re
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[1]
-    result = json.loads((root / "bench" / "results" / "classroom_teaching.json").read_text())
-    docs = (root / "docs" / "benchmarks.md").read_text()
-    assert f"commit `{result['commit']}`" in docs and {row["mix"] for row in result["classroom"]} == {
-        "plain",
-        "teaching",
-    }
-    for row in result["classroom"]:
-        line = next(x for x in docs.splitlines() if re.match(rf"\| {row['sessions']}, {row['mix']} \|", x))
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        assert cells[1] == f"{row['rss_mb']:,.0f} MB ({row['rss_per_run_mb']:.0f} MB)", cells
-        assert cells[3] == f"{row['health_training']['p50_ms']:.1f} / {row['health_training']['p99_ms']:.0f} ms", cells
-        assert cells[4] == f"{row['health_opening']['p99_ms']:.0f} / {row['health_closing']['p99_ms']:.0f} ms", cells
-        assert cells[5] == f"{row['admitted']} / {row['waiting']}", cells
-        steps = row["steps_per_s"]
-        assert cells[6] == f"{steps['min']:.1f} / {steps['median']:.1f} / {steps['max']:.1f}", cells
-        assert cells[7] == f"{row['fairness_min_over_median']:.2f}", cells
-        assert cells[8] == f"{row['freed_after_close_s']:.1f} s", cells
+    """The same for the classroom with the teaching tools in use (bench/results/classroom_teaching.json)."""
+    result = _classroom_rows_in_the_docs(
+        "classroom_teaching.json",
+        lambda r: f"{r['sessions']}, {r['mix']}",
+        lambda r: f"{r['rss_mb']:,.0f} MB ({r['rss_per_run_mb']:.0f} MB)",
+    )
+    assert {row["mix"] for row in result["classroom"]} == {"plain", "teaching"}
 
 
 def _generated(doc: str, marker: str) -> str:
