@@ -585,3 +585,20 @@ def test_the_peer_trains_as_long_as_the_flow_and_is_scored_exactly_on_the_same_t
     label, kde = slot.snapshot.peer
     assert label == PEER_LABEL and kde.shape == slot.snapshot.model_kde.shape and kde.sum() > 0
     assert any(PEER_LABEL in u.records for u in sent)
+
+
+def test_a_sweep_with_the_peer_sends_every_members_curve_and_the_peers():
+    from dashboard.protocol import Start
+    from dashboard.settings import PEER_LABEL
+    from dashboard.slot import Slot
+
+    sent = []
+    settings = Settings(batch=32, peer=True, sweep=True)
+    slot = Slot("run", post=lambda _, update: sent.append(update))
+    slot.start(Start(1, 1, settings, settings.make_target(), 60.0))
+    assert slot.labels == settings.labels() and len(slot.labels) == 5 and slot.labels[-1] == PEER_LABEL
+    for _ in range(settings.train_config().eval_every):
+        assert slot.train_round()
+    assert slot.peer.seconds >= slot.flow_seconds > 0  # as long as the whole ensemble trained
+    slot.send()
+    assert set(sent[-1].records) == set(settings.labels()) and len(sent[-1].records[PEER_LABEL]) == 1
