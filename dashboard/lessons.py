@@ -74,8 +74,6 @@ def _frozen(run: LiveRun) -> Frozen | None:
             st.session_state.pop("lesson_model", None)
             st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
             return None
-        # Draw the views in a whole-page run: a button first drawn by a fragment's rerun lost its first click.
-        st.rerun()
     if frozen is None or frozen.key != (run.token, run.generation):
         return None
     return frozen
