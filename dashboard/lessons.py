@@ -27,15 +27,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("ehflow.dashboard")
 
 PLOT_CONFIG = {"displayModeBar": False}
-# The views' settings (in the URL). Their widgets take the URL's value as their own default, rather
-# than a value seeded into the session state: a seeded value drawn late in the page (after the live
-# panel) was sometimes lost in the browser, which then sent the widget's first option back.
-VIEW_FIELDS = ("direction", "theta", "lesson_radius")
-
-
-def _view(name: str):
-    """A view setting's value: its widget's, or the URL's before the widget is drawn."""
-    return st.session_state.get(f"w_{name}", st.session_state["view_defaults"][name])
 
 
 @dataclass(frozen=True)
@@ -62,35 +53,26 @@ def _take(run: LiveRun) -> Frozen:
 
 
 def _frozen(run: LiveRun) -> Frozen | None:
-    """The session's frozen model, taken when the user asks ("Take the current model"), never on
-    its own: a page run that waited on the training process for a checkpoint would hold every
-    click behind it. None before the first take, after a Reset (a new model), or if it failed."""
+    """The session's frozen model: taken again after a Reset (a new model) or when asked."""
     frozen: Frozen | None = st.session_state.get("lesson_model")
-    if st.session_state.pop("lesson_refresh", False):
+    if frozen is None or frozen.key != (run.token, run.generation) or st.session_state.pop("lesson_refresh", False):
         try:
             frozen = st.session_state["lesson_model"] = _take(run)
         except (RuntimeError, OSError, ValueError) as err:
             log.warning("lesson model: %s", err)
-            st.session_state.pop("lesson_model", None)
             st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
             return None
-    if frozen is None or frozen.key != (run.token, run.generation):
-        return None
+        _restart_walk()
     return frozen
 
 
 def _refresh() -> None:
     st.session_state["lesson_refresh"] = True
+    _restart_walk()
 
 
 def _restart_walk() -> None:
-    st.session_state["lesson_walk"] = (None, 0)
-
-
-def _move(by: int) -> None:
-    """One part on (or back) in the walk last drawn."""
-    walk_id, index = st.session_state.get("lesson_walk", (None, 0))
-    st.session_state["lesson_walk"] = (walk_id, max(0, index + by))
+    st.session_state["lesson_index"] = 0
 
 
 def _new_point(run: LiveRun) -> None:
@@ -100,7 +82,7 @@ def _new_point(run: LiveRun) -> None:
     seed = st.session_state.get("lesson_seed", 0) + 1
     st.session_state["lesson_seed"] = seed
     rng = torch.Generator().manual_seed(seed)
-    if _view("direction") == "inverse":
+    if st.session_state["w_direction"] == "inverse":
         q = run.target.sample(1, rng, dtype=torch.float64)[0, :2]
     else:
         q = torch.randn(2, generator=rng, dtype=torch.float64)
@@ -108,6 +90,11 @@ def _new_point(run: LiveRun) -> None:
         if frozen is not None:  # the run's own base (normal or soft-uniform)
             q = frozen.flow.sample_base(1, rng)[0][0]
     st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"] = round(float(q[0]), 2), round(float(q[1]), 2)
+    _restart_walk()
+
+
+def _move(by: int) -> None:
+    st.session_state["lesson_index"] = max(0, st.session_state.get("lesson_index", 0) + by)
 
 
 def _url(name: str) -> None:
@@ -128,12 +115,7 @@ def lessons(run: LiveRun) -> None:
             f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
             "training goes on meanwhile."
         )
-    else:
-        left.caption("The step-through and the volume view work on a copy of the model: take it, at any step.")
-    right.button(
-        "Use the latest model" if frozen is not None else "Take the current model", on_click=_refresh,
-        type="secondary" if frozen is not None else "primary", use_container_width=True,
-    )  # fmt: skip
+    right.button("Use the latest model", on_click=_refresh, use_container_width=True)
     stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
     with stepping:
         walk = _step_through(run, frozen)
@@ -156,24 +138,18 @@ def _step_through(run: LiveRun, frozen: Frozen | None):
     )
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1.2])
     c1.radio(
-        "Direction", DIRECTIONS, index=DIRECTIONS.index(st.session_state["view_defaults"]["direction"]),
-        key="w_direction", horizontal=True, on_change=_on_direction, args=(run,),
+        "Direction", DIRECTIONS, key="w_direction", horizontal=True, on_change=_on_direction, args=(run,),
         format_func=lambda d: "Sampling: base → data" if d == "forward" else "Likelihood: data → base",
     )  # fmt: skip
-    c2.number_input("q₁", -6.0, 6.0, step=0.1, key="w_lesson_q1")
-    c3.number_input("q₂", -6.0, 6.0, step=0.1, key="w_lesson_q2")
+    c2.number_input("q₁", -6.0, 6.0, step=0.1, key="w_lesson_q1", on_change=_restart_walk)
+    c3.number_input("q₂", -6.0, 6.0, step=0.1, key="w_lesson_q2", on_change=_restart_walk)
     c4.button("Pick a point for me", on_click=_new_point, args=(run,), use_container_width=True)
     if frozen is None:
-        st.info("Press **Take the current model** (above) to step through its leapfrog.")
         return None
     q = torch.tensor([st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"]], dtype=torch.float64)
     seed = st.session_state.get("lesson_seed", 0)
-    result = walk(frozen.flow, _view("direction"), q, torch.Generator().manual_seed(seed))
-    # The walk's position is kept for this walk only: another model, point, direction or draw starts at 0.
-    walk_id = (frozen.key, frozen.step, _view("direction"), tuple(q.tolist()), seed)
-    last_id, index = st.session_state.get("lesson_walk", (None, 0))
-    index = min(index, result.n_states - 1) if last_id == walk_id else 0
-    st.session_state["lesson_walk"] = (walk_id, index)
+    result = walk(frozen.flow, st.session_state["w_direction"], q, torch.Generator().manual_seed(seed))
+    index = min(st.session_state.get("lesson_index", 0), result.n_states - 1)
     b1, b2, b3, b4 = st.columns([1, 1.4, 1, 3])
     b1.button("◀ Back", on_click=_move, args=(-1,), disabled=index == 0, use_container_width=True)
     b2.button(
@@ -213,13 +189,12 @@ def _volume(frozen: Frozen | None, walk) -> None:
         f"{1 - FRICTION:.0%} of the momentum after each (friction): its areas shrink."
     )
     lo, hi = LIMITS["lesson_radius"]
-    st.slider(
-        "Patch radius", lo, hi, st.session_state["view_defaults"]["lesson_radius"], step=0.05, key="w_lesson_radius",
-        on_change=_url, args=("lesson_radius",),
-    )  # fmt: skip
+    st.slider("Patch radius", lo, hi, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
     if frozen is None or walk is None:
         return
-    patch = carry_patch(frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), _view("lesson_radius"))
+    patch = carry_patch(
+        frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), st.session_state["w_lesson_radius"]
+    )
     a = patch.areas
     c1, c2, c3 = st.columns(3)
     c1.metric("Area before", f"{a['start']:.6f}")
@@ -242,15 +217,12 @@ def _turn(run: LiveRun) -> None:
         "measures the learned density's spread over turns through log p̂ itself."
     )
     lo, hi = LIMITS["theta"]
-    st.slider(
-        "Turn by θ (degrees)", lo, hi, st.session_state["view_defaults"]["theta"], step=5.0, key="w_theta",
-        on_change=_url, args=("theta",),
-    )  # fmt: skip
+    st.slider("Turn by θ (degrees)", lo, hi, step=5.0, key="w_theta", on_change=_url, args=("theta",))
     snapshot = run.view().snapshot
     if snapshot is None:
         st.info("No picture yet: the run is still starting.")
         return
-    turned = turn(snapshot, math.radians(_view("theta")))
+    turned = turn(snapshot, math.radians(st.session_state["w_theta"]))
     c1, c2, _ = st.columns(3)
     c1.metric("Target: ∫|turned − as is|", f"{turned.target_l1:.3f}")
     c2.metric("Learned: ∫|turned − as is|", f"{turned.model_l1:.3f}")

@@ -19,7 +19,7 @@ import streamlit as st
 from dashboard import teaching
 from dashboard.drawing import drawing
 from dashboard.figures_page import figures_page
-from dashboard.lessons import VIEW_FIELDS, lessons
+from dashboard.lessons import lessons
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
 from dashboard.settings import (
@@ -52,9 +52,7 @@ def _init_state() -> None:
         return
     settings, notices = Settings.from_query(st.query_params.to_dict())
     for field in dataclasses.fields(Settings):
-        if field.name not in VIEW_FIELDS:
-            st.session_state[f"w_{field.name}"] = getattr(settings, field.name)
-    st.session_state["view_defaults"] = {name: getattr(settings, name) for name in VIEW_FIELDS}
+        st.session_state[f"w_{field.name}"] = getattr(settings, field.name)
     st.session_state["url_notices"] = notices
     st.session_state["settings_initialised"] = True
 
@@ -66,11 +64,7 @@ def _on_preset_change() -> None:
 
 
 def _settings_from_widgets() -> Settings:
-    """The settings the widgets show (a teaching view's before its widget is drawn: the URL's)."""
-    views = st.session_state["view_defaults"]
-    return Settings(
-        **{f.name: st.session_state.get(f"w_{f.name}", views.get(f.name)) for f in dataclasses.fields(Settings)}
-    )
+    return Settings(**{f.name: st.session_state[f"w_{f.name}"] for f in dataclasses.fields(Settings)})
 
 
 def sidebar() -> Settings:

@@ -492,9 +492,6 @@ def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(server.url)
     expect(page.get_by_text("Take the flow apart")).to_be_visible()
-    page.get_by_role("button", name="Take the current model").click()
-    expect(page.get_by_role("button", name="Use the latest model")).to_be_visible()  # taken, and drawn
-    page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")  # the page is idle
     # Step through: each press moves one part of one step on, and the view and caption follow.
     state = page.get_by_text(re.compile(r"^State \d+ of 6$"))
     expect(state).to_have_text("State 0 of 6")
