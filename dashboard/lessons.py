@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 import streamlit as st
 
+from dashboard.live import REPLY_TIMEOUT
 from dashboard.settings import DIRECTIONS, LIMITS, code, url_value
 
 if TYPE_CHECKING:
@@ -27,6 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("ehflow.dashboard")
 
 PLOT_CONFIG = {"displayModeBar": False}
+TAKE_WAIT = 1.0  # seconds a page run waits for the model before it draws without it
+AWAIT_EVERY = 0.5  # seconds between looks for a model on its way
 
 
 @dataclass(frozen=True)
@@ -41,33 +45,67 @@ class Frozen:
     kinetics: np.ndarray  # (H, n, n)
 
 
-def _take(run: LiveRun) -> Frozen:
-    """A float64 copy of the run's model now, and its energy maps."""
+def _freeze(run: LiveRun, data: bytes) -> Frozen:
+    """A float64 copy of the model in the checkpoint ``data``, and its energy maps."""
     from ehflow_core.checkpoint import load_checkpoint, read_checkpoint
     from ehflow_core.walkthrough import as_float64, energy_maps
 
-    data = run.checkpoint_bytes()
     flow = as_float64(load_checkpoint(data))
     xs, potentials, kinetics = energy_maps(flow)
     return Frozen((run.token, run.generation), int(read_checkpoint(data)["step"]), flow, xs, potentials, kinetics)
 
 
 def _frozen(run: LiveRun) -> Frozen | None:
-    """The session's frozen model: taken again after a Reset (a new model) or when asked."""
+    """The session's frozen model, taken again after a Reset (a new model) or when asked.
+
+    The page never waits long on the training process (a page run that waits holds every click of
+    its session behind it): the checkpoint is asked for and waited for ``TAKE_WAIT`` seconds; if it
+    is not there yet, :func:`_awaiting` looks again until it is. None until then.
+    """
+    key = (run.token, run.generation)
     frozen: Frozen | None = st.session_state.get("lesson_model")
-    if frozen is None or frozen.key != (run.token, run.generation) or st.session_state.pop("lesson_refresh", False):
-        try:
-            frozen = st.session_state["lesson_model"] = _take(run)
-        except (RuntimeError, OSError, ValueError) as err:
-            log.warning("lesson model: %s", err)
-            st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
-            return None
-        _restart_walk()
+    if frozen is not None and frozen.key == key and not st.session_state.get("lesson_refresh"):
+        return frozen
+    asked = st.session_state.get("lesson_asked")  # (key, ticket, when)
+    if asked is None or asked[0] != key or time.monotonic() - asked[2] > REPLY_TIMEOUT:  # lost: ask again
+        _forget_asked(run)
+        asked = st.session_state["lesson_asked"] = (key, run.ask_checkpoint(), time.monotonic())
+    try:
+        data = run.checkpoint_reply(asked[1], TAKE_WAIT)
+        if data is None:
+            st.caption("Taking the model from the training process…")
+            _awaiting(run, asked[1])
+            return frozen if frozen is not None and frozen.key == key else None  # the one in use meanwhile
+        del st.session_state["lesson_asked"]
+        frozen = st.session_state["lesson_model"] = _freeze(run, data)
+    except (RuntimeError, OSError, ValueError) as err:  # it failed, the process ended, or it cannot be read
+        st.session_state.pop("lesson_asked", None)
+        log.warning("lesson model: %s", err)
+        st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
+        return None
+    st.session_state.pop("lesson_refresh", None)
+    _restart_walk()
     return frozen
 
 
-def _refresh() -> None:
+@st.fragment(run_every=AWAIT_EVERY)
+def _awaiting(run: LiveRun, ticket: int) -> None:
+    """Drawn while the model is on its way: once it is here, the page runs again and takes it."""
+    if ticket in run.shared.replies or not run.worker_alive:
+        st.rerun()
+
+
+def _forget_asked(run: LiveRun) -> None:
+    """Forget the request under way, and its answer if it came (no one will take it)."""
+    asked = st.session_state.pop("lesson_asked", None)
+    if asked is not None:
+        with run.shared.lock:
+            run.shared.replies.pop(asked[1], None)
+
+
+def _refresh(run: LiveRun) -> None:
     st.session_state["lesson_refresh"] = True
+    _forget_asked(run)
     _restart_walk()
 
 
@@ -115,7 +153,7 @@ def lessons(run: LiveRun) -> None:
             f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
             "training goes on meanwhile."
         )
-    right.button("Use the latest model", on_click=_refresh, use_container_width=True)
+    right.button("Use the latest model", on_click=_refresh, args=(run,), use_container_width=True)
     stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
     with stepping:
         walk = _step_through(run, frozen)

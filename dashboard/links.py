@@ -100,7 +100,7 @@ class HostLink:
                 case Freed():
                     self.runs.pop(run_id, None)
                 case CheckpointReply():
-                    shared.replies.append(message)
+                    shared.replies[message.ticket] = message
                 case Update():
                     apply_update(shared, message, sent[0])
             notify(shared)

@@ -26,6 +26,7 @@ no page view arrived for ``HEARTBEAT_TIMEOUT`` seconds. The processes exit when 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import secrets
 import threading
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 HEARTBEAT_TIMEOUT = 1.0  # seconds without a page view before a run stops training
 REPLY_TIMEOUT = 60.0  # seconds to wait for a checkpoint from the worker
+_tickets = itertools.count(1)  # the checkpoint requests' numbers, unique in the server
 
 
 # -- the page's handle ---------------------------------------------------------------------------
@@ -207,20 +209,36 @@ class LiveRun:
         with s.lock:
             s.changed.wait_for(applied, wait)
 
-    def checkpoint_bytes(self) -> bytes:
-        """The primary run's checkpoint (for the download button)."""
-        with self.shared.lock:
-            self.shared.replies.clear()
-        self.host.send(self.id, CheckpointRequest())
-        with self.shared.lock:
-            if not self.shared.changed.wait_for(lambda: self.shared.replies or not self.worker_alive, REPLY_TIMEOUT):
-                raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
-            if not self.shared.replies:
+    def ask_checkpoint(self) -> int:
+        """Ask the worker for the primary run's checkpoint, without waiting; the ticket to collect
+        it with :meth:`checkpoint_reply`."""
+        ticket = next(_tickets)
+        self.host.send(self.id, CheckpointRequest(ticket))
+        return ticket
+
+    def checkpoint_reply(self, ticket: int, wait: float = 0.0) -> bytes | None:
+        """The checkpoint asked for with ``ticket`` once it is here (after waiting up to ``wait``
+        seconds), taken: None while it is not. Raises RuntimeError when it failed or the training
+        process has ended."""
+        s = self.shared
+        with s.lock:
+            s.changed.wait_for(lambda: ticket in s.replies or not self.worker_alive, wait)
+            reply = s.replies.pop(ticket, None)
+        if reply is None:
+            if not self.worker_alive:
                 raise RuntimeError("the training process has ended: no checkpoint")
-            reply = self.shared.replies.pop()
+            return None
         if reply.data is None:
             raise RuntimeError(f"the checkpoint failed: {reply.error}")
         return reply.data
+
+    def checkpoint_bytes(self) -> bytes:
+        """The primary run's checkpoint, waiting up to ``REPLY_TIMEOUT`` for it (the download button,
+        which the browser asks for apart from the page's script)."""
+        data = self.checkpoint_reply(self.ask_checkpoint(), REPLY_TIMEOUT)
+        if data is None:
+            raise RuntimeError(f"no checkpoint from the training process within {REPLY_TIMEOUT:.0f} s")
+        return data
 
     def free(self, reason: str | None = None) -> None:
         """End the run without waiting: its place and its feed go now, its memory in its process

@@ -71,7 +71,9 @@ class Beat:
 
 @dataclass(frozen=True)
 class CheckpointRequest:
-    pass
+    """Send the primary run's checkpoint; the reply carries the same ``ticket``."""
+
+    ticket: int
 
 
 @dataclass(frozen=True)
@@ -125,6 +127,7 @@ class Update:
 
 @dataclass(frozen=True)
 class CheckpointReply:
+    ticket: int  # the request's
     data: bytes | None  # None when it failed
     error: str | None = None
 

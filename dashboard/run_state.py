@@ -48,7 +48,7 @@ class Shared:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.replies: list[CheckpointReply] = []
+        self.replies: dict[int, CheckpointReply] = {}  # by ticket, until the asker takes it
         self.changed = threading.Condition(self.lock)  # notified on every message from the worker
         # Async waiters (the live panel's requests), woken on every message from the worker.
         self.waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()

@@ -158,8 +158,8 @@ class Slot:
             case SetLive(kappa=kappa, lr=lr):
                 self.set_live(kappa, lr)
                 self.send(records=not out_of_turn)  # the page waits for this to show the new values
-            case CheckpointRequest():
-                self.post(self.checkpoint())
+            case CheckpointRequest(ticket=ticket):
+                self.post(self.checkpoint(ticket))
             case Start() | Play() | Pause() | TrainSteps():
                 self.seq = message.seq
                 self.change_state(message)
@@ -187,16 +187,16 @@ class Slot:
                 self.last_beat = time.monotonic()
                 self.budget = n
 
-    def checkpoint(self) -> CheckpointReply:
+    def checkpoint(self, ticket: int) -> CheckpointReply:
         """The primary run's checkpoint (with its slice of a sweep's Adam state), or why not."""
         try:
             if isinstance(self.stepper, EnsembleTrainer):
                 state = self.stepper.member_optimizer_state(self.primary_label)
-                return CheckpointReply(checkpoint_bytes(self.primary, state))
-            return CheckpointReply(checkpoint_bytes(self.primary))
+                return CheckpointReply(ticket, checkpoint_bytes(self.primary, state))
+            return CheckpointReply(ticket, checkpoint_bytes(self.primary))
         except Exception as err:  # the page shows the reason instead of a file
             log.exception("checkpoint failed")
-            return CheckpointReply(None, str(err))
+            return CheckpointReply(ticket, None, str(err))
 
     def start(self, command: Start) -> None:
         """A new run (Reset): its trainers, a picture of the untrained model, then the optimiser

@@ -197,6 +197,25 @@ def test_sweep_mode_trains_every_kappa_and_the_baseline():
         run.close()
 
 
+def test_checkpoints_asked_at_once_each_reach_their_asker_and_no_one_waits_for_one():
+    """The teaching views ask for the model without waiting while a download may ask too: each
+    answer goes to its own ticket, and one asked after two steps holds those steps."""
+    run = _small_run()
+    try:
+        first = run.ask_checkpoint()
+        run.step(2)
+        assert wait_until(lambda: run.view().step == 2 and not run.busy)
+        second = run.ask_checkpoint()
+        assert wait_until(lambda: {first, second} <= set(run.shared.replies))
+        assert read_checkpoint(run.checkpoint_reply(second))["step"] == 2
+        assert read_checkpoint(run.checkpoint_reply(first))["step"] == 0
+        assert run.checkpoint_reply(first) is None  # taken once
+    finally:
+        run.close()
+    with pytest.raises(RuntimeError, match="has ended"):
+        run.checkpoint_reply(run.ask_checkpoint(), wait=1.0)
+
+
 def test_divergence_shows_a_message_and_keeps_finite_weights():
     run = _small_run(dt=1e20)  # far beyond the slider: the loss overflows at once
     try:
