@@ -26,8 +26,9 @@ from .checkpoint import load_trainer, read_checkpoint
 from .config import BASES, DTYPES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .interrupts import INTERRUPTED_EXIT, StopRequest, until_stopped
+from .objectives import CONSTRAINT_AT
 from .reporting import FINAL_EVAL_SAMPLES, progress, read_metrics, write_run
-from .run import CONSTRAINT_AT, LR_SCHEDULES
+from .run import LR_SCHEDULES
 from .sweep_backends import BACKENDS
 from .symmetries import Generator, RotationGenerator, rotation_generator, so_generators, translation_generator
 from .targets import HOLDOUT, TARGETS, DataTarget, Target, load_points, make_target, split_points

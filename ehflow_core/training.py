@@ -2,7 +2,7 @@ r"""Training: the loop that steps one run (:class:`Trainer`) or M runs as one ba
 (:class:`~ehflow_core.ensemble.EnsembleTrainer`) by the same rules, written once in :class:`Stepper`:
 
 1. **draw** each run's data batch and noise from its own RNG (:meth:`Run.draw`);
-2. evaluate the training bound (:func:`~ehflow_core.run.training_bound`: ELBO or importance
+2. evaluate the training bound (:func:`~ehflow_core.objectives.training_bound`: ELBO or importance
    weighted) and the constraints, and each run's **Lagrangian** (:meth:`Run.lagrangian`);
 3. **reject** a run whose loss is non-finite or above ``max_loss`` (:meth:`Run.assess`);
 4. backpropagate the accepted losses, **clip** each run's gradient norm (:func:`clip_grad_norms_`),
@@ -28,7 +28,8 @@ import torch
 from torch import Tensor
 
 from ._checks import check_float, check_int
-from .run import OBJECTIVES, Record, Run, StepResult, TrainConfig, training_bound
+from .objectives import OBJECTIVES, training_bound
+from .run import Record, Run, StepResult, TrainConfig
 
 __all__ = [
     "OBJECTIVES",

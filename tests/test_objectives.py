@@ -144,7 +144,7 @@ def test_a_late_gradient_scale_scales_the_gradient_and_refuses_to_be_used_unset(
 def test_the_constraint_at_the_data_adds_the_batchs_states_to_the_base_samples():
     """``constraint_at="base+data"``: C_k is the mean of {g, H}² over the base samples and the
     batch's points with the encoder's momentum for the first noise sample (those held fixed)."""
-    from ehflow_core.run import Objective
+    from ehflow_core.objectives import Objective
     from ehflow_core.symmetries import constraint_values, rotation_generator
 
     flow = make_flow(n_steps=2)
