@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import multiprocessing
 import statistics
 from concurrent.futures import ProcessPoolExecutor
@@ -89,21 +88,16 @@ def soft(seeds: int, steps: int, work: Path, workers: int) -> list[dict[str, Any
 def markdown(result: dict[str, Any]) -> str:
     """The table: per regime and run, the gap and train − test as mean ± sd [95 % interval] over the
     seeds, the test L_256 difference from the unconstrained run of the same seed (positive: better),
-    and E[{g,H}²] and the invariance spread as mean ± sd (2 significant digits; in brackets, the
-    spread's noise floor: the same statistic at θ = 0)."""
+    and E[{g,H}²] and the invariance spread as mean ± sd (in brackets, the spread's noise floor:
+    the same statistic at θ = 0)."""
     from bench.provenance import markdown_table
     from ehflow_core.sweep_tables import format_stat, mean_interval
 
     rows = result["rows"]
 
-    def stat(regime: str, run: str, key: str, digits: int, interval: bool = True) -> str:
+    def stat(regime: str, run: str, key: str, digits: int | None, interval: bool = True) -> str:
         values = [r[key] for r in rows if r["regime"] == regime and r["run"] == run and r[key] is not None]
-        if not values:
-            return "—"
-        if interval:
-            return format_stat(mean_interval(values), digits)
-        sd = statistics.stdev(values) if len(values) > 1 else math.nan
-        return f"{statistics.fmean(values):.{digits}g} ± {sd:.{digits}g}"
+        return format_stat(mean_interval(values), digits, interval) if values else "—"
 
     def paired(regime: str, run: str) -> str:
         none = {r["seed"]: r["test_log_likelihood"] for r in rows if r["regime"] == regime and r["run"] == "none"}
@@ -126,14 +120,14 @@ def markdown(result: dict[str, Any]) -> str:
     for regime in REGIMES:
         for run in RUNS:
             seeds = sum(r["regime"] == regime and r["run"] == run for r in rows)
-            spread = stat(regime, run, "invariance_spread", 2, interval=False)
+            spread = stat(regime, run, "invariance_spread", 3, interval=False)
             noise = statistics.fmean(
                 r["invariance_noise_floor"] for r in rows if r["regime"] == regime and r["run"] == run
             )
             table.append([
                 f"{regime} ({N_TRAIN})" if regime == "finite" else regime, run, seeds,
                 stat(regime, run, "gap_nats", 3), paired(regime, run), train_minus_test(regime, run),
-                stat(regime, run, "constraint", 2, interval=False), f"{spread} ({noise:.3f})",
+                stat(regime, run, "constraint", None, interval=False), f"{spread} ({noise:.3f})",
             ])  # fmt: skip
     head = (
         "regime", "run", "seeds", "gap to entropy (nats)", "test L_256 − none's, paired", "train − test",

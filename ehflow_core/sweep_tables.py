@@ -163,13 +163,14 @@ def _none(value: Any, shown: str) -> str:
     return shown if value is None else f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def format_stat(stat: dict[str, Any] | None, digits: int | None = None) -> str:
-    """A :func:`mean_interval` as a table cell: ``mean ± sd [low, high]``, or the mean alone for
-    one seed; ``digits`` decimals (None: 4 significant digits)."""
+def format_stat(stat: dict[str, Any] | None, digits: int | None = None, interval: bool = True) -> str:
+    """A :func:`mean_interval` as a table cell: ``mean ± sd [low, high]`` (``mean ± sd`` without
+    ``interval``), or the mean alone for one seed; ``digits`` decimals (None: 4 significant digits)."""
     if not stat:
         return "—"
     number = (lambda x: f"{x:.4g}") if digits is None else (lambda x: f"{x:.{digits}f}")
     if stat["sd"] is None:
         return f"{number(stat['mean'])} (one seed)"
     low, high = stat["ci95"]
-    return f"{number(stat['mean'])} ± {number(stat['sd'])} [{number(low)}, {number(high)}]"
+    bracket = f" [{number(low)}, {number(high)}]" if interval else ""
+    return f"{number(stat['mean'])} ± {number(stat['sd'])}{bracket}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 
 import pytest
 
@@ -228,3 +229,45 @@ def test_the_suites_speed_rows_in_the_docs_are_its_results_file():
         f"{sweep['sequential_over_one_run']:.2f}× (batched is {sweep['batched_speedup_over_sequential']:.2f}× faster)",
     ):
         assert text in docs, text
+
+
+def test_the_figure_2a_table_and_its_headline_are_its_results_file():
+    """docs/results.md's Figure 2A table is bench.fig2a's Markdown of bench/results/fig2a.json, and
+    the README's headline quotes the file: each seed paired, as the table and the claims say."""
+    from pathlib import Path
+
+    from bench.fig2a import markdown
+    from ehflow_core.sweep_tables import mean_interval
+
+    result = _result("fig2a.json")
+    assert _generated("results.md", "bench.fig2a.markdown") == markdown(result)
+    assert _cites("results.md", result)
+    rows = result["rows"]
+
+    def by_seed(regime: str, run: str, key: str = "test_log_likelihood") -> dict[int, float]:
+        return {r["seed"]: r[key] for r in rows if r["regime"] == regime and r["run"] == run}
+
+    def paired(regime: str, run: str) -> list[float]:
+        none = by_seed(regime, "none")
+        return [value - none[seed] for seed, value in by_seed(regime, run).items()]
+
+    assert len(paired("finite", "κ=0.01")) == 5 and min(paired("finite", "κ=0.01")) > 0  # "in every seed"
+    assert max(paired("infinite", "κ=0.001")) < 0 and min(paired("infinite", "exact")) > 0
+    assert min(paired("finite", "exact")) > 0 and min(by_seed("finite", "exact", "gap_nats").values()) == pytest.approx(
+        -0.027, abs=5e-4
+    )
+    unsettled = [
+        seed for seed, d in enumerate(paired("infinite", "κ=0.01")) if abs(d) > 0.04
+    ]  # "level in four of five"
+    assert unsettled == [2] and f"{by_seed('infinite', 'κ=0.01', 'constraint')[2]:.2f}" == "1.09"
+    assert f"{by_seed('infinite', 'κ=0.01', 'gap_nats')[2]:.2f}" == "1.04"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    line = next(x for x in readme.splitlines() if x.startswith("| Figure 2A, 200 training points"))
+    helped = mean_interval(paired("finite", "κ=0.01"))
+    low, high = helped["ci95"]
+    assert f"by {helped['mean']:.3f} nats [{low:.3f}, {high:.3f}]" in line
+    line = next(x for x in readme.splitlines() if x.startswith("| Figure 2A, infinite data?"))
+    none_gap = statistics.fmean(by_seed("infinite", "none", "gap_nats").values())
+    worse = -statistics.fmean(paired("infinite", "κ=0.001"))
+    exact = statistics.fmean(by_seed("infinite", "exact", "gap_nats").values())
+    assert f"no constraint {none_gap:.3f}, κ = 0.001 worse by {worse:.3f}" in line and f"({exact:.3f} ± " in line
