@@ -1,17 +1,20 @@
 """The command line's Figure 2B, kept: ``reproduce fig2b`` (full size) per seed, its attractors and gap.
 
-    python -m bench.fig2b [--seeds 2] [--workers 2] [--out bench/results/fig2b.json]
+    python -m bench.fig2b [--seeds 2] [--workers 2] [--kinetic mlp] [--training defaults] [--out FILE]
 
 Runs :func:`~ehflow_core.experiments.reproduce_fig2b` as ``python -m ehflow_core reproduce fig2b
 --seed N`` does (one torch thread each, ``--workers`` at a time, its run folders in a temporary
 directory) and keeps what its summaries say of U's wells at the 8 modes
-(:func:`~ehflow_core.snapshot.attractor_report`) and of the test likelihood.
+(:func:`~ehflow_core.snapshot.attractor_report`) and of the test likelihood. ``--kinetic mlp``
+trains an MLP K instead of ``FIG2B_FLOW``'s convex one, ``--training defaults`` the library's
+training defaults instead of ``FIG2B_TRAINING`` (the comparisons of docs/results.md, "Figure 2B").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -20,15 +23,18 @@ from typing import Any
 KEPT = ("steps", "test_log_likelihood", "gap_nats", "attractors")
 
 
-def run(seed: int) -> dict[str, Any]:
+def run(seed: int, kinetic: str | None = None, training: str = "fig2b") -> dict[str, Any]:
     import torch
 
-    from ehflow_core.experiments import FIG2B, FIG2B_FLOW, reproduce_fig2b
+    from ehflow_core.experiments import FIG2B, FIG2B_FLOW, FIG2B_TRAINING, reproduce_fig2b
 
     torch.set_num_threads(1)
+    chosen = FIG2B_TRAINING if training == "fig2b" else {}
     with tempfile.TemporaryDirectory() as out:
-        summary = reproduce_fig2b(FIG2B["full"], Path(out), seed=seed)
-    row = {"seed": seed, "flow": FIG2B_FLOW, **{key: summary.get(key) for key in KEPT}}
+        summary = reproduce_fig2b(FIG2B["full"], Path(out), seed=seed, kinetic=kinetic, training=chosen)
+    flow = {**FIG2B_FLOW, **({"kinetic": kinetic} if kinetic else {})}
+    row = {"seed": seed, "flow": flow, "training": chosen or "the library's defaults"}
+    row.update({key: summary.get(key) for key in KEPT})
     print(json.dumps(row), flush=True)
     return row
 
@@ -39,10 +45,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--kinetic", choices=["convex", "mlp"], help="K (default: FIG2B_FLOW's)")
+    parser.add_argument("--training", choices=["fig2b", "defaults"], default="fig2b")
     parser.add_argument("--out", default="bench/results/fig2b.json")
     args = parser.parse_args(argv)
-    with ProcessPoolExecutor(args.workers) as pool:
-        rows = list(pool.map(run, range(args.seeds)))
+    seeds = range(args.seeds)
+    with ProcessPoolExecutor(args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:  # torch: no fork
+        rows = list(pool.map(run, seeds, [args.kinetic] * len(seeds), [args.training] * len(seeds)))
     result = {**provenance("fig2b", "bench.fig2b", argv, machine="one torch thread per run"), "rows": rows}
     write_results(args.out, result)
 

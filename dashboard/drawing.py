@@ -12,7 +12,7 @@ from pathlib import Path
 import streamlit as st
 
 from dashboard.settings import DRAW_LIMITS, code, read_drawing
-from ehflow_core.targets import DataTarget
+from ehflow_core.targets import HOLDOUT, DataTarget
 
 EXTENT = 4.0  # the surface spans [−4, 4]², the live panel's maps
 
@@ -50,7 +50,7 @@ def drawing() -> None:
         st.markdown(
             "Click and drag (or drag on the touchpad) to **spray** points with the brush; **Erase** removes "
             "them, **Undo** takes back a stroke. Then press **Train**: the flow learns your points at once "
-            f"(20 % are held out to measure the test likelihood). At least {DRAW_LIMITS.min_rows} and at "
+            f"({HOLDOUT:.0%} are held out to measure the test likelihood). At least {DRAW_LIMITS.min_rows} and at "
             f"most {DRAW_LIMITS.max_rows:,} points."
         )
         message = st.session_state["drawing_checked"][1]

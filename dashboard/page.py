@@ -34,7 +34,7 @@ from dashboard.settings import (
     safe_name,
 )  # fmt: skip
 from ehflow_core.reporting import metrics_csv
-from ehflow_core.targets import DataTarget
+from ehflow_core.targets import HOLDOUT, DataTarget
 
 log = logging.getLogger("ehflow.dashboard")
 
@@ -83,7 +83,7 @@ def sidebar() -> Settings:
         "Finite data",
         key="w_finite",
         disabled=users,
-        help="Your points are the data: 80 % train, 20 % are held out as the test set."
+        help=f"Your points are the data: {1 - HOLDOUT:.0%} train, {HOLDOUT:.0%} are held out as the test set."
         if users
         else "Off: fresh samples every step (infinite data). On: a fixed training set of N points, drawn once "
         "with the seed.",

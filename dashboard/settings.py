@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from ehflow_core.experiments import FIG2B_FLOW
 from ehflow_core.run import PAPER_TRAINING, run_label
-from ehflow_core.targets import DataLimits, DataTarget, Target, make_target, parse_csv
+from ehflow_core.targets import HOLDOUT, DataLimits, DataTarget, Target, make_target, parse_csv
 from ehflow_core.training import TrainConfig
 from ehflow_core.walkthrough import DIRECTIONS  # the step-through's: sampling, likelihood
 
@@ -89,7 +89,8 @@ PRESETS: dict[str, Preset] = {
         "normal",
         False,
         -2.0,
-        "Spray points with the mouse on the drawing surface, then press Train. 20 % are held out as the test set.",
+        f"Spray points with the mouse on the drawing surface, then press Train. {HOLDOUT:.0%} are held out as "
+        "the test set.",
     ),  # fmt: skip
     "upload": Preset(
         "Your own data (CSV)",
@@ -97,7 +98,7 @@ PRESETS: dict[str, Preset] = {
         "normal",
         True,
         -2.0,
-        "Upload a CSV of points. 20 % are held out as the test set.",
+        f"Upload a CSV of points. {HOLDOUT:.0%} are held out as the test set.",
     ),
 }
 DATA_TARGETS = ("draw", "upload")  # the presets whose points the user gives

@@ -182,19 +182,30 @@ def fig2a_markdown(results: dict[str, Any]) -> str:
 
 
 def reproduce_fig2b(
-    size: Fig2bSize, out: Path, seed: int = 0, paper: bool = False, stop: StopRequest | None = None
+    size: Fig2bSize,
+    out: Path,
+    seed: int = 0,
+    paper: bool = False,
+    stop: StopRequest | None = None,
+    kinetic: str | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train on eight Gaussians from a soft-uniform base and report the attractors of U (with
     ``FIG2B_TRAINING``, or the paper's configuration with ``paper``). A ``stop`` request ends
-    training after the step in progress and writes the run as it is (its summary marked interrupted)."""
+    training after the step in progress and writes the run as it is (its summary marked interrupted).
+    ``kinetic`` and ``training`` replace ``FIG2B_FLOW``'s K and ``FIG2B_TRAINING`` (``{}``: the
+    library's defaults), for the comparisons in docs/results.md."""
     from .figures import trajectory_figure, write_figure  # plotly, when needed
 
     target = make_target("gaussians8")
     assert isinstance(target, GaussianMixture)
     flow = {key: value for key, value in FIG2B_FLOW.items() if not (paper and key == "kinetic")}
+    if kinetic is not None:
+        flow["kinetic"] = kinetic
+    training = FIG2B_TRAINING if training is None else training
     config = TrainConfig.starting_from(
         paper, flow=flow, max_steps=size.steps,
-        eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32, **({} if paper else FIG2B_TRAINING),
+        eval_every=size.eval_every, seed=seed, n_test=size.n_test, eval_samples=32, **({} if paper else training),
     )  # fmt: skip
     trainer = Trainer(config, target, generators=[])
     records = list(progress(until_stopped(trainer.train(), stop), size.steps, label="fig2b"))
