@@ -55,17 +55,20 @@ def _freeze(run: LiveRun, data: bytes) -> Frozen:
     return Frozen((run.token, run.generation), int(read_checkpoint(data)["step"]), flow, xs, potentials, kinetics)
 
 
-def _frozen(run: LiveRun) -> Frozen | None:
-    """The session's frozen model, taken again after a Reset (a new model) or when asked.
+def _frozen(run: LiveRun) -> tuple[Frozen | None, str | None, int | None]:
+    """The session's frozen model, taken again after a Reset (a new model) or when asked; with
+    what the views should say of it, and the ticket of a request still on its way (or None).
 
     The page never waits long on the training process (a page run that waits holds every click of
     its session behind it): the checkpoint is asked for and waited for ``TAKE_WAIT`` seconds; if it
-    is not there yet, :func:`_awaiting` looks again until it is. None until then.
+    is not there yet, :func:`_awaiting` looks again until it is; the model in use, if any, stays
+    meanwhile. Nothing is drawn here, so the views' widgets keep their places in the page.
     """
     key = (run.token, run.generation)
     frozen: Frozen | None = st.session_state.get("lesson_model")
-    if frozen is not None and frozen.key == key and not st.session_state.get("lesson_refresh"):
-        return frozen
+    current = frozen if frozen is not None and frozen.key == key else None
+    if current is not None and not st.session_state.get("lesson_refresh"):
+        return current, None, None
     asked = st.session_state.get("lesson_asked")  # (key, ticket, when)
     if asked is None or asked[0] != key or time.monotonic() - asked[2] > REPLY_TIMEOUT:  # lost: ask again
         _forget_asked(run)
@@ -73,19 +76,16 @@ def _frozen(run: LiveRun) -> Frozen | None:
     try:
         data = run.checkpoint_reply(asked[1], TAKE_WAIT)
         if data is None:
-            st.caption("Taking the model from the training process…")
-            _awaiting(run, asked[1])
-            return frozen if frozen is not None and frozen.key == key else None  # the one in use meanwhile
+            return current, "Taking the model from the training process…", asked[1]
         del st.session_state["lesson_asked"]
         frozen = st.session_state["lesson_model"] = _freeze(run, data)
     except (RuntimeError, OSError, ValueError) as err:  # it failed, the process ended, or it cannot be read
         st.session_state.pop("lesson_asked", None)
         log.warning("lesson model: %s", err)
-        st.info(f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset.")
-        return None
+        why = f"The model could not be taken from the training process ({code(str(err), 200)}): press Reset."
+        return None, why, None
     st.session_state.pop("lesson_refresh", None)
-    _restart_walk()
-    return frozen
+    return frozen, None, None
 
 
 @st.fragment(run_every=AWAIT_EVERY)
@@ -106,11 +106,10 @@ def _forget_asked(run: LiveRun) -> None:
 def _refresh(run: LiveRun) -> None:
     st.session_state["lesson_refresh"] = True
     _forget_asked(run)
-    _restart_walk()
 
 
 def _restart_walk() -> None:
-    st.session_state["lesson_index"] = 0
+    st.session_state.pop("lesson_walk", None)
 
 
 def _new_point(run: LiveRun) -> None:
@@ -128,11 +127,13 @@ def _new_point(run: LiveRun) -> None:
         if frozen is not None:  # the run's own base (normal or soft-uniform)
             q = frozen.flow.sample_base(1, rng)[0][0]
     st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"] = round(float(q[0]), 2), round(float(q[1]), 2)
-    _restart_walk()
+    st.session_state["lesson_point_for"] = st.session_state["w_direction"]
 
 
 def _move(by: int) -> None:
-    st.session_state["lesson_index"] = max(0, st.session_state.get("lesson_index", 0) + by)
+    """Back or Next: the walk's position moves (a walk changed since starts again: see _step_through)."""
+    walk, index = st.session_state.get("lesson_walk", (None, 0))
+    st.session_state["lesson_walk"] = (walk, max(0, index + by))
 
 
 def _url(name: str) -> None:
@@ -144,15 +145,20 @@ def _url(name: str) -> None:
 def lessons(run: LiveRun) -> None:
     """The teaching views, in tabs, for ``run``'s model."""
     st.subheader("Take the flow apart")
-    if "w_lesson_q1" not in st.session_state:
-        _new_point(run)
-    frozen = _frozen(run)  # None: the views say why, and still draw their controls (their values are kept)
+    state = st.session_state
+    if "w_lesson_q1" not in state or state.get("lesson_point_for") != state["w_direction"]:
+        _new_point(run)  # the first point, or one for the direction just chosen
+    frozen, note, pending = _frozen(run)  # no model: the views say why, and still draw their controls
     left, right = st.columns([4, 1])
-    if frozen is not None:
-        left.caption(
-            f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
-            "training goes on meanwhile."
-        )
+    with left:  # one line, whatever it says, so that the widgets below keep their places
+        if frozen is not None and note is None:
+            note = (
+                f"These views use the model as trained at step {frozen.step:,} (a float64 copy: exact numbers); "
+                "training goes on meanwhile."
+            )
+        st.caption(note or "")
+        if pending is not None:
+            _awaiting(run, pending)
     right.button("Use the latest model", on_click=_refresh, args=(run,), use_container_width=True)
     stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
     with stepping:
@@ -175,19 +181,27 @@ def _step_through(run: LiveRun, frozen: Frozen | None):
         "and runs the flow backwards, to where π scores it."
     )
     c1, c2, c3, c4 = st.columns([2, 1, 1, 1.2])
+    # Each widget is given its current value as its default too: one drawn anew (its place in the page
+    # changed) then starts from it, and never sends back a value of its own.
+    state = st.session_state
     c1.radio(
-        "Direction", DIRECTIONS, key="w_direction", horizontal=True, on_change=_on_direction, args=(run,),
+        "Direction", DIRECTIONS, index=DIRECTIONS.index(state["w_direction"]), key="w_direction", horizontal=True,
+        on_change=_url, args=("direction",),
         format_func=lambda d: "Sampling: base → data" if d == "forward" else "Likelihood: data → base",
     )  # fmt: skip
-    c2.number_input("q₁", -6.0, 6.0, step=0.1, key="w_lesson_q1", on_change=_restart_walk)
-    c3.number_input("q₂", -6.0, 6.0, step=0.1, key="w_lesson_q2", on_change=_restart_walk)
+    c2.number_input("q₁", -6.0, 6.0, value=state["w_lesson_q1"], step=0.1, key="w_lesson_q1")
+    c3.number_input("q₂", -6.0, 6.0, value=state["w_lesson_q2"], step=0.1, key="w_lesson_q2")
     c4.button("Pick a point for me", on_click=_new_point, args=(run,), use_container_width=True)
     if frozen is None:
         return None
     q = torch.tensor([st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"]], dtype=torch.float64)
     seed = st.session_state.get("lesson_seed", 0)
     result = walk(frozen.flow, st.session_state["w_direction"], q, torch.Generator().manual_seed(seed))
-    index = min(st.session_state.get("lesson_index", 0), result.n_states - 1)
+    # The position belongs to one walk (model, direction, point, draw): any other starts at its beginning.
+    identity = (frozen.key, frozen.step, st.session_state["w_direction"], *q.tolist(), seed)
+    walked, index = st.session_state.get("lesson_walk", (identity, 0))
+    index = min(index, result.n_states - 1) if walked in (identity, None) else 0
+    st.session_state["lesson_walk"] = (identity, index)
     b1, b2, b3, b4 = st.columns([1, 1.4, 1, 3])
     b1.button("◀ Back", on_click=_move, args=(-1,), disabled=index == 0, use_container_width=True)
     b2.button(
@@ -207,11 +221,6 @@ def _step_through(run: LiveRun, frozen: Frozen | None):
     return result
 
 
-def _on_direction(run: LiveRun) -> None:
-    _url("direction")
-    _new_point(run)
-
-
 def _volume(frozen: Frozen | None, walk) -> None:
     import torch
 
@@ -227,7 +236,8 @@ def _volume(frozen: Frozen | None, walk) -> None:
         f"{1 - FRICTION:.0%} of the momentum after each (friction): its areas shrink."
     )
     lo, hi = LIMITS["lesson_radius"]
-    st.slider("Patch radius", lo, hi, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
+    radius = st.session_state["w_lesson_radius"]  # its default too, as in _step_through
+    st.slider("Patch radius", lo, hi, radius, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
     if frozen is None or walk is None:
         return
     patch = carry_patch(
@@ -255,7 +265,8 @@ def _turn(run: LiveRun) -> None:
         "measures the learned density's spread over turns through log p̂ itself."
     )
     lo, hi = LIMITS["theta"]
-    st.slider("Turn by θ (degrees)", lo, hi, step=5.0, key="w_theta", on_change=_url, args=("theta",))
+    theta = st.session_state["w_theta"]  # its default too, as in _step_through
+    st.slider("Turn by θ (degrees)", lo, hi, theta, step=5.0, key="w_theta", on_change=_url, args=("theta",))
     snapshot = run.view().snapshot
     if snapshot is None:
         st.info("No picture yet: the run is still starting.")

@@ -503,6 +503,14 @@ def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart
         float(_lesson_metric(page, "H now (same H)"))  # H is shown, a number
     assert len(set(seen)) == 3, seen  # every press changed the picture (q moved, or p)
     expect(page.get_by_text("Undoing leapfrog step 2 of 2")).to_be_visible()
+    # The other direction: a point of the base, run forward, from the walk's start; the URL keeps it.
+    q1 = page.get_by_role("spinbutton", name="q₁").input_value()
+    page.get_by_text("Sampling: base → data").click()
+    expect(state).to_have_text("State 0 of 6")
+    page.get_by_role("button", name="Next half-step ▶").click()
+    expect(page.get_by_text("Leapfrog step 1 of 2", exact=False)).to_be_visible()
+    assert page.get_by_role("spinbutton", name="q₁").input_value() != q1  # a new point, for this direction
+    page.wait_for_function("new URL(location.href).searchParams.get('direction') === 'forward'")
     # The volume view: the flow keeps the patch's area, the damped map does not.
     page.get_by_role("tab", name="Volume kept (Liouville)").click()
     before = float(_lesson_metric(page, "Area before"))
