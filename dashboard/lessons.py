@@ -13,8 +13,9 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import streamlit as st
@@ -29,6 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("ehflow.dashboard")
 
 PLOT_CONFIG = {"displayModeBar": False}
+T = TypeVar("T")
 TAKE_WAIT = 1.0  # seconds a page run waits for the model before it draws without it
 AWAIT_EVERY = 0.5  # seconds between looks for a model on its way
 
@@ -162,9 +164,9 @@ def lessons(run: LiveRun) -> None:
     right.button("Use the latest model", on_click=_refresh, args=(run,), use_container_width=True)
     stepping, volume, turning = st.tabs(["Step through the leapfrog", "Volume kept (Liouville)", "Turn by θ"])
     with stepping:
-        walk = _step_through(run, frozen)
+        walked = _step_through(run, frozen)
     with volume:
-        _volume(frozen, walk)
+        _volume(frozen, walked)
     with turning:
         _turn(run)
 
@@ -195,10 +197,10 @@ def _step_through(run: LiveRun, frozen: Frozen | None):
     if frozen is None:
         return None
     q = torch.tensor([st.session_state["w_lesson_q1"], st.session_state["w_lesson_q2"]], dtype=torch.float64)
-    seed = st.session_state.get("lesson_seed", 0)
-    result = walk(frozen.flow, st.session_state["w_direction"], q, torch.Generator().manual_seed(seed))
+    seed, direction = st.session_state.get("lesson_seed", 0), st.session_state["w_direction"]
     # The position belongs to one walk (model, direction, point, draw): any other starts at its beginning.
-    identity = (frozen.key, frozen.step, st.session_state["w_direction"], *q.tolist(), seed)
+    identity = (frozen.key, frozen.step, direction, *q.tolist(), seed)
+    result = _kept("walk", identity, lambda: walk(frozen.flow, direction, q, torch.Generator().manual_seed(seed)))
     walked, index = st.session_state.get("lesson_walk", (identity, 0))
     index = min(index, result.n_states - 1) if walked in (identity, None) else 0
     st.session_state["lesson_walk"] = (identity, index)
@@ -216,12 +218,16 @@ def _step_through(run: LiveRun, frozen: Frozen | None):
     m1.metric("H at this step's start", f"{result.energy_before[step]:.4f}")
     m2.metric("H now (same H)", f"{result.energies[index]:.4f}")
     m3.metric("p now", f"({result.p[index, 0]:.2f}, {result.p[index, 1]:.2f})")
-    spec = walkthrough_spec(result, index, frozen.xs, frozen.potentials, frozen.kinetics)
-    st.plotly_chart(_figure(spec, 420), config=PLOT_CONFIG, key="lesson_walk_chart")
-    return result
+    figure = _kept(
+        "walk_figure", (identity, index),
+        lambda: _figure(walkthrough_spec(result, index, frozen.xs, frozen.potentials, frozen.kinetics), 420),
+    )  # fmt: skip
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="lesson_walk_chart")
+    return identity, result
 
 
-def _volume(frozen: Frozen | None, walk) -> None:
+def _volume(frozen: Frozen | None, walked: tuple[tuple, Any] | None) -> None:
+    """The patch around the step-through's first state; ``walked``: that walk's identity and result."""
     import torch
 
     from ehflow_core.lesson_figures import patch_spec
@@ -238,11 +244,14 @@ def _volume(frozen: Frozen | None, walk) -> None:
     lo, hi = LIMITS["lesson_radius"]
     radius = st.session_state["w_lesson_radius"]  # its default too, as in _step_through
     st.slider("Patch radius", lo, hi, radius, step=0.05, key="w_lesson_radius", on_change=_url, args=("lesson_radius",))
-    if frozen is None or walk is None:
+    if frozen is None or walked is None:
         return
-    patch = carry_patch(
-        frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), st.session_state["w_lesson_radius"]
-    )
+    identity, walk = walked
+    radius = st.session_state["w_lesson_radius"]
+    patch = _kept(
+        "patch", (identity, radius),
+        lambda: carry_patch(frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), radius),
+    )  # fmt: skip
     a = patch.areas
     c1, c2, c3 = st.columns(3)
     c1.metric("Area before", f"{a['start']:.6f}")
@@ -251,7 +260,8 @@ def _volume(frozen: Frozen | None, walk) -> None:
     d1, d2, _ = st.columns(3)
     d1.metric("det ∂T/∂s of the flow", f"{patch.determinants['leapfrog']:.8f}")
     d2.metric("det of the damped map", f"{patch.determinants['damped']:.6f}")
-    st.plotly_chart(_figure(patch_spec(patch), 440), config=PLOT_CONFIG, key="lesson_patch_chart")
+    figure = _kept("patch_figure", (identity, radius), lambda: _figure(patch_spec(patch), 440))
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="lesson_patch_chart")
 
 
 def _turn(run: LiveRun) -> None:
@@ -267,15 +277,30 @@ def _turn(run: LiveRun) -> None:
     lo, hi = LIMITS["theta"]
     theta = st.session_state["w_theta"]  # its default too, as in _step_through
     st.slider("Turn by θ (degrees)", lo, hi, theta, step=5.0, key="w_theta", on_change=_url, args=("theta",))
-    snapshot = run.view().snapshot
+    view = run.view()
+    snapshot, theta = view.snapshot, st.session_state["w_theta"]
     if snapshot is None:
         st.info("No picture yet: the run is still starting.")
         return
-    turned = turn(snapshot, math.radians(st.session_state["w_theta"]))
+
+    def turned_figure():
+        turned = turn(snapshot, math.radians(theta))
+        return turned, _figure(turned_spec(snapshot, turned), 330)
+
+    turned, figure = _kept("turn", (view.version, theta), turned_figure)
     c1, c2, _ = st.columns(3)
     c1.metric("Target: ∫|turned − as is|", f"{turned.target_l1:.3f}")
     c2.metric("Learned: ∫|turned − as is|", f"{turned.model_l1:.3f}")
-    st.plotly_chart(_figure(turned_spec(snapshot, turned), 330), config=PLOT_CONFIG, key="lesson_turn_chart")
+    st.plotly_chart(figure, config=PLOT_CONFIG, key="lesson_turn_chart")
+
+
+def _kept(name: str, key: tuple, compute: Callable[[], T]) -> T:
+    """``compute()``, kept in the session under ``name`` until ``key`` changes: a page run that
+    changes nothing here (a slider of the sidebar, a training page's rerun) recomputes nothing."""
+    kept = st.session_state.get(f"lesson_kept_{name}")
+    if kept is None or kept[0] != key:
+        kept = st.session_state[f"lesson_kept_{name}"] = (key, compute())
+    return kept[1]
 
 
 def _figure(spec: dict, height: int):

@@ -495,13 +495,19 @@ def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart
     # Step through: each press moves one part of one step on, and the view and caption follow.
     state = page.get_by_text(re.compile(r"^State \d+ of 6$"))
     expect(state).to_have_text("State 0 of 6")
-    seen = []
+    point = "JSON.stringify([d.data[2], d.data[5]].map((t) => [t.x, t.y]))"  # the walk's q and p now
+    seen = [_plotly(page, "lesson_walk_chart", point)]
     for i in range(1, 4):
         page.get_by_role("button", name="Next half-step ▶").click()
         expect(state).to_have_text(f"State {i} of 6")
-        seen.append(_plotly(page, "lesson_walk_chart", "JSON.stringify([d.data[2], d.data[5]].map((t) => [t.x, t.y]))"))
+        # The picture follows the caption (drawn after it): wait for it to differ from the last one.
+        page.wait_for_function(
+            f"(() => {{ const d = document.querySelector('.st-key-lesson_walk_chart .js-plotly-plot'); "
+            f"return d && d.data && {point} !== {json.dumps(seen[-1])}; }})()"
+        )
+        seen.append(_plotly(page, "lesson_walk_chart", point))
         float(_lesson_metric(page, "H now (same H)"))  # H is shown, a number
-    assert len(set(seen)) == 3, seen  # every press changed the picture (q moved, or p)
+    assert len(set(seen)) == 4, seen  # every press changed the picture (q moved, or p)
     expect(page.get_by_text("Undoing leapfrog step 2 of 2")).to_be_visible()
     # The other direction: a point of the base, run forward, from the walk's start; the URL keeps it.
     q1 = page.get_by_role("spinbutton", name="q₁").input_value()
