@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import multiprocessing
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -37,6 +38,30 @@ def run(seed: int, kinetic: str | None = None, training: str = "fig2b") -> dict[
     row.update({key: summary.get(key) for key in KEPT})
     print(json.dumps(row), flush=True)
     return row
+
+
+def markdown(*results: dict[str, Any]) -> str:
+    """The rows of ``results`` (results files of this benchmark) as one table: per run, its K and
+    training, the test gap, and what the attractor report says of U's wells and the flow's points."""
+    from bench.provenance import markdown_table
+
+    table = []
+    for result in results:
+        for row in result["rows"]:
+            a = row["attractors"]
+            training = row.get("training", "fig2b")
+            table.append([
+                row["flow"]["kinetic"], "the defaults" if training == "the library's defaults" else "Figure 2B's",
+                row["seed"], f"{row['gap_nats']:.3f}", a["wells_are"], f"{a['modes_with_minimum']} of {a['n_modes']}",
+                f"{a['mean_mode_to_minimum']:.2f}" if math.isfinite(a["mean_mode_to_minimum"] or math.inf) else "—",
+                a["n_minima"] - a["modes_with_minimum"],
+                f"{a['share_near_modes_flow']:.0%} ({a['share_near_modes_base']:.0%})",
+            ])  # fmt: skip
+    head = (
+        "K", "training", "seed", "gap (nats)", "wells are", "modes with a well", "mean distance", "other wells",
+        "time near a mode: flow (base)",
+    )  # fmt: skip
+    return markdown_table(head, table)
 
 
 def main(argv: list[str] | None = None) -> None:

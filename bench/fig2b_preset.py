@@ -80,5 +80,26 @@ def _report(rows: list[dict[str, Any]], out: str) -> None:
     Path(out).write_text(json.dumps(result, indent=2))
 
 
+def markdown(result: dict[str, Any]) -> str:
+    """The rows of a results file as the docs' table."""
+    from bench.provenance import markdown_table
+
+    head = (
+        "K", "training", "seed", "steps", "gap (nats)", "modes with a well", "wells are",
+        "time near a mode: flow (base)",
+    )  # fmt: skip
+    return markdown_table(
+        head,
+        [
+            [
+                r["kinetic"], r["training"], r["seed"], f"{r['steps']:,}", f"{r['gap_nats']:.3f}",
+                f"{r['modes_with_minimum']} of {r['n_modes']}", r["wells_are"],
+                f"{r['share_near_modes_flow']:.0%} ({r['share_near_modes_base']:.0%})",
+            ]
+            for r in result["rows"]
+        ],
+    )  # fmt: skip
+
+
 if __name__ == "__main__":
     main()

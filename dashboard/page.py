@@ -23,6 +23,7 @@ from dashboard.lessons import lessons
 from dashboard.live import LiveRun
 from dashboard.live_chart import live_charts, preload_plotly
 from dashboard.settings import (
+    BASES,
     BATCHES,
     DATA_TARGETS,
     LIMITS,
@@ -68,11 +69,18 @@ def _settings_from_widgets() -> Settings:
 
 
 def sidebar() -> Settings:
-    """The controls; returns the settings they describe."""
+    """The controls; returns the settings they describe.
+
+    Each widget's value lives in the session (seeded from the URL, changed by presets), and each is
+    also given it as its default: a widget the browser draws anew then starts from the session's
+    value, never from its minimum (a slider that showed its minimum while the run used another
+    value ignored a key press to that minimum)."""
     sb = st.sidebar
+    now = st.session_state
     sb.header("Experiment")
     sb.selectbox(
-        "Preset / target", list(PRESETS), format_func=lambda k: PRESETS[k].label, key="w_preset",
+        "Preset / target", list(PRESETS), index=list(PRESETS).index(now["w_preset"]),
+        format_func=lambda k: PRESETS[k].label, key="w_preset",
         on_change=_on_preset_change, help="The density to learn. Figure 2A and 2B are the paper's experiments.",
     )  # fmt: skip
     sb.caption(PRESETS[st.session_state["w_preset"]].help)
@@ -81,6 +89,7 @@ def sidebar() -> Settings:
     users = PRESETS[st.session_state["w_preset"]].target in DATA_TARGETS  # the user's points: always a finite set
     sb.toggle(
         "Finite data",
+        now["w_finite"],
         key="w_finite",
         disabled=users,
         help=f"Your points are the data: {1 - HOLDOUT:.0%} train, {HOLDOUT:.0%} are held out as the test set."
@@ -90,22 +99,25 @@ def sidebar() -> Settings:
     )
     lo, hi = LIMITS["n_train"]
     sb.number_input(
-        "Training points N", lo, hi, step=50, key="w_n_train", disabled=users or not st.session_state["w_finite"],
+        "Training points N", lo, hi, now["w_n_train"], step=50, key="w_n_train",
+        disabled=users or not now["w_finite"],
         help="Size of the fixed training set (with finite data).",
     )  # fmt: skip
     sb.selectbox(
-        "Base density π", ["normal", "soft_uniform"], key="w_base",
+        "Base density π", BASES, index=BASES.index(now["w_base"]), key="w_base",
         help="π(q, p) before the flow. N(0, I) is rotation invariant (Lemma 1 holds); the soft-uniform is not.",
     )  # fmt: skip
     sb.header("Symmetry")
     sb.toggle(
         "Rotation generator g = q₁p₂ − q₂p₁",
+        now["w_generator_on"],
         key="w_generator_on",
         help="Constrain E_π[{g, H}²] ≤ κ with a Lagrange multiplier λ.",
     )
     generator_on = st.session_state["w_generator_on"]
     sb.toggle(
         "Exact symmetry (K, U of |p|², |q|²)",
+        now["w_exact"],
         key="w_exact",
         disabled=not generator_on,
         help="Instead of the soft constraint: K and U are networks of |p|² and |q|², so {g, H} = 0 for every "
@@ -114,11 +126,13 @@ def sidebar() -> Settings:
     constrained = _settings_from_widgets().kappa is not None  # the soft constraint in force (Settings' rule)
     lo, hi = LIMITS["log10_kappa"]
     sb.slider(
-        "log₁₀ κ (constraint precision)", lo, hi, step=0.25, key="w_log10_kappa", disabled=not constrained,
+        "log₁₀ κ (constraint precision)", lo, hi, now["w_log10_kappa"], step=0.25, key="w_log10_kappa",
+        disabled=not constrained,
         help="κ is the tolerated mean squared Poisson bracket {g, H}²: smaller κ, stricter symmetry. Applies live.",
     )  # fmt: skip
     sb.toggle(
         "κ sweep (κ/10, κ, 10κ and no constraint side by side)",
+        now["w_sweep"],
         key="w_sweep",
         disabled=not constrained,
         help="Trains four models at once and overlays their likelihood curves."
@@ -132,24 +146,31 @@ def sidebar() -> Settings:
         "Step size dt",
         lo,
         hi,
+        now["w_dt"],
         step=0.05,
         key="w_dt",
         help="Leapfrog step size. Very large values make training diverge.",
     )
     lo, hi = LIMITS["n_steps"]
     sb.slider(
-        "Leapfrog steps n", lo, hi, key="w_n_steps", help="Steps of the flow T = T_n ∘ … ∘ T_1 (the paper uses 2)."
-    )
+        "Leapfrog steps n", lo, hi, now["w_n_steps"], key="w_n_steps",
+        help="Steps of the flow T = T_n ∘ … ∘ T_1 (the paper uses 2).",
+    )  # fmt: skip
     lo, hi = LIMITS["log10_lr"]
-    sb.slider("log₁₀ learning rate", lo, hi, step=0.25, key="w_log10_lr", help="Adam's learning rate. Applies live.")
-    sb.select_slider("Batch size", BATCHES, key="w_batch", help="Data points per training step.")
+    sb.slider(
+        "log₁₀ learning rate", lo, hi, now["w_log10_lr"], step=0.25, key="w_log10_lr",
+        help="Adam's learning rate. Applies live.",
+    )  # fmt: skip
+    sb.select_slider("Batch size", BATCHES, now["w_batch"], key="w_batch", help="Data points per training step.")
     lo, hi = LIMITS["seed"]
     sb.number_input(
-        "Seed", lo, hi, key="w_seed", help="Same seed, same initialisation and data: Reset reproduces a run."
-    )
+        "Seed", lo, hi, now["w_seed"], key="w_seed",
+        help="Same seed, same initialisation and data: Reset reproduces a run.",
+    )  # fmt: skip
     sb.header("Compare")
     sb.toggle(
         "A neural spline flow beside it (peer)",
+        now["w_peer"],
         key="w_peer",
         help="A standard flow (zuko's NSF) trained on the same data for the same time as the Hamiltonian flow: "
         "its exact test log p joins the curves, its density the density panel. It takes half of the run's "

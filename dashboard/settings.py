@@ -43,6 +43,8 @@ PAPER_LOG10_LR = -3.5  # the slider's nearest value to the paper's 3e-4 (it move
 SLOW_LOG10_LR = -3.0  # 1e-3: core and ring and the grid learn better at it (docs/presets.md)
 
 
+BASES = ("normal", "soft_uniform")  # the base densities the page offers
+
 PRESETS: dict[str, Preset] = {
     "fig2a": Preset("Fig. 2A: SO(2) ring", "ring", "normal", True, -2.0, "The paper's symmetric experiment."),
     "paper": Preset(
@@ -303,7 +305,7 @@ def _parse(name: str, raw: str, kind: type) -> Any:
             raise ValueError("expected 0 or 1")
         return raw in ("1", "true")
     if kind is str:
-        choices = {"preset": tuple(PRESETS), "direction": DIRECTIONS}.get(name, ("normal", "soft_uniform"))
+        choices = {"preset": tuple(PRESETS), "direction": DIRECTIONS}.get(name, BASES)
         if raw not in choices:
             raise ValueError(f"expected one of {', '.join(choices)}")
         return raw

@@ -271,3 +271,49 @@ def test_the_figure_2a_table_and_its_headline_are_its_results_file():
     worse = -statistics.fmean(paired("infinite", "κ=0.001"))
     exact = statistics.fmean(by_seed("infinite", "exact", "gap_nats").values())
     assert f"no constraint {none_gap:.3f}, κ = 0.001 worse by {worse:.3f}" in line and f"({exact:.3f} ± " in line
+
+
+def test_the_sweep_table_is_generated_from_its_results_file():
+    """docs/benchmarks.md's sweep table and batching sentence are bench.sweep.markdown of bench/results/sweep.json."""
+    from bench.sweep import markdown
+
+    result = _result("sweep.json")
+    assert _generated("benchmarks.md", "bench.sweep.markdown") == markdown(result)
+    assert _cites("benchmarks.md", result)
+
+
+def test_the_figure_2b_table_is_generated_from_its_results_files():
+    """docs/results.md's Figure 2B table is bench.fig2b.markdown of its three files (a convex K, an
+    MLP K, an MLP K with the library's defaults), each cited with its commit."""
+    from bench.fig2b import markdown
+
+    files = [_result(name) for name in ("fig2b.json", "fig2b_mlp.json", "fig2b_defaults.json")]
+    assert _generated("results.md", "bench.fig2b.markdown") == markdown(*files)
+    assert all(_cites("results.md", result) for result in files)
+
+
+def test_the_dashboard_on_rays_paragraph_is_its_results_file():
+    """docs/benchmarks.md's paragraph on the dashboard with its runs on Ray states bench/results/dashboard_ray.json."""
+    from pathlib import Path
+
+    d = _result("dashboard_ray.json")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    text = " ".join(docs.split("**The same page with its runs on Ray**", 1)[1].split("\n\n", 1)[0].split())
+    rss = [mb for _, mb in d["server_rss_mb"]]
+    for stated in (
+        f"commit `{d['commit']}`", f"usable page {d['usable_page_s']:.1f} s",
+        f"first chart {d['train_to_first_chart_s']:.2f} s", f"{min(d['refreshes_per_s']):.2f}–{max(d['refreshes_per_s']):.2f}",
+        f"{min(d['slider_effect_s']):.2f}–{max(d['slider_effect_s']):.2f} s", f"{d['streaming_steps_per_s']:.1f} steps/s",
+        f"{d['headless_steps_per_s']:.1f} headless", f"({100 * d['streaming_share_of_headless']:.0f} %)",
+        f"RSS {min(rss):.0f}–{max(rss):.0f} MB",
+    ):  # fmt: skip
+        assert stated in text, stated
+
+
+def test_the_figure_2b_presets_table_is_generated_from_its_results_file():
+    """docs/results.md's table of the dashboard's Figure 2B preset at 60 s is bench.fig2b_preset.markdown of its file."""
+    from bench.fig2b_preset import markdown
+
+    result = _result("fig2b_preset.json")
+    assert _generated("results.md", "bench.fig2b_preset.markdown") == markdown(result)
+    assert _cites("results.md", result) and all(r["modes_with_minimum"] == 8 for r in result["rows"])  # "both seeds"
