@@ -97,8 +97,7 @@ def _forget_asked(run: LiveRun) -> None:
     """Forget the request under way, and its answer if it came (no one will take it)."""
     asked = st.session_state.pop("lesson_asked", None)
     if asked is not None:
-        with run.shared.lock:
-            run.shared.replies.pop(asked[1], None)
+        run.forget_checkpoint(asked[1])
 
 
 def _refresh(run: LiveRun) -> None:
@@ -244,11 +243,12 @@ def _volume(frozen: Frozen | None, walked: tuple[tuple, Any] | None) -> None:
     if frozen is None or walked is None:
         return
     identity, walk = walked
-    radius = st.session_state["w_lesson_radius"]
-    patch = _kept(
-        "patch", (identity, radius),
-        lambda: carry_patch(frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), radius),
-    )  # fmt: skip
+
+    def patch_figure():
+        patch = carry_patch(frozen.flow, torch.as_tensor(walk.q[0]), torch.as_tensor(walk.p[0]), radius)
+        return patch, _figure(patch_spec(patch), 440)
+
+    patch, figure = _kept("patch", (identity, radius), patch_figure)
     a = patch.areas
     c1, c2, c3 = st.columns(3)
     c1.metric("Area before", f"{a['start']:.6f}")
@@ -257,7 +257,6 @@ def _volume(frozen: Frozen | None, walked: tuple[tuple, Any] | None) -> None:
     d1, d2, _ = st.columns(3)
     d1.metric("det ∂T/∂s of the flow", f"{patch.determinants['leapfrog']:.8f}")
     d2.metric("det of the damped map", f"{patch.determinants['damped']:.6f}")
-    figure = _kept("patch_figure", (identity, radius), lambda: _figure(patch_spec(patch), 440))
     st.plotly_chart(figure, config=PLOT_CONFIG, key="lesson_patch_chart")
 
 
@@ -275,7 +274,7 @@ def _turn(run: LiveRun) -> None:
     theta = st.session_state["w_theta"]  # its default too, as in _step_through
     st.slider("Turn by θ (degrees)", lo, hi, theta, step=5.0, key="w_theta", on_change=_url, args=("theta",))
     view = run.view()
-    snapshot, theta = view.snapshot, st.session_state["w_theta"]
+    snapshot = view.snapshot
     if snapshot is None:
         st.info("No picture yet: the run is still starting.")
         return

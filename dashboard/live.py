@@ -232,6 +232,11 @@ class LiveRun:
             raise RuntimeError(f"the checkpoint failed: {reply.error}")
         return reply.data
 
+    def forget_checkpoint(self, ticket: int) -> None:
+        """No one will take the checkpoint asked for with ``ticket``: drop it if it has come."""
+        with self.shared.lock:
+            self.shared.replies.pop(ticket, None)
+
     def checkpoint_bytes(self) -> bytes:
         """The primary run's checkpoint, waiting up to ``REPLY_TIMEOUT`` for it (the download button,
         which the browser asks for apart from the page's script)."""

@@ -73,8 +73,8 @@ def sidebar() -> Settings:
 
     Each widget's value lives in the session (seeded from the URL, changed by presets), and each is
     also given it as its default: a widget the browser draws anew then starts from the session's
-    value, never from its minimum (a slider that showed its minimum while the run used another
-    value ignored a key press to that minimum)."""
+    value, never from its minimum (our best explanation, not proven, of a browser test in which a
+    key press to the κ slider's minimum changed nothing)."""
     sb = st.sidebar
     now = st.session_state
     sb.header("Experiment")
