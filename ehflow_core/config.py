@@ -67,6 +67,10 @@ class FlowConfig(JsonConfig):
     # K(p): "mlp" (a softplus MLP, as in the paper) or "convex" (½|p|² plus positive softplus
     # ridges: strictly convex, starts as the harmonic oscillator's kinetic energy)
     kinetic: str = "mlp"
+    # K and U each carry a learnable ½e^a|x|² (a = 0 at the start; a convex K has its own): the
+    # untrained flow is close to the harmonic oscillator's, which turns phase space, so q moves
+    # with p from the first step (False: plain MLPs, as in the paper)
+    harmonic: bool = False
     # one H for every step (True, the paper's: the flow can then run longer, the integrated flow)
     # or a separate H_i per step (False: learns faster)
     shared_hamiltonian: bool = False
@@ -86,6 +90,8 @@ class FlowConfig(JsonConfig):
         object.__setattr__(self, "base_sigma", check_float("base_sigma", self.base_sigma, positive=True))
         object.__setattr__(self, "base_beta", check_float("base_beta", self.base_beta, positive=True))
         check_choice("kinetic", self.kinetic, KINETICS)
+        if not isinstance(self.harmonic, bool):
+            raise TypeError(f"harmonic must be a bool, got {self.harmonic!r}")
         if not isinstance(self.shared_hamiltonian, bool):
             raise TypeError(f"shared_hamiltonian must be a bool, got {self.shared_hamiltonian!r}")
         if self.invariant_blocks is not None:

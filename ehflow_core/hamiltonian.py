@@ -13,7 +13,9 @@ class Hamiltonian(nn.Module):
     With ``kinetic="convex"``, K is a :class:`~ehflow_core.nets.ConvexKinetic` (strictly convex,
     ½|p|² at initialisation) of width ``hidden[0]``. With ``invariant_blocks`` both energies are
     functions of the squared norms of those blocks of coordinates, so :math:`\{L_{ij}, H\} = 0`
-    exactly for every rotation inside a block.
+    exactly for every rotation inside a block. With ``harmonic`` each MLP energy also carries a
+    learnable ½e^a|x|² (a convex K has its own), so the untrained H is close to the harmonic
+    oscillator's ½|p|² + ½|q|².
     """
 
     def __init__(
@@ -22,16 +24,17 @@ class Hamiltonian(nn.Module):
         hidden: tuple[int, ...],
         invariant_blocks: tuple[tuple[int, ...], ...] | None = None,
         kinetic: str = "mlp",
+        harmonic: bool = False,
     ) -> None:
         super().__init__()
         if invariant_blocks is None:
             self.K: EnergyMLP | ConvexKinetic = (
-                ConvexKinetic(dim, hidden[0]) if kinetic == "convex" else EnergyMLP(dim, hidden)
+                ConvexKinetic(dim, hidden[0]) if kinetic == "convex" else EnergyMLP(dim, hidden, harmonic)
             )
-            self.U: EnergyMLP = EnergyMLP(dim, hidden)
+            self.U: EnergyMLP = EnergyMLP(dim, hidden, harmonic)
         else:
-            self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks)
-            self.U = InvariantEnergyMLP(dim, hidden, invariant_blocks)
+            self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic)
+            self.U = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic)
 
     def kinetic(self, p: Tensor) -> Tensor:
         """K(p): p with shape (B, d) -> (B,)."""

@@ -40,16 +40,23 @@ class EnergyMLP(nn.Module):
     Softplus, not relu: training through the Poisson bracket and the leapfrog flow needs
     second derivatives of :math:`E`.
 
+    With ``quadratic=True`` the energy also carries a learnable :math:`\tfrac12 e^{a}|x|^2`
+    (:math:`a = 0` at the start): :math:`E(x) = \tfrac12 e^{a}|x|^2 + \mathrm{MLP}(x)`, so
+    :math:`\nabla_x E = e^{a} x + \nabla_x \mathrm{MLP}`. Both energies of a flow built this
+    way start near the harmonic oscillator's, whose flow turns phase space (docs/maths.md).
+
     Args:
         dim: input dimension ``d``.
         hidden: widths of the hidden layers, e.g. ``(128, 128)``.
+        quadratic: add the learnable quadratic term.
     """
 
-    def __init__(self, dim: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, dim: int, hidden: tuple[int, ...], quadratic: bool = False) -> None:
         super().__init__()
         widths = (dim, *hidden)
         self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = nn.Linear(widths[-1], 1)
+        self.log_scale = nn.Parameter(torch.zeros(())) if quadratic else None  # a: the quadratic's curvature e^a
 
     @property
     def linear_layers(self) -> list[nn.Linear]:
@@ -74,7 +81,10 @@ class EnergyMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Energy of each point: x with shape (B, d) -> (B,)."""
-        return self.out(F.softplus(self._pre_activations(x)[-1])).squeeze(-1)
+        energy = self.out(F.softplus(self._pre_activations(x)[-1])).squeeze(-1)
+        if self.log_scale is not None:
+            energy = energy + 0.5 * self.log_scale.exp() * (x * x).sum(-1)
+        return energy
 
     def _feature_grad(self, hs: list[Tensor]) -> Tensor:
         """Backward chain of matmuls from the output to the first layer's input: (B, d_in)."""
@@ -85,7 +95,8 @@ class EnergyMLP(nn.Module):
 
     def grad(self, x: Tensor) -> Tensor:
         r"""Closed-form :math:`\nabla_x E(x)`: x with shape (B, d) -> (B, d), differentiable in θ."""
-        return self._input_grad(x, self._feature_grad(self._pre_activations(x)))
+        g = self._input_grad(x, self._feature_grad(self._pre_activations(x)))
+        return g if self.log_scale is None else g + self.log_scale.exp() * x
 
     def grad_autograd(self, x: Tensor) -> Tensor:
         r"""Reference :math:`\nabla_x E(x)` by autograd, (B, d) -> (B, d) (see :func:`autograd_grad`)."""
@@ -93,6 +104,8 @@ class EnergyMLP(nn.Module):
 
     def zero_(self) -> EnergyMLP:
         """Make the energy identically zero (its output layer zeroed), so its gradient vanishes."""
+        if self.log_scale is not None:
+            raise ValueError("zero_() needs an energy without the quadratic term (quadratic=False)")
         with torch.no_grad():
             self.out.weight.zero_()
             self.out.bias.zero_()
@@ -109,8 +122,10 @@ class InvariantEnergyMLP(EnergyMLP):
     (d, m) block-membership matrix.
     """
 
-    def __init__(self, dim: int, hidden: tuple[int, ...], blocks: tuple[tuple[int, ...], ...]) -> None:
-        super().__init__(len(blocks), hidden)
+    def __init__(
+        self, dim: int, hidden: tuple[int, ...], blocks: tuple[tuple[int, ...], ...], quadratic: bool = False
+    ) -> None:
+        super().__init__(len(blocks), hidden, quadratic)
         membership = torch.zeros(dim, len(blocks))
         for b, block in enumerate(blocks):
             membership[list(block), b] = 1.0

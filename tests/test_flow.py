@@ -116,6 +116,38 @@ def test_convex_kinetic_energy_is_half_p_squared_plus_a_convex_function():
         FlowConfig(kinetic="quadratic")
 
 
+def test_harmonic_flow_with_silent_mlps_is_the_oscillators_leapfrog_and_keeps_the_normal_base():
+    """With ``harmonic=True`` and the MLP parts silenced, H_i = ½|p|² + ½|q|² exactly: each leapfrog
+    step is the linear map M (half kick, drift, half kick) with det M = 1, so the flow is M^n, and
+    from the N(0, I) base the marginal of q stays close to N(0, I): q moves with p from the start."""
+    flow = make_flow(harmonic=True, n_steps=3, dt=0.4)
+    with torch.no_grad():
+        for h in flow.hamiltonians:
+            for energy in (h.K, h.U):
+                energy.out.weight.zero_()
+                energy.out.bias.zero_()
+    dt = 0.4
+    kick = torch.tensor([[1.0, 0.0], [-dt / 2, 1.0]], dtype=torch.float64)  # (q, p) -> (q, p − dt/2 q)
+    drift = torch.tensor([[1.0, dt], [0.0, 1.0]], dtype=torch.float64)  # (q, p) -> (q + dt p, p)
+    step = kick @ drift @ kick
+    assert abs(float(torch.linalg.det(step)) - 1.0) < 1e-12
+    M = torch.linalg.matrix_power(step, 3)
+    q, p = randn(4000, 2, seed=1), randn(4000, 2, seed=2)
+    qn, pn = flow.forward_flow(q, p)
+    expected_q = M[0, 0] * q + M[0, 1] * p  # M acts on each coordinate's (q_i, p_i) pair
+    expected_p = M[1, 0] * q + M[1, 1] * p
+    assert torch.allclose(qn, expected_q, atol=1e-12) and torch.allclose(pn, expected_p, atol=1e-12)
+    assert float(M[0, 1]) > 0.9  # q_n depends on p_0: the free motion, not the identity
+    assert torch.allclose(
+        qn.var(0), torch.full((2,), float(M[0, 0] ** 2 + M[0, 1] ** 2), dtype=torch.float64), rtol=0.1
+    )
+    assert abs(float(M[0, 0] ** 2 + M[0, 1] ** 2) - 1.0) < 0.05  # near N(0, I): leapfrog nearly preserves |q|²+|p|²
+    with pytest.raises(ValueError, match=r"zero_\(\) needs an energy without the quadratic term"):
+        flow.hamiltonians[0].U.zero_()
+    with pytest.raises(TypeError, match=r"harmonic must be a bool, got 'yes'"):
+        FlowConfig(harmonic="yes")
+
+
 def test_float32_default_and_float64_on_request():
     assert HamiltonianFlow(FlowConfig(hidden=(8,), encoder_hidden=(8,))).sample(3).dtype == torch.float32
     assert make_flow().sample(3).dtype == torch.float64

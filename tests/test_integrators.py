@@ -104,17 +104,23 @@ def test_trajectory_matches_forward_flow_and_runs_longer():
     assert torch.allclose(q_long[: flow.config.n_steps + 1], q_path)
 
 
+@pytest.mark.parametrize("quadratic", [False, True])
 @pytest.mark.parametrize("blocks", [None, ((0, 1), (2,))])
-def test_closed_form_energy_gradient_matches_autograd(blocks):
+def test_closed_form_energy_gradient_matches_autograd(blocks, quadratic):
     torch.manual_seed(0)
-    net = (EnergyMLP(3, (16, 8, 4)) if blocks is None else InvariantEnergyMLP(3, (16, 8), blocks)).double()
+    net = (
+        EnergyMLP(3, (16, 8, 4), quadratic) if blocks is None else InvariantEnergyMLP(3, (16, 8), blocks, quadratic)
+    ).double()
+    if quadratic:
+        with torch.no_grad():
+            net.log_scale.fill_(0.3)  # a curvature other than 1, so e^a is tested, not assumed
     x = randn(50, 3, seed=9).requires_grad_(True)
     (reference,) = torch.autograd.grad(net(x).sum(), x, create_graph=True)
     grad = net.grad(x)
     assert torch.allclose(grad, reference, atol=1e-12)
     assert torch.allclose(net.grad_autograd(x), reference, atol=1e-12)
     # Second derivatives (what training differentiates through) agree as well, in θ and in x.
-    for wrt in (net.out.weight, net.hidden_layers[0].weight, x):
+    for wrt in (net.out.weight, net.hidden_layers[0].weight, x, *([net.log_scale] if quadratic else [])):
         (g1,) = torch.autograd.grad(grad.square().sum(), wrt, retain_graph=True)
         (g2,) = torch.autograd.grad(reference.square().sum(), wrt, retain_graph=True)
         assert torch.allclose(g1, g2, atol=1e-12)
