@@ -49,7 +49,7 @@ def run(sections: list[str], sizes: speed.Sizes, peer_sizes: peers.PeerSizes, th
 def _gpu(sizes: speed.Sizes) -> dict[str, Any]:
     """Steps/s on CUDA where a GPU exists (an absolute time means something only there)."""
     if not torch.cuda.is_available():
-        return {"skipped": "no CUDA device here; see bench/results/gpu.json from bench.gpu_check"}
+        return {"skipped": "no CUDA device here; python -m bench.gpu_check on a CUDA machine"}
     rates = {}
     for batch in sizes.batches:
         config = speed.PAPER.replace(batch=batch, constraint_batch=batch, flow=speed.PAPER.flow.replace(device="cuda"))

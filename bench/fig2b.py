@@ -1,13 +1,14 @@
 """The command line's Figure 2B, kept: ``reproduce fig2b`` (full size) per seed, its attractors and gap.
 
-    python -m bench.fig2b [--seeds 2] [--workers 2] [--kinetic mlp] [--training defaults] [--out FILE]
+    python -m bench.fig2b [--seeds 2] [--workers 2] [--kinetic mlp] [--training fig2b] [--out FILE]
 
 Runs :func:`~ehflow_core.experiments.reproduce_fig2b` as ``python -m ehflow_core reproduce fig2b
 --seed N`` does (one torch thread each, ``--workers`` at a time, its run folders in a temporary
 directory) and keeps what its summaries say of U's wells at the 8 modes
 (:func:`~ehflow_core.snapshot.attractor_report`) and of the test likelihood. ``--kinetic mlp``
-trains an MLP K instead of ``FIG2B_FLOW``'s convex one, ``--training defaults`` the library's
-training defaults instead of ``FIG2B_TRAINING`` (the comparisons of docs/results.md, "Figure 2B").
+trains an MLP K instead of ``FIG2B_FLOW``'s convex one; ``--training defaults`` the library's
+training defaults (what ``reproduce fig2b`` trains), ``--training fig2b`` the earlier ``FIG2B_TRAINING``
+(the comparisons of docs/results.md, "Figure 2B").
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 KEPT = ("steps", "test_log_likelihood", "gap_nats", "attractors")
 
 
-def run(seed: int, kinetic: str | None = None, training: str = "fig2b") -> dict[str, Any]:
+def run(seed: int, kinetic: str | None = None, training: str = "defaults") -> dict[str, Any]:
     import torch
 
     from ehflow_core.experiments import FIG2B, FIG2B_FLOW, FIG2B_TRAINING, reproduce_fig2b
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seeds", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--kinetic", choices=["convex", "mlp"], help="K (default: FIG2B_FLOW's)")
-    parser.add_argument("--training", choices=["fig2b", "defaults"], default="fig2b")
+    parser.add_argument("--training", choices=["defaults", "fig2b"], default="defaults")
     parser.add_argument("--out", default="bench/results/fig2b.json")
     args = parser.parse_args(argv)
     seeds = range(args.seeds)

@@ -54,6 +54,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # A strictly convex K (½e^a|p|² plus positive softplus ridges, nets.ConvexKinetic): it moves q
     # with p from the first step, and cannot take the time-reversed (concave K) solution.
     "default_convex": {"flow": {"kinetic": "convex"}},
+    # K and U each with a learnable ½e^a|x|² (a = 0 at the start): the untrained flow turns
+    # phase space like the harmonic oscillator, off the flat-K saddle of docs/results.md.
+    "default_harmonic": {"flow": {"harmonic": True}},
+    "default_harmonic_convex": {"flow": {"harmonic": True, "kinetic": "convex"}},
     # K and U exactly invariant under rotations of the plane (functions of |p|² and |q|²): the
     # flow is equivariant by construction, so the learned density is exactly invariant.
     "default_hard": {"flow": {"invariant_blocks": ((0, 1),)}},
@@ -163,22 +167,26 @@ def _stat(values: list[float]) -> str:
     return format_stat(mean_interval(values), 3)
 
 
-def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "nsf", margin: float = 0.02) -> str:
-    """Each target's gap under ``settings`` beside ``peer`` 's, as Markdown: mean ± sd over seeds
-    (seeds, mean steps), and a verdict for each setting against the peer at equal wall time:
-    "ahead" or "behind" where the 95 % intervals of the two means do not overlap, "level" where they
-    do, and whether the mean is within ``margin`` nats of the peer's (the issue's goal)."""
+def against_peer(
+    rows: list[dict[str, Any]],
+    settings: list[str],
+    peer: str = "nsf",
+    margin: float = 0.02,
+    beside: tuple[str, ...] = (),
+) -> str:
+    """Each target's gap under ``settings`` beside ``peer`` 's (and ``beside`` 's, without a
+    verdict), as Markdown: mean ± sd over seeds (seeds, mean steps), and a verdict for each setting
+    against the peer at equal wall time: "ahead" or "behind" where the 95 % intervals of the two
+    means do not overlap, "level" where they do, and whether the mean is within ``margin`` nats of
+    the peer's (the issue's goal)."""
     groups: dict[tuple[str, float], dict[str, list[dict[str, Any]]]] = {}
     for r in rows:
         groups.setdefault((r["target"], r["budget_s"]), {}).setdefault(r["setting"], []).append(r)
-    header = ["target, budget", *settings, peer, *(f"{s} against {peer}" for s in settings)]
+    shown = (*settings, peer, *beside)
+    header = ["target, budget", *shown, *(f"{s} against {peer}" for s in settings)]
     table_rows: list[list[Any]] = []
     for (target, budget), by_setting in groups.items():
-        stats = {
-            s: mean_interval([r["gap_nats"] for r in by_setting.get(s, [])])
-            for s in (*settings, peer)
-            if by_setting.get(s)
-        }
+        stats = {s: mean_interval([r["gap_nats"] for r in by_setting.get(s, [])]) for s in shown if by_setting.get(s)}
 
         def cell(setting: str) -> str:
             if setting not in stats:
@@ -203,10 +211,21 @@ def against_peer(rows: list[dict[str, Any]], settings: list[str], peer: str = "n
             within = "within" if ours["mean"] - theirs["mean"] <= margin else "not within"
             return f"{word}; {ours['mean'] - theirs['mean']:+.3f}, {within} {margin:g}"
 
-        table_rows.append(
-            [f"{target}, {budget:.0f} s", *(cell(s) for s in (*settings, peer)), *(verdict(s) for s in settings)]
-        )
+        table_rows.append([f"{target}, {budget:.0f} s", *(cell(s) for s in shown), *(verdict(s) for s in settings)])
     return markdown_table(header, table_rows)
+
+
+def merged_provenance(before: dict[str, Any], here: dict[str, str]) -> dict[str, str]:
+    """The file's provenance when this invocation's rows join ``before``'s (``--merge``): every
+    commit and command that made a row, in order (each row also names its own)."""
+    if not before["rows"]:
+        return here
+
+    def joined(key: str, sep: str) -> str:
+        seen = list(dict.fromkeys([*before[key].split(sep), here[key]]))
+        return sep.join(seen)
+
+    return {**here, "commit": joined("commit", ", "), "command": joined("command", "; then ")}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -229,21 +248,19 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--settings: unknown {unknown}; choose from {', '.join((*SETTINGS, *PEERS))}")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
-    old = json.loads(out.read_text()).get("rows", []) if args.merge and out.exists() else []
+    before = json.loads(out.read_text()) if args.merge and out.exists() else {"rows": []}
+    here = provenance("quality", "bench.quality", machine=f"{torch.get_num_threads()} torch threads")
     rows: list[dict[str, Any]] = []
     for target in args.targets.split(","):
         for setting in args.settings.split(","):
             for seed in range(args.seeds):
-                rows.append(run(target, setting, args.seconds, seed, args.kappa, args.k, args.n_train))
-                r = rows[-1]
+                began = time.strftime("%Y-%m-%d %H:%M")
+                r = run(target, setting, args.seconds, seed, args.kappa, args.k, args.n_train)
+                rows.append({**r, "commit": here["commit"], "when": began, "command": here["command"]})
                 print(
                     f"[quality] {target} {setting} seed {seed}: {r['steps']} steps, gap {r['gap_nats']:.3f}", flush=True
                 )
-                result = {
-                    **provenance("quality", "bench.quality", machine=f"{torch.get_num_threads()} torch threads"),
-                    "torch": torch.__version__,
-                    "rows": old + rows,
-                }
+                result = {**merged_provenance(before, here), "torch": torch.__version__, "rows": before["rows"] + rows}
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(result, indent=2))  # after every run: an interrupted study keeps its rows
     print(table(result["rows"]))

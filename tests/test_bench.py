@@ -47,7 +47,9 @@ def test_benchmark_suite_rejects_unknown_sections(capsys):
 
 def test_every_results_file_says_where_its_numbers_come_from():
     """Each ``bench/results/*.json`` records its benchmark, the commit it measured, when, on what
-    machine, and by what command (``bench/provenance.py``)."""
+    machine, and by what command (``bench/provenance.py``): the commit as git names it (a file of
+    several invocations lists each), never "not recorded" nor a work tree with uncommitted changes."""
+    import re
     from pathlib import Path
 
     from bench.provenance import KEYS
@@ -58,6 +60,21 @@ def test_every_results_file_says_where_its_numbers_come_from():
         result = json.loads(path.read_text())
         missing = [key for key in KEYS if not str(result.get(key, "")).strip()]
         assert missing == [], f"{path.name} lacks {missing}"
+        assert re.fullmatch(r"[0-9a-f]{7,40}(, [0-9a-f]{7,40})*", result["commit"]), (path.name, result["commit"])
+
+
+def test_a_merged_quality_file_names_every_commit_and_command_that_made_its_rows():
+    from bench.quality import merged_provenance
+
+    first = {"benchmark": "quality", "commit": "aaaaaaa", "command": "python -m bench.quality --seconds 30"}
+    second = {**first, "commit": "bbbbbbb", "command": "python -m bench.quality --seconds 150 --merge"}
+    assert merged_provenance({"rows": []}, first) == first
+    merged = merged_provenance({**first, "rows": [{}]}, second)
+    assert merged["commit"] == "aaaaaaa, bbbbbbb"
+    assert (
+        merged["command"] == "python -m bench.quality --seconds 30; then python -m bench.quality --seconds 150 --merge"
+    )
+    assert merged_provenance({**merged, "rows": [{}]}, second) == merged  # the same invocation again adds nothing
 
 
 def _classroom_rows_in_the_docs(name: str, first_cell, rss_cell) -> dict:
