@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import statistics
+from pathlib import Path
 
 import pytest
 
@@ -301,17 +302,24 @@ def test_the_sweep_table_is_generated_from_its_results_file():
 
 def test_the_figure_2b_table_is_generated_from_its_results_files():
     """docs/results.md's Figure 2B table is bench.fig2b.markdown of its four files (a convex or an MLP
-    K, Figure 2B's training or the library's defaults), each cited with its commit; the prose's
-    comparison of the two trainings with the convex K holds seed by seed."""
+    K, the library's defaults or the earlier Figure 2B training), each cited with its commit; the
+    prose's comparison of the two trainings with the convex K holds seed by seed, and its count of
+    the command line's runs with a well at all 8 modes is the file's."""
+    import re
+    from pathlib import Path
+
     from bench.fig2b import markdown
 
-    names = ("fig2b.json", "fig2b_defaults_convex.json", "fig2b_mlp.json", "fig2b_defaults.json")
+    names = ("fig2b_defaults_convex.json", "fig2b.json", "fig2b_mlp.json", "fig2b_defaults.json")
     files = [_result(name) for name in names]
     assert _generated("results.md", "bench.fig2b.markdown") == markdown(*files)
     assert all(_cites("results.md", result) for result in files)
-    fig2b, defaults = ([row["gap_nats"] for row in result["rows"]] for result in files[:2])
-    assert all(d < f for d, f in zip(defaults, fig2b)) and len(defaults) == len(fig2b) == 2
-    assert all(row["attractors"]["modes_with_minimum"] == 8 for result in files[:2] for row in result["rows"])
+    defaults, earlier = ({row["seed"]: row for row in result["rows"]} for result in files[:2])
+    assert all(defaults[seed]["gap_nats"] < row["gap_nats"] for seed, row in earlier.items())
+    assert all(row["attractors"]["wells_are"] == "minima of U" for result in files[:2] for row in result["rows"])
+    all_eight = sum(row["attractors"]["modes_with_minimum"] == 8 for row in defaults.values())
+    text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
+    assert re.search(rf"all 8 modes in {all_eight} of {len(defaults)} seeds", text)
 
 
 def test_the_dashboard_on_rays_paragraph_is_its_results_file():
@@ -338,4 +346,11 @@ def test_the_figure_2b_presets_table_is_generated_from_its_results_file():
 
     result = _result("fig2b_preset.json")
     assert _generated("results.md", "bench.fig2b_preset.markdown") == markdown(result)
-    assert _cites("results.md", result) and all(r["modes_with_minimum"] == 8 for r in result["rows"])  # "both seeds"
+    assert _cites("results.md", result)
+    rows = result["rows"]
+    eight = sum(r["modes_with_minimum"] == 8 and r["wells_are"] == "minima of U" for r in rows)
+    assert (
+        f"**met in all {eight} seeds**"
+        in Path(__file__).resolve().parents[1].joinpath("docs", "results.md").read_text()
+    )
+    assert eight == len(rows) >= 5
