@@ -90,10 +90,11 @@ def _members(**changes) -> list[TrainConfig]:
     return [base.replace(kappa=0.01), base.replace(kappa=0.1, seed=1), base.replace(kappa=None, n_train=50)]
 
 
-@pytest.mark.parametrize("grad_clip", [None, 0.15])  # 0.15 clips most steps: per-member norms
-def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip):
+# 0.15 clips most steps: per-member norms; harmonic energies add a stacked scalar weight per energy
+@pytest.mark.parametrize("grad_clip, harmonic", [(None, False), (0.15, False), (None, True)])
+def test_batched_ensemble_equals_its_members_trained_one_by_one(grad_clip, harmonic):
     target = make_target("ring")
-    configs = _members(grad_clip=grad_clip)
+    configs = _members(grad_clip=grad_clip, flow=F64.replace(harmonic=harmonic))
     ensemble, runs = train_ensemble(configs, target)
     assert ensemble.labels == ["κ=0.01/seed0", "κ=0.1/seed1", "none/seed0"]
     for config, label in zip(configs, ensemble.labels):
