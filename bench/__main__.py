@@ -34,6 +34,7 @@ def run(sections: list[str], sizes: speed.Sizes, peer_sizes: peers.PeerSizes, th
     for section in sections:
         started = time.perf_counter()
         result.setdefault("section_when", {})[section] = result["when"]
+        result.setdefault("section_commit", {})[section] = result["commit"]
         if section in speed.MEASURES:
             result[section] = speed.MEASURES[section](sizes)
         elif section == "memory":
@@ -117,6 +118,20 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``new``'s sections over ``old``'s (``--merge``): each section keeps the date and commit it
+    was measured at, and the file's commit lists every section's, in order."""
+    when = {**{k: old["when"] for k in SECTIONS if k in old}, **old.get("section_when", {})}
+    commits = {**{k: old["commit"] for k in SECTIONS if k in old}, **old.get("section_commit", {})}
+    result = {
+        **old, **new,
+        "section_when": {**when, **new["section_when"]},
+        "section_commit": {**commits, **new["section_commit"]},
+    }  # fmt: skip
+    result["commit"] = ", ".join(dict.fromkeys(result["section_commit"][k] for k in SECTIONS if k in result))
+    return result
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (CI): checks the suite runs, not speed")
@@ -138,9 +153,7 @@ def main(argv: list[str] | None = None) -> None:
     result = run(sections, sizes, peer_sizes, args.threads)
     out = Path(args.out)
     if args.merge and out.exists():  # keep the sections not re-run; each section records when it ran
-        old = json.loads(out.read_text())
-        when = {**{k: old["when"] for k in SECTIONS if k in old}, **old.get("section_when", {})}
-        result = {**old, **result, "section_when": {**when, **result["section_when"]}}
+        result = merged(json.loads(out.read_text()), result)
     print(table(result))
     write_results(out, result)
 
