@@ -40,6 +40,18 @@ def test_benchmark_suite_smoke_run_writes_every_section(tmp_path, capsys):
     assert "| so(4) | 6 |" in table
 
 
+def test_a_merged_suite_keeps_each_sections_commit_and_date():
+    from bench.__main__ import merged
+
+    old = {"commit": "aaaaaaa", "when": "d1", "paths": {}, "scaling": {}, "section_when": {"paths": "d1"}}
+    new = {"commit": "bbbbbbb", "when": "d2", "scaling": {"x": 1}, "section_when": {"scaling": "d2"},
+           "section_commit": {"scaling": "bbbbbbb"}}  # fmt: skip
+    result = merged(old, new)
+    assert result["section_commit"] == {"paths": "aaaaaaa", "scaling": "bbbbbbb"}
+    assert result["section_when"] == {"paths": "d1", "scaling": "d2"} and result["scaling"] == {"x": 1}
+    assert result["commit"] == "aaaaaaa, bbbbbbb"
+
+
 def test_benchmark_suite_rejects_unknown_sections(capsys):
     with pytest.raises(SystemExit):
         main(["--smoke", "--only", "paths,warp"])
@@ -139,17 +151,31 @@ def _result(name: str) -> dict:
     return json.loads((Path(__file__).resolve().parents[1] / "bench" / "results" / name).read_text())
 
 
-def test_the_every_target_and_plateau_tables_are_generated_from_their_results_files():
-    """docs/results.md's every-target and plateau tables are their benchmarks' Markdown of the files."""
+def test_the_quality_and_plateau_tables_are_generated_from_their_results_files():
+    """docs/results.md's every-target, ring and plateau tables are their benchmarks' Markdown of the
+    files, and the text names the commits they were measured at."""
     from bench.plateau import markdown as plateau_markdown
-    from bench.quality import against_peer
+    from bench.quality import against_peer, table
 
-    quality = _result("quality_every_target.json")
+    quality, ring = _result("quality.json"), _result("quality_ring.json")
     assert _generated("results.md", "bench.quality.against_peer") == against_peer(
-        quality["rows"], ["default", "default_convex"]
+        quality["rows"], ["default", "default_convex", "default_harmonic"], beside=("realnvp",)
     )
+    assert _generated("results.md", "bench.quality.table ring") == table(_ring_rows(quality, ring))
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
-    assert _cites("results.md", quality) and _cites("results.md", _result("plateau.json"))
+    assert all(_cites("results.md", r) for r in (quality, ring, _result("plateau.json")))
+    assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
+
+
+def _ring_rows(quality: dict, ring: dict) -> list[dict]:
+    """The ring table's rows: the paper's configuration and the exact symmetry, and beside them the
+    defaults and NSF at the same budget from the every-target file."""
+    beside = [
+        r
+        for r in quality["rows"]
+        if r["target"] == "ring" and r["budget_s"] == 30 and r["setting"] in ("default", "nsf")
+    ]
+    return ring["rows"] + beside
 
 
 def test_the_constraint_at_table_is_generated_from_its_results_files():
@@ -182,35 +208,35 @@ def test_the_presets_table_is_generated_from_its_results_file():
     assert _cites("presets.md", result)
 
 
-def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file():
-    """Each "mean ± sd (seeds, steps)" in docs/results.md's "Quality per second" is the gap over the
-    seeds of one (target, setting, κ, budget, data size) of bench/results/quality.json: the same
-    mean, sd and number of seeds (and mean steps), to the digits shown."""
-    import re
-    import statistics
-    from pathlib import Path
+def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pictures_exist():
+    """docs/presets.md's 400-step table is bench.preset_pictures.markdown of its file, every preset
+    of the dashboard has its row, and each picture it shows is committed."""
+    from bench.preset_pictures import markdown
+    from bench.presets import PRESETS
 
-    groups: dict[tuple, list[dict]] = {}
-    for r in _result("quality.json")["rows"]:
-        groups.setdefault((r["target"], r["setting"], r["kappa"], round(r["budget_s"]), r.get("n_train")), []).append(r)
-    shown = set()
-    for group in groups.values():
-        for key in ("gap_nats", "best_gap_nats"):
-            values = [r[key] for r in group if key in r]
-            if len(values) > 1:
-                steps = round(statistics.fmean(r["steps"] for r in group))
-                shown.add((f"{statistics.fmean(values):.3f}", f"{statistics.stdev(values):.3f}", len(values), steps))
+    result = _result("preset_pictures.json")
+    assert _generated("presets.md", "bench.preset_pictures.markdown") == markdown(result)
+    assert _cites("presets.md", result)
+    assert sorted(r["preset"] for r in result["rows"]) == sorted(PRESETS)
+    root = Path(__file__).resolve().parents[1]
+    assert all((root / r["picture"]).is_file() and r["steps"] == 400 for r in result["rows"])
+
+
+def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
+    """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
+    gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json or
+    quality_ring.json: the same mean and sd to the digits shown."""
+    import re
+
+    groups: dict[tuple, list[float]] = {}
+    for r in _result("quality.json")["rows"] + _result("quality_ring.json")["rows"]:
+        groups.setdefault((r["target"], r["setting"], r["kappa"], round(r["budget_s"])), []).append(r["gap_nats"])
+    shown = {(f"{statistics.fmean(v):.3f}", f"{statistics.stdev(v):.3f}") for v in groups.values() if len(v) > 1}
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
-    section = text[text.index("## Quality per second") : text.index("## Every target at 30 s")]
-    cells = re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3})\**,? \((?:(\d) seeds, |(\d), )([\d,]+)\)", section)
-    assert len(cells) >= 20
-    pairs = {s[:2] for s in shown}  # and every "mean ± sd" in its prose
-    assert [m for m in re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3})", section) if m not in pairs] == []
-    for mean, sd, n1, n2, steps in cells:
-        n = int(n1 or n2)
-        assert any((mean, sd, n) == s[:3] and abs(s[3] - int(steps.replace(",", ""))) <= 1 for s in shown), (
-            mean, sd, n, steps,
-        )  # fmt: skip
+    section = text[text.index("## Quality per second") : text.index("### Why the flow stalls")]
+    stated = re.findall(r"(-?\d\.\d{3}) ± (\d\.\d{3})", section)
+    assert len(stated) >= 20
+    assert [pair for pair in stated if pair not in shown] == []
 
 
 def test_the_dashboards_row_in_the_docs_is_its_results_file():
