@@ -259,7 +259,8 @@ def test_the_dashboards_row_in_the_docs_is_its_results_file():
 
 
 def test_the_suites_speed_rows_in_the_docs_are_its_results_file():
-    """docs/benchmarks.md's suite rows for the two paths and the κ sweep state bench/results/suite.json's numbers."""
+    """docs/benchmarks.md's suite rows (the two paths, the κ sweep, the refresh, memory, the constraint
+    and how cost grows) state bench/results/suite.json's numbers, and name each section's commit."""
     from pathlib import Path
 
     d = _result("suite.json")
@@ -271,8 +272,14 @@ def test_the_suites_speed_rows_in_the_docs_are_its_results_file():
         f"| fast path / reference path | **{paths['speedup']:.2f}×** |",
         f"batched ensemble **{sweep['batched_over_one_run']:.2f}×** one run; one after another "
         f"{sweep['sequential_over_one_run']:.2f}× (batched is {sweep['batched_speedup_over_sequential']:.2f}× faster)",
-    ):
+        f"**{d['dashboard_refresh']['snapshot_ms']:.0f} ms** for the snapshot",
+        f"{d['memory']['batch_256']['peak_rss_mb']:.0f} MB at batch 256, {d['memory']['batch_4096']['peak_rss_mb']:.0f} MB",
+        *(f"| {v['generators']} | {v['reference_ms']:.1f} | {v['per_generator_ms']:.1f} | **{v['fast_ms']:.1f}** |"
+          for v in d["constraint"].values()),
+        " / ".join(f"{v:.1f}" for v in d["scaling"]["width"].values()),
+    ):  # fmt: skip
         assert text in docs, text
+    assert all(f"commit `{c}`" in docs for c in d["commit"].split(", "))
 
 
 def test_the_figure_2a_table_and_its_headline_are_its_results_file():
