@@ -57,7 +57,6 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # K and U each with a learnable ½e^a|x|² (a = 0 at the start): the untrained flow turns
     # phase space like the harmonic oscillator, off the flat-K saddle of docs/results.md.
     "default_harmonic": {"flow": {"harmonic": True}},
-    "default_harmonic_convex": {"flow": {"harmonic": True, "kinetic": "convex"}},
     # K and U exactly invariant under rotations of the plane (functions of |p|² and |q|²): the
     # flow is equivariant by construction, so the learned density is exactly invariant.
     "default_hard": {"flow": {"invariant_blocks": ((0, 1),)}},
