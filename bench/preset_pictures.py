@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.presets import PRESETS
+from bench.presets import PRESETS, test_gap
 from bench.provenance import markdown_table, provenance, write_results
 
 SCALE = 2  # pixels per grid cell in the pictures
@@ -62,18 +62,13 @@ def run(preset: str, steps: int, seed: int, pictures: Path) -> dict[str, Any]:
     for _ in trainer.train():
         pass
     seconds = time.perf_counter() - began
-    test = target.sample(2048, torch.Generator().manual_seed(seed + 10_000))
-    with torch.no_grad():
-        ll = float(
-            trainer.flow.log_likelihood(test.to(trainer.flow.dtype), 256, torch.Generator().manual_seed(seed)).mean()
-        )
     snapshot = take_snapshot(trainer.flow, target, VIEW_SIZES, seed=seed)
     path = pictures / f"{preset}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(picture(snapshot.target_kde, snapshot.model_kde))
     row: dict[str, Any] = {
         "preset": preset, "kinetic": config.flow.kinetic, "log10_lr": settings.log10_lr, "seed": seed,
-        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": round(-ll - target.entropy()[0], 4),
+        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": test_gap(trainer.flow, target, seed),
         "picture": path.as_posix(),
     }  # fmt: skip
     if preset == "fig2b":

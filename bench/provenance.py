@@ -48,6 +48,19 @@ def provenance(benchmark: str, module: str, argv: list[str] | None = None, machi
     }
 
 
+def merged_provenance(before: dict[str, Any], here: dict[str, str]) -> dict[str, str]:
+    """The file's provenance when this invocation's rows join ``before``'s (a benchmark's ``--merge``): every
+    commit and command that made a row, in order ."""
+    if not before["rows"]:
+        return here
+
+    def joined(key: str, sep: str) -> str:
+        seen = list(dict.fromkeys([*before[key].split(sep), here[key]]))
+        return sep.join(seen)
+
+    return {**here, "commit": joined("commit", ", "), "command": joined("command", "; then ")}
+
+
 def write_results(out: str | Path, result: dict) -> Path:
     """Write a results file (``result`` starts with :func:`provenance`'s keys) as indented JSON,
     its folder made if needed; say where. Returns the path."""

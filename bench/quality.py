@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from bench.provenance import markdown_table, provenance
+from bench.provenance import markdown_table, merged_provenance, provenance
 from ehflow_core import invariance_error
 from ehflow_core.run import data_generator
 from ehflow_core.sweep_tables import format_stat, mean_interval
@@ -212,19 +212,6 @@ def against_peer(
 
         table_rows.append([f"{target}, {budget:.0f} s", *(cell(s) for s in shown), *(verdict(s) for s in settings)])
     return markdown_table(header, table_rows)
-
-
-def merged_provenance(before: dict[str, Any], here: dict[str, str]) -> dict[str, str]:
-    """The file's provenance when this invocation's rows join ``before``'s (``--merge``): every
-    commit and command that made a row, in order (each row also names its own)."""
-    if not before["rows"]:
-        return here
-
-    def joined(key: str, sep: str) -> str:
-        seen = list(dict.fromkeys([*before[key].split(sep), here[key]]))
-        return sep.join(seen)
-
-    return {**here, "commit": joined("commit", ", "), "command": joined("command", "; then ")}
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,7 +77,7 @@ def test_every_results_file_says_where_its_numbers_come_from():
 
 
 def test_a_merged_quality_file_names_every_commit_and_command_that_made_its_rows():
-    from bench.quality import merged_provenance
+    from bench.provenance import merged_provenance
 
     first = {"benchmark": "quality", "commit": "aaaaaaa", "command": "python -m bench.quality --seconds 30"}
     second = {**first, "commit": "bbbbbbb", "command": "python -m bench.quality --seconds 150 --merge"}
