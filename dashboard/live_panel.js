@@ -1,5 +1,4 @@
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
-const STUCK_MS = 5000;  // a drawing unfinished after this long is not waited for (see draw)
 
 function loadPlotly(src) {
   if (!window.__ehflowPlotly) {
@@ -183,7 +182,6 @@ async function poll(root) {
       // answer is drawn when the tab shows again.
       if (fresh && document.hidden) root._undrawn = body;
       if (fresh && !document.hidden) await draw(root, body);
-      else if (!document.hidden && root._last && stuck(root)) draw(root, root._last);  // draw it again
     } catch (err) {  // keep polling whatever happened to one answer
       console.error("ehflow: live panel update failed", err);
     }
@@ -194,20 +192,10 @@ function hashes(body) {
   return Object.values(body.charts).map((chart) => chart.hash).filter((hash) => hash).join(",");
 }
 
-function stuck(root) {
-  return root._drawingSince !== undefined && performance.now() - root._drawingSince > STUCK_MS;
-}
-
-// One drawing at a time, in order. A drawing that stands still (it happened, rarely, in the Pause
-// browser test: the last snapshot half drawn for good, cause not found) is not waited for: the
-// next one starts anyway, and the stalled one stops at its next chart (docs/dashboard.md).
-function draw(root, body) {
+function draw(root, body) {  // one drawing at a time, in order
   root._undrawn = null;
-  root._last = body;
-  const before = stuck(root) ? Promise.resolve() : root._drawing || Promise.resolve();
-  root._drawing = before
-    .then(() => { root._drawingSince = performance.now(); root._current = body; return drawAll(root, body); })
-    .then(() => { if (root._current === body) root._drawingSince = undefined; })
+  root._drawing = (root._drawing || Promise.resolve())
+    .then(() => drawAll(root, body))
     .catch((err) => console.error("ehflow: drawing failed", err));
   return root._drawing;
 }
@@ -217,7 +205,6 @@ async function drawAll(root, body) {
   const divs = Array.from(root.querySelectorAll("div.ehflow-chart"));
   const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
   for (const [i, div] of divs.entries()) {
-    if (root._current !== body) return;  // a newer drawing took over from this one
     const chart = body.charts[div.dataset.key];
     root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
     div.dataset.seen = `${body.version}${chart === undefined ? " (none)" : ""}`;
