@@ -101,6 +101,7 @@ function drawChart(div, chart, version, width) {
     throw new Error(`${div.dataset.key}: no figure ${chart.base || chart.hash} to build on`);
   } else if (chart.extend) {  // a curve that grew: its new points alone
     const ext = chart.extend;
+    div.dataset.at = ext.append ? "extendTraces" : "react (extend)";  // where a drawing is (diagnostics)
     if (ext.append) {
       const indices = ext.data.map((_, i) => i);
       window.Plotly.extendTraces(div, {x: ext.data.map((t) => t.x), y: ext.data.map((t) => t.y)}, indices);
@@ -120,10 +121,12 @@ function drawChart(div, chart, version, width) {
     if (chart.frame && div.dataset.frame === chart.frame && div._fullLayout) {
       const update = {};  // same figure but for its images: swap them, redraw nothing else
       fig.layout.images.forEach((image, i) => { update[`images[${i}].source`] = image.source; });
+      div.dataset.at = "relayout";
       window.Plotly.relayout(div, update);
     } else {
       if (!div._fullLayout) { div.textContent = ""; div.className = "ehflow-chart"; }
       fig.layout.width = width;
+      div.dataset.at = "react";
       window.Plotly.react(div, fig.data, fig.layout, {displayModeBar: false});
       div.dataset.frame = chart.frame;
     }
@@ -133,6 +136,7 @@ function drawChart(div, chart, version, width) {
     div.dataset.draws = String(Number(div.dataset.draws || 0) + 1);
   }
   div.dataset.version = String(version);
+  div.dataset.at = "done";
 }
 
 async function fetchFeed(url) {
@@ -209,11 +213,13 @@ async function drawAll(root, body) {
     root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
     div.dataset.seen = `${body.version}${chart === undefined ? " (none)" : ""}`;
     if (chart === undefined) continue;
+    div.dataset.at = "start";
     try {
       drawChart(div, chart, body.version, widths[i]);
     } catch (err) {  // one chart's failure must not stop the others
       console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
       div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
+      div.dataset.error = String(err);
       root._have = null;  // whole figures from the next request on
     }
     await sleep(0);  // let the page handle input between charts

@@ -167,6 +167,32 @@ def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, 
     page.close()
 
 
+def _stall_report(page: Page) -> dict:
+    """Where a live panel's drawing stands when it stopped: each chart's last version seen and
+    drawn, whether the page's timers still fire (a script that never returns stops them), and the
+    JavaScript stack a debugger pause finds (nothing when no script is running)."""
+    charts = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => ({...d.dataset}))")
+    drawing = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing)")
+    page.evaluate("window.__tick = 'no'; setTimeout(() => { window.__tick = 'yes'; }, 0)")
+    time.sleep(1)
+    timers = page.evaluate("window.__tick")
+    cdp = page.context.new_cdp_session(page)
+    paused = []
+    cdp.on("Debugger.paused", lambda event: paused.append(event))
+    cdp.send("Debugger.enable")
+    cdp.send("Debugger.pause")
+    deadline = time.monotonic() + 3
+    while not paused and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    stack = [
+        f"{f['functionName'] or '?'} {f['url'].rsplit('/', 1)[-1]}:{f['location']['lineNumber']}:{f['location']['columnNumber']}"
+        for f in (paused[0]["callFrames"] if paused else [])
+    ]
+    if paused:
+        cdp.send("Debugger.resume")
+    return {"charts": charts, "drawing": drawing, "timers": timers, "stack": stack[:25]}
+
+
 def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 2300})
     errors = []
@@ -188,13 +214,9 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     while time.monotonic() < deadline and len(set(page.evaluate(versions))) != 1:
         page.wait_for_timeout(300)
     seen = page.evaluate(versions)
-    drawing = page.evaluate(
-        "[Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing),"
-        " Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => [d.dataset.seen, d.dataset.errors,"
-        " d.dataset.hash, d.dataset.draws]), document.hidden]"
-    )
+    stall = None if len(set(seen)) == 1 else _stall_report(page)
     page.close()
-    assert len(set(seen)) == 1, (seen, drawing, errors)
+    assert len(set(seen)) == 1, (seen, stall, errors)
     assert not errors
 
 
