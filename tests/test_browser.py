@@ -498,6 +498,11 @@ def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, brow
     page.close()
 
 
+def _idle(page: Page) -> None:
+    """Wait until the app's script (or fragment) has finished its run."""
+    page.wait_for_function("document.querySelector('[data-testid=stApp]')?.dataset.testScriptState === 'notRunning'")
+
+
 def _plotly(page: Page, key: str, expression: str):
     """``expression`` of the st.plotly_chart ``key``'s plotly div (``d``)."""
     selector = f".st-key-{key} .js-plotly-plot"
@@ -520,6 +525,7 @@ def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart
     point = "JSON.stringify([d.data[2], d.data[5]].map((t) => [t.x, t.y]))"  # the walk's q and p now
     seen = [_plotly(page, "lesson_walk_chart", point)]
     for i in range(1, 4):
+        _idle(page)  # a click while the last one's rerun still runs can be lost (as a user's can)
         page.get_by_role("button", name="Next half-step ▶").click()
         expect(state).to_have_text(f"State {i} of 6")
         # The picture follows the caption (drawn after it): wait for it to differ from the last one.
