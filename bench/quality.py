@@ -63,6 +63,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # The soft constraint's brackets also at the batch's data points (with the encoder's momentum),
     # not only at base samples: where the data are (TrainConfig.constraint_at).
     "default_data": {"constraint_at": "base+data"},
+    # Both: the convex K (no plateau on the radial targets) with the brackets also at the data.
+    "default_convex_data": {"constraint_at": "base+data", "flow": {"kinetic": "convex"}},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
