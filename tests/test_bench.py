@@ -178,13 +178,14 @@ def _ring_rows(quality: dict, ring: dict) -> list[dict]:
     return ring["rows"] + beside
 
 
-def test_the_constraint_at_table_is_generated_from_its_results_files():
-    """docs/results.md's finite-data table (where the constraint is evaluated) is bench.quality's
-    table of its two files' rows, and names the commit they were measured at."""
+@pytest.mark.parametrize("name", ["constraint_at", "constraint_convex"])
+def test_the_finite_data_tables_are_generated_from_their_results_files(name):
+    """docs/results.md's finite-data tables (where the constraint is evaluated; with the convex K)
+    are bench.quality's table of each one's two files' rows, and name the commit they were measured at."""
     from bench.quality import table
 
-    constrained, unconstrained = _result("constraint_at.json"), _result("constraint_at_none.json")
-    assert _generated("results.md", "bench.quality.table constraint_at") == table(
+    constrained, unconstrained = _result(f"{name}.json"), _result(f"{name}_none.json")
+    assert _generated("results.md", f"bench.quality.table {name}") == table(
         unconstrained["rows"] + constrained["rows"]
     )
     assert _cites("results.md", constrained) and constrained["commit"] == unconstrained["commit"]
