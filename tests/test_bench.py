@@ -185,9 +185,7 @@ def test_the_finite_data_tables_are_generated_from_their_results_files(name):
     from bench.quality import table
 
     constrained, unconstrained = _result(f"{name}.json"), _result(f"{name}_none.json")
-    assert _generated("results.md", f"bench.quality.table {name}") == table(
-        unconstrained["rows"] + constrained["rows"]
-    )
+    assert _generated("results.md", f"bench.quality.table {name}") == table(unconstrained["rows"] + constrained["rows"])
     assert _cites("results.md", constrained) and constrained["commit"] == unconstrained["commit"]
 
 
