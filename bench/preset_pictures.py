@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.presets import PRESETS, test_gap
+from bench.presets import PRESETS, gap_meter
 from bench.provenance import markdown_table, provenance, write_results
 
 SCALE = 2  # pixels per grid cell in the pictures
@@ -68,7 +68,7 @@ def run(preset: str, steps: int, seed: int, pictures: Path) -> dict[str, Any]:
     path.write_bytes(picture(snapshot.target_kde, snapshot.model_kde))
     row: dict[str, Any] = {
         "preset": preset, "kinetic": config.flow.kinetic, "log10_lr": settings.log10_lr, "seed": seed,
-        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": test_gap(trainer.flow, target, seed),
+        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": gap_meter(target, seed)(trainer.flow),
         "picture": path.as_posix(),
     }  # fmt: skip
     if preset == "fig2b":
