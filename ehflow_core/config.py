@@ -71,6 +71,12 @@ class FlowConfig(JsonConfig):
     # untrained flow is close to the harmonic oscillator's, which turns phase space, so q moves
     # with p from the first step (False: plain MLPs, as in the paper)
     harmonic: bool = False
+    # The first layer (weights and biases) of U's and of K's MLP times these at initialisation:
+    # their softplus features bend over 1/scale of PyTorch's default length, so the untrained U
+    # already curves on the scale of the target's modes (docs/maths.md, "Initialisation"; 1 is
+    # PyTorch's default; a convex K has no MLP)
+    potential_init_scale: float = 10.0
+    kinetic_init_scale: float = 1.0
     # one H for every step (True, the paper's: the flow can then run longer, the integrated flow)
     # or a separate H_i per step (False: learns faster)
     shared_hamiltonian: bool = False
@@ -92,6 +98,8 @@ class FlowConfig(JsonConfig):
         check_choice("kinetic", self.kinetic, KINETICS)
         if not isinstance(self.harmonic, bool):
             raise TypeError(f"harmonic must be a bool, got {self.harmonic!r}")
+        for name in ("potential_init_scale", "kinetic_init_scale"):
+            object.__setattr__(self, name, check_float(name, getattr(self, name), positive=True))
         if not isinstance(self.shared_hamiltonian, bool):
             raise TypeError(f"shared_hamiltonian must be a bool, got {self.shared_hamiltonian!r}")
         if self.invariant_blocks is not None:

@@ -73,7 +73,15 @@ class HamiltonianFlow(nn.Module):
         self.config = config
         n_hamiltonians = 1 if config.shared_hamiltonian else config.n_steps
         self.hamiltonians = nn.ModuleList(
-            Hamiltonian(config.dim, config.hidden, config.invariant_blocks, config.kinetic, config.harmonic)
+            Hamiltonian(
+                config.dim,
+                config.hidden,
+                config.invariant_blocks,
+                config.kinetic,
+                config.harmonic,
+                config.kinetic_init_scale,
+                config.potential_init_scale,
+            )
             for _ in range(n_hamiltonians)
         )
         self.encoder = GaussianEncoder(config.dim, config.encoder_hidden)

@@ -15,7 +15,9 @@ class Hamiltonian(nn.Module):
     functions of the squared norms of those blocks of coordinates, so :math:`\{L_{ij}, H\} = 0`
     exactly for every rotation inside a block. With ``harmonic`` each MLP energy also carries a
     learnable ½e^a|x|² (a convex K has its own), so the untrained H is close to the harmonic
-    oscillator's ½|p|² + ½|q|².
+    oscillator's ½|p|² + ½|q|². ``kinetic_init_scale`` and ``potential_init_scale`` scale the
+    first layer of K's and U's MLP at initialisation (:class:`~ehflow_core.nets.EnergyMLP`; a
+    convex K has none).
     """
 
     def __init__(
@@ -25,16 +27,19 @@ class Hamiltonian(nn.Module):
         invariant_blocks: tuple[tuple[int, ...], ...] | None = None,
         kinetic: str = "mlp",
         harmonic: bool = False,
+        kinetic_init_scale: float = 1.0,
+        potential_init_scale: float = 1.0,
     ) -> None:
         super().__init__()
+        k_scale, u_scale = kinetic_init_scale, potential_init_scale
         if invariant_blocks is None:
             self.K: EnergyMLP | ConvexKinetic = (
-                ConvexKinetic(dim, hidden[0]) if kinetic == "convex" else EnergyMLP(dim, hidden, harmonic)
+                ConvexKinetic(dim, hidden[0]) if kinetic == "convex" else EnergyMLP(dim, hidden, harmonic, k_scale)
             )
-            self.U: EnergyMLP = EnergyMLP(dim, hidden, harmonic)
+            self.U: EnergyMLP = EnergyMLP(dim, hidden, harmonic, u_scale)
         else:
-            self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic)
-            self.U = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic)
+            self.K = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic, k_scale)
+            self.U = InvariantEnergyMLP(dim, hidden, invariant_blocks, harmonic, u_scale)
 
     def kinetic(self, p: Tensor) -> Tensor:
         """K(p): p with shape (B, d) -> (B,)."""

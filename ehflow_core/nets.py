@@ -45,18 +45,28 @@ class EnergyMLP(nn.Module):
     :math:`\nabla_x E = e^{a} x + \nabla_x \mathrm{MLP}`. Both energies of a flow built this
     way start near the harmonic oscillator's, whose flow turns phase space (docs/maths.md).
 
+    ``init_scale`` s multiplies the first layer's weights and biases at initialisation
+    (:math:`W_1 \leftarrow s W_1`, :math:`b_1 \leftarrow s b_1`): each softplus feature
+    :math:`s(w^\top x + b)` keeps its hinge where it was and bends over a length 1/s of
+    PyTorch's default, so the untrained energy already has curvature on the data's scale
+    (docs/maths.md, "Initialisation"; ``FlowConfig.potential_init_scale`` and ``kinetic_init_scale``).
+
     Args:
         dim: input dimension ``d``.
         hidden: widths of the hidden layers, e.g. ``(128, 128)``.
         quadratic: add the learnable quadratic term.
+        init_scale: the first layer's scale s at initialisation (1: PyTorch's default).
     """
 
-    def __init__(self, dim: int, hidden: tuple[int, ...], quadratic: bool = False) -> None:
+    def __init__(self, dim: int, hidden: tuple[int, ...], quadratic: bool = False, init_scale: float = 1.0) -> None:
         super().__init__()
         widths = (dim, *hidden)
         self.hidden_layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
         self.out = nn.Linear(widths[-1], 1)
         self.log_scale = nn.Parameter(torch.zeros(())) if quadratic else None  # a: the quadratic's curvature e^a
+        with torch.no_grad():
+            for param in self.hidden_layers[0].parameters():
+                param.mul_(init_scale)
 
     @property
     def linear_layers(self) -> list[nn.Linear]:
@@ -123,9 +133,14 @@ class InvariantEnergyMLP(EnergyMLP):
     """
 
     def __init__(
-        self, dim: int, hidden: tuple[int, ...], blocks: tuple[tuple[int, ...], ...], quadratic: bool = False
+        self,
+        dim: int,
+        hidden: tuple[int, ...],
+        blocks: tuple[tuple[int, ...], ...],
+        quadratic: bool = False,
+        init_scale: float = 1.0,
     ) -> None:
-        super().__init__(len(blocks), hidden, quadratic)
+        super().__init__(len(blocks), hidden, quadratic, init_scale)
         membership = torch.zeros(dim, len(blocks))
         for b, block in enumerate(blocks):
             membership[list(block), b] = 1.0

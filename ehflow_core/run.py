@@ -45,7 +45,9 @@ LR_SCHEDULES = ("constant", "cosine")
 PAPER_TRAINING: dict[str, Any] = {
     "objective": "elbo", "train_samples": 1, "batch": 256, "lr": 3e-4, "lr_schedule": "constant", "warmup_steps": 0,
 }  # fmt: skip
-PAPER_FLOW: dict[str, Any] = {"kinetic": "mlp", "shared_hamiltonian": True}
+PAPER_FLOW: dict[str, Any] = {
+    "kinetic": "mlp", "shared_hamiltonian": True, "potential_init_scale": 1.0, "kinetic_init_scale": 1.0,
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -125,7 +127,8 @@ class TrainConfig(JsonConfig):
     def as_paper(self) -> TrainConfig:
         """This configuration with the paper's training choices (:data:`PAPER_TRAINING`,
         :data:`PAPER_FLOW`): the single-sample ELBO, batch 256, Adam at a constant 3e-4, one
-        Hamiltonian with an MLP kinetic energy. The reproduction of the paper's figures uses it."""
+        Hamiltonian with an MLP kinetic energy, PyTorch's default initialisation. The reproduction
+        of the paper's figures uses it."""
         return self.replace(flow=self.flow.replace(**PAPER_FLOW), **PAPER_TRAINING)
 
     @classmethod

@@ -14,6 +14,7 @@ from conftest import make_flow, randn
 from ehflow_core import (
     FlowConfig,
     HamiltonianFlow,
+    TrainConfig,
     embed_plane,
     evaluate_in_batches,
     invariance_error,
@@ -146,6 +147,33 @@ def test_harmonic_flow_with_silent_mlps_is_the_oscillators_leapfrog_and_keeps_th
         flow.hamiltonians[0].U.zero_()
     with pytest.raises(TypeError, match=r"harmonic must be a bool, got 'yes'"):
         FlowConfig(harmonic="yes")
+
+
+@pytest.mark.parametrize("blocks", [None, ((0, 1),)])
+def test_init_scales_multiply_the_first_layers_of_u_and_k_and_keep_their_hinges(blocks):
+    """``potential_init_scale`` and ``kinetic_init_scale`` scale the first layer's weights and
+    biases of U's and K's MLP (everything else as PyTorch initialises it, for the same seed), so
+    each softplus feature keeps its hinge −b/|w| and bends more sharply; the paper's
+    configuration keeps PyTorch's initialisation."""
+    flows = []
+    for u_scale, k_scale in ((1.0, 1.0), (10.0, 3.0)):
+        torch.manual_seed(5)
+        config = FlowConfig(
+            hidden=(16, 8), invariant_blocks=blocks, potential_init_scale=u_scale, kinetic_init_scale=k_scale
+        )
+        flows.append(HamiltonianFlow(config))
+    for (name, plain), (_, scaled) in zip(flows[0].named_parameters(), flows[1].named_parameters()):
+        factor = {".U.hidden_layers.0.": 10.0, ".K.hidden_layers.0.": 3.0}
+        expected = next((f * plain for key, f in factor.items() if key in name), plain)
+        assert torch.equal(scaled, expected), name
+    plain_u, scaled_u = (f.hamiltonians[0].U.hidden_layers[0] for f in flows)
+    hinge = -plain_u.bias / plain_u.weight.norm(dim=1)
+    assert torch.allclose(hinge, -scaled_u.bias / scaled_u.weight.norm(dim=1))
+    paper = TrainConfig(flow=FlowConfig(kinetic_init_scale=3.0)).as_paper().flow
+    assert (paper.potential_init_scale, paper.kinetic_init_scale) == (1.0, 1.0)
+    for bad, error in ((0.0, ValueError), (float("nan"), ValueError), ("3", TypeError)):
+        with pytest.raises(error, match="potential_init_scale"):
+            FlowConfig(potential_init_scale=bad)
 
 
 def test_float32_default_and_float64_on_request():
