@@ -65,6 +65,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default_data": {"constraint_at": "base+data"},
     # Both: the convex K (no plateau on the radial targets) with the brackets also at the data.
     "default_convex_data": {"constraint_at": "base+data", "flow": {"kinetic": "convex"}},
+    # PyTorch's initialisation of U's first layer (FlowConfig.potential_init_scale = 1): the
+    # defaults before the first layer's scale (docs/maths.md, "Initialisation").
+    "default_pytorch_init": {"flow": {"potential_init_scale": 1.0}},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
