@@ -132,6 +132,8 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
         base_beta=args.base_beta,
         shared_hamiltonian=not args.per_step_hamiltonians,
         kinetic=args.kinetic,
+        potential_init_scale=args.potential_init_scale,
+        kinetic_init_scale=args.kinetic_init_scale,
         invariant_blocks=_hard_blocks(generators, target.dim) if args.hard_symmetry else None,
         dtype=args.dtype,
         device=_device(args.device),
@@ -310,6 +312,14 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         help="a separate H_i per leapfrog step, or one H for all",
     )  # fmt: skip
     train.add_argument("--kinetic", choices=KINETICS, default=defaults.flow.kinetic, help="K(p): an MLP, or convex")
+    train.add_argument(
+        "--potential-init-scale", type=_positive_float, default=defaults.flow.potential_init_scale,
+        help="U's first layer times this at initialisation (1: PyTorch's)",
+    )  # fmt: skip
+    train.add_argument(
+        "--kinetic-init-scale", type=_positive_float, default=defaults.flow.kinetic_init_scale,
+        help="K's first layer times this at initialisation (an MLP K)",
+    )  # fmt: skip
     train.add_argument(
         "--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="hidden widths of K, U"
     )

@@ -133,6 +133,7 @@ def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_wi
         "elbo", 1, 256, 3e-4, "constant",
     )  # fmt: skip
     assert not paper.per_step_hamiltonians and paper.warmup_steps == 0
+    assert (defaults.potential_init_scale, paper.potential_init_scale, paper.kinetic_init_scale) == (10.0, 1.0, 1.0)
     mixed = parse_args(["train", "--lr", "1e-3", "--paper", "--per-step-hamiltonians"])
     assert mixed.lr == 1e-3 and mixed.per_step_hamiltonians and mixed.objective == "elbo"
     assert not parse_args(["train", "--no-per-step-hamiltonians"]).per_step_hamiltonians
@@ -140,6 +141,8 @@ def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_wi
     assert code == 2 and "expected an integer >= 0, got '-3'" in err
     code, _, err = cli(capsys, "train", "--kinetic", "cubic", "--out", str(tmp_path / "o"))
     assert code == 2 and "invalid choice: 'cubic'" in err
+    code, _, err = cli(capsys, "train", "--potential-init-scale", "0", "--out", str(tmp_path / "o"))
+    assert code == 2 and "--potential-init-scale" in err and "'0'" in err
 
 
 def test_the_progress_line_shows_the_average_speed_an_eta_and_the_evaluations_share():
