@@ -162,9 +162,23 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
         quality["rows"], ["default", "default_convex", "default_harmonic"], beside=("realnvp",)
     )
     assert _generated("results.md", "bench.quality.table ring") == table(_ring_rows(quality, ring))
+    init = _result("quality_init.json")
+    assert _generated("results.md", "bench.quality.against_peer init") == against_peer(
+        _init_rows(quality, init), ["default", "default_pytorch_init"], beside=("realnvp",)
+    )
+    assert _generated("results.md", "bench.quality.table init_hard") == table(
+        [r for r in init["rows"] if r["setting"] == "default_hard"]
+    )
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
-    assert all(_cites("results.md", r) for r in (quality, ring, _result("plateau.json")))
+    assert all(_cites("results.md", r) for r in (quality, ring, init, _result("plateau.json")))
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
+
+
+def _init_rows(quality: dict, init: dict) -> list[dict]:
+    """The first layer's scale table's rows: the defaults and the defaults with PyTorch's
+    initialisation of U, and beside them NSF and RealNVP at 30 s from the every-target file."""
+    peers = [r for r in quality["rows"] if r["budget_s"] == 30 and r["setting"] in ("nsf", "realnvp")]
+    return [r for r in init["rows"] if r["setting"] != "default_hard"] + peers
 
 
 def _ring_rows(quality: dict, ring: dict) -> list[dict]:
@@ -223,13 +237,15 @@ def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pi
 
 def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
-    gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json or
-    quality_ring.json: the same mean and sd to the digits shown."""
+    gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
+    quality_init.json or quality_ring.json: the same mean and sd to the digits shown."""
     import re
 
     groups: dict[tuple, list[float]] = {}
-    for r in _result("quality.json")["rows"] + _result("quality_ring.json")["rows"]:
-        groups.setdefault((r["target"], r["setting"], r["kappa"], round(r["budget_s"])), []).append(r["gap_nats"])
+    for name in ("quality.json", "quality_init.json", "quality_ring.json"):
+        for r in _result(name)["rows"]:
+            key = (name, r["target"], r["setting"], r["kappa"], round(r["budget_s"]))
+            groups.setdefault(key, []).append(r["gap_nats"])
     shown = {(f"{statistics.fmean(v):.3f}", f"{statistics.stdev(v):.3f}") for v in groups.values() if len(v) > 1}
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     section = text[text.index("## Quality per second") : text.index("### Why the flow stalls")]
