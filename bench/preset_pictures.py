@@ -101,8 +101,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default="bench/results/preset_pictures.json")
     parser.add_argument("--pictures", default="assets/presets")
     args = parser.parse_args(argv)
+    # Before the runs: they write the pictures into the work tree, which is not a change of the code.
+    here = provenance("preset_pictures", "bench.preset_pictures", argv, machine="one torch thread")
     rows = [run(preset, args.steps, args.seed, Path(args.pictures)) for preset in args.presets.split(",")]
-    result = {**provenance("preset_pictures", "bench.preset_pictures", argv, machine="one torch thread"), "rows": rows}
+    result = {**here, "rows": rows}
     write_results(args.out, result)
     print(markdown(result))
 
