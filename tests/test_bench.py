@@ -170,7 +170,9 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
         [r for r in init["rows"] if r["setting"] == "default_hard"]
     )
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
-    assert all(_cites("results.md", r) for r in (quality, ring, init, _result("plateau.json")))
+    assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
+    plateaus = (_result("plateau.json"), _result("plateau_init.json"))
+    assert all(_cites("results.md", r) for r in (quality, ring, init, *plateaus))
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
 
 
