@@ -473,6 +473,22 @@ def _count(text: str) -> int:
     return int(text.split()[0].replace(",", ""))
 
 
+STROKES = ([(0.2, 0.3), (0.5, 0.2), (0.8, 0.3)], [(0.2, 0.7), (0.5, 0.8), (0.8, 0.7)])  # shares of the surface
+
+
+def _normal_log_density(strokes: tuple[list[tuple[float, float]], ...], per_segment: int = 50) -> float:
+    """The mean log-density of N(0, I) along the strokes, in the data's coordinates ([−EXTENT, EXTENT]²)."""
+    from dashboard.drawing import EXTENT
+
+    values = []
+    for stroke in strokes:
+        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:]):
+            for t in (i / per_segment for i in range(per_segment + 1)):
+                x, y = ((2 * (a + t * (b - a)) - 1) * EXTENT for a, b in ((x0, x1), (y0, y1)))
+                values.append(-math.log(2 * math.pi) - (x * x + y * y) / 2)
+    return sum(values) / len(values)
+
+
 def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(f"{server.url}/?preset=draw")
@@ -481,10 +497,10 @@ def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, brow
     expect(page.get_by_text("draw at least 20 points first")).to_be_visible()  # nothing to learn yet
     box = canvas.bounding_box()
     count = page.locator(".ehflow-draw-count")
-    _stroke(page, box, [(0.2, 0.3), (0.5, 0.2), (0.8, 0.3)])
+    _stroke(page, box, STROKES[0])
     expect(count).to_contain_text("points drawn")
     first = _count(count.inner_text())
-    _stroke(page, box, [(0.2, 0.7), (0.5, 0.8), (0.8, 0.7)])
+    _stroke(page, box, STROKES[1])
     page.wait_for_function(f"parseInt(document.querySelector('.ehflow-draw-count').textContent) > {first}")
     total = _count(count.inner_text())
     assert 0 < first < total <= 2000
@@ -495,7 +511,10 @@ def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, brow
     curves = CHART.format(key="curves")
     page.wait_for_function(f"{curves} && {curves}.data && {curves}.data[0].y.length >= 2")
     test_ll = _chart(page, "curves", "Array.from(d.data[0].y)")
-    assert all(math.isfinite(v) for v in test_ll) and test_ll[-1] > test_ll[0], test_ll  # it learns them
+    # It learns them: the held-out points are a nat likelier than under N(0, I), near which the
+    # untrained flow starts (they lie 1.6–2.4 from the centre; the first evaluation, at step 50,
+    # may already be most of the way there, so the curve need not rise after it).
+    assert all(math.isfinite(v) for v in test_ll) and test_ll[-1] > _normal_log_density(STROKES) + 1.0, test_ll
     _sidebar_button(page, "Pause").click()
     page.close()
 
