@@ -172,15 +172,17 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
     assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
     plateaus = (_result("plateau.json"), _result("plateau_init.json"))
-    assert all(_cites("results.md", r) for r in (quality, ring, init, *plateaus))
+    assert all(_cites("results.md", r) for r in (quality, ring, init, _result("quality_init_150.json"), *plateaus))
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
 
 
 def _init_rows(quality: dict, init: dict) -> list[dict]:
     """The first layer's scale table's rows: the defaults and the defaults with PyTorch's
-    initialisation of U, and beside them NSF and RealNVP at 30 s from the every-target file."""
-    peers = [r for r in quality["rows"] if r["budget_s"] == 30 and r["setting"] in ("nsf", "realnvp")]
-    return [r for r in init["rows"] if r["setting"] != "default_hard"] + peers
+    initialisation of U (30 s), the defaults and NSF at 150 s, and beside them NSF and RealNVP
+    from the every-target file."""
+    peers = [r for r in quality["rows"] if r["setting"] in ("nsf", "realnvp")]
+    own = [r for r in init["rows"] if r["setting"] != "default_hard"]
+    return own + _result("quality_init_150.json")["rows"] + peers
 
 
 def _ring_rows(quality: dict, ring: dict) -> list[dict]:
@@ -240,11 +242,12 @@ def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pi
 def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
     gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
-    quality_init.json or quality_ring.json: the same mean and sd to the digits shown."""
+    quality_init.json, quality_init_150.json or quality_ring.json: the same mean and sd to the
+    digits shown."""
     import re
 
     groups: dict[tuple, list[float]] = {}
-    for name in ("quality.json", "quality_init.json", "quality_ring.json"):
+    for name in ("quality.json", "quality_init.json", "quality_init_150.json", "quality_ring.json"):
         for r in _result(name)["rows"]:
             key = (name, r["target"], r["setting"], r["kappa"], round(r["budget_s"]))
             groups.setdefault(key, []).append(r["gap_nats"])
