@@ -312,14 +312,10 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         help="a separate H_i per leapfrog step, or one H for all",
     )  # fmt: skip
     train.add_argument("--kinetic", choices=KINETICS, default=defaults.flow.kinetic, help="K(p): an MLP, or convex")
-    train.add_argument(
-        "--potential-init-scale", type=_positive_float, default=defaults.flow.potential_init_scale,
-        help="U's first layer times this at initialisation (1: PyTorch's)",
-    )  # fmt: skip
-    train.add_argument(
-        "--kinetic-init-scale", type=_positive_float, default=defaults.flow.kinetic_init_scale,
-        help="K's first layer times this at initialisation (an MLP K)",
-    )  # fmt: skip
+    for energy, name in (("potential", "U"), ("kinetic", "K")):  # the first layers' scales (docs/maths.md)
+        default = getattr(defaults.flow, f"{energy}_init_scale")
+        help_text = f"{name}'s first layer times this at initialisation (1: PyTorch's; an MLP only)"
+        train.add_argument(f"--{energy}-init-scale", type=_positive_float, default=default, help=help_text)
     train.add_argument(
         "--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="hidden widths of K, U"
     )
