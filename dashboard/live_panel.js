@@ -28,6 +28,11 @@ function metric(parent, label) {
   return element(box, "div", "ehflow-metric-value");
 }
 
+function note(root, text) {  // the panel's last events, with their times (read by the browser tests on a stall)
+  (root._log = root._log || []).push(`${Math.round(performance.now())} ${text}`);
+  if (root._log.length > 60) root._log.shift();
+}
+
 function setText(el, text) { if (el.textContent !== text) el.textContent = text; }
 
 function build(parentElement, data) {
@@ -153,6 +158,7 @@ async function poll(root) {
   let next = fetchFeed(`${root._data.feed}/${token}?since=${since}`);
   for (;;) {
     const body = await next;
+    note(root, body === null ? "answer: none" : `answer v${body.version} ${body.charts ? "charts" : "status"} ${body.status.state}`);
     seen = seen || root.isConnected;
     if (seen && !root.isConnected) return;  // the page dropped the live panel
     const data = root._data;
@@ -198,6 +204,7 @@ function hashes(body) {
 
 function draw(root, body) {  // one drawing at a time, in order
   root._undrawn = null;
+  note(root, `queue v${body.version}`);
   root._drawing = (root._drawing || Promise.resolve())
     .then(() => drawAll(root, body))
     .catch((err) => console.error("ehflow: drawing failed", err));
@@ -205,17 +212,21 @@ function draw(root, body) {  // one drawing at a time, in order
 }
 
 async function drawAll(root, body) {
+  note(root, `draw v${body.version}`);
   await loadPlotly(root._data.src);
-  const divs = Array.from(root.querySelectorAll("div.ehflow-chart"));
-  const widths = divs.map((div) => div.clientWidth);  // measured once, before any redraw
-  for (const [i, div] of divs.entries()) {
+  const widths = new Map();  // measured once, before any redraw
+  for (const div of root.querySelectorAll("div.ehflow-chart")) widths.set(div.dataset.key, div.clientWidth);
+  for (const [key, width] of widths) {
+    // The chart's element as the page has it now (not as it was when this drawing began).
+    const div = root.querySelector(`div.ehflow-chart[data-key="${key}"]`);
+    if (!div) continue;
     const chart = body.charts[div.dataset.key];
     root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
     div.dataset.seen = `${body.version}${chart === undefined ? " (none)" : ""}`;
     if (chart === undefined) continue;
     div.dataset.at = "start";
     try {
-      drawChart(div, chart, body.version, widths[i]);
+      drawChart(div, chart, body.version, width);
     } catch (err) {  // one chart's failure must not stop the others
       console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
       div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
@@ -225,6 +236,7 @@ async function drawAll(root, body) {
     await sleep(0);  // let the page handle input between charts
   }
   root.dataset.drawing = `${body.version} done`;
+  note(root, `drawn v${body.version}`);
 }
 
 export default function(component) {

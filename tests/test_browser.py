@@ -12,6 +12,7 @@ import re
 import signal
 import time
 import urllib.request
+import warnings
 from pathlib import Path
 
 import pytest
@@ -173,6 +174,9 @@ def _stall_report(page: Page) -> dict:
     JavaScript stack a debugger pause finds (nothing when no script is running)."""
     charts = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => ({...d.dataset}))")
     drawing = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing)")
+    log = page.evaluate(
+        "Array.from(document.querySelectorAll('div.ehflow-live')).map(r => [Math.round(performance.now()), ...(r._log || [])])"
+    )
     page.evaluate("window.__tick = 'no'; setTimeout(() => { window.__tick = 'yes'; }, 0)")
     time.sleep(1)
     timers = page.evaluate("window.__tick")
@@ -190,7 +194,7 @@ def _stall_report(page: Page) -> dict:
     ]
     if paused:
         cdp.send("Debugger.resume")
-    return {"charts": charts, "drawing": drawing, "timers": timers, "stack": stack[:25]}
+    return {"charts": charts, "drawing": drawing, "log": log, "timers": timers, "stack": stack[:25]}
 
 
 def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
@@ -208,15 +212,23 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     while time.monotonic() < deadline and min(_draws(page)[:3], default=0) < start[0] + 3:
         page.wait_for_timeout(500)
     _sidebar_button(page, "Pause").click()
+    paused_at = page.evaluate("Math.round(performance.now())")  # the stall report's log has these times
     expect(_sidebar_button(page, "Train")).to_be_visible()
     versions = "Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.dataset.version)"
-    deadline = time.monotonic() + 20
+    # In CI the last snapshot was once still being drawn 20 s after Pause (label at its third chart,
+    # the first two drawn): wait up to 60 s, and say so (with the panel's event log) past 5 s.
+    began, deadline = time.monotonic(), time.monotonic() + 60
     while time.monotonic() < deadline and len(set(page.evaluate(versions))) != 1:
         page.wait_for_timeout(300)
-    seen = page.evaluate(versions)
-    stall = None if len(set(seen)) == 1 else _stall_report(page)
+    seen, waited = page.evaluate(versions), time.monotonic() - began
+    stall = None if len(set(seen)) == 1 else {"paused_at": paused_at, **_stall_report(page)}
     if stall:
         print(json.dumps(stall, indent=1))  # in full (an assertion's message is cut short)
+    elif waited > 5:
+        log = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r._log)")
+        warnings.warn(
+            f"after Pause the charts agreed only after {waited:.0f} s (paused at {paused_at}): {log}", stacklevel=1
+        )
     page.close()
     assert len(set(seen)) == 1, (seen, stall, errors)
     assert not errors
