@@ -68,6 +68,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # PyTorch's initialisation of U's first layer (FlowConfig.potential_init_scale = 1): the
     # defaults before the first layer's scale (docs/maths.md, "Initialisation").
     "default_pytorch_init": {"flow": {"potential_init_scale": 1.0}},
+    # Levers on top of U's first layer ×10 (issue "every target": two rings and two moons at 30 s).
+    "default_u20": {"flow": {"potential_init_scale": 20.0}},
+    "default_k3": {"flow": {"kinetic_init_scale": 3.0}},
+    "default_lr6e3": {"lr": 6e-3},
+    "default_k4": {"train_samples": 4},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
