@@ -139,10 +139,12 @@ def _generated(doc: str, marker: str) -> str:
 
 
 def _cites(doc: str, result: dict) -> bool:
-    """Whether docs/``doc`` names the commit ``result`` was measured at."""
+    """Whether docs/``doc`` names the commit ``result`` was measured at (each commit of a merged
+    file's list, as commit `abc1234`)."""
     from pathlib import Path
 
-    return f"commit `{result['commit']}`" in (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    text = (Path(__file__).resolve().parents[1] / "docs" / doc).read_text()
+    return all(f"commit `{commit}`" in text for commit in result["commit"].split(", "))
 
 
 def _result(name: str) -> dict:
