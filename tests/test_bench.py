@@ -198,7 +198,7 @@ def _ring_rows(quality: dict, ring: dict) -> list[dict]:
     return ring["rows"] + beside
 
 
-@pytest.mark.parametrize("name", ["constraint_at", "constraint_convex", "constraint_convex_two_rings"])
+@pytest.mark.parametrize("name", ["constraint_at", "constraint_convex", "constraint_convex_two_rings", "constraint_init"])
 def test_the_finite_data_tables_are_generated_from_their_results_files(name):
     """docs/results.md's finite-data tables (where the constraint is evaluated; with the convex K)
     are bench.quality's table of each one's two files' rows, and name the commit they were measured at."""
