@@ -168,15 +168,21 @@ def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, 
     page.close()
 
 
+# Each live panel's event log (answers, drawings queued, begun and done, with their times), after
+# the page's time now.
+PANEL_LOG = (
+    "Array.from(document.querySelectorAll('div.ehflow-live'))"
+    ".map(r => [Math.round(performance.now()), ...(r._log || [])])"
+)
+
+
 def _stall_report(page: Page) -> dict:
     """Where a live panel's drawing stands when it stopped: each chart's last version seen and
     drawn, whether the page's timers still fire (a script that never returns stops them), and the
     JavaScript stack a debugger pause finds (nothing when no script is running)."""
     charts = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => ({...d.dataset}))")
     drawing = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing)")
-    log = page.evaluate(
-        "Array.from(document.querySelectorAll('div.ehflow-live')).map(r => [Math.round(performance.now()), ...(r._log || [])])"
-    )
+    log = page.evaluate(PANEL_LOG)
     page.evaluate("window.__tick = 'no'; setTimeout(() => { window.__tick = 'yes'; }, 0)")
     time.sleep(1)
     timers = page.evaluate("window.__tick")
@@ -225,7 +231,7 @@ def test_after_pause_every_chart_shows_the_last_snapshot(server, browser):
     if stall:
         print(json.dumps(stall, indent=1))  # in full (an assertion's message is cut short)
     elif waited > 5:
-        log = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r._log)")
+        log = page.evaluate(PANEL_LOG)
         warnings.warn(
             f"after Pause the charts agreed only after {waited:.0f} s (paused at {paused_at}): {log}", stacklevel=1
         )
