@@ -220,15 +220,15 @@ async function drawAll(root, body) {
     // The chart's element as the page has it now (not as it was when this drawing began).
     const div = root.querySelector(`div.ehflow-chart[data-key="${key}"]`);
     if (!div) continue;
-    const chart = body.charts[div.dataset.key];
-    root.dataset.drawing = `${body.version} ${div.dataset.key}`;  // where a drawing is (diagnostics)
+    const chart = body.charts[key];
+    root.dataset.drawing = `${body.version} ${key}`;  // where a drawing is (diagnostics)
     div.dataset.seen = `${body.version}${chart === undefined ? " (none)" : ""}`;
     if (chart === undefined) continue;
     div.dataset.at = "start";
     try {
       drawChart(div, chart, body.version, width);
     } catch (err) {  // one chart's failure must not stop the others
-      console.error(`ehflow: drawing ${div.dataset.key} failed`, err);
+      console.error(`ehflow: drawing ${key} failed`, err);
       div.dataset.errors = String(Number(div.dataset.errors || 0) + 1);
       div.dataset.error = String(err);
       root._have = null;  // whole figures from the next request on

@@ -496,15 +496,15 @@ STROKES = ([(0.2, 0.3), (0.5, 0.2), (0.8, 0.3)], [(0.2, 0.7), (0.5, 0.8), (0.8, 
 
 def _normal_log_density(strokes: tuple[list[tuple[float, float]], ...], per_segment: int = 50) -> float:
     """The mean log-density of N(0, I) along the strokes, in the data's coordinates ([−EXTENT, EXTENT]²)."""
-    from dashboard.drawing import EXTENT
+    import torch
 
-    values = []
-    for stroke in strokes:
-        for (x0, y0), (x1, y1) in zip(stroke[:-1], stroke[1:]):
-            for t in (i / per_segment for i in range(per_segment + 1)):
-                x, y = ((2 * (a + t * (b - a)) - 1) * EXTENT for a, b in ((x0, x1), (y0, y1)))
-                values.append(-math.log(2 * math.pi) - (x * x + y * y) / 2)
-    return sum(values) / len(values)
+    from dashboard.drawing import EXTENT
+    from ehflow_core.distributions import StandardNormal
+
+    t = torch.linspace(0, 1, per_segment + 1, dtype=torch.float64)[:, None]
+    ends = [torch.tensor(stroke, dtype=torch.float64) for stroke in strokes]
+    shares = [a + t * (b - a) for stroke in ends for a, b in zip(stroke[:-1], stroke[1:])]
+    return StandardNormal(2).log_prob((2 * torch.cat(shares) - 1) * EXTENT).mean().item()
 
 
 def test_two_drawn_strokes_give_a_point_count_and_train_learns_them(server, browser):
