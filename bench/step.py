@@ -72,15 +72,20 @@ class PlainStep:
     ``torch.autograd.grad(create_graph=True)``, the bound (L_K or ELBO) on a batch of the ring,
     the constraint E_π[{g, H}²] with g = q₁p₂ − q₂p₁ on 256 base samples (λ fixed at 1), Adam."""
 
-    def __init__(self, k: int, batch: int, iwae: bool, dt: float = 0.5, n_steps: int = 2, width: int = 128) -> None:
+    def __init__(
+        self, k: int, batch: int, iwae: bool, dt: float = 0.5, n_steps: int = 2, width: int = 128, device: str = "cpu"
+    ) -> None:
         torch.manual_seed(0)
         self.K, self.U = _mlp((2, width, width, 1), nn.Softplus), _mlp((2, width, width, 1), nn.Softplus)
         self.mean, self.scale = _mlp((2, width, width, 2), nn.ReLU), _mlp((2, width, width, 2), nn.ReLU)
         self.k, self.batch, self.iwae, self.dt, self.n_steps = k, batch, iwae, dt, n_steps
-        params = [p for m in (self.K, self.U, self.mean, self.scale) for p in m.parameters()]
+        modules = (self.K, self.U, self.mean, self.scale)
+        params = [p for m in modules for p in m.to(device).parameters()]
         self.opt = torch.optim.Adam(params, lr=3e-3)
         self.target = make_target("ring")
-        self.rng = torch.Generator().manual_seed(0)
+        # As the project's trainer does: the target samples on the CPU, the noise on the device.
+        self.sample_rng, self.rng = torch.Generator().manual_seed(0), torch.Generator(device).manual_seed(0)
+        self.device = torch.device(device)
 
     @staticmethod
     def _grad(f: nn.Module, x: Tensor) -> Tensor:
@@ -95,9 +100,9 @@ class PlainStep:
         return q, p
 
     def __call__(self) -> None:
-        x = self.target.sample(self.batch, self.rng)  # (B, 2)
+        x = self.target.sample(self.batch, self.sample_rng).to(self.device)  # (B, 2)
         mean, scale = self.mean(x), nn.functional.softplus(self.scale(x)) + 1e-3
-        eps = torch.randn(self.k, *x.shape, generator=self.rng)
+        eps = torch.randn(self.k, *x.shape, generator=self.rng, device=self.device)
         p = (mean + scale * eps).reshape(-1, 2).requires_grad_(True)
         q = x.expand(self.k, *x.shape).reshape(-1, 2).requires_grad_(True)
         q0, p0 = self._inverse(q, p)
@@ -105,7 +110,8 @@ class PlainStep:
         log_h = (-0.5 * eps.pow(2) - scale.log() - 0.5 * math.log(2 * math.pi)).sum(-1)
         log_w = log_base.view(self.k, -1) - log_h
         bound = (torch.logsumexp(log_w, 0) - math.log(self.k)).mean() if self.iwae else log_w.mean()
-        qc, pc = torch.randn(256, 2, generator=self.rng), torch.randn(256, 2, generator=self.rng)
+        qc = torch.randn(256, 2, generator=self.rng, device=self.device)
+        pc = torch.randn(256, 2, generator=self.rng, device=self.device)
         qc.requires_grad_(True)
         pc.requires_grad_(True)
         dU, dK = self._grad(self.U, qc), self._grad(self.K, pc)
@@ -116,17 +122,22 @@ class PlainStep:
         self.opt.step()
 
 
-def _rates(steps: dict[str, Callable[[], None]], n: int, reps: int) -> dict[str, float]:
-    """Steps/s of each step function: a warm-up, then ``reps`` alternating timings of ``n`` steps."""
+def _rates(
+    steps: dict[str, Callable[[], None]], n: int, reps: int, sync: Callable[[], None] = lambda: None
+) -> dict[str, float]:
+    """Steps/s of each step function: a warm-up, then ``reps`` alternating timings of ``n`` steps;
+    ``sync`` waits for the device's queued work (``torch.cuda.synchronize`` on a GPU)."""
     for step in steps.values():
         for _ in range(5):
             step()
+    sync()
     times: dict[str, list[float]] = {name: [] for name in steps}
     for _ in range(reps):
         for name, step in steps.items():
             began = time.perf_counter()
             for _ in range(n):
                 step()
+            sync()
             times[name].append(time.perf_counter() - began)
     return {name: n / statistics.median(t) for name, t in times.items()}
 
@@ -146,9 +157,9 @@ def _project_step(configs: list[TrainConfig], ensemble: bool = False) -> Callabl
     return step
 
 
-def _plain_steps(n: int, plain: dict[str, Any]) -> Callable[[], None]:
-    """One step of each of ``n`` plain models."""
-    models = [PlainStep(**plain) for _ in range(n)]
+def _plain_steps(n: int, plain: dict[str, Any], device: str = "cpu") -> Callable[[], None]:
+    """One step of each of ``n`` plain models on ``device``."""
+    models = [PlainStep(**plain, device=device) for _ in range(n)]
 
     def step() -> None:
         for model in models:
