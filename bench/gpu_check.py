@@ -7,7 +7,8 @@ Speeds: the paper's configuration and the defaults at several batch sizes, and t
 side by side with ``bench.step``'s textbook autograd step on the device (the defaults and the
 paper's configuration, alternating timings in one process). ``--device cpu`` runs the same checks
 on the CPU at small sizes, to try the script before spending a GPU's time on it. Where the
-machine has no git (a copy of the working tree), ``EHFLOW_COMMIT`` names the commit measured.
+code runs from a copy of the working tree, ``EHFLOW_COMMIT`` names the commit measured (it takes
+precedence over git's answer there).
 """
 
 from __future__ import annotations
@@ -130,8 +131,8 @@ def main() -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     here = provenance("gpu_check", "bench.gpu_check", machine=name)
-    if here["commit"].startswith("unknown") and os.environ.get("EHFLOW_COMMIT"):
-        here["commit"] = os.environ["EHFLOW_COMMIT"]
+    # A device machine gets a copy of the working tree, whose git (if any) may not know its commit.
+    here["commit"] = os.environ.get("EHFLOW_COMMIT") or here["commit"]
     checks = {**here, **checks}
     out.write_text(json.dumps(checks, indent=2))
     print(json.dumps(checks, indent=2))

@@ -290,6 +290,25 @@ def test_the_dashboards_row_in_the_docs_is_its_results_file():
         assert text in row, text
 
 
+def test_the_gpu_paragraph_in_the_docs_is_its_results_file():
+    """docs/benchmarks.md's GPU figures state bench/results/gpu.json's numbers and commit, and every
+    check of that run passed."""
+    from pathlib import Path
+
+    d = _result("gpu.json")
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md").read_text()
+    assert d["failures"] == []
+    paper, defaults = d["train_steps_per_s_paper_config_float32"], d["train_steps_per_s_defaults_float32"]
+    side = d["side_by_side_with_plain_autograd"]
+    for text in (
+        f"commit `{d['commit']}`", "| " + " | ".join(f"{v:.1f}" for v in paper.values()) + " |",
+        "| " + " | ".join(f"{v:.1f}" for v in defaults.values()) + " |",
+        *(f"**{r['ratio']:.2f}×** ({r['project_steps_per_s']:.1f} against {r['plain_steps_per_s']:.1f}"
+          for r in side.values()),
+    ):  # fmt: skip
+        assert text in docs, text
+
+
 def test_the_suites_speed_rows_in_the_docs_are_its_results_file():
     """docs/benchmarks.md's suite rows (the two paths, the κ sweep, the refresh, memory, the constraint
     and how cost grows) state bench/results/suite.json's numbers, and name each section's commit."""
