@@ -73,6 +73,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default_k3": {"flow": {"kinetic_init_scale": 3.0}},
     "default_lr6e3": {"lr": 6e-3},
     "default_k4": {"train_samples": 4},
+    # Capacity for two moons: a third leapfrog step (the same integration time), a third hidden layer.
+    "default_s3": {"flow": {"n_steps": 3, "dt": 1 / 3}},
+    "default_deep": {"flow": {"hidden": (128, 128, 128)}},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
