@@ -38,10 +38,10 @@ def run(kinetic: str, seconds: float, seed: int, training: str = "preset") -> di
     trainer = Trainer(config, target, generators=[])
     for _ in trainer.train():
         pass
-    report = attractor_report(take_snapshot(trainer.flow, target, VIEW_SIZES), np.asarray(target.centres))
+    report = attractor_report(take_snapshot(trainer.eval_flow, target, VIEW_SIZES), np.asarray(target.centres))
     with torch.no_grad():
         test = target.sample(2048, torch.Generator().manual_seed(seed + 10_000))
-        ll = float(trainer.flow.log_likelihood(test, 256, torch.Generator().manual_seed(seed)).mean())
+        ll = float(trainer.eval_flow.log_likelihood(test, 256, torch.Generator().manual_seed(seed)).mean())
     return {"kinetic": kinetic, "training": training, "seed": seed, "seconds": seconds, "steps": trainer.step,
             "gap_nats": -ll - target.entropy()[0], **report}  # fmt: skip
 

@@ -70,7 +70,7 @@ class _Ours:
 
     @torch.no_grad()
     def log_likelihood(self, x: Tensor) -> float:
-        return float(self.trainer.flow.log_likelihood(x, self.k, self.rng).mean())
+        return float(self.trainer.eval_flow.log_likelihood(x, self.k, self.rng).mean())
 
 
 MODELS: dict[str, Callable[[Target, Tensor | None, int, int], Any]] = {

@@ -62,13 +62,13 @@ def run(preset: str, steps: int, seed: int, pictures: Path) -> dict[str, Any]:
     for _ in trainer.train():
         pass
     seconds = time.perf_counter() - began
-    snapshot = take_snapshot(trainer.flow, target, VIEW_SIZES, seed=seed)
+    snapshot = take_snapshot(trainer.eval_flow, target, VIEW_SIZES, seed=seed)
     path = pictures / f"{preset}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(picture(snapshot.target_kde, snapshot.model_kde))
     row: dict[str, Any] = {
         "preset": preset, "kinetic": config.flow.kinetic, "log10_lr": settings.log10_lr, "seed": seed,
-        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": gap_meter(target, seed)(trainer.flow),
+        "steps": trainer.step, "seconds": round(seconds, 1), "gap_nats": gap_meter(target, seed)(trainer.eval_flow),
         "picture": path.as_posix(),
     }  # fmt: skip
     if preset == "fig2b":

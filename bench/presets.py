@@ -74,9 +74,9 @@ def run(
         for _ in trainer.train(seconds=budget - trainer.seconds):
             pass
         row = {"preset": preset, "kinetic": kinetic, "log10_lr": settings.log10_lr, "seed": seed, "seconds": budget,
-               "steps": trainer.step, "gap_nats": gap(trainer.flow)}  # fmt: skip
+               "steps": trainer.step, "gap_nats": gap(trainer.eval_flow)}  # fmt: skip
         if preset == "fig2b":
-            snapshot = take_snapshot(trainer.flow, target, VIEW_SIZES)
+            snapshot = take_snapshot(trainer.eval_flow, target, VIEW_SIZES)
             row.update(attractor_report(snapshot, np.asarray(target.centres)))
         rows.append(row)
         print(json.dumps(row), flush=True)

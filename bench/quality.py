@@ -76,6 +76,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # Capacity for two moons: a third leapfrog step (the same integration time), a third hidden layer.
     "default_s3": {"flow": {"n_steps": 3, "dt": 1 / 3}},
     "default_deep": {"flow": {"hidden": (128, 128, 128)}},
+    # The dashboard's learning rate: constant at 10^-2.5 (a lesson has no end to decay towards), and
+    # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
+    "default_const": {"lr_schedule": "constant", "lr": 10**-2.5},
+    "default_const_avg": {"lr_schedule": "constant", "lr": 10**-2.5, "average": 0.99},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
@@ -141,7 +145,7 @@ def run(
         pass
     rng = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
-        test_ll = float(trainer.flow.log_likelihood(trainer.test_data, k, rng).mean())
+        test_ll = float(trainer.eval_flow.log_likelihood(trainer.test_data, k, rng).mean())
     row = {
         "target": target_name, "setting": setting, "config": config.to_dict(), "seed": seed,
         "kappa": config.kappa, "n_train": n_train, "budget_s": seconds, "steps": trainer.step,
@@ -150,7 +154,7 @@ def run(
     }  # fmt: skip
     gens = [g for g in target.generators() if g.has_action]
     if gens:
-        report = invariance_error(trainer.flow, gens[0], trainer.test_data[:128], n_samples=128)
+        report = invariance_error(trainer.eval_flow, gens[0], trainer.test_data[:128], n_samples=128)
         row.update(invariance_spread=report.spread, invariance_noise_floor=report.noise_floor)
     return row
 

@@ -189,6 +189,9 @@ class Settings:
             preset.paper,
             flow=flow,
             lr_schedule="constant",  # the run has no end: the learning rate is the slider's
+            # ... so the page shows the weights' moving average, which a constant rate needs
+            # (docs/results.md, "Averaged weights"); the paper's preset shows its own weights.
+            average=None if preset.paper else 0.99,
             kappa=self.kappa,
             n_train=self.n_train if self.finite else None,
             batch=self.batch,

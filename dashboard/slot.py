@@ -305,12 +305,12 @@ class Slot:
 
     def members(self) -> dict[str, HamiltonianFlow] | None:
         """A sweep's flows by label, drawn side by side in the snapshots (None: one run)."""
-        return {name: run.flow for name, run in self.runs.items()} if len(self.runs) > 1 else None
+        return {name: run.eval_flow for name, run in self.runs.items()} if len(self.runs) > 1 else None
 
     def take_snapshot(self) -> None:
         assert self.target is not None
         self.snapshot = take_snapshot(
-            self.primary.flow, self.target, VIEW_SIZES, previous=self.snapshot, members=self.members()
+            self.primary.eval_flow, self.target, VIEW_SIZES, previous=self.snapshot, members=self.members()
         )
         if self.peer is not None:
             samples = self.peer.sample(VIEW_SIZES.n_samples).double().numpy()
@@ -325,11 +325,11 @@ class Slot:
         gens = [g for g in self.target.generators() if g.has_action]
         if not gens:
             return
-        report = invariance_error(run.flow, gens[0], run.test_data[:32], n_angles=6, n_samples=32)
+        report = invariance_error(run.eval_flow, gens[0], run.test_data[:32], n_angles=6, n_samples=32)
         symmetry = {
             "invariance_spread": report.spread,
             "invariance_noise": report.noise_floor,
-            "equivariance_error": equivariance_error(run.flow, gens[0], n_points=256),
+            "equivariance_error": equivariance_error(run.eval_flow, gens[0], n_points=256),
         }
         self.send(symmetry=symmetry)
 

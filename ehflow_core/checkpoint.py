@@ -54,6 +54,7 @@ def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) ->
         "target": run.target.name,
         "generators": [g.name for g in run.generators],
         "model": run.flow.state_dict(),
+        "averaged": None if run.averaged is None else run.averaged.state_dict(),
         "optimizer": optimizer_state,
         "log_lam": run.log_lam.clone(),
         "violation": run.violation.clone(),
@@ -98,7 +99,9 @@ def read_checkpoint(source: str | Path | bytes) -> dict[str, Any]:
     return state
 
 
-def _flow_from_state(state: dict[str, Any], name: str) -> tuple[TrainConfig, HamiltonianFlow]:
+def _flow_from_state(state: dict[str, Any], name: str, averaged: bool = False) -> tuple[TrainConfig, HamiltonianFlow]:
+    """The run's configuration and its flow: the trained weights, or with ``averaged`` the weights'
+    moving average where the checkpoint holds one."""
     plain = json.loads(state["train_config"])
     for old, new in _RENAMED.get(state["version"], {}).items():
         if old in plain:
@@ -109,16 +112,18 @@ def _flow_from_state(state: dict[str, Any], name: str) -> tuple[TrainConfig, Ham
     config = TrainConfig.from_dict(plain)
     flow = HamiltonianFlow(config.flow)
     try:
-        flow.load_state_dict(state["model"])
+        flow.load_state_dict(state["averaged"] if averaged and state.get("averaged") else state["model"])
     except RuntimeError as err:
         raise ValueError(f"{name}: weights do not match the stored configuration: {err}") from None
     return config, flow
 
 
 def load_checkpoint(path: str | Path | bytes) -> HamiltonianFlow:
-    """A ready :class:`HamiltonianFlow` (in eval mode) from a checkpoint written by :func:`save_checkpoint`."""
+    """A ready :class:`HamiltonianFlow` (in eval mode) from a checkpoint written by :func:`save_checkpoint`:
+    the model the run showed (its weights' moving average where the run kept one)."""
     state = read_checkpoint(path)
-    _, flow = _flow_from_state(state, str(path) if not isinstance(path, bytes) else "checkpoint bytes")
+    name = str(path) if not isinstance(path, bytes) else "checkpoint bytes"
+    _, flow = _flow_from_state(state, name, averaged=True)
     return flow.eval()
 
 
@@ -142,6 +147,8 @@ def load_trainer(
     if stored is not None and names != list(stored):
         raise ValueError(f"{name}: the run was trained with the generators {list(stored)}, got {names}")
     trainer.flow.load_state_dict(flow.state_dict())
+    if trainer.averaged is not None:  # absent from the file: the run kept none, so it starts from the weights
+        trainer.averaged.load_state_dict(state.get("averaged") or flow.state_dict())
     trainer.optimizer.load_state_dict(state["optimizer"])
     trainer.log_lam = state["log_lam"].clone()
     trainer.violation = state["violation"].clone()

@@ -146,6 +146,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
+        average=args.average,
         max_steps=args.steps,
         seconds=args.seconds,
         seed=args.seed,
@@ -332,6 +333,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         help="cosine: decays to 0 over --steps or --seconds",
     )  # fmt: skip
     train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps, help="linear warm-up")
+    train.add_argument("--average", type=float, help="β: show and save the weights' moving average (constant lr)")
     train.add_argument("--batch", type=_positive_int, default=defaults.batch, help="data points per step")
     train.add_argument("--seed", type=_integer, default=0, help="initialisation, data and noise")
     train.add_argument(

@@ -129,7 +129,7 @@ def reproduce_fig2a(size: Fig2aSize, out: Path, paper: bool = False, stop: StopR
                 if seed == 0:
                     curves[run_label(kappa)] = records
                 if seed == 0 and kappa == size.kappas[-1] and regime == "infinite":
-                    snap = take_snapshot(run.flow, target, SnapshotConfig(n_samples=4000, grid=100))
+                    snap = take_snapshot(run.eval_flow, target, SnapshotConfig(n_samples=4000, grid=100))
                     write_figure(density_figure(snap), out / "fig2a_density")
                     write_figure(energy_figure(snap), out / "fig2a_energies")
             row = table[run_label(kappa)] = {key: mean_interval(values) for key, values in finals.items()}

@@ -133,7 +133,7 @@ def summarise(
     """The numbers a run is judged by (docs/cli.md lists them); ``n_samples``: K of the test
     and train L_K (and at most 128 samples for the invariance readout); ``interrupted``: the run
     was stopped before its budget ended (``steps`` says where)."""
-    flow, target = run.flow, run.target
+    flow, target = run.eval_flow, run.target
     rng = torch.Generator(device=flow.device).manual_seed(run.config.seed + 99)
     with torch.no_grad():
         test_ll = float(flow.log_likelihood(run.test_data, n_samples, rng).mean())
@@ -200,7 +200,7 @@ def write_run(
     write_metrics(records, out / "metrics.csv")
     save_checkpoint(trainer, out / "checkpoint.pt")
     summary = summarise(trainer, records, n_samples, interrupted)
-    snap = take_snapshot(trainer.flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
+    snap = take_snapshot(trainer.eval_flow, trainer.target, sizes or SnapshotConfig(n_samples=4000, grid=100))
     files = []
     files += write_figure(density_figure(snap), out / "density")
     files += write_figure(energy_figure(snap), out / "energies")

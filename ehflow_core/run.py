@@ -19,6 +19,7 @@ applies them, to one run or to a batched ensemble, is :class:`~ehflow_core.train
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import math
@@ -88,6 +89,10 @@ class TrainConfig(JsonConfig):
     on_divergence: str = "stop"  # after a divergence: "stop", or "continue" (skip the step)
     max_divergences: int = 20  # with "continue": stop after this many divergences in a row
     grad_mode: str = "fast"  # "fast" (closed-form gradients) or "reference" (plain autograd; same numbers, slower)
+    # β of an exponential moving average of the weights, which evaluations, summaries, checkpoints'
+    # models and the dashboard's pictures show (training steps the weights themselves); None: the
+    # last weights. It stands in for a decay where the learning rate is constant (the dashboard's).
+    average: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.flow, FlowConfig):
@@ -106,6 +111,8 @@ class TrainConfig(JsonConfig):
         object.__setattr__(self, "lr", check_float("lr", self.lr, positive=True))
         if self.seconds is not None:
             object.__setattr__(self, "seconds", check_float("seconds", self.seconds, positive=True))
+        if self.average is not None:
+            object.__setattr__(self, "average", check_float("average", self.average, minimum=0.0, maximum=0.9999))
         object.__setattr__(self, "lam_init", check_float("lam_init", self.lam_init, positive=True))
         check_float("geco_alpha", self.geco_alpha, minimum=0.0, maximum=0.999999)
         check_float("geco_rate", self.geco_rate, minimum=0.0)
@@ -245,6 +252,8 @@ class Run:
         with torch.random.fork_rng(devices=[]):  # the seed fixes the initialisation; torch's global RNG is left alone
             torch.manual_seed(config.seed)
             self.flow = HamiltonianFlow(config.flow).use_grad_mode(config.grad_mode)
+        # The weights' moving average (config.average), a flow of its own that no optimiser steps.
+        self.averaged = None if config.average is None else copy.deepcopy(self.flow).requires_grad_(False)
         self.objective = Objective(self.flow, self.generators, config.objective, config.constraint_at)
         self.kappa = config.kappa
         device, dtype = self.flow.device, self.flow.dtype
@@ -299,6 +308,12 @@ class Run:
         if self.kappa is None:
             return {g.name: 0.0 for g in self.generators}
         return {g.name: float(v) for g, v in zip(self.generators, self.log_lam.exp())}
+
+    @property
+    def eval_flow(self) -> HamiltonianFlow:
+        """The model the run shows: the weights' moving average where ``config.average`` is set,
+        else the trained flow itself. Evaluations, summaries and pictures use it."""
+        return self.flow if self.averaged is None else self.averaged
 
     @property
     def constrained(self) -> bool:
@@ -365,8 +380,20 @@ class Run:
         if result.accepted:
             self.step += 1
             self._consecutive_divergences = 0
+            self._average()
         else:
             self._consecutive_divergences += 1
+
+    @torch.no_grad()
+    def _average(self) -> None:
+        r"""After applied step t: :math:`\bar\theta \leftarrow \beta_t \bar\theta + (1 - \beta_t)\theta`
+        with :math:`\beta_t = \min(\beta, (1 + t) / (10 + t))`, so the first steps forget the
+        initial weights quickly (docs/maths.md, "Averaged weights")."""
+        if self.averaged is None or self.config.average is None:
+            return
+        beta = min(self.config.average, (1 + self.step) / (10 + self.step))
+        averaged = list(self.averaged.parameters())
+        torch._foreach_lerp_(averaged, [p.detach() for p in self.flow.parameters()], 1.0 - beta)
 
     def conclude(self, result: StepResult, rate: float, last: bool) -> Record:
         """The step's :class:`Record` (evaluated on evaluation steps and when ``last``); a rejected
@@ -401,10 +428,11 @@ class Run:
     @torch.no_grad()
     def measure_constraints(self) -> dict[str, float]:
         """C_k = E_π[{g_k, H}²] per generator on fresh base samples (a seeded, separate RNG)."""
-        rng = torch.Generator(device=self.flow.device).manual_seed(self.config.seed + 11 + self.step)
-        q0, p0 = self.flow.sample_base(self.config.constraint_batch, generator=rng)
-        reference = self.flow.grad_mode == "reference"
-        values = constraint_values(self.flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
+        flow = self.eval_flow
+        rng = torch.Generator(device=flow.device).manual_seed(self.config.seed + 11 + self.step)
+        q0, p0 = flow.sample_base(self.config.constraint_batch, generator=rng)
+        reference = flow.grad_mode == "reference"
+        values = constraint_values(flow.hamiltonian_list, self.generators, q0, p0, reference=reference)
         return {g.name: float(c) for g, c in zip(self.generators, values)}
 
     @torch.no_grad()
@@ -413,14 +441,14 @@ class Run:
         ``eval_train``: fixed random subsamples of at most ``eval_points`` points, so evaluation
         costs the same whatever the data's size (a run's summary evaluates the whole test set once,
         at the end)."""
-        cfg = self.config
-        rng = torch.Generator(device=self.flow.device).manual_seed(cfg.seed + 7 + self.step)
+        cfg, flow = self.config, self.eval_flow
+        rng = torch.Generator(device=flow.device).manual_seed(cfg.seed + 7 + self.step)
         train_ll = None
         if self.eval_train is not None:
-            train_ll = float(self.flow.log_likelihood(self.eval_train, cfg.eval_samples, rng).mean())
+            train_ll = float(flow.log_likelihood(self.eval_train, cfg.eval_samples, rng).mean())
         return {
-            "test_elbo": float(self.flow._log_weights(self.eval_test, 1, rng).mean()),
-            "test_log_likelihood": float(self.flow.log_likelihood(self.eval_test, cfg.eval_samples, rng).mean()),
+            "test_elbo": float(flow._log_weights(self.eval_test, 1, rng).mean()),
+            "test_log_likelihood": float(flow.log_likelihood(self.eval_test, cfg.eval_samples, rng).mean()),
             "train_log_likelihood": train_ll,
         }
 
