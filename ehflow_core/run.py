@@ -392,7 +392,7 @@ class Run:
         if self.averaged is None or self.config.average is None:
             return
         beta = min(self.config.average, (1 + self.step) / (10 + self.step))
-        averaged = list(self.averaged.parameters())
+        averaged: list[Tensor] = list(self.averaged.parameters())
         torch._foreach_lerp_(averaged, [p.detach() for p in self.flow.parameters()], 1.0 - beta)
 
     def conclude(self, result: StepResult, rate: float, last: bool) -> Record:
