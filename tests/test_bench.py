@@ -170,13 +170,14 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     )
     assert _generated("results.md", "bench.quality.table levers") == table(_result("quality_levers.json")["rows"])
     assert _generated("results.md", "bench.quality.table average") == table(_result("quality_average.json")["rows"])
+    assert _generated("results.md", "bench.quality.table capacity") == table(_result("quality_capacity.json")["rows"])
     assert _generated("results.md", "bench.quality.table init_hard") == table(
         [r for r in init["rows"] if r["setting"] == "default_hard"]
     )
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
     assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
     plateaus = (_result("plateau.json"), _result("plateau_init.json"))
-    levers = (_result("quality_init_150.json"), _result("quality_levers.json"), _result("quality_average.json"))
+    levers = [_result(f"quality_{name}.json") for name in ("init_150", "levers", "average", "capacity")]
     files = (quality, ring, init, *levers, *plateaus)
     assert all(_cites("results.md", r) for r in files)
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
@@ -250,8 +251,8 @@ def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pi
 def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
     gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
-    quality_init.json, quality_init_150.json, quality_ring.json, quality_levers.json or quality_average.json: the
-    same mean and sd to the digits shown."""
+    quality_init.json, quality_init_150.json, quality_ring.json, quality_levers.json, quality_average.json or
+    quality_capacity.json: the same mean and sd to the digits shown."""
     import re
 
     groups: dict[tuple, list[float]] = {}
@@ -262,6 +263,7 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
         "quality_ring.json",
         "quality_levers.json",
         "quality_average.json",
+        "quality_capacity.json",
     ):
         for r in _result(name)["rows"]:
             key = (name, r["target"], r["setting"], r["kappa"], round(r["budget_s"]))
