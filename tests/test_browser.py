@@ -170,14 +170,10 @@ def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, 
 
 # Each live panel's event log (answers, drawings queued, begun and done, with their times), after
 # the page's time now.
-PANEL_LOG = (
-    "Array.from(document.querySelectorAll('div.ehflow-live'))"
-    ".map(r => [Math.round(performance.now()), ...(r._log || [])])"
-)
-# The live panel's event log and every chart's version, read at one instant.
+# The live panel's event log, every chart's version and the page's clock (ms), read at one instant.
 PANEL_STATE = (
     "(() => { const r = document.querySelector('div.ehflow-live');"
-    " return {log: (r && r._log) || [],"
+    " return {now: Math.round(performance.now()), log: (r && r._log) || [],"
     " versions: Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => d.dataset.version)}; })()"
 )
 
@@ -200,7 +196,8 @@ def _stall_report(page: Page) -> dict:
     JavaScript stack a debugger pause finds (nothing when no script is running)."""
     charts = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-chart')).map(d => ({...d.dataset}))")
     drawing = page.evaluate("Array.from(document.querySelectorAll('div.ehflow-live')).map(r => r.dataset.drawing)")
-    log = page.evaluate(PANEL_LOG)
+    state = page.evaluate(PANEL_STATE)
+    log = [state["now"], *state["log"]]  # when it was read, then the events
     page.evaluate("window.__tick = 'no'; setTimeout(() => { window.__tick = 'yes'; }, 0)")
     time.sleep(1)
     timers = page.evaluate("window.__tick")
