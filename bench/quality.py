@@ -76,6 +76,12 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # Capacity for two moons: a third leapfrog step (the same integration time), a third hidden layer.
     "default_s3": {"flow": {"n_steps": 3, "dt": 1 / 3}},
     "default_deep": {"flow": {"hidden": (128, 128, 128)}},
+    # Cheap levers for two moons: a larger batch, a higher peak rate after a warm-up, a longer
+    # integration time (a larger dt, or a third step of the same dt).
+    "default_b128": {"batch": 128},
+    "default_lr5e3_warm": {"lr": 5e-3, "warmup_steps": 300},
+    "default_dt75": {"flow": {"dt": 0.75}},
+    "default_s3_long": {"flow": {"n_steps": 3}},
     # The dashboard's learning rate: constant at 10^-2.5 (a lesson has no end to decay towards), and
     # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
     "default_const": {"lr_schedule": "constant", "lr": 10**-2.5},
