@@ -1,11 +1,11 @@
 """What each dashboard preset shows after 400 steps: the learned density beside the target's, as pictures.
 
-    python -m bench.preset_pictures [--presets fig2a,two_rings,...] [--steps 400] [--seed 0]
+    python -m bench.preset_pictures [--presets fig2a,two_rings,...] [--steps 400] [--seeds 0,1,2]
                                     [--out bench/results/preset_pictures.json] [--pictures assets/presets]
 
 Each preset's configuration as the dashboard builds it (``Settings(seed=…).with_preset(name)``),
 trained headless on one torch thread (as a dashboard training process trains it) for ``--steps``
-steps; then the dashboard's own pictures of the run (``dashboard.slot.VIEW_SIZES``: KDEs of 800
+steps, once per seed; then the dashboard's own pictures of each run (``dashboard.slot.VIEW_SIZES``: KDEs of 800
 samples on a 60 × 60 grid): the target's density and the learned one side by side, as a PNG in
 ``--pictures``, and the test gap (L_256 on 2,048 fresh points minus the target's entropy), the
 seconds it took, and for Figure 2B U's wells at the modes, in ``--out``. docs/presets.md shows
@@ -63,7 +63,7 @@ def run(preset: str, steps: int, seed: int, pictures: Path) -> dict[str, Any]:
         pass
     seconds = time.perf_counter() - began
     snapshot = take_snapshot(trainer.eval_flow, target, VIEW_SIZES, seed=seed)
-    path = pictures / f"{preset}.png"
+    path = pictures / f"{preset}_{seed}.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(picture(snapshot.target_kde, snapshot.model_kde))
     row: dict[str, Any] = {
@@ -78,17 +78,29 @@ def run(preset: str, steps: int, seed: int, pictures: Path) -> dict[str, Any]:
 
 
 def markdown(result: dict[str, Any], relative_to: str = "..") -> str:
-    """The results file as a Markdown table with each preset's picture (paths relative to docs/)."""
-    head = ["preset", "K", "lr", "steps", "seconds (one thread, headless)", "gap (nats)", "target | learned"]
-    rows = []
+    """The results file as a Markdown table, a row per preset: its seeds' gaps (and Figure 2B's
+    wells), the mean seconds, and each seed's picture (target | learned; paths relative to docs/)."""
+    seeds = sorted({r["seed"] for r in result["rows"]})
+    head = ["preset", "K", "lr", "steps", "seconds (one thread, headless)", "gap (nats), by seed"]
+    head += [f"seed {s}: target, learned" for s in seeds]
+    by_preset: dict[str, list[dict[str, Any]]] = {}
     for r in result["rows"]:
-        wells = ""
-        if "modes_with_minimum" in r:
-            kind = "minima" if r["wells_are"].startswith("minima") else "maxima"
-            wells = f"; wells of U at {r['modes_with_minimum']} of 8 modes, as its {kind}"
+        by_preset.setdefault(r["preset"], []).append(r)
+    rows = []
+    for preset, runs in by_preset.items():
+        runs.sort(key=lambda r: r["seed"])
+        gaps = []
+        for r in runs:
+            wells = ""
+            if "modes_with_minimum" in r:
+                kind = "minima" if r["wells_are"].startswith("minima") else "maxima"
+                wells = f" (wells {r['modes_with_minimum']}/8, {kind})"
+            gaps.append(f"{r['gap_nats']:.3f}{wells}")
+        first = runs[0]
         rows.append([
-            r["preset"], r["kinetic"], f"10^{r['log10_lr']:g}", f"{r['steps']:,}", f"{r['seconds']:.1f}",
-            f"{r['gap_nats']:.3f}{wells}", f"![{r['preset']} after {r['steps']} steps]({relative_to}/{r['picture']})",
+            preset, first["kinetic"], f"10^{first['log10_lr']:g}", f"{first['steps']:,}",
+            f"{sum(r['seconds'] for r in runs) / len(runs):.1f}", ", ".join(gaps),
+            *(f"![{preset}, seed {r['seed']}, after {r['steps']} steps]({relative_to}/{r['picture']})" for r in runs),
         ])  # fmt: skip
     return markdown_table(head, rows)
 
@@ -97,13 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", default=",".join(PRESETS))
     parser.add_argument("--steps", type=int, default=400)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds: a run and a picture each")
     parser.add_argument("--out", default="bench/results/preset_pictures.json")
     parser.add_argument("--pictures", default="assets/presets")
     args = parser.parse_args(argv)
     # Before the runs: they write the pictures into the work tree, which is not a change of the code.
     here = provenance("preset_pictures", "bench.preset_pictures", argv, machine="one torch thread")
-    rows = [run(preset, args.steps, args.seed, Path(args.pictures)) for preset in args.presets.split(",")]
+    seeds = [int(s) for s in args.seeds.split(",")]
+    rows = [run(p, args.steps, s, Path(args.pictures)) for p in args.presets.split(",") for s in seeds]
     result = {**here, "rows": rows}
     write_results(args.out, result)
     print(markdown(result))

@@ -236,14 +236,15 @@ def test_the_presets_table_is_generated_from_its_results_file():
 
 def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pictures_exist():
     """docs/presets.md's 400-step table is bench.preset_pictures.markdown of its file, every preset
-    of the dashboard has its row, and each picture it shows is committed."""
+    of the dashboard has a row for each of three seeds, and each picture it shows is committed."""
     from bench.preset_pictures import markdown
     from bench.presets import PRESETS
 
     result = _result("preset_pictures.json")
     assert _generated("presets.md", "bench.preset_pictures.markdown") == markdown(result)
     assert _cites("presets.md", result)
-    assert sorted(r["preset"] for r in result["rows"]) == sorted(PRESETS)
+    runs = sorted((r["preset"], r["seed"]) for r in result["rows"])
+    assert runs == sorted((p, s) for p in PRESETS for s in range(3))
     root = Path(__file__).resolve().parents[1]
     assert all((root / r["picture"]).is_file() and r["steps"] == 400 for r in result["rows"])
 
