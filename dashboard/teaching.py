@@ -57,9 +57,9 @@ def explain() -> None:
             "*Curves* panel: the test log-likelihood L_K (solid); dashed, with finite data the same L_K on "
             "the training points (their gap is over-fitting), with infinite data the bound trained on each "
             "batch. The legend names each estimator. The learning rate stays constant here (a lesson has "
-            "no end to decay towards), so the panels show the model with its weights averaged over about "
-            "the last 100 steps, which removes most of the noise a constant rate leaves in them (the "
-            "paper's preset shows its last weights)."
+            "no end to decay towards), so the panels show the model with its weights averaged over its "
+            "recent steps (about the last 2.5 % of the steps so far, at most the last 100), which "
+            "removes most of the noise a constant rate leaves in them (the paper's preset shows its last weights)."
         )
     with st.expander("Symmetry: the Poisson bracket and the constraint κ"):
         st.latex(

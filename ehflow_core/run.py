@@ -41,6 +41,9 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 DIVERGENCE_ACTIONS = ("stop", "continue")
+# c in the average's β_t = min(β, (1 + t) / (c + t)): its memory grows as about t / c steps, so the
+# average follows a loss that still falls fast (docs/maths.md, "Averaged weights")
+AVERAGE_WARMUP = 40
 LR_SCHEDULES = ("constant", "cosine")
 # The paper's training choices, where the library's defaults depart from them (see TrainConfig.as_paper).
 PAPER_TRAINING: dict[str, Any] = {
@@ -387,11 +390,12 @@ class Run:
     @torch.no_grad()
     def _average(self) -> None:
         r"""After applied step t: :math:`\bar\theta \leftarrow \beta_t \bar\theta + (1 - \beta_t)\theta`
-        with :math:`\beta_t = \min(\beta, (1 + t) / (10 + t))`, so the first steps forget the
-        initial weights quickly (docs/maths.md, "Averaged weights")."""
+        with :math:`\beta_t = \min(\beta, (1 + t) / (c + t))`, c = ``AVERAGE_WARMUP``: a memory of
+        about t / c steps, so the average does not lag behind the fast start (docs/maths.md,
+        "Averaged weights")."""
         if self.averaged is None or self.config.average is None:
             return
-        beta = min(self.config.average, (1 + self.step) / (10 + self.step))
+        beta = min(self.config.average, (1 + self.step) / (AVERAGE_WARMUP + self.step))
         averaged: list[Tensor] = list(self.averaged.parameters())
         torch._foreach_lerp_(averaged, [p.detach() for p in self.flow.parameters()], 1.0 - beta)
 

@@ -147,6 +147,11 @@ def _cites(doc: str, result: dict) -> bool:
     return all(f"commit `{commit}`" in text for commit in result["commit"].split(", "))
 
 
+# The lever studies of docs/results.md's "Quality per second": bench/results/quality_<name>.json,
+# each shown as `bench.quality.table <name>`.
+LEVER_FILES = ("levers", "average", "capacity", "moons")
+
+
 def _result(name: str) -> dict:
     from pathlib import Path
 
@@ -168,16 +173,20 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     assert _generated("results.md", "bench.quality.against_peer init") == against_peer(
         _init_rows(quality, init), ["default", "default_pytorch_init"], beside=("realnvp",)
     )
-    assert _generated("results.md", "bench.quality.table levers") == table(_result("quality_levers.json")["rows"])
-    assert _generated("results.md", "bench.quality.table average") == table(_result("quality_average.json")["rows"])
-    assert _generated("results.md", "bench.quality.table capacity") == table(_result("quality_capacity.json")["rows"])
+    for name in LEVER_FILES:
+        assert _generated("results.md", f"bench.quality.table {name}") == table(_result(f"quality_{name}.json")["rows"])
     assert _generated("results.md", "bench.quality.table init_hard") == table(
         [r for r in init["rows"] if r["setting"] == "default_hard"]
     )
+    from bench.average import markdown as average_markdown
+
+    average = _result("average.json")
+    assert _generated("results.md", "bench.average.markdown") == average_markdown(average)
+    assert _cites("results.md", average)
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
     assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
     plateaus = (_result("plateau.json"), _result("plateau_init.json"))
-    levers = [_result(f"quality_{name}.json") for name in ("init_150", "levers", "average", "capacity")]
+    levers = [_result(f"quality_{name}.json") for name in ("init_150", *LEVER_FILES)]
     files = (quality, ring, init, *levers, *plateaus)
     assert all(_cites("results.md", r) for r in files)
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
@@ -252,8 +261,8 @@ def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pi
 def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
     gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
-    quality_init.json, quality_init_150.json, quality_ring.json, quality_levers.json, quality_average.json or
-    quality_capacity.json: the same mean and sd to the digits shown."""
+    quality_init.json, quality_init_150.json, quality_ring.json or a lever's file (``LEVER_FILES``):
+    the same mean and sd to the digits shown."""
     import re
 
     groups: dict[tuple, list[float]] = {}
@@ -262,9 +271,7 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
         "quality_init.json",
         "quality_init_150.json",
         "quality_ring.json",
-        "quality_levers.json",
-        "quality_average.json",
-        "quality_capacity.json",
+        *(f"quality_{name}.json" for name in LEVER_FILES),
     ):
         for r in _result(name)["rows"]:
             key = (name, r["target"], r["setting"], r["kappa"], round(r["budget_s"]))
