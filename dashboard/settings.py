@@ -75,8 +75,7 @@ PRESETS: dict[str, Preset] = {
         "normal",
         True,
         -2.0,
-        "Radial, two shells (a convex K).",
-        kinetic="convex",
+        "Radial, two shells.",
     ),  # fmt: skip
     "core_and_ring": Preset(
         "Core and ring (SO(2))", "core_and_ring", "normal", True, -2.0, "A blob inside a ring.", SLOW_LOG10_LR

@@ -37,7 +37,7 @@ def explain() -> None:
             "step, which learns faster. "
             "(K and U are only defined up to a joint sign: (−K, −U) gives the same paths run backwards. "
             "When an MLP K learns a dome, a maximum at p = 0, the flow runs that way and the wells are U's "
-            "*maxima*; the U panel says so. A convex K, as in the Figure 2B and two-rings presets, cannot: "
+            "*maxima*; the U panel says so. A convex K, as in the Figure 2B preset, cannot: "
             "there the wells are U's minima.)"
         )
     with st.expander("Learning: the ELBO and the importance-weighted bound L_K"):

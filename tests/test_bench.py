@@ -149,7 +149,7 @@ def _cites(doc: str, result: dict) -> bool:
 
 # The lever studies of docs/results.md's "Quality per second": bench/results/quality_<name>.json,
 # each shown as `bench.quality.table <name>`.
-LEVER_FILES = ("levers", "average", "capacity", "moons")
+LEVER_FILES = ("levers", "average", "capacity", "moons", "moons_150")
 
 
 def _result(name: str) -> dict:

@@ -84,12 +84,12 @@ def test_each_preset_brings_its_learning_rate_and_a_reset_to_another_preset_repl
 
 
 def test_presets_bring_their_kinetic_energy_and_figure_2b_is_the_command_lines():
-    """Figure 2B and two rings train a convex K (docs/presets.md); Figure 2B's model is the command
-    line's FIG2B_FLOW; the paper's preset keeps the paper's MLP K; the others the library's."""
+    """Figure 2B trains a convex K (docs/presets.md); its model is the command line's FIG2B_FLOW;
+    the paper's preset keeps the paper's MLP K; the others the library's."""
     from ehflow_core.experiments import FIG2B_FLOW
 
     kinetics = {name: Settings().with_preset(name).train_config().flow.kinetic for name in PRESETS}
-    assert kinetics == {**{name: "mlp" for name in PRESETS}, "fig2b": "convex", "two_rings": "convex"}
+    assert kinetics == {**{name: "mlp" for name in PRESETS}, "fig2b": "convex"}
     fig2b = Settings().with_preset("fig2b").train_config().flow
     assert {key: getattr(fig2b, key) for key in FIG2B_FLOW} == FIG2B_FLOW
 
