@@ -147,9 +147,9 @@ def _cites(doc: str, result: dict) -> bool:
     return all(f"commit `{commit}`" in text for commit in result["commit"].split(", "))
 
 
-# The lever studies of docs/results.md's "Quality per second": bench/results/quality_<name>.json,
-# each shown as `bench.quality.table <name>`.
-LEVER_FILES = ("levers", "average", "capacity", "moons", "moons_150")
+# The further quality studies of docs/results.md's "Quality per second" (levers, and runs with the
+# peers at 150 s): bench/results/quality_<name>.json, each shown as `bench.quality.table <name>`.
+LEVER_FILES = ("levers", "average", "capacity", "moons", "moons_150", "ring_150")
 
 
 def _result(name: str) -> dict:
