@@ -31,6 +31,7 @@ def run(preset: str, seed: int, checks: list[int], warmups: list[int]) -> list[d
     import torch
 
     from dashboard.settings import Settings
+    from ehflow_core.run import average_beta
     from ehflow_core.training import Trainer
 
     torch.set_num_threads(2)
@@ -47,8 +48,7 @@ def run(preset: str, seed: int, checks: list[int], warmups: list[int]) -> list[d
         with torch.no_grad():
             weights = [p.detach() for p in trainer.flow.parameters()]
             for c, average in averages.items():
-                beta_t = min(beta, (1 + step) / (c + step))
-                torch._foreach_lerp_(list(average.parameters()), weights, 1.0 - beta_t)
+                torch._foreach_lerp_(list(average.parameters()), weights, 1.0 - average_beta(beta, step, c))
         if step in checks:
             gaps = {str(c): measure(average) for c, average in averages.items()}
             row = {"preset": preset, "seed": seed, "step": step, "beta": beta, "weights": measure(trainer.flow)}

@@ -41,10 +41,18 @@ from .targets import Target
 log = logging.getLogger(__name__)
 
 DIVERGENCE_ACTIONS = ("stop", "continue")
+LR_SCHEDULES = ("constant", "cosine")
 # c in the average's β_t = min(β, (1 + t) / (c + t)): its memory grows as about t / c steps, so the
 # average follows a loss that still falls fast (docs/maths.md, "Averaged weights")
 AVERAGE_WARMUP = 40
-LR_SCHEDULES = ("constant", "cosine")
+
+
+def average_beta(beta: float, step: int, warmup: float = AVERAGE_WARMUP) -> float:
+    r"""The weights' average's factor after applied step t: :math:`\beta_t = \min(\beta, (1 + t) / (c + t))`,
+    c = ``warmup`` (docs/maths.md, "Averaged weights")."""
+    return min(beta, (1 + step) / (warmup + step))
+
+
 # The paper's training choices, where the library's defaults depart from them (see TrainConfig.as_paper).
 PAPER_TRAINING: dict[str, Any] = {
     "objective": "elbo", "train_samples": 1, "batch": 256, "lr": 3e-4, "lr_schedule": "constant", "warmup_steps": 0,
@@ -390,12 +398,11 @@ class Run:
     @torch.no_grad()
     def _average(self) -> None:
         r"""After applied step t: :math:`\bar\theta \leftarrow \beta_t \bar\theta + (1 - \beta_t)\theta`
-        with :math:`\beta_t = \min(\beta, (1 + t) / (c + t))`, c = ``AVERAGE_WARMUP``: a memory of
-        about t / c steps, so the average does not lag behind the fast start (docs/maths.md,
-        "Averaged weights")."""
+        with :math:`\beta_t` of :func:`average_beta`: a memory of about t / c steps, so the average
+        does not lag behind the fast start (docs/maths.md, "Averaged weights")."""
         if self.averaged is None or self.config.average is None:
             return
-        beta = min(self.config.average, (1 + self.step) / (AVERAGE_WARMUP + self.step))
+        beta = average_beta(self.config.average, self.step)
         averaged: list[Tensor] = list(self.averaged.parameters())
         torch._foreach_lerp_(averaged, [p.detach() for p in self.flow.parameters()], 1.0 - beta)
 
