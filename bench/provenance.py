@@ -34,6 +34,20 @@ def commit() -> str:
     return head + ("+changes" if changed else "")
 
 
+def cpu_model() -> str:
+    """The processor's name as the kernel reports it (``/proc/cpuinfo``'s "model name", e.g. "AMD EPYC"),
+    else ``platform.processor()``; "" when neither says. Two machines both "x86_64, 2 cores" can differ
+    several-fold in speed, so results files name it."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def provenance(benchmark: str, module: str, argv: list[str] | None = None, machine: str = "") -> dict[str, str]:
     """The keys every results file starts with: ``module`` the benchmark's (``bench.classroom``),
     ``argv`` its arguments (default: this process's), ``machine`` what else to say of the machine
@@ -43,7 +57,9 @@ def provenance(benchmark: str, module: str, argv: list[str] | None = None, machi
         "benchmark": benchmark,
         "commit": commit(),
         "when": time.strftime("%Y-%m-%d %H:%M"),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores" + (f", {machine}" if machine else ""),
+        "machine": ", ".join(
+            part for part in (platform.machine(), cpu_model(), f"{os.cpu_count()} cores", machine) if part
+        ),
         "command": " ".join(["python -m", module, *args]),
     }
 
