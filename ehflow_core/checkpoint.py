@@ -32,7 +32,9 @@ VERSION = 2
 _RENAMED = {1: {"steps": "max_steps", "path": "grad_mode", "n_elbo_samples": "train_samples"}}
 # Fields added later: a file without them was written before they existed, when the run behaved as these values.
 _ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "constraint_at": "base"}
-_ADDED_FLOW = {"kinetic": "mlp", "potential_init_scale": 1.0, "kinetic_init_scale": 1.0}
+_ADDED_FLOW = {
+    "kinetic": "mlp", "potential_init_scale": 1.0, "kinetic_init_scale": 1.0, "encoder_covariance": "diagonal",
+}  # fmt: skip
 
 
 def checkpoint_state(run: Run, optimizer_state: dict[str, Any] | None = None) -> dict[str, Any]:

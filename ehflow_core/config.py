@@ -12,6 +12,7 @@ from ._checks import check_choice, check_float, check_int
 
 BASES = ("normal", "soft_uniform")
 KINETICS = ("mlp", "convex")
+ENCODER_COVARIANCES = ("diagonal", "full")
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
 
@@ -83,7 +84,10 @@ class FlowConfig(JsonConfig):
     # Exact symmetry: K and U become MLPs of the squared norms of these blocks of coordinates, e.g.
     # ((0, 1),) for a radial H in 2-D, ((0, 1), (2, 3)) for SO(2)×SO(2). None: generic K and U.
     invariant_blocks: tuple[tuple[int, ...], ...] | None = None
-    encoder_hidden: tuple[int, ...] = (128, 128)  # hidden widths of the relu MLPs μ(q) and σ(q)
+    encoder_hidden: tuple[int, ...] = (128, 128)  # hidden widths of the relu MLPs μ(q) and L(q)
+    # The encoder's covariance L(q)L(q)ᵀ: "diagonal" (the paper's diag σ(q)²) or "full" (L lower
+    # triangular: follows a posterior of p stretched along a tilted direction; docs/maths.md)
+    encoder_covariance: str = "diagonal"
     dtype: str = "float32"  # "float32" or "float64"
     device: str = "cpu"  # "cpu" or "cuda" (falls back to the CPU, with a warning, if unavailable)
 
@@ -107,6 +111,7 @@ class FlowConfig(JsonConfig):
             if self.kinetic == "convex":
                 raise ValueError("kinetic='convex' cannot be combined with invariant_blocks (use kinetic='mlp')")
         object.__setattr__(self, "encoder_hidden", _int_tuple("encoder_hidden", self.encoder_hidden, minimum=1))
+        check_choice("encoder_covariance", self.encoder_covariance, ENCODER_COVARIANCES)
         check_choice("dtype", self.dtype, tuple(DTYPES))
         if not isinstance(self.device, str) or self.device.split(":")[0] not in ("cpu", "cuda"):
             raise ValueError(f"device must be 'cpu' or 'cuda' (optionally 'cuda:N'), got {self.device!r}")

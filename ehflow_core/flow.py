@@ -84,7 +84,7 @@ class HamiltonianFlow(nn.Module):
             )
             for _ in range(n_hamiltonians)
         )
-        self.encoder = GaussianEncoder(config.dim, config.encoder_hidden)
+        self.encoder = GaussianEncoder(config.dim, config.encoder_hidden, config.encoder_covariance)
         self.base = make_base(config)
         self.to(dtype=config.torch_dtype, device=resolve_device(config.device))
 

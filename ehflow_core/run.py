@@ -59,6 +59,7 @@ PAPER_TRAINING: dict[str, Any] = {
 }  # fmt: skip
 PAPER_FLOW: dict[str, Any] = {
     "kinetic": "mlp", "shared_hamiltonian": True, "potential_init_scale": 1.0, "kinetic_init_scale": 1.0,
+    "encoder_covariance": "diagonal",
 }  # fmt: skip
 
 

@@ -49,6 +49,24 @@ def _zero_hamiltonian_with_known_encoder(shift: float, scale: float) -> Hamilton
     return flow
 
 
+def test_the_full_covariance_encoder_is_the_gaussian_of_its_cholesky_factor():
+    """log h(p | q) is N(μ, L Lᵀ)'s, with L lower triangular (its entries placed row by row, d = 3);
+    in one dimension the full and the diagonal encoder are the same function."""
+    flow = make_flow(dim=3, encoder_covariance="full")
+    q, eps = randn(5, 3, seed=1), randn(4, 5, 3, seed=2)
+    p, log_h = flow.encoder.reparameterise(q, eps)
+    mean, diagonal, below = flow.encoder.factor(q)
+    rows, cols = torch.tril_indices(3, 3, -1)
+    assert below is not None and torch.equal(below, below.tril(-1)) and bool((below[:, rows, cols] != 0).all())
+    factor = torch.diag_embed(diagonal) + below
+    assert torch.allclose(p, mean + (factor @ eps.unsqueeze(-1)).squeeze(-1), atol=1e-12)
+    expected = torch.distributions.MultivariateNormal(mean, scale_tril=factor).log_prob(p)
+    assert torch.allclose(log_h, expected, atol=1e-10)
+    one_d = [make_flow(dim=1, encoder_covariance=c).encoder for c in ("diagonal", "full")]
+    x, e = randn(6, 1, seed=3), randn(2, 6, 1, seed=4)
+    assert all(torch.equal(a, b) for a, b in zip(*(enc.reparameterise(x, e) for enc in one_d)))
+
+
 def test_zeroed_energies_give_identity_flow_and_lk_converges_to_normal():
     flow = _zero_hamiltonian_with_known_encoder(shift=0.4, scale=1.4)
     q, p = randn(64, 2, seed=1), randn(64, 2, seed=2)

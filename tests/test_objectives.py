@@ -49,10 +49,11 @@ def _grads(flow, value: torch.Tensor) -> dict[str, torch.Tensor]:
     return {n: p.grad.clone() for n, p in flow.named_parameters() if p.grad is not None}
 
 
-def test_dreg_has_iwaes_value_and_the_gradient_of_its_surrogate():
+@pytest.mark.parametrize("covariance", ["diagonal", "full"])
+def test_dreg_has_iwaes_value_and_the_gradient_of_its_surrogate(covariance):
     """DReG: the flow's gradient is IWAE's, Σ w̃ ∇θ log w; the encoder's is the autograd gradient
     of Σ sg(w̃²) log w with log h's parameters stopped (only the path through p remains)."""
-    flow = make_flow()
+    flow = make_flow(encoder_covariance=covariance)
     x = randn(64, 2, seed=6)
     eps = _noise(x, 6)
     dreg = training_bound(flow, x, eps, "dreg")
@@ -60,10 +61,10 @@ def test_dreg_has_iwaes_value_and_the_gradient_of_its_surrogate():
     got = _grads(flow, dreg)
 
     iwae_grads = _grads(flow, training_bound(flow, x, eps, "iwae"))
-    mean, scale = flow.encoder(x)
-    p = mean + scale * eps  # (K, B, d), differentiable in the encoder
-    z = (p - mean.detach()) / scale.detach()
-    log_h = (-0.5 * z * z - torch.log(scale.detach()) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    mean, diagonal, below = flow.encoder.factor(x)
+    factor = torch.diag_embed(diagonal) + (0.0 if below is None else below)  # L, (B, d, d)
+    p = mean + (factor @ eps.unsqueeze(-1)).squeeze(-1)  # (K, B, d), differentiable in the encoder
+    log_h = torch.distributions.MultivariateNormal(mean.detach(), scale_tril=factor.detach()).log_prob(p)
     log_joint = flow._log_prob_joint(x.expand(6, *x.shape).reshape(-1, 2), p.reshape(-1, 2)).view(6, -1)
     log_w = log_joint - log_h
     weights = torch.softmax(log_w.detach(), 0)

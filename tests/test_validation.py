@@ -35,6 +35,11 @@ from ehflow_core import (
         ({"hidden": ()}, ValueError, r"hidden must hold at least one integer"),
         ({"hidden": (128, 0)}, ValueError, r"hidden\[1\] must be an integer >= 1, got 0"),
         ({"base": "uniform"}, ValueError, r"base must be one of 'normal', 'soft_uniform'; got 'uniform'"),
+        (
+            {"encoder_covariance": "cholesky"},
+            ValueError,
+            r"encoder_covariance must be one of 'diagonal', 'full'; got 'cholesky'",
+        ),
         ({"base_sigma": -1.0}, ValueError, r"base_sigma must be a finite number > 0, got -1.0"),
         ({"dtype": "float16"}, ValueError, r"dtype must be one of 'float32', 'float64'; got 'float16'"),
         ({"device": "tpu"}, ValueError, r"device must be 'cpu' or 'cuda'"),
