@@ -23,7 +23,7 @@ from typing import Any, NoReturn
 import torch
 
 from .checkpoint import load_trainer, read_checkpoint
-from .config import BASES, DTYPES, KINETICS, FlowConfig
+from .config import BASES, DTYPES, ENCODER_COVARIANCES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .interrupts import INTERRUPTED_EXIT, StopRequest, until_stopped
 from .objectives import CONSTRAINT_AT
@@ -132,6 +132,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
         base_beta=args.base_beta,
         shared_hamiltonian=not args.per_step_hamiltonians,
         kinetic=args.kinetic,
+        encoder_covariance=args.encoder_covariance,
         potential_init_scale=args.potential_init_scale,
         kinetic_init_scale=args.kinetic_init_scale,
         invariant_blocks=_hard_blocks(generators, target.dim) if args.hard_symmetry else None,
@@ -317,16 +318,14 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         default = getattr(defaults.flow, f"{energy}_init_scale")
         help_text = f"{name}'s first layer times this at initialisation (1: PyTorch's; an MLP only)"
         train.add_argument(f"--{energy}-init-scale", type=_positive_float, default=default, help=help_text)
-    train.add_argument(
-        "--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="hidden widths of K, U"
-    )
+    train.add_argument("--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="K, U widths")
     train.add_argument("--base", choices=BASES, default=FlowConfig.base, help="base density of (q, p)")
+    train.add_argument("--base-sigma", type=_positive_float, default=FlowConfig.base_sigma, help="soft-uniform width")
+    train.add_argument("--base-beta", type=_positive_float, default=FlowConfig.base_beta, help="soft-uniform edges")
     train.add_argument(
-        "--base-sigma", type=_positive_float, default=FlowConfig.base_sigma, help="soft-uniform half-width"
-    )
-    train.add_argument(
-        "--base-beta", type=_positive_float, default=FlowConfig.base_beta, help="soft-uniform edge sharpness"
-    )
+        "--encoder-covariance", choices=ENCODER_COVARIANCES, default=defaults.flow.encoder_covariance,
+        help="h(p | q)'s covariance: diagonal (the paper's) or full",
+    )  # fmt: skip
     train.add_argument("--lr", type=_positive_float, default=defaults.lr, help="Adam's learning rate")
     train.add_argument(
         "--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,

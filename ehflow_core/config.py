@@ -85,9 +85,9 @@ class FlowConfig(JsonConfig):
     # ((0, 1),) for a radial H in 2-D, ((0, 1), (2, 3)) for SO(2)×SO(2). None: generic K and U.
     invariant_blocks: tuple[tuple[int, ...], ...] | None = None
     encoder_hidden: tuple[int, ...] = (128, 128)  # hidden widths of the relu MLPs μ(q) and L(q)
-    # The encoder's covariance L(q)L(q)ᵀ: "diagonal" (the paper's diag σ(q)²) or "full" (L lower
-    # triangular: follows a posterior of p stretched along a tilted direction; docs/maths.md)
-    encoder_covariance: str = "diagonal"
+    # The encoder's covariance L(q)L(q)ᵀ: "full" (L lower triangular: follows a posterior of p
+    # stretched along a tilted direction; docs/maths.md) or "diagonal" (the paper's diag σ(q)²)
+    encoder_covariance: str = "full"
     dtype: str = "float32"  # "float32" or "float64"
     device: str = "cpu"  # "cpu" or "cuda" (falls back to the CPU, with a warning, if unavailable)
 

@@ -134,6 +134,7 @@ def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_wi
     )  # fmt: skip
     assert not paper.per_step_hamiltonians and paper.warmup_steps == 0
     assert (defaults.potential_init_scale, paper.potential_init_scale, paper.kinetic_init_scale) == (10.0, 1.0, 1.0)
+    assert (defaults.encoder_covariance, paper.encoder_covariance) == ("full", "diagonal")
     mixed = parse_args(["train", "--lr", "1e-3", "--paper", "--per-step-hamiltonians"])
     assert mixed.lr == 1e-3 and mixed.per_step_hamiltonians and mixed.objective == "elbo"
     assert not parse_args(["train", "--no-per-step-hamiltonians"]).per_step_hamiltonians

@@ -45,7 +45,8 @@ def _zero_hamiltonian_with_known_encoder(shift: float, scale: float) -> Hamilton
         flow.encoder.mean_net[-1].weight.zero_()
         flow.encoder.mean_net[-1].bias.fill_(shift)
         flow.encoder.scale_net[-1].weight.zero_()
-        flow.encoder.scale_net[-1].bias.fill_(math.log(math.expm1(scale - 1e-3)))
+        flow.encoder.scale_net[-1].bias.zero_()  # L's entries below the diagonal, where it has them, are 0
+        flow.encoder.scale_net[-1].bias[:2].fill_(math.log(math.expm1(scale - 1e-3)))
     return flow
 
 

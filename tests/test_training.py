@@ -195,18 +195,20 @@ def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
     assert head + tail == expected
 
 
-def test_a_checkpoint_from_before_the_schedule_kinetic_and_init_options_resumes_as_it_ran(tmp_path):
-    path = save_checkpoint(Trainer(small_config(max_steps=5), make_target("ring")), tmp_path / "new.pt")
+def test_a_checkpoint_from_before_the_schedule_kinetic_init_and_encoder_options_resumes_as_it_ran(tmp_path):
+    before = small_config(max_steps=5, flow=SMALL.replace(encoder_covariance="diagonal"))  # as a run of then was
+    path = save_checkpoint(Trainer(before, make_target("ring")), tmp_path / "new.pt")
     state = read_checkpoint(path)
     plain = json.loads(state["train_config"])
     for key in ("lr_schedule", "warmup_steps"):
         del plain[key]
-    for key in ("kinetic", "potential_init_scale", "kinetic_init_scale"):
+    for key in ("kinetic", "potential_init_scale", "kinetic_init_scale", "encoder_covariance"):
         del plain["flow"][key]
     torch.save({**state, "train_config": json.dumps(plain)}, tmp_path / "old.pt")
     config = load_trainer(tmp_path / "old.pt").config
     assert (config.lr_schedule, config.warmup_steps, config.flow.kinetic) == ("constant", 0, "mlp")
     assert (config.flow.potential_init_scale, config.flow.kinetic_init_scale) == (1.0, 1.0)  # PyTorch's init
+    assert config.flow.encoder_covariance == "diagonal"
     assert load_trainer(path).config.lr_schedule == "cosine"
 
 
