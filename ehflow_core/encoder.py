@@ -84,7 +84,8 @@ class GaussianEncoder(nn.Module):
 
     def forward(self, q: Tensor) -> tuple[Tensor, Tensor]:
         """Mean (B, d) and the diagonal of L (B, d): with a diagonal covariance, the scale σ(q)."""
-        return self.mean_net(q), F.softplus(self.scale_net(q)[..., : self.dim]) + _MIN_SCALE
+        mean, diagonal, _ = self.factor(q)
+        return mean, diagonal
 
     def factor(self, q: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Mean (B, d), the diagonal of L (B, d), and the entries of L below it placed in a (B, d, d)
