@@ -37,6 +37,13 @@ def flow() -> HamiltonianFlow:
     return make_flow()
 
 
+def encoder_factor(flow: HamiltonianFlow, q: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The encoder's mean (B, d) and its whole Cholesky factor L (B, d, d), built from
+    ``GaussianEncoder.factor``'s diagonal and the entries below it (none for a diagonal covariance)."""
+    mean, diagonal, below = flow.encoder.factor(q)
+    return mean, torch.diag_embed(diagonal) + (0.0 if below is None else below)
+
+
 def randn(*shape: int, seed: int = 1, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 

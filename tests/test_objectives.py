@@ -7,7 +7,7 @@ import math
 
 import pytest
 import torch
-from conftest import make_flow, randn
+from conftest import encoder_factor, make_flow, randn
 
 from ehflow_core import FlowConfig
 from ehflow_core.ensemble import train_ensemble
@@ -61,8 +61,7 @@ def test_dreg_has_iwaes_value_and_the_gradient_of_its_surrogate(covariance):
     got = _grads(flow, dreg)
 
     iwae_grads = _grads(flow, training_bound(flow, x, eps, "iwae"))
-    mean, diagonal, below = flow.encoder.factor(x)
-    factor = torch.diag_embed(diagonal) + (0.0 if below is None else below)  # L, (B, d, d)
+    mean, factor = encoder_factor(flow, x)  # L, (B, d, d)
     p = mean + (factor @ eps.unsqueeze(-1)).squeeze(-1)  # (K, B, d), differentiable in the encoder
     log_h = torch.distributions.MultivariateNormal(mean.detach(), scale_tril=factor.detach()).log_prob(p)
     log_joint = flow._log_prob_joint(x.expand(6, *x.shape).reshape(-1, 2), p.reshape(-1, 2)).view(6, -1)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import make_flow, randn
+from conftest import encoder_factor, make_flow, randn
 
 from ehflow_core import leapfrog_trajectory
 from ehflow_core.integrators import leapfrog_substeps
@@ -48,8 +48,7 @@ def test_the_inverse_walk_ends_where_the_flow_inverse_does_and_scores_one_elbo_s
     assert back.log_base == pytest.approx(float(log_pi[0]), abs=1e-12)
     # the encoder's draw is scored: log π(T⁻¹(q, p)) − log h(p | q) is the ELBO's sample
     with torch.no_grad():
-        mean, diagonal, below = flow.encoder.factor(q[None])
-        factor = torch.diag_embed(diagonal) + (0.0 if below is None else below)
+        mean, factor = encoder_factor(flow, q[None])
     expected = torch.distributions.MultivariateNormal(mean, scale_tril=factor).log_prob(torch.as_tensor(back.p[0]))
     assert back.log_encoder == pytest.approx(float(expected), abs=1e-10)
     assert back.hamiltonians == ((0, 0) if shared else (1, 0))
