@@ -87,6 +87,13 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # since it was measured (quality_full_cov.json, where "default" is the diagonal).
     "default_full_cov": {"flow": {"encoder_covariance": "full"}},
     "default_diagonal": {"flow": {"encoder_covariance": "diagonal"}},
+    # More steps in the budget for two moons, two rings, core and ring (the bound is tight there
+    # with the full covariance: L_256 = L_4096): one leapfrog step of the same integration time,
+    # narrower energies, a smaller batch, and the same points as fewer data with more momenta.
+    "default_s1": {"flow": {"n_steps": 1, "dt": 1.0}},
+    "default_w64": {"flow": {"hidden": (64, 64)}},
+    "default_b32": {"batch": 32},
+    "default_k16_b32": {"train_samples": 16, "batch": 32},
     # The dashboard's learning rate: constant at 10^-2.5 (a lesson has no end to decay towards), and
     # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
     "default_const": {"lr_schedule": "constant", "lr": 10**-2.5},
