@@ -139,8 +139,8 @@ class HamiltonianFlow(nn.Module):
     def _forward(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         return leapfrog(q, p, self.config.dt, self._leapfrog_grads(), self._reuse)
 
-    def _inverse(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        return leapfrog(q, p, -self.config.dt, self._leapfrog_grads()[::-1], self._reuse)
+    def _inverse(self, q: Tensor, p: Tensor, grad_U_q: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        return leapfrog(q, p, -self.config.dt, self._leapfrog_grads()[::-1], self._reuse, grad_U_q)
 
     def forward_flow(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
         """T(q, p): base state -> data state, q and p each (B, d)."""
@@ -169,8 +169,8 @@ class HamiltonianFlow(nn.Module):
         return leapfrog_trajectory(q, p, self.config.dt, self._leapfrog_grads(n_steps), self._reuse)
 
     # -- densities -----------------------------------------------------------------------------
-    def _log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:
-        q0, p0 = self._inverse(q, p)
+    def _log_prob_joint(self, q: Tensor, p: Tensor, grad_U_q: Tensor | None = None) -> Tensor:
+        q0, p0 = self._inverse(q, p, grad_U_q)
         return self.base._log_prob(torch.cat([q0, p0], dim=-1))
 
     def log_prob_joint(self, q: Tensor, p: Tensor) -> Tensor:
@@ -186,9 +186,14 @@ class HamiltonianFlow(nn.Module):
         """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d);
         ``path_scale`` as in :meth:`GaussianEncoder.reparameterise`."""
         p, log_h = self.encoder.reparameterise(q, eps, path_scale)  # (S, B, d), (S, B)
-        q_rep = q.expand(eps.shape[0], *q.shape)  # (S, B, d)
-        log_joint = self._log_prob_joint(q_rep.reshape(-1, self.dim), p.reshape(-1, self.dim))
-        return log_joint.view(eps.shape[0], -1) - log_h
+        n = eps.shape[0]
+        q_rep = q.expand(n, *q.shape).reshape(-1, self.dim)  # (S B, d)
+        # The fast path's first ∇U of T⁻¹ is at the data point, the same for its S momenta: once per point.
+        grad_U_q = None
+        if self._reuse and n > 1:
+            grad_U_q = self._leapfrog_grads()[-1][1](q).expand(n, *q.shape).reshape(-1, self.dim)
+        log_joint = self._log_prob_joint(q_rep, p.reshape(-1, self.dim), grad_U_q)
+        return log_joint.view(n, -1) - log_h
 
     def elbo(self, q: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
         """ELBO(q) = E_{p~h(p|q)}[log π(T⁻¹(q, p)) − log h(p|q)] (paper eq. 1), averaged over

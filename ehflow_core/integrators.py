@@ -48,26 +48,32 @@ def leapfrog_step(
     return q_new, p_half - (0.5 * dt) * dU_new, dU_new
 
 
-def _states(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool) -> Iterator[tuple[Tensor, Tensor]]:
+def _states(
+    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool, grad_U_q: Tensor | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
     """Yield the state after each step; with ``reuse``, ``∇U`` carries over between consecutive
-    steps with the same potential."""
+    steps with the same potential. ``grad_U_q``: the first step's ``∇U(q)``, if already known."""
     dU: Tensor | None = None
     previous_grad_U: GradFn | None = None
-    for grad_K, grad_U in steps:
+    for i, (grad_K, grad_U) in enumerate(steps):
         # Bound methods of one module compare equal (==), not identical (is).
-        known = dU if reuse and grad_U == previous_grad_U else None
+        known = grad_U_q if i == 0 else dU if reuse and grad_U == previous_grad_U else None
         q, p, dU = leapfrog_step(q, p, dt, grad_K, grad_U, known)
         previous_grad_U = grad_U
         yield q, p
 
 
-def leapfrog(q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True) -> tuple[Tensor, Tensor]:
+def leapfrog(
+    q: Tensor, p: Tensor, dt: float, steps: Sequence[Step], reuse: bool = True, grad_U_q: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
     """Apply the leapfrog steps ``steps`` in order: T_n ∘ … ∘ T_1 (q, p), each (B, d).
 
     The exact inverse is ``leapfrog(q', p', -dt, steps[::-1])``. ``reuse=False`` recomputes
     ``∇U`` at the start of every step (same result, more work: the reference path).
+    ``grad_U_q``: the first step's ``∇U(q)`` (B, d) if the caller already has it (e.g. computed
+    once for a point that many momenta share); None computes it.
     """
-    for q_t, p_t in _states(q, p, dt, steps, reuse):
+    for q_t, p_t in _states(q, p, dt, steps, reuse, grad_U_q):
         q, p = q_t, p_t
     return q, p
 

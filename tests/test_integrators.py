@@ -91,6 +91,39 @@ def test_grad_U_is_reused_between_steps(n_steps):
     assert calls == {"U": n_steps + 1, "K": n_steps}
 
 
+@pytest.mark.parametrize("reuse", [True, False])
+def test_a_known_first_gradient_replaces_the_first_evaluation(reuse):
+    sizes = []
+
+    def grad_U(x):
+        sizes.append(len(x))
+        return torch.sin(x)
+
+    q, p, steps = randn(4, 2, seed=1), randn(4, 2, seed=2), [(torch.tanh, grad_U)] * 3
+    computed = leapfrog(q, p, 0.3, steps, reuse)
+    n_calls = len(sizes)
+    known = leapfrog(q, p, 0.3, steps, reuse, grad_U_q=torch.sin(q))
+    assert len(sizes) - n_calls == n_calls - 1
+    assert all(torch.equal(a, b) for a, b in zip(computed, known))
+
+
+@pytest.mark.parametrize("n_samples", [1, 8])
+def test_the_first_gradient_of_the_inverse_is_computed_once_per_data_point(n_samples):
+    """The K momenta of a data point share its first ∇U of T⁻¹: the fast path computes it on the B
+    points, not the K·B states (the reference path on all of them), with the same log weights."""
+    q, eps = randn(5, 2, seed=1), randn(n_samples, 5, 2, seed=2)
+    sizes, log_w = {}, {}
+    for mode in ("fast", "reference"):
+        flow = make_flow(n_steps=2, shared_hamiltonian=False).use_grad_mode(mode)
+        U = flow.hamiltonian_list[-1].U  # the potential of T⁻¹'s first step
+        evaluate, sizes[mode] = (U.grad if mode == "fast" else U.grad_autograd), []
+        record = lambda x, evaluate=evaluate, seen=sizes[mode]: seen.append(len(x)) or evaluate(x)  # noqa: E731
+        setattr(U, "grad" if mode == "fast" else "grad_autograd", record)
+        log_w[mode] = flow._log_weights_from_noise(q, eps)
+    assert sizes["fast"] == [5, 5 * n_samples] and sizes["reference"] == [5 * n_samples] * 2
+    assert torch.allclose(log_w["fast"], log_w["reference"], atol=1e-12)
+
+
 def test_trajectory_matches_forward_flow_and_runs_longer():
     flow = make_flow(shared_hamiltonian=True)  # one H, so the flow runs on past its trained steps
     q, p = randn(16, 2, seed=7), randn(16, 2, seed=8)
