@@ -181,6 +181,9 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     assert _generated("results.md", "bench.quality.against_peer w64") == against_peer(
         _result("quality_w64.json")["rows"], ["default", "default_w64"], beside=("realnvp",)
     )
+    assert _generated("results.md", "bench.quality.against_peer 150") == against_peer(
+        _result("quality_150.json")["rows"], ["default"]
+    )
     assert _generated("results.md", "bench.quality.table init_hard") == table(
         [r for r in init["rows"] if r["setting"] == "default_hard"]
     )
@@ -192,7 +195,7 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
     assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
     plateaus = (_result("plateau.json"), _result("plateau_init.json"))
-    levers = [_result(f"quality_{name}.json") for name in ("init_150", "full_cov", "w64", *QUALITY_STUDIES)]
+    levers = [_result(f"quality_{name}.json") for name in ("init_150", "full_cov", "w64", "150", *QUALITY_STUDIES)]
     files = (quality, ring, init, *levers, *plateaus)
     assert all(_cites("results.md", r) for r in files)
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
@@ -268,7 +271,7 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
     gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
     quality_init.json, quality_init_150.json, quality_ring.json, quality_full_cov.json,
-    quality_w64.json or a study's file (``QUALITY_STUDIES``):
+    quality_w64.json, quality_150.json or a study's file (``QUALITY_STUDIES``):
     the same mean and sd to the digits shown."""
     import re
 
@@ -280,6 +283,7 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
         "quality_ring.json",
         "quality_full_cov.json",
         "quality_w64.json",
+        "quality_150.json",
         *(f"quality_{name}.json" for name in QUALITY_STUDIES),
     ):
         for r in _result(name)["rows"]:
