@@ -111,14 +111,20 @@ def test_a_known_first_gradient_replaces_the_first_evaluation(reuse):
 def test_the_first_gradient_of_the_inverse_is_computed_once_per_data_point(n_samples):
     """The K momenta of a data point share its first ∇U of T⁻¹: the fast path computes it on the B
     points, not the K·B states (the reference path on all of them), with the same log weights."""
+
+    def recording(evaluate, seen):
+        def grad(x):
+            seen.append(len(x))
+            return evaluate(x)
+
+        return grad
+
     q, eps = randn(5, 2, seed=1), randn(n_samples, 5, 2, seed=2)
-    sizes, log_w = {}, {}
-    for mode in ("fast", "reference"):
+    sizes, log_w = {"fast": [], "reference": []}, {}
+    for mode, method in (("fast", "grad"), ("reference", "grad_autograd")):
         flow = make_flow(n_steps=2, shared_hamiltonian=False).use_grad_mode(mode)
         U = flow.hamiltonian_list[-1].U  # the potential of T⁻¹'s first step
-        evaluate, sizes[mode] = (U.grad if mode == "fast" else U.grad_autograd), []
-        record = lambda x, evaluate=evaluate, seen=sizes[mode]: seen.append(len(x)) or evaluate(x)  # noqa: E731
-        setattr(U, "grad" if mode == "fast" else "grad_autograd", record)
+        setattr(U, method, recording(getattr(U, method), sizes[mode]))
         log_w[mode] = flow._log_weights_from_noise(q, eps)
     assert sizes["fast"] == [5, 5 * n_samples] and sizes["reference"] == [5 * n_samples] * 2
     assert torch.allclose(log_w["fast"], log_w["reference"], atol=1e-12)
