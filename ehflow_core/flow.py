@@ -187,12 +187,13 @@ class HamiltonianFlow(nn.Module):
         ``path_scale`` as in :meth:`GaussianEncoder.reparameterise`."""
         p, log_h = self.encoder.reparameterise(q, eps, path_scale)  # (S, B, d), (S, B)
         n = eps.shape[0]
-        q_rep = q.expand(n, *q.shape).reshape(-1, self.dim)  # (S B, d)
+
+        def per_sample(x: Tensor) -> Tensor:  # (B, d) -> (S B, d), the same for each of the S momenta
+            return x.expand(n, *x.shape).reshape(-1, self.dim)
+
         # The fast path's first ∇U of T⁻¹ is at the data point, the same for its S momenta: once per point.
-        grad_U_q = None
-        if self._reuse and n > 1:
-            grad_U_q = self._leapfrog_grads()[-1][1](q).expand(n, *q.shape).reshape(-1, self.dim)
-        log_joint = self._log_prob_joint(q_rep, p.reshape(-1, self.dim), grad_U_q)
+        grad_U_q = per_sample(self._leapfrog_grads()[-1][1](q)) if self._reuse else None
+        log_joint = self._log_prob_joint(per_sample(q), p.reshape(-1, self.dim), grad_U_q)
         return log_joint.view(n, -1) - log_h
 
     def elbo(self, q: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:

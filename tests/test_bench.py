@@ -150,6 +150,13 @@ def _cites(doc: str, result: dict) -> bool:
 # The further quality studies of docs/results.md's "Quality per second" (levers, and runs with the
 # peers at 150 s): bench/results/quality_<name>.json, each shown as `bench.quality.table <name>`.
 QUALITY_STUDIES = ("levers", "average", "capacity", "moons", "moons_150", "ring_150", "steps")
+# The studies shown against NSF as `bench.quality.against_peer <name>`: their settings, and the
+# peers shown beside NSF without a verdict.
+AGAINST_PEER_STUDIES = {
+    "full_cov": (["default", "default_full_cov"], ("realnvp",)),
+    "w64": (["default", "default_w64"], ("realnvp",)),
+    "150": (["default"], ()),
+}
 
 
 def _result(name: str) -> dict:
@@ -175,15 +182,11 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     )
     for name in QUALITY_STUDIES:
         assert _generated("results.md", f"bench.quality.table {name}") == table(_result(f"quality_{name}.json")["rows"])
-    assert _generated("results.md", "bench.quality.against_peer full_cov") == against_peer(
-        _result("quality_full_cov.json")["rows"], ["default", "default_full_cov"], beside=("realnvp",)
-    )
-    assert _generated("results.md", "bench.quality.against_peer w64") == against_peer(
-        _result("quality_w64.json")["rows"], ["default", "default_w64"], beside=("realnvp",)
-    )
-    assert _generated("results.md", "bench.quality.against_peer 150") == against_peer(
-        _result("quality_150.json")["rows"], ["default"]
-    )
+    for name, (settings, beside) in AGAINST_PEER_STUDIES.items():
+        rows = _result(f"quality_{name}.json")["rows"]
+        assert _generated("results.md", f"bench.quality.against_peer {name}") == against_peer(
+            rows, settings, beside=beside
+        )
     assert _generated("results.md", "bench.quality.table init_hard") == table(
         [r for r in init["rows"] if r["setting"] == "default_hard"]
     )
@@ -195,7 +198,7 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
     assert _generated("results.md", "bench.plateau.markdown") == plateau_markdown(_result("plateau.json"))
     assert _generated("results.md", "bench.plateau.markdown init") == plateau_markdown(_result("plateau_init.json"))
     plateaus = (_result("plateau.json"), _result("plateau_init.json"))
-    levers = [_result(f"quality_{name}.json") for name in ("init_150", "full_cov", "w64", "150", *QUALITY_STUDIES)]
+    levers = [_result(f"quality_{name}.json") for name in ("init_150", *AGAINST_PEER_STUDIES, *QUALITY_STUDIES)]
     files = (quality, ring, init, *levers, *plateaus)
     assert all(_cites("results.md", r) for r in files)
     assert all(r.keys() >= {"commit", "when", "command"} for r in quality["rows"])  # each row's own provenance
@@ -270,8 +273,8 @@ def test_the_preset_pictures_table_is_generated_from_its_results_file_and_its_pi
 def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_files():
     """Each "mean ± sd" in docs/results.md's "Quality per second" (its tables and its prose) is the
     gap over the seeds of one (target, setting, κ, budget) of bench/results/quality.json,
-    quality_init.json, quality_init_150.json, quality_ring.json, quality_full_cov.json,
-    quality_w64.json, quality_150.json or a study's file (``QUALITY_STUDIES``):
+    quality_init.json, quality_init_150.json, quality_ring.json or a study's file
+    (``AGAINST_PEER_STUDIES``, ``QUALITY_STUDIES``):
     the same mean and sd to the digits shown."""
     import re
 
@@ -281,10 +284,7 @@ def test_every_mean_and_sd_of_the_quality_section_is_a_group_of_its_results_file
         "quality_init.json",
         "quality_init_150.json",
         "quality_ring.json",
-        "quality_full_cov.json",
-        "quality_w64.json",
-        "quality_150.json",
-        *(f"quality_{name}.json" for name in QUALITY_STUDIES),
+        *(f"quality_{name}.json" for name in (*AGAINST_PEER_STUDIES, *QUALITY_STUDIES)),
     ):
         for r in _result(name)["rows"]:
             key = (name, r["target"], r["setting"], r["kappa"], round(r["budget_s"]))
