@@ -87,8 +87,9 @@ def test_the_command_line_takes_an_average_and_rejects_a_bad_one(tmp_path, capsy
     code, _, err = cli(capsys, "train", "--average", "2", "--steps", "2", "--out", str(tmp_path / "o"))
     assert code == 2 and "average must be <= 0.9999, got 2.0" in err and "Traceback" not in err
     code, _, _ = cli(
-        capsys, "train", "--average", "0.9", "--steps", "3", "--eval-every", "3", "--out", str(tmp_path / "a")
-    )
+        capsys, "train", "--average", "0.9", "--steps", "3", "--eval-every", "3", "--hidden", "16", "16",
+        "--out", str(tmp_path / "a"),
+    )  # fmt: skip
     assert code == 0
     config = load_trainer(tmp_path / "a" / "checkpoint.pt").config
     assert config.average == 0.9

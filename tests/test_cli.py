@@ -181,21 +181,29 @@ def _records_without_timing(path: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "steps_per_s", "eval_seconds")} for row in rows]
 
 
+INTERRUPTED = ["train", "--kappa", "0.01", "--steps", "300", "--dtype", "float64", *SMALL, "--eval-every", "50"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> list[dict]:
+    """The records of ``INTERRUPTED`` run straight through (one run for both signals' tests)."""
+    out = tmp_path_factory.mktemp("straight")
+    straight = run_cli(*INTERRUPTED, "--out", str(out))
+    assert straight.returncode == 0, straight.stderr
+    return _records_without_timing(out / "metrics.csv")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
-def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tmp_path, signal_name):
+def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tmp_path, signal_name, uninterrupted):
     """SIGTERM or Ctrl-C mid-run: metrics, a checkpoint and a summary marked interrupted, exit 130;
     ``--resume`` then ends with the records of the uninterrupted run, step for step."""
     import signal
     import threading
 
-    args = ["train", "--kappa", "0.01", "--steps", "300", "--dtype", "float64", *SMALL, "--eval-every", "50"]
-    straight = run_cli(*args, "--out", str(tmp_path / "straight"))
-    assert straight.returncode == 0, straight.stderr
-
     out = tmp_path / "stopped"
     process = subprocess.Popen(
-        [sys.executable, "-m", "ehflow_core", *args, "--out", str(out)],
+        [sys.executable, "-m", "ehflow_core", *INTERRUPTED, "--out", str(out)],
         cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
     )  # fmt: skip
     seen: list[str] = []
@@ -230,9 +238,7 @@ def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tm
     assert resumed.returncode == 0, resumed.stderr
     assert f"resuming {out} at step {summary['steps']}" in resumed.stderr
     assert json.loads((out / "summary.json").read_text())["interrupted"] is False
-    assert _records_without_timing(out / "metrics.csv") == _records_without_timing(
-        tmp_path / "straight" / "metrics.csv"
-    )
+    assert _records_without_timing(out / "metrics.csv") == uninterrupted
 
 
 def test_resume_refuses_what_it_cannot_continue(tmp_path, capsys):

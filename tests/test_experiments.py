@@ -41,8 +41,9 @@ def test_fig2b_grows_a_well_of_u_at_the_modes_as_its_minima_and_the_flow_gathers
     """What Figure 2B draws: the learned U has wells (local minima: the convex K rules out the
     time-reversed solution, whose wells are maxima) at the target's modes, and the integrated flow
     carries base samples towards them, more of its positions near a mode than the base's own. The
-    command line's full training (seed 0), evaluated on fewer test points: about 30 s."""
-    steps = FIG2B["full"].steps
+    command line's quick reproduction (``reproduce fig2b --quick``, seed 0: 600 steps; the full
+    one's five seeds are bench.fig2b's), evaluated on fewer test points: a few seconds."""
+    steps = FIG2B["quick"].steps
     size = Fig2bSize(steps=steps, eval_every=steps, n_test=256, final_samples=16)
     untrained = Trainer(
         TrainConfig(flow=TrainConfig().flow.replace(**FIG2B_FLOW), n_test=256), make_target("gaussians8"), generators=[]
