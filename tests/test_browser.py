@@ -443,7 +443,7 @@ def test_the_page_says_what_is_true_on_a_laptops_screen(server, browser):
 
 
 def test_kappa_moved_far_and_back_on_the_slider_loses_nothing(server, browser):
-    """The teacher's slider round trip: κ to 1e-5 for ten seconds of training, then back to 1.
+    """The teacher's slider round trip: κ to 1e-5 for eight seconds of training, then back to 1.
     λ falls back at once (it does not keep rising on the strict κ's averaged violation), and the
     test log-likelihood is back near where it was."""
     page = _training_page(browser, server.url)
