@@ -443,18 +443,18 @@ def test_the_page_says_what_is_true_on_a_laptops_screen(server, browser):
 
 
 def test_kappa_moved_far_and_back_on_the_slider_loses_nothing(server, browser):
-    """The teacher's slider round trip: κ to 1e-5 for eight seconds of training, then back to 1.
+    """The teacher's slider round trip: κ to 1e-5 for five seconds of training, then back to 1.
     λ falls back at once (it does not keep rising on the strict κ's averaged violation), and the
     test log-likelihood is back near where it was."""
     page = _training_page(browser, server.url)
     slider = page.get_by_test_id("stSidebarUserContent").get_by_role("slider").first
     page.wait_for_function(f"Number({CHART.format(key='curves')}.dataset.extends || 0) >= 1", timeout=90_000)
-    page.wait_for_timeout(8000)
+    page.wait_for_timeout(5000)
     before = float(_metric(page, "Test log-likelihood L_K"))
     slider.focus()
     slider.press("Home")  # log₁₀ κ = −5
     expect(page.locator("p.ehflow-caption")).to_contain_text("κ = 1e-05", timeout=60_000)
-    page.wait_for_timeout(8000)
+    page.wait_for_timeout(5000)
     last_lam = "d.data[1].y[d.data[1].y.length - 1]"
     lam_strict = _chart(page, "constraint", last_lam)
     for _ in range(20):  # to log₁₀ κ = 0

@@ -181,7 +181,7 @@ def _records_without_timing(path: Path) -> list[dict[str, str]]:
     return [{k: v for k, v in row.items() if k not in ("seconds", "steps_per_s", "eval_seconds")} for row in rows]
 
 
-INTERRUPTED = ["train", "--kappa", "0.01", "--steps", "300", "--dtype", "float64", *SMALL, "--eval-every", "50"]
+INTERRUPTED = ["train", "--kappa", "0.01", "--steps", "150", "--dtype", "float64", *SMALL, "--eval-every", "50"]
 
 
 @pytest.fixture(scope="module")
@@ -208,19 +208,19 @@ def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tm
     )  # fmt: skip
     seen: list[str] = []
 
-    def watch() -> None:  # the bar's "n/300": signal once the run is a little way in
+    def watch() -> None:  # the bar's "n/150": signal once the run is a little way in
         buffer = ""
         while char := process.stderr.read(1):
             buffer += char
             seen.append(char)
             steps = [int(n) for n in re_steps.findall(buffer)]
-            if steps and 20 <= steps[-1] < 250 and not signalled.is_set():
+            if steps and 20 <= steps[-1] < 120 and not signalled.is_set():
                 signalled.set()
                 process.send_signal(getattr(signal, signal_name))
 
     import re
 
-    re_steps = re.compile(r"\| (\d+)/300")
+    re_steps = re.compile(r"\| (\d+)/150")
     signalled = threading.Event()
     reader = threading.Thread(target=watch, daemon=True)
     reader.start()
@@ -230,7 +230,7 @@ def test_an_interrupted_train_writes_its_work_and_resume_continues_it_exactly(tm
     assert signalled.is_set(), stderr
     assert process.returncode == 130, stderr
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["interrupted"] is True and 20 <= summary["steps"] < 300, summary["steps"]
+    assert summary["interrupted"] is True and 20 <= summary["steps"] < 150, summary["steps"]
     assert f"interrupted at step {summary['steps']}" in stderr and f"--resume {out}" in stderr
     assert len(_records_without_timing(out / "metrics.csv")) == summary["steps"]
 
