@@ -145,7 +145,7 @@ class Pool:
 
     # -- processes -------------------------------------------------------------------------------
     def prestart(self) -> None:
-        """Start the first process now: it imports torch and warms up while the server starts."""
+        """Start the first process now: it imports torch while the server starts."""
         with self.lock:
             if not self.workers:
                 self.workers.append(self.host_class(self))
@@ -397,8 +397,8 @@ def pool() -> Pool:
 
 
 def prestart() -> None:
-    """Start the pool's first process now, before the page's own imports: it imports torch and
-    warms its optimiser in parallel, and the first session's run goes there."""
+    """Start the pool's first process now, before the page's own imports: it imports torch in
+    parallel, and the first session's run goes there."""
     pool().prestart()
 
 

@@ -53,15 +53,6 @@ from .slot import Slot
 
 log = logging.getLogger("ehflow.dashboard.worker")
 
-WARM_UP_JOIN = 120.0  # seconds an exiting process waits for its warm-up thread (seconds, even when starved)
-
-
-def warm_up() -> None:
-    """Build a throwaway Adam: the first one in a process imports ``torch._dynamo`` (seconds).
-    Run in a thread from the process's start, beside the page's first run (its first picture
-    needs no optimiser), so that a Train pressed as soon as the page shows does not wait for it."""
-    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
-
 
 class Host:
     """The process's runs (one :class:`Slot` per run id) and the loop that shares its time between them.
@@ -260,7 +251,6 @@ class ActorHost:
         self.expected = 1  # the number of the next command to hand to the host
         self.early: dict[int, bytes] = {}  # commands that arrived before an earlier one
         self.stopped = False
-        threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True).start()
         self.loop = threading.Thread(target=self._loop, name="ehflow-host", daemon=True)
         self.loop.start()
 
@@ -319,8 +309,6 @@ def main(argv: list[str] | None = None) -> None:
     # One intra-op thread: the process shares the cores with the server and the browser, and an
     # oversubscribed OpenMP pool (spinning threads) slowed training several-fold in our runs.
     torch.set_num_threads(1)
-    warm = threading.Thread(target=warm_up, name="ehflow-warm-up", daemon=True)
-    warm.start()
     host = Host(conn)
     try:
         host.loop()
@@ -329,11 +317,9 @@ def main(argv: list[str] | None = None) -> None:
         host.stop_all(f"Training stopped: the training process failed ({err}). Press Reset to start a new run.")
     finally:
         conn.close()
-    # A thread still inside torch's native code (the warm-up's import of torch._dynamo takes
-    # seconds on a busy machine) when the interpreter finalises aborts the process ("terminate
-    # called without an active exception", exit -6). So: wait for the warm-up to finish, then
-    # leave without finalising the interpreter (nothing of ours is left to flush).
-    warm.join(WARM_UP_JOIN)
+    # Leave without finalising the interpreter (nothing of ours is left to flush): a daemon thread
+    # still inside torch's native code when the interpreter finalises aborts the process
+    # ("terminate called without an active exception", exit -6).
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ._checks import check_choice, check_int
+from .optim import Adam
 from .targets import Target
 
 KINDS = ("nsf", "realnvp")
@@ -48,7 +49,7 @@ class PeerTrainer:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             self.model = peer_model(kind, target.dim)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=LR)
+        self.optimizer = Adam(self.model.parameters(), LR)
         self.target, self.train_data = target, None if train_data is None else train_data.float()
         self.rng = torch.Generator().manual_seed(seed)
         self.steps, self.seconds = 0, 0.0  # steps taken and their wall time

@@ -29,6 +29,7 @@ from torch import Tensor
 
 from ._checks import check_float, check_int
 from .objectives import OBJECTIVES, training_bound
+from .optim import Adam, fused_adam_supported
 from .run import Record, Run, StepResult, TrainConfig
 
 __all__ = [
@@ -68,7 +69,7 @@ class Stepper:
     config: TrainConfig  # the settings every run shares (optimiser, budget, clipping)
     step: int  # steps taken (a Trainer: its run's applied steps; an ensemble: its rounds)
     seconds: float  # wall-clock training time
-    _optimizer: torch.optim.Adam | None = None  # built on first use
+    _optimizer: Adam | torch.optim.Adam | None = None  # built on first use
     _lr: float | None = None  # a learning rate set before the optimiser was built (None: the config's)
 
     # -- what a subclass provides --------------------------------------------------------------
@@ -102,15 +103,15 @@ class Stepper:
 
     # -- shared --------------------------------------------------------------------------------
     @property
-    def optimizer(self) -> torch.optim.Adam:
-        """Adam over the weights, built on first use (the first one in a process imports
-        ``torch._dynamo``, seconds: a trainer can be built, and its flow drawn, before that).
-        Its parameter group also holds ``base_lr``, the rate the schedule scales (so a checkpoint keeps it).
-        Adam's fused kernel where torch has one (the CPU and CUDA): one pass over each tensor, not ~10."""
+    def optimizer(self) -> Adam | torch.optim.Adam:
+        """Adam over the weights, built on first use. Its parameter group also holds ``base_lr``,
+        the rate the schedule scales (so a checkpoint keeps it). On the CPU and CUDA it is
+        :class:`~ehflow_core.optim.Adam`, torch's fused kernel (one pass over each tensor, not ~10)
+        without ``torch.optim``'s import of its compiler (seconds); elsewhere ``torch.optim.Adam``."""
         if self._optimizer is None:
             base, params = self.base_lr, self._parameters()
-            fused = all(p.device.type in ("cpu", "cuda") for p in params)
-            self._optimizer = torch.optim.Adam(params, lr=base * self._lr_factor(), fused=fused)
+            lr = base * self._lr_factor()
+            self._optimizer = Adam(params, lr) if fused_adam_supported(params) else torch.optim.Adam(params, lr=lr)
             self._optimizer.param_groups[0]["base_lr"] = base
         return self._optimizer
 

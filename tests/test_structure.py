@@ -102,7 +102,7 @@ def test_the_live_panels_javascript_is_valid():
 LAYERS = {
     "model": ("_checks", "_files", "config", "nets", "hamiltonian", "integrators", "distributions", "encoder", "flow",
               "symmetries", "evaluation", "targets", "walkthrough", "liouville"),
-    "training": ("objectives", "run", "training", "ensemble", "checkpoint", "interrupts", "peer"),
+    "training": ("objectives", "optim", "run", "training", "ensemble", "checkpoint", "interrupts", "peer"),
     "pictures": ("snapshot", "raster", "figures", "lesson_figures"),
     "apps": ("reporting", "experiments", "sweep", "sweep_grid", "sweep_backends", "sweep_tables", "cli", "__main__",
              "ehflow_core"),
