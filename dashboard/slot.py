@@ -199,8 +199,7 @@ class Slot:
             return CheckpointReply(ticket, None, str(err))
 
     def start(self, command: Start) -> None:
-        """A new run (Reset): its trainers, a picture of the untrained model, then the optimiser
-        (the first one may still wait for torch._dynamo's import; the picture need not)."""
+        """A new run (Reset): its trainers, a picture of the untrained model, then the optimiser."""
         self.generation, self.heartbeat_timeout = command.generation, command.heartbeat_timeout
         settings, target = command.settings, command.target
         self.stepper, self.runs, self.rounds, self.target, self.peer = None, {}, None, target, None
