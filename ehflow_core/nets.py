@@ -84,8 +84,9 @@ class EnergyMLP(nn.Module):
     def _pre_activations(self, x: Tensor) -> list[Tensor]:
         """Hidden pre-activations ``h_l``, each (B, width); the last layer's softplus is skipped
         (the gradient needs only its sigmoid)."""
-        hs = [self.hidden_layers[0](self._features(x))]
-        for layer in self.hidden_layers[1:]:
+        first, *rest = self.linear_layers  # (a slice of the ModuleList would build a new module per call)
+        hs = [first(self._features(x))]
+        for layer in rest:
             hs.append(layer(F.softplus(hs[-1])))
         return hs
 
