@@ -78,7 +78,7 @@ def markdown(result: dict[str, Any]) -> str:
     rows = []
     for name, values in result["seconds"].items():
         what = "first step of " + f"`{name}`" if name in OPTIMISERS else f"`python -m ehflow_core {' '.join(CLI_RUN)}`"
-        rows.append([what, f"{statistics.median(values):.2f}", f"{min(values):.2f}–{max(values):.2f}"])
+        rows.append([what, f"{statistics.median(values):.3f}", f"{min(values):.3f}–{max(values):.3f}"])
     return markdown_table(["in a fresh process", "median (s)", "range (s)"], rows)
 
 

@@ -246,6 +246,15 @@ def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
     assert _cites("benchmarks.md", result)
 
 
+def test_the_startup_table_in_the_docs_is_generated_from_the_results_file():
+    """docs/benchmarks.md's start-up table is bench.startup.markdown of bench/results/startup.json."""
+    from bench.startup import markdown
+
+    result = _result("startup.json")
+    assert _generated("benchmarks.md", "bench.startup.markdown") == markdown(result)
+    assert _cites("benchmarks.md", result)
+
+
 def test_the_presets_table_is_generated_from_its_results_file():
     """docs/presets.md's table is bench.presets.markdown of bench/results/presets.json."""
     from bench.presets import markdown
