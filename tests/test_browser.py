@@ -160,14 +160,6 @@ def test_train_live_slider_and_separate_sessions(server, browser, tmp_path):
     first.close()
 
 
-def test_train_step_and_reset_are_on_a_laptops_screen_without_scrolling(server, browser):
-    page = browser.new_page(viewport={"width": 1366, "height": 768})
-    page.goto(server.url)
-    for name in ("Train", "Step", "Reset"):
-        expect(_sidebar_button(page, name)).to_be_in_viewport()
-    page.close()
-
-
 # Each live panel's event log (answers, drawings queued, begun and done, with their times), after
 # the page's time now.
 # The live panel's event log, every chart's version and the page's clock (ms), read at one instant.
@@ -397,12 +389,14 @@ def _caption(page: Page) -> str:
 
 
 def test_the_page_says_what_is_true_on_a_laptops_screen(server, browser):
-    """On a 1366×768 screen: the density and the curves are in view together; Step ends with a
-    test log-likelihood; the curves' legend and the κ line follow the live κ (one line, labelled);
-    another preset changes nothing until Reset."""
+    """On a 1366×768 screen: Train, Step and Reset are in view without scrolling, and so are the
+    density and the curves together; Step ends with a test log-likelihood; the curves' legend and
+    the κ line follow the live κ (one line, labelled); another preset changes nothing until Reset."""
     page = browser.new_page(viewport={"width": 1366, "height": 768})
     page.goto(server.url)
     expect(_sidebar_button(page, "Step")).to_be_enabled()
+    for name in ("Train", "Step", "Reset"):
+        expect(_sidebar_button(page, name)).to_be_in_viewport()
     for key in ("density", "curves"):
         chart = page.locator(f"div.ehflow-chart[data-key='{key}']")
         expect(chart).to_be_in_viewport(ratio=0.6)
