@@ -1,9 +1,9 @@
 """Adam on torch's fused kernel, without ``torch.optim``.
 
 The first call of any ``torch.optim`` optimiser in a process imports ``torch._dynamo`` (its
-methods are wrapped to keep the compiler out), about 1.3 s on this project's 2-core machine: a
-second and a half on every command-line run, dashboard training process, Ray actor and sweep
-segment before its first step. :class:`Adam` calls the same kernel as
+methods are wrapped to keep the compiler out): seconds before the first step of every
+command-line run, dashboard training process, Ray actor and sweep segment, for a compiler this
+code never uses (docs/benchmarks.md, "A process's start"). :class:`Adam` calls the same kernel as
 ``torch.optim.Adam(fused=True)``, ``torch._fused_adam_``, the same way, so its steps are
 bitwise the same (a test holds them equal); its ``state_dict`` has ``torch.optim.Adam``'s
 layout, so checkpoints load in either.
