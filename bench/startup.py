@@ -77,7 +77,7 @@ def markdown(result: dict[str, Any]) -> str:
     """The table of docs/benchmarks.md: the median (and range) of each measure, in seconds."""
     rows = []
     for name, values in result["seconds"].items():
-        what = "first step of " + f"`{name}`" if name in OPTIMISERS else f"`python -m ehflow_core {' '.join(CLI_RUN)}`"
+        what = f"first step of `{name}`" if name in OPTIMISERS else f"`python -m ehflow_core {' '.join(CLI_RUN)}`"
         rows.append([what, f"{statistics.median(values):.3f}", f"{min(values):.3f}–{max(values):.3f}"])
     return markdown_table(["in a fresh process", "median (s)", "range (s)"], rows)
 

@@ -11,7 +11,6 @@ both are ready, or nearly, when the first browser connects.
 
 from __future__ import annotations
 
-import atexit
 import os
 import sys
 import threading
@@ -23,19 +22,15 @@ from starlette.middleware import Middleware
 from dashboard import live_chart, pool  # both light: no torch at import
 from dashboard.static_assets import StaticAssets
 
-WARM_IMPORTS_JOIN = 120.0  # seconds a stopping server waits for the warm-up imports
-
 try:
     pool.prestart()
 except ValueError as err:  # a bad EHFLOW_* setting (workers, runs, grace, Ray address): say which, and stop
     print(f"ehflow dashboard: {err}", file=sys.stderr, flush=True)
     os._exit(2)
-warming = threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=True)
-warming.start()
-# A server stopped (Ctrl-C, SIGTERM) in its first seconds must not finalise the interpreter while
-# this thread is inside torch's import: the interpreter then waits forever on what the thread holds.
-# So the exit waits for it (seconds; at most WARM_IMPORTS_JOIN, on starved cores).
-atexit.register(warming.join, WARM_IMPORTS_JOIN)
+# Not a daemon: a server stopped (Ctrl-C, SIGTERM) in its first seconds must not finalise the
+# interpreter while this thread is inside torch's import (the interpreter then waits forever on what
+# the thread holds), so the exit waits for the imports to end (seconds).
+threading.Thread(target=live_chart.warm_imports, name="ehflow-warm-imports", daemon=False).start()
 
 # Streamlit's own assets from memory, gzipped once (dashboard/static_assets.py): a class of new
 # browsers asking for them at once held the event loop up.

@@ -53,14 +53,10 @@ class Adam:
         self.param_groups: list[dict[str, Any]] = [{"params": params, "lr": lr, **_GROUP_DEFAULTS}]
         self.state: dict[Tensor, dict[str, Tensor]] = {}
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
+    def zero_grad(self) -> None:
+        """Drop every gradient (``torch.optim``'s default, ``set_to_none=True``)."""
         for p in self.param_groups[0]["params"]:
-            if p.grad is None:
-                continue
-            if set_to_none:
-                p.grad = None
-            else:
-                p.grad.detach_().zero_()
+            p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:

@@ -168,7 +168,7 @@ class Stepper:
             results[m] = run.assess(loss, bound[m], lr)
             if results[m].accepted:
                 losses.append(loss)
-        self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad()  # gradients dropped, not zeroed (torch's default too)
         norms = torch.full((len(self.runs),), math.nan)
         if losses:
             torch.stack(losses).sum().backward()

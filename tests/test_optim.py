@@ -30,7 +30,7 @@ def _loss(weights: list[torch.Tensor], step: int) -> torch.Tensor:
 def _train(optimiser, weights: list[torch.Tensor], steps: range) -> None:
     for step in steps:
         optimiser.param_groups[0]["lr"] = 1e-2 / (1 + step)  # the rate changes between steps, as the schedule does
-        optimiser.zero_grad(set_to_none=True)
+        optimiser.zero_grad()
         _loss(weights, step).backward()
         optimiser.step()
 
