@@ -45,7 +45,7 @@ def main() -> None:
             if args.view == "lessons":
                 sidebar = page.get_by_test_id("stSidebarUserContent")
                 sidebar.get_by_role("button", name="Pause", exact=True).click()
-                page.get_by_role("button", name="Use the latest model").click()
+                page.get_by_text("Take the flow apart").click()  # the section opens with the model as it is now
                 for _ in range(4):
                     page.get_by_role("button", name="Next half-step ▶").click()
                     page.wait_for_timeout(1000)

@@ -138,10 +138,34 @@ def _url(name: str) -> None:
     st.query_params[name] = url_value(st.session_state[f"w_{name}"])
 
 
+# The views' widgets: their values are kept while the views are closed (Streamlit drops the value
+# of a widget a run does not draw), so the URL and the views keep them.
+LESSON_WIDGETS = ("w_direction", "w_lesson_radius", "w_theta", "w_lesson_q1", "w_lesson_q2")
+
+
 @st.fragment
 def lessons(run: LiveRun) -> None:
-    """The teaching views, in tabs, for ``run``'s model."""
-    st.subheader("Take the flow apart")
+    """The teaching views, in tabs, for ``run``'s model, in a section that is closed until opened.
+
+    Closed, nothing of them runs or is sent: no model is taken from the training process, no
+    figure is drawn, and the browser never loads the plotly.js that Streamlit's charts need (4.7 MB
+    here): each page load, and each rerun of a slider or button, costs the browser and the server
+    less. Opening or closing the section reruns this fragment alone."""
+    state = st.session_state
+    section = st.expander(
+        "**Take the flow apart**: step through the leapfrog, the volume it keeps, the density turned by θ",
+        key="lessons_open", on_change="rerun",
+    )  # fmt: skip
+    if not section.open:
+        for key in LESSON_WIDGETS:
+            if key in state:
+                state[key] = state[key]
+        return
+    with section:
+        _views(run)
+
+
+def _views(run: LiveRun) -> None:
     state = st.session_state
     if "w_lesson_q1" not in state or state.get("lesson_point_for") != state["w_direction"]:
         _new_point(run)  # the first point, or one for the direction just chosen

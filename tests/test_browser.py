@@ -577,7 +577,12 @@ def _lesson_metric(page: Page, label: str) -> str:
 def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart(server, browser):
     page = browser.new_page(viewport={"width": 1400, "height": 1400})
     page.goto(server.url)
-    expect(page.get_by_text("Take the flow apart")).to_be_visible()
+    # Closed until opened: nothing of the views is drawn (no chart of Streamlit's on the page).
+    section = page.get_by_text("Take the flow apart")
+    expect(section).to_be_visible()
+    expect(_sidebar_button(page, "Train")).to_be_enabled()
+    assert page.evaluate("document.querySelectorAll('[data-testid=stPlotlyChart]').length") == 0
+    section.click()
     # Step through: each press moves one part of one step on, and the view and caption follow.
     state = page.get_by_text(re.compile(r"^State \d+ of 6$"))
     expect(state).to_have_text("State 0 of 6")
@@ -623,6 +628,19 @@ def test_the_step_through_the_volume_view_and_the_turn_show_the_flow_taken_apart
     page.wait_for_function("new URL(location.href).searchParams.get('theta') === '50'")
     second = _plotly(page, "lesson_turn_chart", turned)
     assert len(first) == len(second) > 1000 and first != second
+    # Closed, then a rerun of the whole page (κ one notch down), then opened again: the views are
+    # gone meanwhile, and come back with the angle kept.
+    section.click()
+    expect(page.get_by_text("Turned by θ = 50°")).to_be_hidden()
+    assert page.evaluate("document.querySelectorAll('[data-testid=stPlotlyChart]').length") == 0
+    kappa = page.get_by_test_id("stSidebarUserContent").get_by_role("slider").first
+    kappa.focus()
+    kappa.press("ArrowLeft")
+    page.wait_for_function("new URL(location.href).searchParams.get('log10_kappa') === '-2.25'")
+    section.click()
+    page.get_by_role("tab", name="Turn by θ").click()
+    expect(page.get_by_text("Turned by θ = 50°")).to_be_visible()
+    assert "theta=50" in page.url
     page.close()
 
 
