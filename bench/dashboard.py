@@ -109,7 +109,9 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                 # Refresh rate and visibility, sampled every 100 ms.
                 step_value = page.get_by_test_id("ehflowMetric").filter(has=page.get_by_text("Step", exact=True))
                 step_value = step_value.locator(".ehflow-metric-value")
-                start_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+                # A refresh is a redraw or, for the curves, an extension by their new points.
+                refreshes = f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0) + Number(d.dataset.extends || 0))"
+                start_draws = page.evaluate(refreshes)
                 start_step = int(step_value.inner_text().replace(",", ""))
                 page.evaluate("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(100000)")
                 started, samples, visible = time.perf_counter(), 0, 0
@@ -119,7 +121,7 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                     visible += all(h > 50 for h in heights)
                     page.wait_for_timeout(100)
                 elapsed = time.perf_counter() - started
-                end_draws = page.evaluate(f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0))")
+                end_draws = page.evaluate(refreshes)
                 result["charts"] = page.evaluate(f"{CHARTS_JS}.map(d => d.dataset.key)")
                 result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
                 # Browser main-thread time per redraw (JSON.parse + Plotly.react), as the chart records it.
