@@ -138,8 +138,8 @@ def test_a_kappa_change_rebases_the_multipliers_state(tmp_path):
 @pytest.fixture
 def one_thread():
     """One torch thread for a long run of a small model: its step is bound by each op's overhead,
-    not by arithmetic, and a second thread only waits at every op for the first (the run was
-    20 % slower with two when other processes shared the cores)."""
+    not by arithmetic, and a second thread only waits at every op for the first, the longer when
+    other processes share the cores."""
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
