@@ -111,7 +111,7 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                 step_value = step_value.locator(".ehflow-metric-value")
                 # A refresh is a redraw or, for the curves, an extension by their new points.
                 refreshes = f"{CHARTS_JS}.map(d => Number(d.dataset.draws || 0) + Number(d.dataset.extends || 0))"
-                start_draws = page.evaluate(refreshes)
+                before = page.evaluate(refreshes)
                 start_step = int(step_value.inner_text().replace(",", ""))
                 page.evaluate("performance.clearResourceTimings(); performance.setResourceTimingBufferSize(100000)")
                 started, samples, visible = time.perf_counter(), 0, 0
@@ -121,9 +121,9 @@ def run(seconds: float, memory_seconds: float, env: dict[str, str] | None = None
                     visible += all(h > 50 for h in heights)
                     page.wait_for_timeout(100)
                 elapsed = time.perf_counter() - started
-                end_draws = page.evaluate(refreshes)
+                after = page.evaluate(refreshes)
                 result["charts"] = page.evaluate(f"{CHARTS_JS}.map(d => d.dataset.key)")
-                result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(start_draws, end_draws)]
+                result["refreshes_per_s"] = [round((b - a) / elapsed, 2) for a, b in zip(before, after)]
                 # Browser main-thread time per redraw (JSON.parse + Plotly.react), as the chart records it.
                 ms = page.evaluate(
                     f"{CHARTS_JS}.map(d => Number(d.dataset.ms || 0) / Math.max(1, Number(d.dataset.draws || 0)))"
