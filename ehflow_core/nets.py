@@ -21,6 +21,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def column_major_(layer: nn.Linear) -> nn.Linear:
+    r"""Store ``layer``'s weight (out, in) column-major (its transpose contiguous), in place.
+
+    An energy's first layer has few inputs (d = 2 on a plane), so the products that involve its
+    weight are skinny: the closed-form gradient's last factor ``(B, width) @ (width, d)`` and, in the
+    backward pass, the weight's own gradient. MKL's sgemm computes those several times faster when
+    the ``(width, d)`` operand is column-major (docs/benchmarks.md, "Where the step goes"); values,
+    shape, names and state dicts are unchanged, and the optimiser's state takes the same strides.
+    """
+    layer.weight.data = layer.weight.data.t().contiguous().t()
+    return layer
+
+
 def autograd_grad(energy: nn.Module, x: Tensor) -> Tensor:
     r"""The reference input gradient :math:`\nabla_x E(x)` of a scalar energy by autograd, (B, d) -> (B, d).
 
@@ -67,6 +80,7 @@ class EnergyMLP(nn.Module):
         with torch.no_grad():
             for param in self.hidden_layers[0].parameters():
                 param.mul_(init_scale)
+        column_major_(self.linear_layers[0])
 
     @property
     def linear_layers(self) -> list[nn.Linear]:
@@ -174,7 +188,7 @@ class ConvexKinetic(nn.Module):
 
     def __init__(self, dim: int, width: int) -> None:
         super().__init__()
-        self.ridges = nn.Linear(dim, width)
+        self.ridges = column_major_(nn.Linear(dim, width))
         self.log_weights = nn.Parameter(torch.full((width,), -4.0))  # v: c = softplus(v)
         self.log_scale = nn.Parameter(torch.zeros(()))  # a: the quadratic's curvature e^a
 
