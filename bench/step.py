@@ -179,13 +179,18 @@ def _profile(step: Callable[[], None], n: int) -> dict[str, float]:
     total = max(stats.total_tt, 1e-9)  # type: ignore[attr-defined]
     parts = {
         "training bound (forward)": "training_bound", "constraint (forward)": "constraint_values",
-        "backward": "backward", "Adam": "adam", "evaluation": "evaluate",
+        "backward": "backward", "Adam": "ehflow_core/optim.py:step", "evaluation": "evaluate",
         "gradient norms and clipping": "clip_grad_norms_", "drawing the batch and noise": "draw",
         "the record": "conclude",
     }  # fmt: skip
     shares: dict[str, float] = {}
     for label, name in parts.items():
-        cumulative = [v[3] for (_, _, fn), v in stats.stats.items() if fn == name]  # type: ignore[attr-defined]
+        where, _, fn_name = name.rpartition(":")  # "file:function" where a bare name is ambiguous
+        cumulative = [
+            v[3]
+            for (file, _, fn), v in stats.stats.items()  # type: ignore[attr-defined]
+            if fn == fn_name and file.endswith(where)
+        ]
         shares[label] = round(max(cumulative, default=0.0) / total, 3)
     return shares
 
