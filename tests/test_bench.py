@@ -156,6 +156,7 @@ AGAINST_PEER_STUDIES = {
     "full_cov": (["default", "default_full_cov"], ("realnvp",)),
     "w64": (["default", "default_w64"], ("realnvp",)),
     "150": (["default"], ()),
+    "colmajor": (["default"], ()),
 }
 
 
