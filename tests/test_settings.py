@@ -74,13 +74,15 @@ def test_presets_bring_their_target_base_and_generator():
     assert Settings().with_preset("draw").make_target(drawn) is drawn
 
 
-def test_each_preset_brings_its_learning_rate_and_a_reset_to_another_preset_replaces_it():
+def test_each_preset_brings_its_learning_rate_and_kappa_and_a_reset_to_another_preset_replaces_them():
     assert Settings().log10_lr == DEFAULT_LOG10_LR and 10**DEFAULT_LOG10_LR == pytest.approx(TrainConfig().lr, rel=0.06)
     for name, preset in PRESETS.items():
         chosen = Settings(log10_lr=-4.0).with_preset(name)
         assert chosen.log10_lr == preset.log10_lr and chosen.train_config().lr == pytest.approx(10**preset.log10_lr)
     assert PRESETS["core_and_ring"].log10_lr == PRESETS["grid9"].log10_lr == -3.0
     assert PRESETS["two_rings"].log10_lr == PRESETS["fig2b"].log10_lr == -2.5
+    kappas = {name: Settings(log10_kappa=-4.0).with_preset(name).log10_kappa for name in PRESETS}
+    assert kappas == {**{name: -2.0 for name in PRESETS}, "two_rings": -1.0}  # docs/presets.md
 
 
 def test_presets_bring_their_kinetic_energy_and_figure_2b_is_the_command_lines():
