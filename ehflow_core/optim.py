@@ -97,7 +97,12 @@ class Adam:
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state dict of this class or of ``torch.optim.Adam`` over the same weights in the
-        same order (copied: the loaded optimiser shares no tensor with ``state_dict``)."""
+        same order (copied: the loaded optimiser shares no tensor with ``state_dict``).
+
+        The moments take their weight's strides, whatever the saved ones: the fused kernel walks a
+        weight and its moments as flat memory, so a column-major weight (``nets.column_major_``)
+        with row-major moments (a checkpoint from before, or an ensemble member's slice) would
+        pair each weight with another's moments."""
         groups = state_dict["param_groups"]
         params = self.param_groups[0]["params"]
         if len(groups) != 1 or len(groups[0]["params"]) != len(params):
@@ -107,9 +112,13 @@ class Adam:
         self.state = {}
         for saved, entry in state_dict["state"].items():
             p = index[saved]
-            self.state[p] = {
-                k: v.to(dtype=torch.float32 if k == "step" else p.dtype, device=p.device, copy=True)
-                for k, v in entry.items()
-            }
+            for k, v in entry.items():
+                if k != "step" and v.shape != p.shape:
+                    raise ValueError(
+                        f"state_dict's {k} of weight {saved} must have the weight's shape {tuple(p.shape)}, "
+                        f"got {tuple(v.shape)}"
+                    )
+            step = entry["step"].to(dtype=torch.float32, device=p.device, copy=True)
+            self.state[p] = {k: step if k == "step" else torch.empty_like(p).copy_(v) for k, v in entry.items()}
         kept = {k: copy.deepcopy(v) for k, v in groups[0].items() if k != "params"}
         self.param_groups = [{**self.param_groups[0], **kept, "params": params}]

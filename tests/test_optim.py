@@ -48,6 +48,29 @@ def test_steps_are_torchs_fused_adam_bit_for_bit(dtype):
             assert torch.equal(mine.state[ours[i]][key], value), key
 
 
+def test_loaded_moments_take_their_weights_layout_and_a_wrong_shape_is_named():
+    """Moments saved row-major (a checkpoint from before the column-major first layers, or an
+    ensemble member's slice) and loaded for a column-major weight continue as the uninterrupted
+    run: the fused kernel walks a weight and its moments as flat memory, so they must share strides."""
+    straight = _weights(torch.float64)
+    _train(Adam(straight, lr=1e-2), straight, range(6))
+    head = _weights(torch.float64)
+    first = Adam(head, lr=1e-2)
+    _train(first, head, range(3))
+    tail = [w.detach().clone() for w in head]
+    tail[0] = tail[0].t().contiguous().t()  # (5, 3) stored column-major
+    tail = [w.requires_grad_() for w in tail]
+    second = Adam(tail, lr=1e-2)
+    second.load_state_dict(first.state_dict())
+    assert second.state[tail[0]]["exp_avg"].stride() == tail[0].stride() == (1, 5)
+    _train(second, tail, range(3, 6))
+    assert all(torch.allclose(a, b, rtol=1e-12, atol=0) for a, b in zip(tail, straight))
+    state = first.state_dict()
+    state["state"][0]["exp_avg"] = state["state"][0]["exp_avg"][:, :1]
+    with pytest.raises(ValueError, match=r"exp_avg of weight 0 must have the weight's shape \(5, 3\), got \(5, 1\)"):
+        Adam(_weights(torch.float64), lr=1e-2).load_state_dict(state)
+
+
 def test_state_dicts_load_in_either_direction_and_training_continues_identically():
     """A checkpoint written by torch.optim.Adam (before this class) resumes here, and one written
     here resumes in torch.optim.Adam: both continue exactly as the uninterrupted run."""
