@@ -36,6 +36,17 @@ def test_elbo_below_importance_weighted_bound_which_grows_with_k(flow):
     assert float(bounds[-1] - bounds[0]) > 0.05  # the gap is real for this random encoder
 
 
+def test_the_bound_in_chunks_is_the_bound_of_the_same_draws_in_one_piece(flow):
+    """log_likelihood computes L_K over chunks of samples (4,096 states each), each drawing its
+    noise in turn: with 512 points a chunk holds 8 samples, 8,192 normals (a multiple of torch's
+    block of 16), so the 4 chunks draw what one piece draws and L_K is that piece's logsumexp."""
+    q, k = randn(512, 2), 32
+    with torch.no_grad():
+        chunked = flow.log_likelihood(q, k, torch.Generator().manual_seed(3))
+        log_w = flow._log_weights(q, k, torch.Generator().manual_seed(3))  # (32, 512) in one piece
+    assert torch.allclose(chunked, torch.logsumexp(log_w, 0) - math.log(k), rtol=0, atol=1e-12)
+
+
 def _zero_hamiltonian_with_known_encoder(shift: float, scale: float) -> HamiltonianFlow:
     flow = make_flow()
     for h in flow.hamiltonians:
