@@ -6,7 +6,8 @@ For each workload and torch thread count, in one process and alternating (so a s
 machine slows both alike): the project's ``Trainer`` step against :class:`PlainStep`, a plain
 ``create_graph`` autograd implementation written here, which carries none of the project's
 overheads (records, evaluations, gradient norms, divergence checks). Reported: steps/s of each
-(median of ``--reps`` timings of ``--steps`` steps), their ratio, where the project's step spends
+(median of ``--reps`` timings of ``--steps`` steps; of ``eval_every`` steps for a workload that
+evaluates, so each timing holds one evaluation), their ratio, where the project's step spends
 its time (cProfile, by function), and a roofline: the step's floating-point operations
 (as torch's profiler counts them) against this machine's measured matmul rate.
 
