@@ -26,8 +26,8 @@ from .integrators import Step, leapfrog, leapfrog_trajectory
 log = logging.getLogger(__name__)
 
 # L_K is computed over chunks of at most this many states (points × samples): a chunk's
-# (states, width) activations stay small enough for the CPU's caches, which made an evaluation about
-# twice as fast as one piece (docs/benchmarks.md), and memory stays bounded for any K.
+# (states, width) activations stay small enough for the CPU's caches (one large piece is slower:
+# docs/benchmarks.md), and memory stays bounded for any K.
 _STATES_PER_CHUNK = 4096
 GRAD_MODES = ("fast", "reference")
 

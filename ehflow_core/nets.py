@@ -27,7 +27,7 @@ def column_major_(layer: nn.Linear) -> nn.Linear:
     An energy's first layer has few inputs (d = 2 on a plane), so the products that involve its
     weight are skinny: the closed-form gradient's last factor ``(B, width) @ (width, d)`` and, in the
     backward pass, the weight's own gradient. MKL's sgemm computes those several times faster when
-    the ``(width, d)`` operand is column-major (docs/benchmarks.md, "Where the step goes"); values,
+    the ``(width, d)`` operand is column-major (docs/benchmarks.md, the training step); values,
     shape, names and state dicts are unchanged, and the optimiser's state takes the same strides.
     """
     layer.weight.data = layer.weight.data.t().contiguous().t()
