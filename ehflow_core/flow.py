@@ -181,13 +181,23 @@ class HamiltonianFlow(nn.Module):
         q, p = check_state(q, p, self.dim)
         return self._log_prob_joint(q, p)
 
-    def _log_weights(self, q: Tensor, n_samples: int, generator: torch.Generator | None = None) -> Tensor:
-        """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B)."""
-        return self._log_weights_from_noise(q, self.encoder.noise(q, n_samples, generator))
+    def _first_grad_U(self, q: Tensor) -> Tensor | None:
+        """The fast path's first ∇U of T⁻¹, at the data points q (B, d), the same for every momentum
+        drawn there (None on the reference path, which computes every gradient by autograd)."""
+        return self._leapfrog_grads()[-1][1](q) if self._reuse else None
 
-    def _log_weights_from_noise(self, q: Tensor, eps: Tensor, path_scale: LateGradScale | None = None) -> Tensor:
+    def _log_weights(
+        self, q: Tensor, n_samples: int, generator: torch.Generator | None = None, grad_U_q: Tensor | None = None
+    ) -> Tensor:
+        """log π(T⁻¹(q, p_k)) − log h(p_k | q) for p_k ~ h(· | q): shape (S, B); ``grad_U_q``: the
+        :meth:`_first_grad_U` of q when the caller has it (computed here otherwise)."""
+        return self._log_weights_from_noise(q, self.encoder.noise(q, n_samples, generator), grad_U_q=grad_U_q)
+
+    def _log_weights_from_noise(
+        self, q: Tensor, eps: Tensor, path_scale: LateGradScale | None = None, grad_U_q: Tensor | None = None
+    ) -> Tensor:
         """The log weights of :meth:`_log_weights` for given standard-normal noise ``eps`` (S, B, d);
-        ``path_scale`` as in :meth:`GaussianEncoder.reparameterise`."""
+        ``path_scale`` as in :meth:`GaussianEncoder.reparameterise`, ``grad_U_q`` as in :meth:`_log_weights`."""
         p, log_h = self.encoder.reparameterise(q, eps, path_scale)  # (S, B, d), (S, B)
         n = eps.shape[0]
 
@@ -195,8 +205,10 @@ class HamiltonianFlow(nn.Module):
             return x.expand(n, *x.shape).reshape(-1, self.dim)
 
         # The fast path's first ∇U of T⁻¹ is at the data point, the same for its S momenta: once per point.
-        grad_U_q = per_sample(self._leapfrog_grads()[-1][1](q)) if self._reuse else None
-        log_joint = self._log_prob_joint(per_sample(q), p.reshape(-1, self.dim), grad_U_q)
+        first = self._first_grad_U(q) if grad_U_q is None else grad_U_q
+        log_joint = self._log_prob_joint(
+            per_sample(q), p.reshape(-1, self.dim), None if first is None else per_sample(first)
+        )
         return log_joint.view(n, -1) - log_h
 
     def elbo(self, q: Tensor, n_samples: int = 1, generator: torch.Generator | None = None) -> Tensor:
@@ -216,8 +228,9 @@ class HamiltonianFlow(nn.Module):
         q = check_points("q", q, self.dim)
         check_int("n_samples", n_samples, minimum=1)
         chunk = max(1, _STATES_PER_CHUNK // q.shape[0])
+        first = self._first_grad_U(q)  # once for every chunk
         log_w = torch.cat(
-            [self._log_weights(q, min(chunk, n_samples - s), generator) for s in range(0, n_samples, chunk)]
+            [self._log_weights(q, min(chunk, n_samples - s), generator, first) for s in range(0, n_samples, chunk)]
         )
         return torch.logsumexp(log_w, dim=0) - math.log(n_samples)
 
