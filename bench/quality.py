@@ -98,6 +98,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
     "default_const": {"lr_schedule": "constant", "lr": 10**-2.5},
     "default_const_avg": {"lr_schedule": "constant", "lr": 10**-2.5, "average": 0.99},
+    # The constraint's precision on the targets with a rotation, instead of --kappa: the two-rings
+    # preset's κ = 0.1 (docs/presets.md), and no constraint at all.
+    "default_kappa0.1": {"kappa": 0.1},
+    "default_unconstrained": {"kappa": None},
 }
 N_TEST = 2048
 PEERS = ("nsf", "realnvp")  # zuko's flows, trained by maximum likelihood (bench.peers); exact test NLL
@@ -150,6 +154,7 @@ def run(
     target = make_target(target_name)
     entropy, entropy_se = target.entropy()
     changes = dict(SETTINGS[setting])
+    kappa = changes.pop("kappa", kappa)
     # The paper's Figure 2B draws the 8 Gaussians from a soft-uniform base, so do the settings
     # that start from its configuration; the defaults keep their own base, N(0, I).
     paper_2b = target_name == "gaussians8" and not setting.startswith("default")
