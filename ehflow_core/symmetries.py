@@ -12,6 +12,7 @@ so that :math:`\dot s = \{s, H\}`. The flow of :math:`H` is equivariant under :m
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -97,13 +98,8 @@ class RotationGenerator(Generator):
         return q[:, self.i] * p[:, self.j] - q[:, self.j] * p[:, self.i]
 
     def grad(self, q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
-        dq, dp = torch.zeros_like(q), torch.zeros_like(p)
-        dq[:, self.i], dq[:, self.j] = p[:, self.j], -p[:, self.i]
-        dp[:, self.i], dp[:, self.j] = -q[:, self.j], q[:, self.i]
-        return dq, dp
-
-    def bracket_with_gradients(self, q: Tensor, p: Tensor, dH_dq: Tensor, dH_dp: Tensor) -> Tensor:
-        return _rotation_brackets([self], q, p, dH_dq, dH_dp)[0]
+        dq, dp = _rotation_gradients([self], q, p)
+        return dq[0], dp[0]
 
     def rotate(self, x: Tensor, theta: Tensor | float) -> Tensor:
         """Rotate the (i, j) plane of x (B, d) by θ: x_i' = cos θ x_i − sin θ x_j, x_j' = sin θ x_i + cos θ x_j."""
@@ -145,27 +141,42 @@ class TranslationGenerator(Generator):
         return q, p
 
 
-def _rotation_brackets(
-    rotations: Sequence[RotationGenerator], q: Tensor, p: Tensor, dH_dq: Tensor, dH_dp: Tensor
+@functools.lru_cache(maxsize=64)
+def _rotation_matrices(
+    planes: tuple[tuple[int, int], ...], dim: int, dtype: torch.dtype, device: torch.device
 ) -> Tensor:
-    r"""{L_ij, H} for G rotations at once from H's gradients (B, d): shape (G, B).
+    r""":math:`M_k = e_j e_i^\top - e_i e_j^\top` for each plane (i, j): (G, d, d), built once per set."""
+    m = torch.zeros(len(planes), dim, dim, dtype=dtype)
+    for k, (i, j) in enumerate(planes):
+        m[k, j, i], m[k, i, j] = 1.0, -1.0
+    return m.to(device)
 
-    .. math:: \{L_{ij}, H\} = p_j \partial_{p_i} H - p_i \partial_{p_j} H + q_j \partial_{q_i} H - q_i \partial_{q_j} H
+
+def _rotation_gradients(rotations: Sequence[RotationGenerator], q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+    r"""(∂L_ij/∂q, ∂L_ij/∂p) of G rotations at once, each (G, B, d): the rows of :meth:`RotationGenerator.grad`.
+
+    :math:`\partial_q L_{ij} = p_j e_i - p_i e_j = p M` and :math:`\partial_p L_{ij} = q_i e_j - q_j e_i = -q M`
+    with :math:`M = e_j e_i^\top - e_i e_j^\top` (products, not in-place writes: ``vmap`` batches them).
     """
-    i = torch.tensor([g.i for g in rotations], device=q.device)
-    j = torch.tensor([g.j for g in rotations], device=q.device)
-    out = p[:, j] * dH_dp[:, i] - p[:, i] * dH_dp[:, j] + q[:, j] * dH_dq[:, i] - q[:, i] * dH_dq[:, j]  # (B, G)
-    return out.T
+    m = _rotation_matrices(tuple((r.i, r.j) for r in rotations), q.shape[-1], q.dtype, q.device)
+    return p @ m, -(q @ m)
 
 
-def brackets_with_gradients(
-    generators: Sequence[Generator], q: Tensor, p: Tensor, dH_dq: Tensor, dH_dp: Tensor
-) -> Tensor:
-    """{g_k, H} for every generator from H's gradients (B, d): shape (G, B). A set of rotations
-    (all of so(d), say) costs a few gathers whatever G."""
+def generator_gradients(generators: Sequence[Generator], q: Tensor, p: Tensor) -> tuple[Tensor, Tensor]:
+    """(∂g_k/∂q, ∂g_k/∂p) of every generator at the states (q, p), each (G, B, d). They do not depend
+    on H, so one call serves every Hamiltonian's brackets (:func:`brackets_with_gradients`); a set of
+    rotations (all of so(d), say) is two small products whatever G."""
     if all(type(g) is RotationGenerator for g in generators):
-        return _rotation_brackets(cast(Sequence[RotationGenerator], generators), q, p, dH_dq, dH_dp)
-    return torch.stack([g.bracket_with_gradients(q, p, dH_dq, dH_dp) for g in generators])
+        return _rotation_gradients(cast(Sequence[RotationGenerator], generators), q, p)
+    grads = [g.grad(q, p) for g in generators]
+    return torch.stack([dq for dq, _ in grads]), torch.stack([dp for _, dp in grads])
+
+
+def brackets_with_gradients(gradients: tuple[Tensor, Tensor], dH_dq: Tensor, dH_dp: Tensor) -> Tensor:
+    """{g_k, H} = ∂g_k/∂q · ∂H/∂p − ∂g_k/∂p · ∂H/∂q for G generators from their
+    :func:`generator_gradients` (G, B, d) and H's gradients (B, d): shape (G, B)."""
+    dg_dq, dg_dp = gradients
+    return (dg_dq * dH_dp).sum(-1) - (dg_dp * dH_dq).sum(-1)
 
 
 def rotation_generator(i: int, j: int, dim: int) -> RotationGenerator:
@@ -249,12 +260,13 @@ def constraint_values(
     """
     if not generators:
         return q.new_zeros(0)
+    gradients = None if reference else generator_gradients(generators, q, p)  # once for every H
     per_h = []  # (G,) for each Hamiltonian
     for h in hamiltonians:
-        if reference:
+        if gradients is None:
             brackets = torch.stack([poisson_bracket(g, h, q, p) for g in generators])
         else:
-            brackets = brackets_with_gradients(generators, q, p, h.grad_U(q), h.grad_K(p))  # ∇U, ∇K once
+            brackets = brackets_with_gradients(gradients, h.grad_U(q), h.grad_K(p))  # ∇U, ∇K once
         per_h.append(brackets.square().mean(-1))  # (G, B) -> (G,)
     return torch.stack(per_h).mean(0)
 

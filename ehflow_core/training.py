@@ -51,13 +51,17 @@ def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
     the norms before clipping, (M,). Clipping scales run m's gradients by
     ``min(1, max_norm / (norm_m + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_`` does for one run.
     """
-    norms = torch.linalg.vector_norm(
-        torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads]), dim=0
-    )
+    if len(grads[0]) == 1:  # one run: torch's fused norms, one call for every tensor
+        norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).reshape(1)
+    else:
+        norms = torch.linalg.vector_norm(
+            torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads]), dim=0
+        )
     if max_norm is not None:
         scale = (max_norm / (norms + 1e-6)).clamp(max=1.0)
-        for g in grads:
-            g.mul_(scale.to(g.dtype).view(-1, *[1] * (g.ndim - 1)))
+        if bool((scale < 1.0).any()):  # (the norms are read on the host next anyway)
+            for g in grads:
+                g.mul_(scale.to(g.dtype).view(-1, *[1] * (g.ndim - 1)))
     return norms
 
 
