@@ -52,7 +52,7 @@ def clip_grad_norms_(grads: Sequence[Tensor], max_norm: float | None) -> Tensor:
     ``min(1, max_norm / (norm_m + 1e-6))``, as ``torch.nn.utils.clip_grad_norm_`` does for one run.
     """
     if len(grads[0]) == 1:  # one run: torch's fused norms, one call for every tensor
-        norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).reshape(1)
+        norms = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(list(grads)))).reshape(1)
     else:
         norms = torch.linalg.vector_norm(
             torch.stack([torch.linalg.vector_norm(g.reshape(len(g), -1), dim=1) for g in grads]), dim=0
