@@ -158,6 +158,7 @@ AGAINST_PEER_STUDIES = {
     "150": (["default"], ()),
     "colmajor": (["default"], ()),
     "kappa_cb": (["default_kappa0.1", "default_kappa0.1_cb128", "default_cb128"], ()),
+    "warm": (["default", "default_lr5e3_warm"], ()),
 }
 
 
