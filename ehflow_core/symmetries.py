@@ -255,7 +255,8 @@ def constraint_values(
     Pass base samples :math:`s \sim \pi` for the paper's constraint. With several Hamiltonians
     (one per step) :math:`C_k` is the mean over them. Differentiable in the Hamiltonians' θ.
     Each Hamiltonian's gradients ∇U(q) and ∇K(p) are computed once, in closed form, for all G
-    generators. ``reference=True`` is the definition instead: each bracket by plain autograd
+    generators, and the generators' gradients once for every Hamiltonian. ``reference=True`` is
+    the definition instead: each bracket by plain autograd
     (:func:`poisson_bracket`), G gradients per Hamiltonian; the tests hold the two equal.
     """
     if not generators:
