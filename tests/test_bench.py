@@ -149,7 +149,7 @@ def _cites(doc: str, result: dict) -> bool:
 
 # The further quality studies of docs/results.md's "Quality per second" (levers, and runs with the
 # peers at 150 s): bench/results/quality_<name>.json, each shown as `bench.quality.table <name>`.
-QUALITY_STUDIES = ("levers", "average", "capacity", "moons", "moons_150", "ring_150", "steps", "kappa")
+QUALITY_STUDIES = ("levers", "average", "capacity", "moons", "moons_150", "ring_150", "steps", "kappa", "warm_150")
 # The studies shown against NSF as `bench.quality.against_peer <name>`: their settings, and the
 # peers shown beside NSF without a verdict.
 AGAINST_PEER_STUDIES = {
