@@ -46,13 +46,14 @@ from ehflow_core.ensemble import EnsembleTrainer
 from ehflow_core.targets import make_target
 
 KAPPA = 0.001
-DEFAULTS = TrainConfig(kappa=KAPPA, max_steps=10**9)
+NEVER = 10**9  # steps: "no limit" and "no evaluation"
+DEFAULTS = TrainConfig(kappa=KAPPA, max_steps=NEVER)
 SWEEP_KAPPAS = (KAPPA, 0.01, 0.1, None)
 IWAE = dict(k=8, batch=64, iwae=True)
 WORKLOADS: dict[str, dict[str, Any]] = {
     "defaults": {"configs": [DEFAULTS], "plain": IWAE},
     "paper": {
-        "configs": [TrainConfig(kappa=KAPPA, max_steps=10**9, eval_every=10**9).as_paper()],
+        "configs": [TrainConfig(kappa=KAPPA, max_steps=NEVER, eval_every=NEVER).as_paper()],
         "plain": dict(k=1, batch=256, iwae=False),
     },
     "sweep of 4": {"configs": [DEFAULTS.replace(kappa=k) for k in SWEEP_KAPPAS], "ensemble": True, "plain": IWAE},
@@ -262,7 +263,7 @@ def main(argv: list[str] | None = None) -> None:
             configs = workload["configs"]
             # A timing that evaluates holds exactly one evaluation: the median of shorter ones would leave it out.
             every = configs[0].eval_every
-            n = args.steps if every > 10**6 else max(args.steps, every)
+            n = args.steps if every >= NEVER else max(args.steps, every)
             project = _project_step(configs, workload.get("ensemble", False))
             plain = _plain_steps(len(configs), workload["plain"])
             rates = _rates({"project": project, "plain": plain}, n, args.reps)
