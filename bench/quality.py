@@ -79,7 +79,9 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # Cheap levers for two moons: a larger batch, a higher peak rate after a warm-up, a longer
     # integration time (a larger dt, or a third step of the same dt).
     "default_b128": {"batch": 128},
-    "default_lr5e3_warm": {"lr": 5e-3, "warmup_steps": 300},
+    "default_lr5e3_warm": {"lr": 5e-3, "warmup_steps": 300, "warmup_fraction": 0.0},
+    # The defaults before the warm-up was adopted: Adam at 3e-3 from the first step.
+    "default_before_warmup": {"lr": 3e-3, "warmup_steps": 0, "warmup_fraction": 0.0},
     "default_dt75": {"flow": {"dt": 0.75}},
     "default_s3_long": {"flow": {"n_steps": 3}},
     # The encoder with a full covariance L(q)L(q)ᵀ (L lower triangular) instead of diag σ(q)²: the
@@ -96,8 +98,14 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default_k16_b32": {"train_samples": 16, "batch": 32},
     # The dashboard's learning rate: constant at 10^-2.5 (a lesson has no end to decay towards), and
     # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
-    "default_const": {"lr_schedule": "constant", "lr": 10**-2.5},
-    "default_const_avg": {"lr_schedule": "constant", "lr": 10**-2.5, "average": 0.99},
+    "default_const": {"lr_schedule": "constant", "lr": 10**-2.5, "warmup_steps": 0, "warmup_fraction": 0.0},
+    "default_const_avg": {
+        "lr_schedule": "constant",
+        "lr": 10**-2.5,
+        "warmup_steps": 0,
+        "warmup_fraction": 0.0,
+        "average": 0.99,
+    },  # fmt: skip
     # The constraint's precision on the targets with a rotation, instead of --kappa: the two-rings
     # preset's κ = 0.1 (docs/presets.md), and no constraint at all.
     "default_kappa0.1": {"kappa": 0.1},

@@ -22,7 +22,9 @@ if TYPE_CHECKING:
 
 
 PEER_LABEL = "NSF peer"  # the peer flow's name in the curves and the density panel
-DEFAULT_LOG10_LR = -2.5  # the slider's nearest value to the library's 3e-3 (TrainConfig.lr)
+# 3e-3 from the first step: the library's peak rate (TrainConfig.lr, 5e-3) comes after a warm-up,
+# which a lesson's first 400 steps cannot wait for.
+DEFAULT_LOG10_LR = -2.5
 
 
 @dataclass(frozen=True)
@@ -188,6 +190,8 @@ class Settings:
             preset.paper,
             flow=flow,
             lr_schedule="constant",  # the run has no end: the learning rate is the slider's
+            warmup_steps=0,  # ... from the first step (a lesson shows its first 400 steps)
+            warmup_fraction=0.0,
             # ... so the page shows the weights' moving average, which a constant rate needs
             # (docs/results.md, "Averaged weights"); the paper's preset shows its own weights.
             average=None if preset.paper else 0.99,

@@ -31,7 +31,7 @@ VERSION = 2
 # Version 1 named some config fields differently; they are renamed on reading.
 _RENAMED = {1: {"steps": "max_steps", "path": "grad_mode", "n_elbo_samples": "train_samples"}}
 # Fields added later: a file without them was written before they existed, when the run behaved as these values.
-_ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "constraint_at": "base"}
+_ADDED = {"lr_schedule": "constant", "warmup_steps": 0, "warmup_fraction": 0.0, "constraint_at": "base"}
 _ADDED_FLOW = {
     "kinetic": "mlp", "potential_init_scale": 1.0, "kinetic_init_scale": 1.0, "encoder_covariance": "diagonal",
 }  # fmt: skip

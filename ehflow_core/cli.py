@@ -147,6 +147,7 @@ def _new_trainer(args: argparse.Namespace) -> Trainer:
         lr=args.lr,
         lr_schedule=args.lr_schedule,
         warmup_steps=args.warmup_steps,
+        warmup_fraction=args.warmup_fraction,
         average=args.average,
         max_steps=args.steps,
         seconds=args.seconds,
@@ -251,6 +252,10 @@ def _positive_float(text: str) -> float:
     return _number(text, float, 0, strict=True)
 
 
+def _non_negative_float(text: str) -> float:
+    return _number(text, float, 0, strict=False)
+
+
 def _non_negative_int(text: str) -> int:
     return _number(text, int, 0, strict=False)
 
@@ -331,7 +336,14 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         "--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
         help="cosine: decays to 0 over --steps or --seconds",
     )  # fmt: skip
-    train.add_argument("--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps, help="linear warm-up")
+    train.add_argument(
+        "--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps,
+        help="linear warm-up: ends after this many steps (0: no bound)",
+    )  # fmt: skip
+    train.add_argument(
+        "--warmup-fraction", type=_non_negative_float, default=defaults.warmup_fraction,
+        help="... or after this fraction of the budget, whichever comes first (0: no bound)",
+    )  # fmt: skip
     train.add_argument("--average", type=float, help="β: show and save the weights' moving average (constant lr)")
     train.add_argument("--batch", type=_positive_int, default=defaults.batch, help="data points per step")
     train.add_argument("--seed", type=_integer, default=0, help="initialisation, data and noise")

@@ -56,6 +56,7 @@ def average_beta(beta: float, step: int, warmup: float = AVERAGE_WARMUP) -> floa
 # The paper's training choices, where the library's defaults depart from them (see TrainConfig.as_paper).
 PAPER_TRAINING: dict[str, Any] = {
     "objective": "elbo", "train_samples": 1, "batch": 256, "lr": 3e-4, "lr_schedule": "constant", "warmup_steps": 0,
+    "warmup_fraction": 0.0,
 }  # fmt: skip
 PAPER_FLOW: dict[str, Any] = {
     "kinetic": "mlp", "shared_hamiltonian": True, "potential_init_scale": 1.0, "kinetic_init_scale": 1.0,
@@ -68,7 +69,7 @@ class TrainConfig(JsonConfig):
     """Everything that defines a training run besides the target (validated on construction).
 
     The defaults are the fastest-learning settings of the quality study (docs/results.md: DReG with K = 8,
-    batch 64, Adam at 3e-3 with a cosine decay, a Hamiltonian per leapfrog step);
+    batch 64, Adam at 5e-3 after a short warm-up with a cosine decay, a Hamiltonian per leapfrog step);
     :meth:`as_paper` gives the paper's configuration.
     """
 
@@ -76,9 +77,13 @@ class TrainConfig(JsonConfig):
     kappa: float | None = None  # constraint precision κ > 0 for every generator; None: unconstrained
     n_train: int | None = None  # size of a fixed training set (finite data); None: fresh samples each step
     batch: int = 64  # data points per step (the paper: 256)
-    lr: float = 3e-3  # Adam learning rate (the paper: 3e-4)
+    lr: float = 5e-3  # Adam's peak learning rate (the paper: 3e-4)
     lr_schedule: str = "cosine"  # "cosine": decay to 0 over the run's budget (max_steps or seconds); or "constant"
-    warmup_steps: int = 0  # linear learning-rate warm-up over this many steps (0: none)
+    # A linear learning-rate warm-up that ends after ``warmup_steps`` steps or ``warmup_fraction`` of
+    # the run's budget (as the cosine decay measures it), whichever comes first; 0 leaves a bound out,
+    # both 0: no warm-up.
+    warmup_steps: int = 300
+    warmup_fraction: float = 0.1
     max_steps: int = 2000  # training steps of the run (it also ends at ``seconds``, whichever comes first)
     seconds: float | None = None  # wall-clock budget in seconds; None: no budget
     seed: int = 0  # seeds initialisation, data and noise: same seed, same run
@@ -117,6 +122,9 @@ class TrainConfig(JsonConfig):
             check_int(name, getattr(self, name), minimum=1)
         check_int("constraint_batch", self.constraint_batch, minimum=1)
         check_int("warmup_steps", self.warmup_steps, minimum=0)
+        object.__setattr__(
+            self, "warmup_fraction", check_float("warmup_fraction", self.warmup_fraction, minimum=0.0, maximum=1.0)
+        )
         check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         check_int("seed", self.seed, minimum=0)
         check_int("max_divergences", self.max_divergences, minimum=1)

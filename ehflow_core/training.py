@@ -132,18 +132,31 @@ class Stepper:
         """The learning rate in force for the next step: :attr:`base_lr` times the schedule's factor."""
         return self.base_lr * self._lr_factor()
 
-    def _lr_factor(self) -> float:
-        r"""The schedule's factor at this point of the run: a linear warm-up over ``warmup_steps``,
-        then, with ``lr_schedule="cosine"``, :math:`\tfrac12(1 + \cos \pi t)` where ``t`` is the
-        fraction of the run's budget spent (steps of ``max_steps`` or seconds of ``seconds``,
-        whichever is further along)."""
+    def _spent(self, step: int) -> float:
+        """The fraction of the run's budget spent at ``step``: steps of ``max_steps`` or seconds of
+        ``seconds``, whichever is further along."""
         config = self.config
-        factor = min(1.0, (self.step + 1) / config.warmup_steps) if config.warmup_steps else 1.0
+        spent = step / config.max_steps
+        if config.seconds is not None:
+            spent = max(spent, self.seconds / config.seconds)
+        return min(spent, 1.0)
+
+    def _lr_factor(self) -> float:
+        r"""The schedule's factor at this point of the run: a linear warm-up that ends after
+        ``warmup_steps`` steps or ``warmup_fraction`` of the budget, whichever comes first, times,
+        with ``lr_schedule="cosine"``, :math:`\tfrac12(1 + \cos \pi t)` where ``t`` is the fraction
+        of the run's budget spent (:meth:`_spent`)."""
+        config = self.config
+        factor = 1.0
+        if config.warmup_steps or config.warmup_fraction:
+            done = 0.0  # how far the warm-up is along after this step: the further of its two bounds
+            if config.warmup_steps:
+                done = (self.step + 1) / config.warmup_steps
+            if config.warmup_fraction:
+                done = max(done, self._spent(self.step + 1) / config.warmup_fraction)
+            factor = min(1.0, done)
         if config.lr_schedule == "cosine":
-            spent = self.step / config.max_steps
-            if config.seconds is not None:
-                spent = max(spent, self.seconds / config.seconds)
-            factor *= 0.5 * (1.0 + math.cos(math.pi * min(spent, 1.0)))
+            factor *= 0.5 * (1.0 + math.cos(math.pi * self._spent(self.step)))
         return factor
 
     def set_lr(self, lr: float) -> None:

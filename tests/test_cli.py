@@ -125,14 +125,15 @@ def test_reproduce_rejects_an_unknown_figure_and_generators_are_parsed_by_name(t
 def test_paper_flag_gives_the_papers_configuration_and_explicit_options_still_win(tmp_path, capsys):
     defaults = parse_args(["train"])
     assert (defaults.objective, defaults.train_samples, defaults.batch, defaults.lr, defaults.lr_schedule) == (
-        "dreg", 8, 64, 3e-3, "cosine",
+        "dreg", 8, 64, 5e-3, "cosine",
     )  # fmt: skip
+    assert (defaults.warmup_steps, defaults.warmup_fraction) == (300, 0.1)
     assert defaults.per_step_hamiltonians and defaults.kinetic == "mlp"
     paper = parse_args(["train", "--paper"])
     assert (paper.objective, paper.train_samples, paper.batch, paper.lr, paper.lr_schedule) == (
         "elbo", 1, 256, 3e-4, "constant",
     )  # fmt: skip
-    assert not paper.per_step_hamiltonians and paper.warmup_steps == 0
+    assert not paper.per_step_hamiltonians and paper.warmup_steps == 0 and paper.warmup_fraction == 0
     assert (defaults.potential_init_scale, paper.potential_init_scale, paper.kinetic_init_scale) == (10.0, 1.0, 1.0)
     assert (defaults.encoder_covariance, paper.encoder_covariance) == ("full", "diagonal")
     mixed = parse_args(["train", "--lr", "1e-3", "--paper", "--per-step-hamiltonians"])

@@ -88,8 +88,8 @@ def test_a_sweep_writes_each_run_and_a_table_over_seeds(local_sweep):
         low, high = stat["ci95"]
         assert low < stat["mean"] < high  # t(1)'s interval is wide: 12.7 sd / √2 each side
         assert high - stat["mean"] == pytest.approx(12.706 * stat["sd"] / 2**0.5, rel=1e-3)
-    assert "| ring | ∞ | 0.5 | 2 | 0.003 | none | 2 / 2 |" in (out / "table.md").read_text()
-    curves = (out / "curves" / "ring_inf_dt0p5_steps2_lr0p003.html").read_text()  # one figure, both κ, seed 0
+    assert "| ring | ∞ | 0.5 | 2 | 0.005 | none | 2 / 2 |" in (out / "table.md").read_text()
+    curves = (out / "curves" / "ring_inf_dt0p5_steps2_lr0p005.html").read_text()  # one figure, both κ, seed 0
     assert {"κ=0.01 test L_32", "none test L_32", "none train L_8 (batches)"} <= _trace_names(curves)
 
 

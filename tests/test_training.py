@@ -103,7 +103,7 @@ def test_budget_in_steps_and_seconds_and_resume():
 
 
 def test_live_kappa_and_learning_rate():
-    trainer = Trainer(small_config(max_steps=100), make_target("ring"))
+    trainer = Trainer(small_config(max_steps=100, warmup_steps=0, warmup_fraction=0.0), make_target("ring"))
     assert trainer.lam == {"L_12": 0.0}
     trainer.set_kappa(0.5)
     trainer.set_lr(1e-2)
@@ -168,7 +168,8 @@ def test_kappa_moved_far_and_back_loses_nothing(one_thread):
 
 
 def test_warm_up_then_cosine_decay_over_the_budget():
-    trainer = Trainer(small_config(max_steps=20, lr=1e-2, warmup_steps=4, lr_schedule="cosine"), make_target("ring"))
+    config = small_config(max_steps=20, lr=1e-2, warmup_steps=4, warmup_fraction=0.0, lr_schedule="cosine")
+    trainer = Trainer(config, make_target("ring"))
     rates = []
     for _ in trainer.train():
         rates.append(trainer.optimizer.param_groups[0]["lr"])  # the rate the step just used
@@ -182,6 +183,31 @@ def test_warm_up_then_cosine_decay_over_the_budget():
     timed = Trainer(small_config(max_steps=10**9, seconds=60.0, lr_schedule="cosine"), make_target("ring"))
     timed.seconds = 45.0  # three quarters of the wall-time budget spent
     assert timed.lr == pytest.approx(3e-3 * 0.5 * (1 + math.cos(math.pi * 0.75)))
+
+
+@pytest.mark.parametrize(
+    ("warmup_steps", "warmup_fraction", "ends_after"),
+    [(0, 0.0, 1), (8, 0.0, 8), (0, 0.25, 10), (8, 0.25, 8), (30, 0.25, 10)],  # whichever bound comes first
+)
+def test_the_warm_up_ends_after_its_steps_or_its_share_of_the_budget_whichever_comes_first(
+    warmup_steps, warmup_fraction, ends_after
+):
+    config = small_config(
+        max_steps=40, lr=1e-2, lr_schedule="constant", warmup_steps=warmup_steps, warmup_fraction=warmup_fraction
+    )
+    trainer = Trainer(config, make_target("ring"))
+    rates = []
+    for _ in trainer.train():
+        rates.append(trainer.optimizer.param_groups[0]["lr"])
+    by_steps = [(s + 1) / warmup_steps if warmup_steps else 0.0 for s in range(40)]
+    by_budget = [(s + 1) / 40 / warmup_fraction if warmup_fraction else 0.0 for s in range(40)]
+    warm = warmup_steps or warmup_fraction
+    assert rates == pytest.approx([1e-2 * (min(1.0, max(a, b)) if warm else 1.0) for a, b in zip(by_steps, by_budget)])
+    assert all(r < 1e-2 for r in rates[: ends_after - 1])
+    assert rates[ends_after - 1 :] == pytest.approx([1e-2] * (41 - ends_after))
+    timed = Trainer(small_config(max_steps=10**9, seconds=100.0, lr_schedule="constant", lr=1e-2), make_target("ring"))
+    timed.seconds = 4.0  # 4 % of the budget spent: 40 % of the default warm-up's tenth
+    assert timed.lr == pytest.approx(1e-2 * 0.4)
 
 
 def test_checkpoint_round_trip_and_resume_equals_uninterrupted(tmp_path):
@@ -248,13 +274,15 @@ def test_a_checkpoint_from_before_the_schedule_kinetic_init_and_encoder_options_
     path = save_checkpoint(Trainer(before, make_target("ring")), tmp_path / "new.pt")
     state = read_checkpoint(path)
     plain = json.loads(state["train_config"])
-    for key in ("lr_schedule", "warmup_steps"):
+    for key in ("lr_schedule", "warmup_steps", "warmup_fraction"):
         del plain[key]
     for key in ("kinetic", "potential_init_scale", "kinetic_init_scale", "encoder_covariance"):
         del plain["flow"][key]
     torch.save({**state, "train_config": json.dumps(plain)}, tmp_path / "old.pt")
     config = load_trainer(tmp_path / "old.pt").config
-    assert (config.lr_schedule, config.warmup_steps, config.flow.kinetic) == ("constant", 0, "mlp")
+    assert (config.lr_schedule, config.warmup_steps, config.warmup_fraction, config.flow.kinetic) == (
+        "constant", 0, 0.0, "mlp",
+    )  # fmt: skip
     assert (config.flow.potential_init_scale, config.flow.kinetic_init_scale) == (1.0, 1.0)  # PyTorch's init
     assert config.flow.encoder_covariance == "diagonal"
     assert load_trainer(path).config.lr_schedule == "cosine"
