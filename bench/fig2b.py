@@ -44,7 +44,8 @@ def run(seed: int, kinetic: str | None = None, training: str = "defaults") -> di
 
 def markdown(*results: dict[str, Any]) -> str:
     """The rows of ``results`` (results files of this benchmark) as one table: per run, its K and
-    training, the test gap, and what the attractor report says of U's wells and the flow's points."""
+    training (the library's defaults named by the commit they were measured at: they change), the
+    test gap, and what the attractor report says of U's wells and the flow's points."""
     from bench.provenance import markdown_table
 
     table = []
@@ -53,7 +54,8 @@ def markdown(*results: dict[str, Any]) -> str:
             a = row["attractors"]
             training = row.get("training", "fig2b")
             table.append([
-                row["flow"]["kinetic"], "the defaults" if training == "the library's defaults" else "Figure 2B's",
+                row["flow"]["kinetic"],
+                f"the defaults of `{result['commit']}`" if training == "the library's defaults" else "Figure 2B's",
                 row["seed"], f"{row['gap_nats']:.3f}", a["wells_are"], f"{a['modes_with_minimum']} of {a['n_modes']}",
                 f"{a['mean_mode_to_minimum']:.2f}" if math.isfinite(a["mean_mode_to_minimum"] or math.inf) else "—",
                 a["n_minima"] - a["modes_with_minimum"],

@@ -159,6 +159,7 @@ AGAINST_PEER_STUDIES = {
     "colmajor": (["default"], ()),
     "kappa_cb": (["default_kappa0.1", "default_kappa0.1_cb128", "default_cb128"], ()),
     "warm": (["default", "default_lr5e3_warm"], ()),
+    "defaults_warm": (["default"], ()),
 }
 
 
@@ -423,8 +424,8 @@ def test_the_sweep_table_is_generated_from_its_results_file():
 
 
 def test_the_figure_2b_table_is_generated_from_its_results_files():
-    """docs/results.md's Figure 2B table is bench.fig2b.markdown of its four files (a convex or an MLP
-    K, the library's defaults or the earlier Figure 2B training), each cited with its commit; the
+    """docs/results.md's Figure 2B table is bench.fig2b.markdown of its five files (a convex or an MLP
+    K, the library's defaults of two commits or the earlier Figure 2B training), each cited with its commit; the
     prose's comparison of the two trainings with the convex K holds seed by seed, and its count of
     the command line's runs with a well at all 8 modes is the file's."""
     import re
@@ -432,13 +433,13 @@ def test_the_figure_2b_table_is_generated_from_its_results_files():
 
     from bench.fig2b import markdown
 
-    names = ("fig2b_defaults_convex.json", "fig2b.json", "fig2b_mlp.json", "fig2b_defaults.json")
+    names = ("fig2b_warm.json", "fig2b_defaults_convex.json", "fig2b.json", "fig2b_mlp.json", "fig2b_defaults.json")
     files = [_result(name) for name in names]
     assert _generated("results.md", "bench.fig2b.markdown") == markdown(*files)
     assert all(_cites("results.md", result) for result in files)
-    defaults, earlier = ({row["seed"]: row for row in result["rows"]} for result in files[:2])
+    defaults, earlier = ({row["seed"]: row for row in result["rows"]} for result in (files[0], files[2]))
     assert all(defaults[seed]["gap_nats"] < row["gap_nats"] for seed, row in earlier.items())
-    assert all(row["attractors"]["wells_are"] == "minima of U" for result in files[:2] for row in result["rows"])
+    assert all(row["attractors"]["wells_are"] == "minima of U" for result in files[:3] for row in result["rows"])
     all_eight = sum(row["attractors"]["modes_with_minimum"] == 8 for row in defaults.values())
     text = (Path(__file__).resolve().parents[1] / "docs" / "results.md").read_text()
     assert re.search(rf"all 8 modes in {all_eight} of {len(defaults)} seeds", text)
