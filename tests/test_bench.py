@@ -160,7 +160,11 @@ AGAINST_PEER_STUDIES = {
     "kappa_cb": (["default_kappa0.1", "default_kappa0.1_cb128", "default_cb128"], ()),
     "warm": (["default", "default_lr5e3_warm"], ()),
     "defaults_warm": (["default"], ()),
+    "defaults_warm_150": (["default"], ()),
 }
+# Studies shown against NSF rows of another file, same budget and machine (the peer's training has
+# not changed since): study -> that file.
+PEER_ROWS_FROM = {"defaults_warm_150": "quality_150.json"}
 
 
 def _result(name: str) -> dict:
@@ -188,6 +192,8 @@ def test_the_quality_and_plateau_tables_are_generated_from_their_results_files()
         assert _generated("results.md", f"bench.quality.table {name}") == table(_result(f"quality_{name}.json")["rows"])
     for name, (settings, beside) in AGAINST_PEER_STUDIES.items():
         rows = _result(f"quality_{name}.json")["rows"]
+        if name in PEER_ROWS_FROM:
+            rows = rows + [r for r in _result(PEER_ROWS_FROM[name])["rows"] if r["setting"] == "nsf"]
         assert _generated("results.md", f"bench.quality.against_peer {name}") == against_peer(
             rows, settings, beside=beside
         )
