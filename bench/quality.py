@@ -36,6 +36,7 @@ from ehflow_core.training import TrainConfig, Trainer
 # Adam at 3e-4, one shared Hamiltonian with an MLP K); a "flow" entry holds changes to the
 # FlowConfig. "default" is the library's defaults, unchanged; "default_*" are changes to them.
 DREG8_B64 = {"lr": 3e-3, "objective": "dreg", "train_samples": 8, "batch": 64}
+DASHBOARD_RATE = {"lr_schedule": "constant", "lr": 10**-2.5, "warmup_steps": 0, "warmup_fraction": 0.0}
 SETTINGS: dict[str, dict[str, Any]] = {
     "default": {},
     "paper": {},
@@ -98,14 +99,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "default_k16_b32": {"train_samples": 16, "batch": 32},
     # The dashboard's learning rate: constant at 10^-2.5 (a lesson has no end to decay towards), and
     # the same showing the weights' moving average (TrainConfig.average), as the dashboard does.
-    "default_const": {"lr_schedule": "constant", "lr": 10**-2.5, "warmup_steps": 0, "warmup_fraction": 0.0},
-    "default_const_avg": {
-        "lr_schedule": "constant",
-        "lr": 10**-2.5,
-        "warmup_steps": 0,
-        "warmup_fraction": 0.0,
-        "average": 0.99,
-    },  # fmt: skip
+    "default_const": DASHBOARD_RATE,
+    "default_const_avg": {**DASHBOARD_RATE, "average": 0.99},
     # The constraint's precision on the targets with a rotation, instead of --kappa: the two-rings
     # preset's κ = 0.1 (docs/presets.md), and no constraint at all.
     "default_kappa0.1": {"kappa": 0.1},

@@ -324,6 +324,8 @@ def test_kappa_sweep_labels_and_lengths():
         ({"on_divergence": "panic"}, r"on_divergence must be one of 'stop', 'continue'; got 'panic'"),
         ({"lr_schedule": "linear"}, r"lr_schedule must be one of 'constant', 'cosine'; got 'linear'"),
         ({"warmup_steps": -1}, r"warmup_steps must be an integer >= 0, got -1"),
+        ({"warmup_fraction": 1.5}, r"warmup_fraction must be <= 1.0, got 1.5"),
+        ({"warmup_fraction": -0.1}, r"warmup_fraction must be >= 0.0, got -0.1"),
     ],
 )
 def test_bad_train_config(changes, message):
