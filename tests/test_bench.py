@@ -234,17 +234,26 @@ def _ring_rows(quality: dict, ring: dict) -> list[dict]:
     return ring["rows"] + beside
 
 
-@pytest.mark.parametrize(
-    "name", ["constraint_at", "constraint_convex", "constraint_convex_two_rings", "constraint_init"]
-)
+# The finite-data studies: bench/results/<name>.json (with the constraint) and <name>_none.json
+# (without), and any further files of the same study shown in the same table.
+FINITE_STUDIES = {
+    "constraint_at": (), "constraint_convex": (), "constraint_convex_two_rings": (), "constraint_init": (),
+    "constraint_warm": ("constraint_warm_before",),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(FINITE_STUDIES))
 def test_the_finite_data_tables_are_generated_from_their_results_files(name):
     """docs/results.md's finite-data tables (where the constraint is evaluated; with the convex K)
-    are bench.quality's table of each one's two files' rows, and name the commit they were measured at."""
+    are bench.quality's table of each one's files' rows, and name the commits they were measured at."""
     from bench.quality import table
 
     constrained, unconstrained = _result(f"{name}.json"), _result(f"{name}_none.json")
-    assert _generated("results.md", f"bench.quality.table {name}") == table(unconstrained["rows"] + constrained["rows"])
+    further = [_result(f"{extra}.json") for extra in FINITE_STUDIES[name]]
+    rows = unconstrained["rows"] + constrained["rows"] + [r for result in further for r in result["rows"]]
+    assert _generated("results.md", f"bench.quality.table {name}") == table(rows)
     assert _cites("results.md", constrained) and constrained["commit"] == unconstrained["commit"]
+    assert all(_cites("results.md", result) for result in further)
 
 
 def test_the_step_tables_in_the_docs_are_generated_from_the_results_file():
