@@ -105,6 +105,10 @@ SETTINGS: dict[str, dict[str, Any]] = {
     # preset's κ = 0.1 (docs/presets.md), and no constraint at all.
     "default_kappa0.1": {"kappa": 0.1},
     "default_unconstrained": {"kappa": None},
+    # The multiplier held back on finite data, where at κ = 0.001 it overshoots to ~10³ early and
+    # stalls learning: λ capped at e³ ≈ 20, or log λ moving at most 0.003 a step (not 0.01).
+    "default_lam_cap3": {"log_lam_max": 3.0},
+    "default_geco3e3": {"geco_rate": 0.003},
     # Half the base samples for the constraint's estimate (128, not 256): a cheaper step.
     "default_cb128": {"constraint_batch": 128},
     "default_kappa0.1_cb128": {"kappa": 0.1, "constraint_batch": 128},
