@@ -238,7 +238,7 @@ def _ring_rows(quality: dict, ring: dict) -> list[dict]:
 # (without), and any further files of the same study shown in the same table.
 FINITE_STUDIES = {
     "constraint_at": (), "constraint_convex": (), "constraint_convex_two_rings": (), "constraint_init": (),
-    "constraint_warm": ("constraint_warm_before",),
+    "constraint_warm": ("constraint_warm_before", "constraint_lam"),
 }  # fmt: skip
 
 
