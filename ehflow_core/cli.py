@@ -10,19 +10,19 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import torch
 
 from .checkpoint import load_trainer, read_checkpoint
+from .cli_args import Parser, integer, listed, non_negative_float, non_negative_int, positive_float, positive_int
 from .config import BASES, DTYPES, ENCODER_COVARIANCES, KINETICS, FlowConfig
 from .experiments import reproduce
 from .interrupts import INTERRUPTED_EXIT, StopRequest, until_stopped
@@ -227,47 +227,6 @@ def _print_summary(summary: dict[str, Any], out: Path) -> None:
 
 
 # -- parser ----------------------------------------------------------------------------------------
-class _Parser(argparse.ArgumentParser):
-    """An argument error is one line, the message and where the usage is, not the usage block."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message} (usage: {self.prog} --help)\n")
-
-
-def _number(text: str, kind: type, minimum: float, strict: bool) -> Any:
-    what = "an integer" if kind is int else "a number"
-    bound = "" if minimum == -math.inf else f" {'>' if strict else '>='} {minimum:g}"
-    try:
-        value = kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
-    if value < minimum or (strict and value == minimum):
-        raise argparse.ArgumentTypeError(f"expected {what}{bound}, got {text!r}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    return _number(text, float, 0, strict=True)
-
-
-def _non_negative_float(text: str) -> float:
-    return _number(text, float, 0, strict=False)
-
-
-def _non_negative_int(text: str) -> int:
-    return _number(text, int, 0, strict=False)
-
-
-def _positive_int(text: str) -> int:
-    return _number(text, int, 1, strict=False)
-
-
-def _integer(text: str) -> int:
-    return _number(text, int, -math.inf, strict=False)
-
-
 def _device(requested: str) -> str:
     """The device a run uses: ``auto`` is CUDA where present, else the CPU; CUDA asked for on a
     machine without it is an error (not a silent fallback that the summary would misreport)."""
@@ -284,7 +243,7 @@ def _device(requested: str) -> str:
 def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     """The parser; ``paper``: train's defaults are the paper's configuration (``TrainConfig.as_paper``)."""
     defaults = TrainConfig.starting_from(paper)
-    parser = _Parser(
+    parser = Parser(
         prog="python -m ehflow_core",
         description="Train equivariant Hamiltonian flows and reproduce the paper's experiments.",
     )
@@ -300,20 +259,20 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     )
     source.add_argument("--data", help="user data: a .csv or .npy file of points (n × d)")
     train.add_argument("--test-data", help="test points for --data (default: hold out --holdout of --data)")
-    train.add_argument("--holdout", type=_positive_float, default=HOLDOUT, help="share of --data held out as test set")
-    train.add_argument("--n-modes", type=_positive_int, help="number of Gaussians for --target gaussians (8)")
-    train.add_argument("--kappa", type=_positive_float, help="constraint precision κ (absent: unconstrained)")
+    train.add_argument("--holdout", type=positive_float, default=HOLDOUT, help="share of --data held out as test set")
+    train.add_argument("--n-modes", type=positive_int, help="number of Gaussians for --target gaussians (8)")
+    train.add_argument("--kappa", type=positive_float, help="constraint precision κ (absent: unconstrained)")
     train.add_argument(
         "--generators", help="'so', 'none' or e.g. 'L12,L34' or 'L1_12,P3' (1-based axes; absent: the target's own)"
     )
     train.add_argument("--hard-symmetry", action="store_true", help="K and U exactly invariant under the rotations")
-    train.add_argument("--n-train", type=_positive_int, help="fixed training set size (absent: infinite data)")
-    train.add_argument("--steps", type=_positive_int, default=TrainConfig.max_steps, help="training steps")
+    train.add_argument("--n-train", type=positive_int, help="fixed training set size (absent: infinite data)")
+    train.add_argument("--steps", type=positive_int, default=TrainConfig.max_steps, help="training steps")
     train.add_argument(
-        "--seconds", type=_positive_float, help="wall-clock budget (whichever of it and --steps ends first)"
+        "--seconds", type=positive_float, help="wall-clock budget (whichever of it and --steps ends first)"
     )
-    train.add_argument("--dt", type=_positive_float, default=FlowConfig.dt, help="leapfrog step size")
-    train.add_argument("--n-steps", type=_positive_int, default=FlowConfig.n_steps, help="leapfrog steps")
+    train.add_argument("--dt", type=positive_float, default=FlowConfig.dt, help="leapfrog step size")
+    train.add_argument("--n-steps", type=positive_int, default=FlowConfig.n_steps, help="leapfrog steps")
     train.add_argument(
         "--per-step-hamiltonians", action=argparse.BooleanOptionalAction, default=not defaults.flow.shared_hamiltonian,
         help="a separate H_i per leapfrog step, or one H for all",
@@ -322,42 +281,42 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
     for energy, name in (("potential", "U"), ("kinetic", "K")):  # the first layers' scales (docs/maths.md)
         default = getattr(defaults.flow, f"{energy}_init_scale")
         help_text = f"{name}'s first layer times this at initialisation (1: PyTorch's; an MLP only)"
-        train.add_argument(f"--{energy}-init-scale", type=_positive_float, default=default, help=help_text)
-    train.add_argument("--hidden", type=_positive_int, nargs="+", default=list(FlowConfig.hidden), help="K, U widths")
+        train.add_argument(f"--{energy}-init-scale", type=positive_float, default=default, help=help_text)
+    train.add_argument("--hidden", type=positive_int, nargs="+", default=list(FlowConfig.hidden), help="K, U widths")
     train.add_argument("--base", choices=BASES, default=FlowConfig.base, help="base density of (q, p)")
-    train.add_argument("--base-sigma", type=_positive_float, default=FlowConfig.base_sigma, help="soft-uniform width")
-    train.add_argument("--base-beta", type=_positive_float, default=FlowConfig.base_beta, help="soft-uniform edges")
+    train.add_argument("--base-sigma", type=positive_float, default=FlowConfig.base_sigma, help="soft-uniform width")
+    train.add_argument("--base-beta", type=positive_float, default=FlowConfig.base_beta, help="soft-uniform edges")
     train.add_argument(
         "--encoder-covariance", choices=ENCODER_COVARIANCES, default=defaults.flow.encoder_covariance,
         help="h(p | q)'s covariance: diagonal (the paper's) or full",
     )  # fmt: skip
-    train.add_argument("--lr", type=_positive_float, default=defaults.lr, help="Adam's learning rate")
+    train.add_argument("--lr", type=positive_float, default=defaults.lr, help="Adam's learning rate")
     train.add_argument(
         "--lr-schedule", choices=LR_SCHEDULES, default=defaults.lr_schedule,
         help="cosine: decays to 0 over --steps or --seconds",
     )  # fmt: skip
     train.add_argument(
-        "--warmup-steps", type=_non_negative_int, default=defaults.warmup_steps,
+        "--warmup-steps", type=non_negative_int, default=defaults.warmup_steps,
         help="linear warm-up: ends after this many steps (0: no bound)",
     )  # fmt: skip
     train.add_argument(
-        "--warmup-fraction", type=_non_negative_float, default=defaults.warmup_fraction,
+        "--warmup-fraction", type=non_negative_float, default=defaults.warmup_fraction,
         help="... or after this fraction of the budget, whichever comes first (0: no bound)",
     )  # fmt: skip
     train.add_argument("--average", type=float, help="β: show and save the weights' moving average (constant lr)")
-    train.add_argument("--batch", type=_positive_int, default=defaults.batch, help="data points per step")
-    train.add_argument("--seed", type=_integer, default=0, help="initialisation, data and noise")
+    train.add_argument("--batch", type=positive_int, default=defaults.batch, help="data points per step")
+    train.add_argument("--seed", type=integer, default=0, help="initialisation, data and noise")
     train.add_argument(
-        "--eval-every", type=_positive_int, default=TrainConfig.eval_every, help="steps between evaluations"
+        "--eval-every", type=positive_int, default=TrainConfig.eval_every, help="steps between evaluations"
     )
-    train.add_argument("--eval-samples", type=_positive_int, default=TrainConfig.eval_samples, help="K of the test L_K")
-    train.add_argument("--grad-clip", type=_positive_float, help="gradient norm clip (absent: none)")
+    train.add_argument("--eval-samples", type=positive_int, default=TrainConfig.eval_samples, help="K of the test L_K")
+    train.add_argument("--grad-clip", type=positive_float, help="gradient norm clip (absent: none)")
     train.add_argument(
         "--objective", choices=OBJECTIVES, default=defaults.objective,
         help="training bound: elbo, iwae (L_K, K = --train-samples), dreg (L_K, DReG encoder gradient)",
     )  # fmt: skip
     train.add_argument(
-        "--train-samples", type=_positive_int, default=defaults.train_samples, help="K of the training bound"
+        "--train-samples", type=positive_int, default=defaults.train_samples, help="K of the training bound"
     )
     train.add_argument(
         "--constraint-at", choices=CONSTRAINT_AT, default=defaults.constraint_at,
@@ -389,7 +348,7 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         help="a smoke run: tiny sizes and one seed, about 2 minutes on 2 CPU cores; it shows the pipeline "
         "works, its numbers are not the result",
     )  # fmt: skip
-    rep.add_argument("--seeds", type=_positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
+    rep.add_argument("--seeds", type=positive_int, help="number of seeds (absent: 1 with --quick, else 3)")
     rep.add_argument("--out", help="output folder (absent: runs/<figure>)")
     rep.add_argument("--paper", action="store_true", help="train with the paper's configuration, not the defaults")
     rep.add_argument(
@@ -398,54 +357,42 @@ def build_parser(paper: bool = False) -> argparse.ArgumentParser:
         "with the sweep's tables (absent: one batched ensemble per regime, here)",
     )  # fmt: skip
     rep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")
-    rep.add_argument("--workers", type=_positive_int, help="local: runs at once (default: the core count)")
+    rep.add_argument("--workers", type=positive_int, help="local: runs at once (default: the core count)")
 
     sweep = sub.add_parser(
         "sweep", formatter_class=formatter,
         help="a grid of runs (targets × κ × seeds × data sizes × dt, leapfrog steps, lr), here or on a Ray cluster",
-        description="Train every combination of the lists (comma-separated; 'none' in --kappa: unconstrained, "
+        description="Train every combination of the lists (comma-listed; 'none' in --kappa: unconstrained, "
         "in --n-train: infinite data), resumably: running the same sweep again skips finished runs and resumes "
         "the others from their last checkpoint. Writes results.csv, table.md and table.json into --out.",
     )  # fmt: skip
     sweep.add_argument("--spec", help="a .toml or .json file with these options' names (flags given here win)")
-    sweep.add_argument("--target", type=_list(str), help=f"built-in targets: {', '.join(TARGETS)} (default: ring)")
+    sweep.add_argument("--target", type=listed(str), help=f"built-in targets: {', '.join(TARGETS)} (default: ring)")
     sweep.add_argument(
-        "--data", type=_list(str),
+        "--data", type=listed(str),
         help="data files (.csv or .npy), swept like targets (without --target: the files alone); each run holds "
         "out --holdout of the file, drawn by its seed, as its test set; the driver reads them, workers need not",
     )  # fmt: skip
-    sweep.add_argument("--kappa", type=_list(_positive_float, none=True), help="κ values, or none (default: none)")
-    sweep.add_argument("--seeds", type=_list(_non_negative_int), help="seeds (default: 0)")
-    sweep.add_argument("--n-train", type=_list(_positive_int, none=True), help="training-set sizes, or none")
-    sweep.add_argument("--dt", type=_list(_positive_float), help=f"leapfrog step sizes (default: {FlowConfig.dt})")
-    sweep.add_argument("--n-steps", type=_list(_positive_int), help=f"leapfrog steps (default: {FlowConfig.n_steps})")
-    sweep.add_argument("--lr", type=_list(_positive_float), help=f"learning rates (default: {TrainConfig.lr})")
-    sweep.add_argument("--steps", type=_positive_int, help="training steps per run (default: 2000)")
-    sweep.add_argument("--eval-every", type=_positive_int, help="steps between evaluations (default: 200)")
-    sweep.add_argument("--checkpoint-every", type=_positive_int, help="steps between checkpoints (default: 500)")
+    sweep.add_argument("--kappa", type=listed(positive_float, none=True), help="κ values, or none (default: none)")
+    sweep.add_argument("--seeds", type=listed(non_negative_int), help="seeds (default: 0)")
+    sweep.add_argument("--n-train", type=listed(positive_int, none=True), help="training-set sizes, or none")
+    sweep.add_argument("--dt", type=listed(positive_float), help=f"leapfrog step sizes (default: {FlowConfig.dt})")
+    sweep.add_argument("--n-steps", type=listed(positive_int), help=f"leapfrog steps (default: {FlowConfig.n_steps})")
+    sweep.add_argument("--lr", type=listed(positive_float), help=f"learning rates (default: {TrainConfig.lr})")
+    sweep.add_argument("--steps", type=positive_int, help="training steps per run (default: 2000)")
+    sweep.add_argument("--eval-every", type=positive_int, help="steps between evaluations (default: 200)")
+    sweep.add_argument("--checkpoint-every", type=positive_int, help="steps between checkpoints (default: 500)")
     sweep.add_argument("--paper", action="store_true", default=None, help="the paper's training configuration")
-    sweep.add_argument("--n-test", type=_positive_int, help=f"test points per run (default: {TrainConfig.n_test})")
+    sweep.add_argument("--n-test", type=positive_int, help=f"test points per run (default: {TrainConfig.n_test})")
     sweep.add_argument(
-        "--final-samples", type=_positive_int, help=f"K of the final test L_K (default: {FINAL_EVAL_SAMPLES})"
+        "--final-samples", type=positive_int, help=f"K of the final test L_K (default: {FINAL_EVAL_SAMPLES})"
     )
-    sweep.add_argument("--holdout", type=_positive_float, help=f"share of a data file held out as test set ({HOLDOUT})")
+    sweep.add_argument("--holdout", type=positive_float, help=f"share of a data file held out as test set ({HOLDOUT})")
     sweep.add_argument("--out", default="runs/sweep", help="output folder")
     sweep.add_argument("--backend", choices=BACKENDS, default="local", help="this machine's processes, or Ray")
     sweep.add_argument("--address", help="Ray: 'auto', 'host:port' or 'ray://host:port' (absent: a local Ray instance)")
-    sweep.add_argument("--workers", type=_positive_int, help="runs at once here (default: the core count)")
+    sweep.add_argument("--workers", type=positive_int, help="runs at once here (default: the core count)")
     return parser
-
-
-def _list(kind: Callable[[str], Any], none: bool = False) -> Callable[[str], list[Any]]:
-    """An argparse type: comma-separated values of ``kind`` (and ``none`` for None, if allowed)."""
-
-    def parse(text: str) -> list[Any]:
-        items = [item.strip() for item in text.split(",")]
-        if not any(items):
-            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-        return [None if none and item.lower() == "none" else kind(item) for item in items]
-
-    return parse
 
 
 def run_sweep_command(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -104,7 +104,7 @@ LAYERS = {
               "symmetries", "evaluation", "targets", "walkthrough", "liouville"),
     "training": ("objectives", "optim", "run", "training", "ensemble", "checkpoint", "interrupts", "peer"),
     "pictures": ("snapshot", "raster", "figures", "lesson_figures"),
-    "apps": ("reporting", "experiments", "sweep", "sweep_grid", "sweep_backends", "sweep_tables", "cli", "__main__",
+    "apps": ("reporting", "experiments", "sweep", "sweep_grid", "sweep_backends", "sweep_tables", "cli", "cli_args", "__main__",
              "ehflow_core"),
 }  # fmt: skip
 
